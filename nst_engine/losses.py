@@ -1,0 +1,76 @@
+"""The loss terms of Gatys et al. (2016), with the paper's normalisation unless a comment says otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """G = F Fᵀ for one image's feature maps (1×N×H×W, or N×H×W), F being N×M with M = H·W.
+
+    Computed in float32 whatever the features' dtype: the Gram sums M products and loses precision
+    in reduced formats.
+    """
+    channels = features.shape[-3]
+    matrix = features.reshape(channels, -1).float()
+    return matrix @ matrix.T
+
+
+def style_layer_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
+    """E_l = 1/(4·N_l²·M_l²) · Σ (G − A)², as in equation 4 of the paper."""
+    channels = features.shape[-3]
+    positions = features.shape[-2] * features.shape[-1]
+    difference = gram_matrix(features) - target_gram
+    return difference.square().sum() / (4.0 * channels**2 * positions**2)
+
+
+def style_loss(
+    features: Mapping[str, torch.Tensor],
+    target_grams: Mapping[str, torch.Tensor],
+    layer_weights: Mapping[str, float],
+) -> torch.Tensor:
+    """L_style = Σ_l w_l · E_l over the style layers (equation 5 of the paper)."""
+    terms = [weight * style_layer_loss(features[layer], target_grams[layer]) for layer, weight in layer_weights.items()]
+    return torch.stack(terms).sum()
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """½ · mean (F − P)².
+
+    Departure from the paper, whose equation 1 is ½ · Σ (F − P)²: we divide by N·M so that the content
+    term, like the style term, does not grow with the image's area.  Otherwise α/β would mean something
+    different at every size, and every stage of a multi-scale run would balance the two differently.
+    """
+    return 0.5 * (features.float() - target.float()).square().mean()
+
+
+def total_variation_loss(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between horizontally and vertically neighbouring pixels.
+
+    Not in Gatys et al.; a common smoothness prior (Mahendran & Vedaldi 2015), off by default.
+    """
+    horizontal = (image[..., :, 1:] - image[..., :, :-1]).square().mean()
+    vertical = (image[..., 1:, :] - image[..., :-1, :]).square().mean()
+    return horizontal + vertical
+
+
+def blend_grams(grams_per_style: Sequence[Mapping[str, torch.Tensor]], blend_weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Σ_i b_i · A_i per layer, with the blend weights b normalised to sum to one."""
+    total = float(sum(blend_weights))
+    layers = grams_per_style[0].keys()
+    return {
+        layer: sum((weight / total) * grams[layer] for weight, grams in zip(blend_weights, grams_per_style))
+        for layer in layers
+    }
+
+
+def box_penalty(image: torch.Tensor) -> torch.Tensor:
+    """Σ of squared distances of pixel values outside [0, 1].
+
+    Clamping inside an L-BFGS run would change the objective behind the optimiser's back and spoil its
+    curvature pairs and line search; this smooth penalty (weighted by the caller) keeps the problem
+    differentiable while holding pixels in range.  The final image is clamped once.
+    """
+    return (image - image.clamp(0.0, 1.0)).square().sum()

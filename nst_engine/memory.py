@@ -1,0 +1,86 @@
+"""Estimating a run's memory before allocating it, and refusing one that cannot fit."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Collection
+
+import torch
+
+from .errors import InsufficientMemoryError
+from .settings import Optimizer
+from .vgg import LAYER_NAMES, VGG19_CONVS
+
+BYTES_PER_FLOAT = 4
+LBFGS_HISTORY = 50
+# Forward activations kept for the backward pass, plus the gradients alive at the backward pass's
+# widest point, relative to the sum of all feature maps up to the deepest layer.  Measured on the CPU
+# (peak RSS at 256–1024 px); see benchmarks/engine_speed.py.
+ACTIVATION_FACTOR = 2.0
+MODEL_BYTES = 80 * 2**20  # VGG19's sixteen convolutions in float32
+_SAFETY_MARGIN = 1.1
+
+
+def feature_elements_per_pixel(layers: Collection[str]) -> float:
+    """Feature-map elements per input pixel across all convolutions up to the deepest layer in use."""
+    deepest = max(LAYER_NAMES.index(name) for name in layers) // 2
+    return sum(spec.out_channels / 4 ** (spec.block - 1) for spec in VGG19_CONVS[: deepest + 1])
+
+
+def estimate_bytes(height: int, width: int, layers: Collection[str], optimizer: Optimizer) -> int:
+    """Peak memory of one stage at height×width: model, activations, image copies, optimiser state."""
+    pixels = height * width
+    activations = ACTIVATION_FACTOR * feature_elements_per_pixel(layers) * pixels
+    # The image, its gradient, the content and style images, and L-BFGS's history (two vectors per step).
+    image_copies = 3 * (6 + (2 * LBFGS_HISTORY + 4 if optimizer is Optimizer.LBFGS else 3))
+    return round(_SAFETY_MARGIN * (MODEL_BYTES + BYTES_PER_FLOAT * (activations + image_copies * pixels)))
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory the run may use on ``device``: free GPU memory plus torch's cached blocks, or free RAM."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return _available_ram()
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:  # Linux: counts reclaimable cache too
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**62  # unknown (Windows): do not refuse
+
+
+def check_fits(
+    height: int, width: int, layers: Collection[str], optimizer: Optimizer, budget: int
+) -> None:
+    """Raise InsufficientMemoryError, naming the largest longest side that fits, if the run needs more than ``budget``."""
+    required = estimate_bytes(height, width, layers, optimizer)
+    if required <= budget:
+        return
+    longest = max(height, width)
+    aspect = min(height, width) / longest
+    low, high = 0, longest
+    while low < high:  # largest longest side whose estimate fits
+        middle = (low + high + 1) // 2
+        short = max(1, math.floor(middle * aspect))
+        if estimate_bytes(middle, short, layers, optimizer) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    raise InsufficientMemoryError(
+        f"A {width}×{height} run needs about {required / 2**30:.1f} GiB but only "
+        f"{budget / 2**30:.1f} GiB is available; the largest size that fits is {low} pixels on the "
+        "longest side. Lower the size, or free memory.",
+        required_bytes=required,
+        available_bytes=budget,
+        largest_size=low,
+    )

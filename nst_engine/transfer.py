@@ -1,0 +1,310 @@
+"""The optimisation of Gatys et al. (2016): an image is optimised, not the network."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from . import colour
+from .device import memory_format, prepare_device, select_device
+from .errors import InvalidSettingsError
+from .image_ops import fit_longest_side, resize
+from .losses import blend_grams, box_penalty, content_loss, gram_matrix, style_loss, total_variation_loss
+from .memory import LBFGS_HISTORY, available_bytes, check_fits
+from .progress import CancelToken, LossTerms, Progress, ProgressCallback
+from .settings import Init, Optimizer, StyleSettings
+from .vgg import VGGFeatures, layer_downsampling
+from .weights import load_vgg19_state_dict
+
+log = logging.getLogger(__name__)
+
+# The box penalty's weight is set from the first gradient of each stage so that a pixel 1/255 out of
+# range is pushed back ten times harder than the mean pull of the style and content terms.
+_BOX_PENALTY_STRENGTH = 10 * 255 / 2
+
+
+@dataclass(frozen=True)
+class _Stage:
+    index: int  # 1-based
+    count: int
+    height: int
+    width: int
+    iterations: int
+    first_iteration: int  # overall index of this stage's first iteration, 1-based
+    total_iterations: int
+
+
+class _Objective:
+    """α·content + β·style + tv_weight·TV of an image at one stage, against fixed targets."""
+
+    def __init__(
+        self,
+        model: VGGFeatures,
+        settings: StyleSettings,
+        content_target: torch.Tensor,
+        target_grams: Mapping[str, torch.Tensor],
+    ) -> None:
+        self.model = model
+        self.settings = settings
+        self.content_target = content_target
+        self.target_grams = target_grams
+        self.layer_weights = settings.layer_weights()
+        self.layers = {settings.content_layer, *settings.style_layers}
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total, stacked weighted terms [content, style, tv]) for ``image``."""
+        s = self.settings
+        features = self.model(image, self.layers, s.pooling)
+        content = s.content_weight * content_loss(features[s.content_layer], self.content_target)
+        style = s.style_weight * style_loss(features, self.target_grams, self.layer_weights)
+        tv = s.tv_weight * total_variation_loss(image) if s.tv_weight else torch.zeros_like(content)
+        terms = torch.stack([content, style, tv])
+        return terms.sum(), terms
+
+
+class StyleTransfer:
+    """VGG19 resident on one device, ready to stylise any number of images."""
+
+    def __init__(self, model: VGGFeatures, device: torch.device) -> None:
+        self.device = device
+        prepare_device(device)
+        self.model = model.to(device, memory_format=memory_format(device))
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights_file: str | os.PathLike[str] | None = None,
+        device: str | torch.device | None = None,
+        *,
+        progress: bool = False,
+    ) -> StyleTransfer:
+        """Load VGG19 (see :func:`nst_engine.weights.load_vgg19_state_dict`) onto ``device`` (default: best available)."""
+        chosen = select_device(device)
+        return cls(VGGFeatures(load_vgg19_state_dict(weights_file, progress=progress)), chosen)
+
+    def _to_device(self, image: torch.Tensor) -> torch.Tensor:
+        return image.to(self.device, torch.float32).contiguous(memory_format=memory_format(self.device))
+
+    @torch.no_grad()
+    def style_grams(self, style: torch.Tensor, settings: StyleSettings) -> dict[str, torch.Tensor]:
+        """Gram matrices A_l of one style image (1×3×H×W on this device) at the style layers."""
+        features = self.model(style, settings.style_layers, settings.pooling)
+        return {layer: gram_matrix(features[layer]) for layer in settings.style_layers}
+
+    def stylize(
+        self,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        settings: StyleSettings = StyleSettings(),
+        *,
+        init_image: torch.Tensor | None = None,
+        on_progress: ProgressCallback | None = None,
+        preview_every: int = 0,
+        cancel: CancelToken | None = None,
+        memory_budget: int | None = None,
+    ) -> torch.Tensor:
+        """Stylise ``content`` with ``styles``; all images are 3×H×W float32 sRGB in [0, 1].
+
+        Returns a 3×H×W float32 CPU tensor whose longest side is ``settings.size`` (or the content's own
+        size when that is 0).  ``on_progress`` is called once per iteration; every ``preview_every``
+        iterations (and at each stage's end) its record carries the current image.  Raises
+        CancelledError within one objective evaluation of ``cancel`` being set, InsufficientMemoryError
+        before allocating when the estimate exceeds ``memory_budget`` (default: what the device has free).
+        """
+        started = time.perf_counter()
+        settings.validate(len(styles))
+        _check_image(content, "content")
+        for number, style in enumerate(styles, start=1):
+            _check_image(style, f"style image {number}")
+        if init_image is not None:
+            _check_image(init_image, "init_image")
+        elif settings.init is Init.IMAGE:
+            raise InvalidSettingsError("init is 'image' but no init_image was given")
+        cancel = cancel or CancelToken()
+
+        content_h, content_w = content.shape[-2:]
+        final_longest = settings.size or max(content_h, content_w)
+        stage_dims = [fit_longest_side(content_h, content_w, s) for s in settings.stage_sizes(final_longest)]
+        self._check_sizes(stage_dims, styles, settings)
+        final_h, final_w = stage_dims[-1]
+        all_layers = {settings.content_layer, *settings.style_layers}
+        budget = memory_budget if memory_budget is not None else available_bytes(self.device)
+        check_fits(final_h, final_w, all_layers, settings.optimizer, budget)
+
+        content_rgb = self._to_device(content[None])
+        content_work = colour.luminance(content_rgb) if settings.preserve_colors else content_rgb
+        style_work = [self._to_device(style[None]) for style in styles]
+        if settings.preserve_colors:
+            style_work = [colour.match_luminance(colour.luminance(s), content_work) for s in style_work]
+
+        image = self._initial_image(content_work, init_image, settings, *stage_dims[0])
+        total_iterations = settings.iterations * len(stage_dims)
+        for index, (height, width) in enumerate(stage_dims, start=1):
+            cancel.raise_if_cancelled()
+            stage = _Stage(
+                index, len(stage_dims), height, width, settings.iterations,
+                first_iteration=(index - 1) * settings.iterations + 1, total_iterations=total_iterations,
+            )
+            # Each stage is warm-started from the previous one, upsampled.
+            image = resize(image, height, width)
+            objective = self._stage_objective(content_work, style_work, settings, height, width)
+            to_rgb = self._preview_converter(content_rgb, settings, height, width)
+
+            def report(iteration: int, terms: torch.Tensor, current: torch.Tensor, stage: _Stage = stage,
+                       to_rgb: Callable[[torch.Tensor], torch.Tensor] = to_rgb) -> None:
+                if on_progress is None:
+                    return
+                content_term, style_term, tv_term = terms.tolist()
+                want_image = iteration == stage.iterations or (preview_every and iteration % preview_every == 0)
+                on_progress(Progress(
+                    stage=stage.index, stages=stage.count, width=stage.width, height=stage.height,
+                    stage_iteration=iteration, stage_iterations=stage.iterations,
+                    iteration=stage.first_iteration + iteration - 1, total_iterations=stage.total_iterations,
+                    losses=LossTerms(content_term, style_term, tv_term, content_term + style_term + tv_term),
+                    elapsed_s=time.perf_counter() - started,
+                    image=to_rgb(current)[0].float().cpu() if want_image else None,
+                ))
+
+            log.debug("Stage %d/%d at %d×%d", index, len(stage_dims), width, height)
+            if settings.optimizer is Optimizer.LBFGS:
+                image = _run_lbfgs(image, objective, settings.iterations, report, cancel)
+            else:
+                image = _run_adam(image, objective, settings.iterations, settings.learning_rate, report, cancel)
+
+        result = image.clamp(0.0, 1.0)
+        if settings.preserve_colors:
+            result = colour.recombine(result, resize(content_rgb, final_h, final_w))
+        return result[0].float().cpu().contiguous()
+
+    def _check_sizes(self, stage_dims: list[tuple[int, int]], styles: Sequence[torch.Tensor], settings: StyleSettings) -> None:
+        minimum = max(layer_downsampling(layer) for layer in {settings.content_layer, *settings.style_layers})
+        smallest_h, smallest_w = stage_dims[0]
+        if min(smallest_h, smallest_w) < minimum:
+            raise InvalidSettingsError(
+                f"size: the first stage would be {smallest_w}×{smallest_h} pixels, but the layers in use need "
+                f"at least {minimum} pixels on each side; use fewer scales or a larger size"
+            )
+        for number, style in enumerate(styles, start=1):
+            for height, width in stage_dims:
+                style_h, style_w = fit_longest_side(*style.shape[-2:], round(settings.style_scale * max(height, width)))
+                if min(style_h, style_w) < minimum:
+                    raise InvalidSettingsError(
+                        f"style_scale: style image {number} would be {style_w}×{style_h} pixels at a "
+                        f"{width}×{height} stage, but needs at least {minimum} on each side; raise style_scale"
+                    )
+
+    def _initial_image(
+        self, content: torch.Tensor, init_image: torch.Tensor | None, settings: StyleSettings, height: int, width: int
+    ) -> torch.Tensor:
+        if init_image is not None and settings.init is not Init.NOISE:
+            start = self._to_device(init_image[None])
+            if settings.preserve_colors:
+                start = colour.luminance(start)
+            return resize(start, height, width)
+        if settings.init is Init.NOISE:
+            # Drawn on the CPU so that a seed gives the same start on every device.
+            generator = torch.Generator().manual_seed(settings.seed)
+            noise = torch.rand((1, 3, height, width), generator=generator)
+            if settings.preserve_colors:
+                noise = noise[:, :1].expand(1, 3, height, width)
+            return self._to_device(noise)
+        return resize(content, height, width)
+
+    @torch.no_grad()
+    def _stage_objective(
+        self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int
+    ) -> _Objective:
+        stage_content = resize(content, height, width)
+        content_target = self.model(stage_content, [settings.content_layer], settings.pooling)[settings.content_layer]
+        style_longest = round(settings.style_scale * max(height, width))
+        grams = [
+            self.style_grams(resize(style, *fit_longest_side(*style.shape[-2:], style_longest)), settings)
+            for style in styles
+        ]
+        target_grams = blend_grams(grams, settings.blend_weights(len(styles)))
+        return _Objective(self.model, settings, content_target.detach().clone(), target_grams)
+
+    def _preview_converter(
+        self, content_rgb: torch.Tensor, settings: StyleSettings, height: int, width: int
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        if not settings.preserve_colors:
+            return lambda image: image.detach().clamp(0.0, 1.0)
+        stage_content = resize(content_rgb, height, width)
+        return lambda image: colour.recombine(image.detach(), stage_content)
+
+
+def _check_image(image: object, name: str) -> None:
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise InvalidSettingsError(f"{name} must be a 3×H×W RGB tensor, got {shape}")
+    if not image.is_floating_point():
+        raise InvalidSettingsError(f"{name} must hold floating-point values in [0, 1], got {image.dtype}")
+    if image.shape[1] < 1 or image.shape[2] < 1:
+        raise InvalidSettingsError(f"{name} is empty")
+    if not torch.isfinite(image).all():
+        raise InvalidSettingsError(f"{name} holds NaN or infinite values")
+
+
+_Report = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
+def _run_lbfgs(
+    start: torch.Tensor, objective: _Objective, iterations: int, report: _Report, cancel: CancelToken
+) -> torch.Tensor:
+    image = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [image], lr=1.0, max_iter=iterations, max_eval=2 * iterations, history_size=LBFGS_HISTORY,
+        tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+    )
+    box_weight: float | None = None
+    reported = 0
+    last_terms = torch.zeros(3)
+
+    def closure() -> torch.Tensor:
+        nonlocal box_weight, reported, last_terms
+        cancel.raise_if_cancelled()
+        image.grad = None
+        total, terms = objective(image)
+        if box_weight is None:
+            # The start lies inside [0, 1], so the penalty and its gradient are zero here: setting its
+            # weight now leaves the objective the optimiser sees unchanged.
+            total.backward()
+            box_weight = _BOX_PENALTY_STRENGTH * image.grad.abs().mean().item()
+            loss = total
+        else:
+            loss = total + box_weight * box_penalty(image)
+            loss.backward()
+        last_terms = terms.detach()
+        iteration = optimizer.state[image].get("n_iter", 0)
+        if iteration > reported:
+            reported = iteration
+            report(iteration, last_terms, image)
+        return loss.detach()
+
+    optimizer.step(closure)
+    if reported < iterations:  # stopped early (evaluation budget or convergence): the stage is done
+        report(iterations, last_terms, image)
+    return image.detach().clamp_(0.0, 1.0)
+
+
+def _run_adam(
+    start: torch.Tensor, objective: _Objective, iterations: int, learning_rate: float, report: _Report,
+    cancel: CancelToken,
+) -> torch.Tensor:
+    image = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([image], lr=learning_rate)
+    for iteration in range(1, iterations + 1):
+        cancel.raise_if_cancelled()
+        optimizer.zero_grad(set_to_none=True)
+        total, terms = objective(image)
+        total.backward()
+        optimizer.step()
+        with torch.no_grad():
+            image.clamp_(0.0, 1.0)  # projected gradient descent: harmless for Adam, unlike L-BFGS
+        report(iteration, terms.detach(), image)
+    return image.detach()
