@@ -1,0 +1,118 @@
+"""``python -m nst_engine CONTENT STYLE [STYLE ...] -o OUT``: stylise image files from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from ..errors import StyleTransferError
+from ..progress import CancelToken
+from ..settings import Init, Optimizer, StyleSettings
+from ..transfer import StyleTransfer
+from ..vgg import Pooling
+from ..weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict
+from .image_files import ImageFileError, read_image, write_image
+from .progress_bar import TerminalProgressBar
+
+DEFAULTS = StyleSettings()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nst_engine",
+        description="Neural style transfer (Gatys et al. 2016) of image files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("content", nargs="?", type=Path, help="content image (PNG, JPEG or TIFF; 8 or 16 bit)")
+    parser.add_argument("styles", nargs="*", type=Path, metavar="style", help="one or more style images")
+    parser.add_argument("-o", "--output", type=Path, help="output image (.png for 16-bit)")
+    parser.add_argument("--style-blend-weights", type=float, nargs="+", metavar="W", help="one weight per style image (default: equal)")
+    parser.add_argument("--size", type=int, default=DEFAULTS.size, help="longest side of the output in pixels; 0 = the content's size")
+    parser.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="iterations per stage")
+    parser.add_argument("--scales", type=int, default=DEFAULTS.scales, help="coarse-to-fine stages, each twice the size of the last; 0 = automatic")
+    parser.add_argument("--optimizer", choices=[o.value for o in Optimizer], default=DEFAULTS.optimizer.value)
+    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="Adam's step size")
+    parser.add_argument("--content-weight", type=float, default=DEFAULTS.content_weight, help="α")
+    parser.add_argument("--style-weight", type=float, default=DEFAULTS.style_weight, help="β")
+    parser.add_argument("--tv-weight", type=float, default=DEFAULTS.tv_weight, help="total-variation smoothing")
+    parser.add_argument("--style-layer-weights", type=float, nargs="+", metavar="W", help="w_l for relu1_1 … relu5_1 (default: equal)")
+    parser.add_argument("--init", default=DEFAULTS.init.value, metavar="content|noise|FILE", help="starting image")
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
+    parser.add_argument("--style-scale", type=float, default=DEFAULTS.style_scale, help="style image size relative to the content")
+    parser.add_argument("--pooling", choices=[p.value for p in Pooling], default=DEFAULTS.pooling.value)
+    parser.add_argument("--weights", type=Path, help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, else torchvision's cached download)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--bits", type=int, choices=(8, 16), help="output bit depth (default: the content's)")
+    parser.add_argument("--fetch-weights", action="store_true", help="only make sure the weights are available, then exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        if args.fetch_weights:
+            load_vgg19_state_dict(args.weights, progress=not args.quiet)
+            print("VGG19 weights are available.")
+            return 0
+        if args.content is None or not args.styles or args.output is None:
+            parser.error("CONTENT, at least one STYLE and -o OUTPUT are required")
+        return _stylize_files(args)
+    except (StyleTransferError, ImageFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def _stylize_files(args: argparse.Namespace) -> int:
+    content = read_image(args.content)
+    styles = [read_image(path).rgb for path in args.styles]
+    init, init_image = _parse_init(args.init)
+    settings = StyleSettings(
+        content_weight=args.content_weight,
+        style_weight=args.style_weight,
+        tv_weight=args.tv_weight,
+        style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
+        style_blend_weights=tuple(args.style_blend_weights) if args.style_blend_weights else None,
+        style_scale=args.style_scale,
+        size=args.size,
+        scales=args.scales,
+        iterations=args.iterations,
+        optimizer=Optimizer(args.optimizer),
+        learning_rate=args.learning_rate,
+        init=init,
+        seed=args.seed,
+        preserve_colors=args.preserve_colors,
+        pooling=Pooling(args.pooling),
+    )
+    settings.validate(len(styles))  # before the slow model load
+    engine = StyleTransfer.from_weights(args.weights, args.device, progress=not args.quiet)
+    bar = TerminalProgressBar(force=False) if not args.quiet else None
+    try:
+        result = engine.stylize(content.rgb, styles, settings, init_image=init_image, on_progress=bar, cancel=CancelToken())
+    finally:
+        if bar is not None:
+            bar.close()
+    alpha = None
+    if content.alpha is not None:
+        from ..image_ops import resize
+
+        alpha = resize(content.alpha[None], *result.shape[-2:])[0]
+    write_image(args.output, result, alpha, bits=args.bits or content.bits)
+    if not args.quiet:
+        print(f"Wrote {args.output} ({result.shape[-1]}×{result.shape[-2]}).")
+    return 0
+
+
+def _parse_init(value: str) -> tuple[Init, "torch.Tensor | None"]:  # noqa: F821
+    if value in (Init.CONTENT.value, Init.NOISE.value):
+        return Init(value), None
+    return Init.IMAGE, read_image(Path(value)).rgb

@@ -1,0 +1,70 @@
+"""Loss maths against values computed by hand."""
+
+import pytest
+import torch
+
+from nst_engine.losses import blend_grams, box_penalty, content_loss, gram_matrix, style_layer_loss, style_loss, total_variation_loss
+from nst_engine.settings import StyleSettings
+
+# Two feature maps (N = 2) over two positions (M = 2): F = [[1, 2], [3, 4]].
+FEATURES = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
+
+
+def test_gram_matrix_is_f_f_transpose():
+    assert torch.equal(gram_matrix(FEATURES), torch.tensor([[5.0, 11.0], [11.0, 25.0]]))
+
+
+def test_style_layer_loss_uses_the_papers_normalisation():
+    # Σ(G − 0)² = 25 + 121 + 121 + 625 = 892;  1/(4·N²·M²) = 1/(4·4·4) = 1/64.
+    assert style_layer_loss(FEATURES, torch.zeros(2, 2)).item() == pytest.approx(892 / 64)
+
+
+def test_style_layer_loss_is_zero_at_the_target():
+    assert style_layer_loss(FEATURES, gram_matrix(FEATURES)).item() == 0.0
+
+
+def test_style_loss_weights_layers():
+    features = {"a": FEATURES, "b": 2 * FEATURES}
+    targets = {"a": torch.zeros(2, 2), "b": torch.zeros(2, 2)}
+    # Doubling F multiplies G by 4 and E by 16.
+    expected = 0.25 * 892 / 64 + 0.75 * 16 * 892 / 64
+    assert style_loss(features, targets, {"a": 0.25, "b": 0.75}).item() == pytest.approx(expected)
+
+
+def test_content_loss_is_half_the_mean_squared_error():
+    target = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])
+    # differences 0, 2, 3, 2 → squares 0, 4, 9, 4 → mean 4.25 → ½ · 4.25
+    assert content_loss(FEATURES, target).item() == pytest.approx(2.125)
+
+
+def test_total_variation_of_a_ramp():
+    image = torch.arange(4.0).repeat(1, 1, 3, 1)  # rows 0 1 2 3: horizontal steps of 1, vertical 0
+    assert total_variation_loss(image).item() == pytest.approx(1.0)
+
+
+def test_blend_weights_one_zero_equal_the_single_style():
+    first = {"relu1_1": torch.rand(4, 4)}
+    second = {"relu1_1": torch.rand(4, 4)}
+    assert torch.equal(blend_grams([first, second], (1.0, 0.0))["relu1_1"], first["relu1_1"])
+
+
+def test_blend_weights_are_normalised():
+    first = {"l": torch.full((2, 2), 2.0)}
+    second = {"l": torch.full((2, 2), 6.0)}
+    assert torch.allclose(blend_grams([first, second], (1.0, 3.0))["l"], torch.full((2, 2), 5.0))
+
+
+def test_box_penalty_is_zero_inside_and_quadratic_outside():
+    assert box_penalty(torch.tensor([0.0, 0.5, 1.0])).item() == 0.0
+    assert box_penalty(torch.tensor([-0.5, 1.25])).item() == pytest.approx(0.25 + 0.0625)
+
+
+def test_default_layer_weights_are_equal_and_sum_to_one():
+    weights = StyleSettings().layer_weights()
+    assert list(weights) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    assert all(w == pytest.approx(0.2) for w in weights.values())
+
+
+def test_explicit_layer_weights_are_used_as_given():
+    settings = StyleSettings(style_layer_weights=(1.0, 0.0, 0.0, 0.0, 3.0))
+    assert settings.layer_weights()["relu5_1"] == 3.0
