@@ -7,23 +7,59 @@ from collections.abc import Mapping, Sequence
 import torch
 
 
+def _feature_matrix(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """One image's feature maps as a matrix without copying: (N×M, False), or (M×N, True) when the
+    tensor is channels_last, where the channels are the innermost dimension."""
+    single = features.reshape(features.shape[-3:])
+    if single.stride(0) == 1 and single.dim() == 3 and single.shape[0] > 1:
+        return single.permute(1, 2, 0).reshape(-1, single.shape[0]), True
+    return single.reshape(single.shape[0], -1), False
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """G = F Fᵀ for one image's feature maps (1×N×H×W, or N×H×W), F being N×M with M = H·W.
 
     Computed in float32 whatever the features' dtype: the Gram sums M products and loses precision
     in reduced formats.
     """
-    channels = features.shape[-3]
-    matrix = features.reshape(channels, -1).float()
-    return matrix @ matrix.T
+    matrix, transposed = _feature_matrix(features)
+    matrix = _at_least_float32(matrix)
+    return matrix.T @ matrix if transposed else matrix @ matrix.T
+
+
+class _StyleLayerLoss(torch.autograd.Function):
+    """E_l with a hand-written backward: ∂E/∂F = (G − A)·F / (N²M²), one matrix product where autograd
+    would spend two (it does not know that G − A is symmetric)."""
+
+    @staticmethod
+    def forward(ctx, matrix: torch.Tensor, transposed: bool, target_gram: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        channels = matrix.shape[1] if transposed else matrix.shape[0]
+        positions = matrix.numel() // channels
+        as_float = _at_least_float32(matrix)
+        gram = as_float.T @ as_float if transposed else as_float @ as_float.T
+        difference = gram - target_gram
+        ctx.save_for_backward(as_float, difference)
+        ctx.transposed = transposed
+        ctx.scale = 1.0 / (channels**2 * positions**2)
+        ctx.input_dtype = matrix.dtype
+        return difference.square().sum() * (ctx.scale / 4.0)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        matrix, difference = ctx.saved_tensors
+        scaled = difference * (grad_output * ctx.scale)  # N×N: cheaper to scale than the N×M result
+        grad = matrix @ scaled if ctx.transposed else scaled @ matrix
+        return grad.to(ctx.input_dtype), None, None
 
 
 def style_layer_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
     """E_l = 1/(4·N_l²·M_l²) · Σ (G − A)², as in equation 4 of the paper."""
-    channels = features.shape[-3]
-    positions = features.shape[-2] * features.shape[-1]
-    difference = gram_matrix(features) - target_gram
-    return difference.square().sum() / (4.0 * channels**2 * positions**2)
+    matrix, transposed = _feature_matrix(features)
+    return _StyleLayerLoss.apply(matrix, transposed, target_gram)
 
 
 def style_loss(
@@ -43,7 +79,7 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     term, like the style term, does not grow with the image's area.  Otherwise α/β would mean something
     different at every size, and every stage of a multi-scale run would balance the two differently.
     """
-    return 0.5 * (features.float() - target.float()).square().mean()
+    return 0.5 * (_at_least_float32(features) - _at_least_float32(target)).square().mean()
 
 
 def total_variation_loss(image: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,8 @@ class StyleSettings:
     style_scale: float = 1.0  # style image's longest side relative to the content's at each stage
     size: int = 512  # longest side of the output; 0 = the content image's own size
     scales: int = 0  # number of coarse-to-fine stages; 0 = automatic
-    iterations: int = 500  # per stage
+    iterations: int = 500  # at the final stage
+    coarse_iterations: int = 0  # at each coarser stage; 0 = as many as ``iterations``
     optimizer: Optimizer = Optimizer.LBFGS
     learning_rate: float = 0.02  # Adam's step size, in units of the [0, 1] pixel range
     init: Init = Init.CONTENT
@@ -87,6 +88,11 @@ class StyleSettings:
             raise InvalidSettingsError(f"size must be an integer ≥ 0 (0 = the content's size), got {self.size!r}")
         if not isinstance(self.iterations, int) or not 1 <= self.iterations <= MAX_ITERATIONS:
             raise InvalidSettingsError(f"iterations must be an integer from 1 to {MAX_ITERATIONS}, got {self.iterations!r}")
+        if not isinstance(self.coarse_iterations, int) or not 0 <= self.coarse_iterations <= MAX_ITERATIONS:
+            raise InvalidSettingsError(
+                f"coarse_iterations must be an integer from 0 (as many as iterations) to {MAX_ITERATIONS}, "
+                f"got {self.coarse_iterations!r}"
+            )
         if not isinstance(self.scales, int) or not 0 <= self.scales <= MAX_SCALES:
             raise InvalidSettingsError(f"scales must be an integer from 0 (automatic) to {MAX_SCALES}, got {self.scales!r}")
         if not isinstance(self.seed, int):
@@ -101,6 +107,11 @@ class StyleSettings:
 
     def blend_weights(self, style_count: int) -> tuple[float, ...]:
         return self.style_blend_weights or (1.0,) * style_count
+
+    def stage_iterations(self, stages: int) -> list[int]:
+        """Iterations per stage, coarse to fine."""
+        coarse = self.coarse_iterations or self.iterations
+        return [coarse] * (stages - 1) + [self.iterations]
 
     def stage_sizes(self, final_size: int) -> list[int]:
         """Longest side per stage, coarse to fine, each stage twice the size of the one before."""

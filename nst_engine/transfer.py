@@ -39,7 +39,7 @@ class _Stage:
     total_iterations: int
 
 
-class _Objective:
+class Objective:
     """α·content + β·style + tv_weight·TV of an image at one stage, against fixed targets."""
 
     def __init__(
@@ -87,8 +87,14 @@ class StyleTransfer:
         chosen = select_device(device)
         return cls(VGGFeatures(load_vgg19_state_dict(weights_file, progress=progress)), chosen)
 
-    def _to_device(self, image: torch.Tensor) -> torch.Tensor:
-        return image.to(self.device, torch.float32).contiguous(memory_format=memory_format(self.device))
+    def to_device(self, image: torch.Tensor) -> torch.Tensor:
+        """``image`` as float32 on this engine's device.
+
+        Images stay in the standard layout (L-BFGS needs a flat view of its variable); the model's
+        weights are channels_last, which makes every feature map from the first convolution on
+        channels_last too.
+        """
+        return image.to(self.device, torch.float32).contiguous()
 
     @torch.no_grad()
     def style_grams(self, style: torch.Tensor, settings: StyleSettings) -> dict[str, torch.Tensor]:
@@ -136,19 +142,20 @@ class StyleTransfer:
         budget = memory_budget if memory_budget is not None else available_bytes(self.device)
         check_fits(final_h, final_w, all_layers, settings.optimizer, budget)
 
-        content_rgb = self._to_device(content[None])
+        content_rgb = self.to_device(content[None])
         content_work = colour.luminance(content_rgb) if settings.preserve_colors else content_rgb
-        style_work = [self._to_device(style[None]) for style in styles]
+        style_work = [self.to_device(style[None]) for style in styles]
         if settings.preserve_colors:
             style_work = [colour.match_luminance(colour.luminance(s), content_work) for s in style_work]
 
         image = self._initial_image(content_work, init_image, settings, *stage_dims[0])
-        total_iterations = settings.iterations * len(stage_dims)
+        iterations_per_stage = settings.stage_iterations(len(stage_dims))
         for index, (height, width) in enumerate(stage_dims, start=1):
             cancel.raise_if_cancelled()
             stage = _Stage(
-                index, len(stage_dims), height, width, settings.iterations,
-                first_iteration=(index - 1) * settings.iterations + 1, total_iterations=total_iterations,
+                index, len(stage_dims), height, width, iterations_per_stage[index - 1],
+                first_iteration=sum(iterations_per_stage[: index - 1]) + 1,
+                total_iterations=sum(iterations_per_stage),
             )
             # Each stage is warm-started from the previous one, upsampled.
             image = resize(image, height, width)
@@ -172,9 +179,9 @@ class StyleTransfer:
 
             log.debug("Stage %d/%d at %d×%d", index, len(stage_dims), width, height)
             if settings.optimizer is Optimizer.LBFGS:
-                image = _run_lbfgs(image, objective, settings.iterations, report, cancel)
+                image = _run_lbfgs(image, objective, stage.iterations, report, cancel)
             else:
-                image = _run_adam(image, objective, settings.iterations, settings.learning_rate, report, cancel)
+                image = _run_adam(image, objective, stage.iterations, settings.learning_rate, report, cancel)
 
         result = image.clamp(0.0, 1.0)
         if settings.preserve_colors:
@@ -202,7 +209,7 @@ class StyleTransfer:
         self, content: torch.Tensor, init_image: torch.Tensor | None, settings: StyleSettings, height: int, width: int
     ) -> torch.Tensor:
         if init_image is not None and settings.init is not Init.NOISE:
-            start = self._to_device(init_image[None])
+            start = self.to_device(init_image[None])
             if settings.preserve_colors:
                 start = colour.luminance(start)
             return resize(start, height, width)
@@ -212,13 +219,24 @@ class StyleTransfer:
             noise = torch.rand((1, 3, height, width), generator=generator)
             if settings.preserve_colors:
                 noise = noise[:, :1].expand(1, 3, height, width)
-            return self._to_device(noise)
+            return self.to_device(noise)
         return resize(content, height, width)
+
+    def objective(
+        self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int
+    ) -> Objective:
+        """The objective a run optimises at a height×width stage (images 3×H×W, as for :meth:`stylize`).
+
+        Useful to judge any image by the same loss, e.g. in benchmarks; ignores ``preserve_colors``.
+        """
+        return self._stage_objective(
+            self.to_device(content[None]), [self.to_device(style[None]) for style in styles], settings, height, width
+        )
 
     @torch.no_grad()
     def _stage_objective(
         self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int
-    ) -> _Objective:
+    ) -> Objective:
         stage_content = resize(content, height, width)
         content_target = self.model(stage_content, [settings.content_layer], settings.pooling)[settings.content_layer]
         style_longest = round(settings.style_scale * max(height, width))
@@ -227,7 +245,7 @@ class StyleTransfer:
             for style in styles
         ]
         target_grams = blend_grams(grams, settings.blend_weights(len(styles)))
-        return _Objective(self.model, settings, content_target.detach().clone(), target_grams)
+        return Objective(self.model, settings, content_target.detach().clone(), target_grams)
 
     def _preview_converter(
         self, content_rgb: torch.Tensor, settings: StyleSettings, height: int, width: int
@@ -254,7 +272,7 @@ _Report = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def _run_lbfgs(
-    start: torch.Tensor, objective: _Objective, iterations: int, report: _Report, cancel: CancelToken
+    start: torch.Tensor, objective: Objective, iterations: int, report: _Report, cancel: CancelToken
 ) -> torch.Tensor:
     image = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
@@ -293,7 +311,7 @@ def _run_lbfgs(
 
 
 def _run_adam(
-    start: torch.Tensor, objective: _Objective, iterations: int, learning_rate: float, report: _Report,
+    start: torch.Tensor, objective: Objective, iterations: int, learning_rate: float, report: _Report,
     cancel: CancelToken,
 ) -> torch.Tensor:
     image = start.detach().clone().requires_grad_(True)

@@ -68,3 +68,26 @@ def test_default_layer_weights_are_equal_and_sum_to_one():
 def test_explicit_layer_weights_are_used_as_given():
     settings = StyleSettings(style_layer_weights=(1.0, 0.0, 0.0, 0.0, 3.0))
     assert settings.layer_weights()["relu5_1"] == 3.0
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_style_layer_loss_gradient_matches_autograd_of_the_formula(channels_last):
+    features = torch.rand(1, 4, 5, 6, dtype=torch.float64)
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    features.requires_grad_(True)
+    target = torch.rand(4, 4, dtype=torch.float64)
+    target = target + target.T
+    loss = style_layer_loss(features, target)
+    (ours,) = torch.autograd.grad(loss, features)
+    reference_features = features.detach().clone().requires_grad_(True)
+    matrix = reference_features.reshape(4, 30)
+    reference = ((matrix @ matrix.T - target).square().sum() / (4 * 16 * 900))
+    (expected,) = torch.autograd.grad(reference, reference_features)
+    assert loss.item() == pytest.approx(reference.item())
+    assert torch.allclose(ours, expected)
+
+
+def test_gram_matrix_is_the_same_in_both_memory_formats():
+    features = torch.rand(1, 8, 5, 7)
+    assert torch.allclose(gram_matrix(features), gram_matrix(features.contiguous(memory_format=torch.channels_last)))

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, help="output image (.png for 16-bit)")
     parser.add_argument("--style-blend-weights", type=float, nargs="+", metavar="W", help="one weight per style image (default: equal)")
     parser.add_argument("--size", type=int, default=DEFAULTS.size, help="longest side of the output in pixels; 0 = the content's size")
-    parser.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="iterations per stage")
+    parser.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="iterations at the final size")
+    parser.add_argument("--coarse-iterations", type=int, default=DEFAULTS.coarse_iterations, help="iterations at each coarser stage; 0 = as many as --iterations")
     parser.add_argument("--scales", type=int, default=DEFAULTS.scales, help="coarse-to-fine stages, each twice the size of the last; 0 = automatic")
     parser.add_argument("--optimizer", choices=[o.value for o in Optimizer], default=DEFAULTS.optimizer.value)
     parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="Adam's step size")
@@ -86,6 +87,7 @@ def _stylize_files(args: argparse.Namespace) -> int:
         size=args.size,
         scales=args.scales,
         iterations=args.iterations,
+        coarse_iterations=args.coarse_iterations,
         optimizer=Optimizer(args.optimizer),
         learning_rate=args.learning_rate,
         init=init,
