@@ -201,23 +201,54 @@ def engine_time_to_loss(engine: StyleTransfer, content, style, size: int, target
     return reached[0] if reached else (float("inf"), float("nan"))
 
 
+def pink_noise_image(size: int, seed: int) -> torch.Tensor:
+    """3×size×size image with a natural image's 1/f amplitude spectrum: its statistics look alike at
+    every scale, as photographs' do (white noise would favour or punish multi-scale unfairly)."""
+    generator = torch.Generator().manual_seed(seed)
+    fy = torch.fft.fftfreq(size)[:, None]
+    fx = torch.fft.rfftfreq(size)[None, :]
+    frequency = torch.sqrt(fx**2 + fy**2)
+    frequency[0, 0] = 1.0
+    spectrum = torch.randn((3, size, size // 2 + 1), generator=generator, dtype=torch.complex64) / frequency
+    spectrum[:, 0, 0] = 0
+    image = torch.fft.irfft2(spectrum, s=(size, size))
+    image = (image - image.mean(dim=(1, 2), keepdim=True)) / image.std(dim=(1, 2), keepdim=True)
+    return (0.5 + 0.18 * image).clamp(0, 1)
+
+
+def random_normalised_state(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Seeded random VGG19 whose layers are rescaled so that each mean ReLU activation over ``images``
+    is 1, as Gatys et al. normalised theirs: raw random layers give losses so small that L-BFGS's
+    default tolerances in the baseline stop it from moving at all."""
+    from nst_engine.vgg import VGGFeatures
+
+    torch.manual_seed(0)
+    state = torchvision.models.vgg19().features.state_dict()
+    with torch.no_grad():
+        for spec in VGG19_CONVS:
+            mean_activation = VGGFeatures(state)(images, [spec.relu_name])[spec.relu_name].mean().item()
+            state[f"{spec.features_index}.weight"] /= mean_activation
+            state[f"{spec.features_index}.bias"] /= mean_activation
+    return state
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--weights", help="VGG19 state dict (default: torchvision's cached ImageNet weights)")
     weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19: speed does not depend on the weights")
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
-    parser.add_argument("--evals", type=int, default=300, help="baseline evaluations that set the target loss")
+    parser.add_argument("--evals", type=int, default=300, help="baseline evaluations that set the target loss; 0 = skip the time-to-loss comparison")
     parser.add_argument("--repeats", type=int, default=5, help="timed evaluations per measurement (median)")
     parser.add_argument("--scales", type=int, default=2, help="engine stages for the time-to-loss run")
     parser.add_argument("--coarse-iterations", type=int, default=50, help="engine iterations at each coarser stage")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
+    images = {size: (pink_noise_image(size, seed=1), pink_noise_image(size, seed=2)) for size in args.sizes}
     if args.random_weights:
-        torch.manual_seed(0)
-        state = torchvision.models.vgg19().features.state_dict()
-        weights_label = "seeded random VGG19 (speed only; losses are not those of the ImageNet weights)"
+        state = random_normalised_state(torch.stack(images[min(args.sizes)]))
+        weights_label = "seeded random VGG19, normalised to mean activation 1 (not the ImageNet weights)"
     else:
         from nst_engine.weights import load_vgg19_state_dict
 
@@ -230,11 +261,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads; weights: {weights_label}")
     print(f"fp32 matrix multiply (2048³): {gemm:.1f} GFLOP/s")
 
-    generator = torch.Generator().manual_seed(0)
     for size in args.sizes:
-        content = torch.rand((3, size // 8, size // 8), generator=generator)
-        content = F.interpolate(content[None], size=(size, size), mode="bicubic")[0].clamp(0, 1)
-        style = torch.rand((3, size, size), generator=generator)
+        content, style = images[size]
         flops = evaluation_flops(size, size)
 
         objective = engine.objective(content, [style], SETTINGS, size, size)
@@ -260,6 +288,8 @@ def main() -> None:
         print(f"  naive:  {naive_s * 1000:8.1f} ms/eval  {flops / naive_s / 1e9:6.1f} GFLOP/s  "
               f"({100 * flops / naive_s / 1e9 / gemm:.0f} % of matrix multiply)")
 
+        if args.evals == 0:
+            continue
         naive_result, naive_seconds = run_naive(naive_model, naive_losses, content[None], args.evals)
         judge = engine.objective(content, [style], SETTINGS, size, size)
         with torch.no_grad():

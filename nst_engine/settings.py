@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from .errors import InvalidSettingsError
 from .vgg import Pooling, validate_layer_names
@@ -66,6 +68,28 @@ class StyleSettings:
     preserve_colors: bool = False
     pooling: Pooling = Pooling.MAX
 
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> StyleSettings:
+        """Settings from plain values (strings for the enums, lists for the weights), as sent over a
+        wire or given on a command line; unknown names raise InvalidSettingsError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidSettingsError(f"{unknown[0]} is not a setting")
+        converted: dict[str, Any] = {}
+        for name, value in values.items():
+            try:
+                if name in _ENUMS:
+                    value = _ENUMS[name](value)
+                elif name in ("style_layer_weights", "style_blend_weights", "style_layers") and value is not None:
+                    value = tuple(value)
+                elif name in _FLOATS and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+            except (TypeError, ValueError):
+                raise InvalidSettingsError(f"{name}: {value!r} is not a valid value") from None
+            converted[name] = value
+        return cls(**converted)
+
     def validate(self, style_count: int) -> None:
         """Raise InvalidSettingsError naming the first bad field."""
         for field in ("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate"):
@@ -122,6 +146,10 @@ class StyleSettings:
             while sizes[-1] // 2 >= MIN_AUTO_STAGE_SIZE:
                 sizes.append(sizes[-1] // 2)
         return sorted(set(sizes))
+
+
+_ENUMS: dict[str, type[enum.Enum]] = {"optimizer": Optimizer, "init": Init, "pooling": Pooling}
+_FLOATS = ("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate")
 
 
 def _check_weights(weights: tuple[float, ...], expected: int, field: str, what: str) -> None:

@@ -220,3 +220,18 @@ def test_bad_images_are_refused(engine, content_image, style_image):
     nan_style[0, 0, 0] = float("nan")
     with pytest.raises(InvalidSettingsError, match="style image 1"):
         engine.stylize(content_image, [nan_style], StyleSettings(**TINY))
+
+
+def test_gram_cache_skips_the_style_pass_and_gives_the_same_result(engine, content_image, style_image):
+    cache: dict = {}
+    settings = StyleSettings(**{**TINY, "iterations": 3})
+    first = engine.stylize(content_image, [style_image], settings, style_keys=["style-a"], gram_cache=cache)
+    assert len(cache) == 1
+    style_passes = []
+    original = engine.style_grams
+    engine.style_grams = lambda *args, **kwargs: style_passes.append(1) or original(*args, **kwargs)
+    try:
+        second = engine.stylize(content_image, [style_image], settings, style_keys=["style-a"], gram_cache=cache)
+    finally:
+        del engine.style_grams
+    assert style_passes == [] and torch.equal(first, second)

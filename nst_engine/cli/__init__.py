@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import StyleTransferError
+from ..image_ops import resize
 from ..progress import CancelToken
 from ..settings import Init, Optimizer, StyleSettings
 from ..transfer import StyleTransfer
@@ -19,15 +20,8 @@ from .progress_bar import TerminalProgressBar
 DEFAULTS = StyleSettings()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m nst_engine",
-        description="Neural style transfer (Gatys et al. 2016) of image files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("content", nargs="?", type=Path, help="content image (PNG, JPEG or TIFF; 8 or 16 bit)")
-    parser.add_argument("styles", nargs="*", type=Path, metavar="style", help="one or more style images")
-    parser.add_argument("-o", "--output", type=Path, help="output image (.png for 16-bit)")
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The style settings' options, shared with ``python -m daemon run``."""
     parser.add_argument("--style-blend-weights", type=float, nargs="+", metavar="W", help="one weight per style image (default: equal)")
     parser.add_argument("--size", type=int, default=DEFAULTS.size, help="longest side of the output in pixels; 0 = the content's size")
     parser.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="iterations at the final size")
@@ -44,6 +38,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
     parser.add_argument("--style-scale", type=float, default=DEFAULTS.style_scale, help="style image size relative to the content")
     parser.add_argument("--pooling", choices=[p.value for p in Pooling], default=DEFAULTS.pooling.value)
+
+
+def settings_values(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given by :func:`add_settings_arguments`' options, as plain values."""
+    return {
+        "content_weight": args.content_weight,
+        "style_weight": args.style_weight,
+        "tv_weight": args.tv_weight,
+        "style_layer_weights": args.style_layer_weights,
+        "style_blend_weights": args.style_blend_weights,
+        "style_scale": args.style_scale,
+        "size": args.size,
+        "scales": args.scales,
+        "iterations": args.iterations,
+        "coarse_iterations": args.coarse_iterations,
+        "optimizer": args.optimizer,
+        "learning_rate": args.learning_rate,
+        "init": args.init if args.init in (Init.CONTENT.value, Init.NOISE.value) else Init.IMAGE.value,
+        "seed": args.seed,
+        "preserve_colors": args.preserve_colors,
+        "pooling": args.pooling,
+    }
+
+
+def init_image_path(args: argparse.Namespace) -> Path | None:
+    return None if args.init in (Init.CONTENT.value, Init.NOISE.value) else Path(args.init)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m nst_engine",
+        description="Neural style transfer (Gatys et al. 2016) of image files.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("content", nargs="?", type=Path, help="content image (PNG, JPEG or TIFF; 8 or 16 bit)")
+    parser.add_argument("styles", nargs="*", type=Path, metavar="style", help="one or more style images")
+    parser.add_argument("-o", "--output", type=Path, help="output image (.png for 16-bit)")
+    add_settings_arguments(parser)
     parser.add_argument("--weights", type=Path, help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, else torchvision's cached download)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--bits", type=int, choices=(8, 16), help="output bit depth (default: the content's)")
@@ -76,25 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 def _stylize_files(args: argparse.Namespace) -> int:
     content = read_image(args.content)
     styles = [read_image(path).rgb for path in args.styles]
-    init, init_image = _parse_init(args.init)
-    settings = StyleSettings(
-        content_weight=args.content_weight,
-        style_weight=args.style_weight,
-        tv_weight=args.tv_weight,
-        style_layer_weights=tuple(args.style_layer_weights) if args.style_layer_weights else None,
-        style_blend_weights=tuple(args.style_blend_weights) if args.style_blend_weights else None,
-        style_scale=args.style_scale,
-        size=args.size,
-        scales=args.scales,
-        iterations=args.iterations,
-        coarse_iterations=args.coarse_iterations,
-        optimizer=Optimizer(args.optimizer),
-        learning_rate=args.learning_rate,
-        init=init,
-        seed=args.seed,
-        preserve_colors=args.preserve_colors,
-        pooling=Pooling(args.pooling),
-    )
+    init_path = init_image_path(args)
+    init_image = read_image(init_path).rgb if init_path is not None else None
+    settings = StyleSettings.from_values(settings_values(args))
     settings.validate(len(styles))  # before the slow model load
     engine = StyleTransfer.from_weights(args.weights, args.device, progress=not args.quiet)
     bar = TerminalProgressBar(force=False) if not args.quiet else None
@@ -103,18 +119,8 @@ def _stylize_files(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    alpha = None
-    if content.alpha is not None:
-        from ..image_ops import resize
-
-        alpha = resize(content.alpha[None], *result.shape[-2:])[0]
+    alpha = None if content.alpha is None else resize(content.alpha[None], *result.shape[-2:])[0]
     write_image(args.output, result, alpha, bits=args.bits or content.bits)
     if not args.quiet:
         print(f"Wrote {args.output} ({result.shape[-1]}×{result.shape[-2]}).")
     return 0
-
-
-def _parse_init(value: str) -> tuple[Init, "torch.Tensor | None"]:  # noqa: F821
-    if value in (Init.CONTENT.value, Init.NOISE.value):
-        return Init(value), None
-    return Init.IMAGE, read_image(Path(value)).rgb

@@ -19,14 +19,18 @@ class TerminalProgressBar:
         self._drawn = False
 
     def __call__(self, progress: Progress) -> None:
+        self.update(progress.stage, progress.stages, progress.width, progress.height, progress.iteration,
+                    progress.total_iterations, progress.losses.total, progress.elapsed_s)
+
+    def update(self, stage: int, stages: int, width: int, height: int, iteration: int, total_iterations: int,
+               loss: float, elapsed_s: float) -> None:
         if not self.enabled:
             return
-        done = progress.iteration / progress.total_iterations
-        filled = round(done * _BAR_WIDTH)
+        filled = round(iteration / total_iterations * _BAR_WIDTH)
         line = (
-            f"\rstage {progress.stage}/{progress.stages} {progress.width}×{progress.height} "
-            f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {progress.iteration}/{progress.total_iterations} "
-            f"loss {progress.losses.total:.4g} {progress.elapsed_s:.1f}s"
+            f"\rstage {stage}/{stages} {width}×{height} "
+            f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {iteration}/{total_iterations} "
+            f"loss {loss:.4g} {elapsed_s:.1f}s"
         )
         self.stream.write(line)
         self.stream.flush()

@@ -1,0 +1,308 @@
+"""Client library for the daemon.  Torch-free: the GIMP plug-in and the command line use it.
+
+Requests are retried with the "Lazy Pirate" pattern: wait for the reply with a time-out, and on
+time-out close the socket, open a fresh one and send again, a few times, before giving up with
+:class:`DaemonUnreachableError`.  While a job runs the client heartbeats every half second, which
+also tells it within a few seconds when the daemon has died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .connection import ConnectionFileError, ConnectionInfo, connection_path, read_connection_file
+from .protocol import (
+    PROTOCOL_VERSION,
+    Buffer,
+    Codec,
+    ErrorCode,
+    ImageSpec,
+    Message,
+    MessageType,
+    ProtocolError,
+    ReplayGuard,
+    validate_image_spec,
+)
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 0.5
+DAEMON_SILENCE_LIMIT_S = 4.0
+
+
+class DaemonError(Exception):
+    """Base class of the client's errors; every message is fit to show to a user."""
+
+
+class DaemonUnreachableError(DaemonError):
+    pass
+
+
+class DaemonJobError(DaemonError):
+    """The daemon answered with an error; ``code`` is an :class:`ErrorCode` value."""
+
+    def __init__(self, code: str, message: str, largest_size: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.largest_size = largest_size
+
+
+@dataclass(frozen=True)
+class Image:
+    """Raw pixels as sent over the wire: ``data`` holds spec.nbytes bytes, row-major, little-endian."""
+
+    spec: ImageSpec
+    data: Buffer
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    job_id: str
+    stage: int
+    stages: int
+    iteration: int
+    total_iterations: int
+    width: int
+    height: int
+    losses: dict[str, float]
+    elapsed_s: float
+    preview: Image | None = None
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], preview: Image | None = None) -> JobProgress:
+        return cls(body["job_id"], body["stage"], body["stages"], body["iteration"], body["total_iterations"],
+                   body["width"], body["height"], body["losses"], body["elapsed_s"], preview)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    image: Image  # float32 RGB
+    elapsed_s: float
+
+
+class DaemonClient:
+    """A connection to a running daemon (see :func:`connect`)."""
+
+    def __init__(self, info: ConnectionInfo, *, timeout_s: float = 5.0, retries: int = 2,
+                 context: zmq.Context | None = None) -> None:
+        if info.protocol_version != PROTOCOL_VERSION:
+            raise DaemonError(
+                f"The running daemon speaks protocol version {info.protocol_version}, this client "
+                f"{PROTOCOL_VERSION}: restart the daemon (python -m daemon stop, then start)."
+            )
+        self.info = info
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.codec = Codec(info.key_bytes, ReplayGuard())
+        self.context = context or zmq.Context.instance()
+        self.socket: zmq.Socket | None = None
+        self._open()
+
+    # -- socket handling --------------------------------------------------------------------------
+    def _open(self) -> None:
+        self.close()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.connect(self.info.endpoint)
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close(0)
+            self.socket = None
+
+    def __enter__(self) -> DaemonClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _send(self, message_type: MessageType, body: dict[str, Any] | None = None, frames: Sequence[Buffer] = ()) -> None:
+        assert self.socket is not None
+        self.socket.send_multipart(self.codec.encode(message_type, body, frames), copy=False)
+
+    def _receive(self, timeout_s: float) -> Message | None:
+        assert self.socket is not None
+        if not self.socket.poll(int(timeout_s * 1000)):
+            return None
+        parts = self.socket.recv_multipart(copy=False)
+        try:
+            return self.codec.decode([part.buffer for part in parts])
+        except ProtocolError as error:
+            raise DaemonError(f"The daemon sent a message that cannot be trusted: {error}") from None
+
+    def request(self, message_type: MessageType, body: dict[str, Any] | None = None, *,
+                expect: MessageType, frames: Sequence[Buffer] = ()) -> Message:
+        """Send and wait for the reply of type ``expect`` (or an error), retrying on time-out."""
+        for attempt in range(self.retries + 1):
+            self._send(message_type, body, frames)
+            deadline = time.monotonic() + self.timeout_s
+            while (remaining := deadline - time.monotonic()) > 0:
+                reply = self._receive(remaining)
+                if reply is None:
+                    break
+                if reply.type is MessageType.ERROR and "job_id" not in reply.body:
+                    raise _job_error(reply.body)
+                if reply.type is expect:
+                    return reply
+                # anything else (a late reply to an earlier request) is skipped
+            log.info("No reply to %s (attempt %d); reconnecting", message_type.value, attempt + 1)
+            self._open()
+        raise DaemonUnreachableError(
+            f"The daemon at {self.info.endpoint} does not answer (tried {self.retries + 1} times, "
+            f"{self.timeout_s:g} s each). Is it running? Start it with: python -m daemon start"
+        )
+
+    # -- requests ---------------------------------------------------------------------------------
+    def hello(self) -> dict[str, Any]:
+        return self.request(MessageType.HELLO, {"protocol_version": PROTOCOL_VERSION}, expect=MessageType.WELCOME).body
+
+    def ping(self) -> None:
+        self.request(MessageType.PING, expect=MessageType.PONG)
+
+    def status(self) -> dict[str, Any]:
+        return self.request(MessageType.STATUS, expect=MessageType.STATUS_REPLY).body
+
+    def shutdown(self) -> None:
+        self.request(MessageType.SHUTDOWN, expect=MessageType.SHUTTING_DOWN)
+
+    def submit(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
+               init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
+               preview_every: int = 0, extra: dict[str, Any] | None = None) -> str:
+        """Queue a job and return its id; follow it with :meth:`wait`."""
+        images = [(content, "content"), *((style, "style") for style in styles)]
+        if init is not None:
+            images.append((init, "init"))
+        body: dict[str, Any] = {
+            "settings": dict(settings or {}),
+            "images": [{**image.spec.to_wire(), "role": role} for image, role in images],
+            "progress_every": progress_every,
+            "preview_every": preview_every,
+            **(extra or {}),
+        }
+        if warm_start is not None:
+            body["warm_start"] = warm_start
+        # Submitting is not retried: a resent job could run twice.
+        self._send(MessageType.SUBMIT, body, [image.data for image, _ in images])
+        reply = self._receive(self.timeout_s)
+        while reply is not None and reply.type not in (MessageType.ACCEPTED, MessageType.ERROR):
+            reply = self._receive(self.timeout_s)
+        if reply is None:
+            self._open()
+            raise DaemonUnreachableError(f"The daemon at {self.info.endpoint} did not accept the job within {self.timeout_s:g} s.")
+        if reply.type is MessageType.ERROR:
+            raise _job_error(reply.body)
+        return reply.body["job_id"]
+
+    def cancel(self, job_id: str) -> None:
+        self._send(MessageType.CANCEL, {"job_id": job_id})
+
+    def wait(self, job_id: str, *, on_progress: Callable[[JobProgress], None] | None = None,
+             cancel: threading.Event | None = None) -> JobResult:
+        """Receive the job's progress until its result; heartbeat meanwhile.  Raises DaemonJobError
+        (code "cancelled" after ``cancel`` is set), or DaemonUnreachableError when the daemon goes silent."""
+        last_heard = time.monotonic()
+        next_heartbeat = 0.0
+        cancel_sent = False
+        while True:
+            now = time.monotonic()
+            if cancel is not None and cancel.is_set() and not cancel_sent:
+                self.cancel(job_id)
+                cancel_sent = True
+            if now >= next_heartbeat:
+                self._send(MessageType.HEARTBEAT)
+                next_heartbeat = now + HEARTBEAT_INTERVAL_S
+            if now - last_heard > DAEMON_SILENCE_LIMIT_S:
+                self._open()
+                raise DaemonUnreachableError(
+                    f"The daemon at {self.info.endpoint} stopped answering during the job "
+                    f"(nothing for {DAEMON_SILENCE_LIMIT_S:g} s); it may have crashed."
+                )
+            reply = self._receive(min(HEARTBEAT_INTERVAL_S, max(0.0, next_heartbeat - time.monotonic())) or 0.01)
+            if reply is None:
+                continue
+            last_heard = time.monotonic()
+            body = reply.body
+            if reply.body.get("job_id") not in (None, job_id):
+                continue
+            if reply.type is MessageType.PROGRESS and on_progress is not None:
+                on_progress(JobProgress.from_body(body))
+            elif reply.type is MessageType.PREVIEW and on_progress is not None:
+                on_progress(JobProgress.from_body(body, _frame_image(body, reply.frames)))
+            elif reply.type is MessageType.RESULT:
+                return JobResult(job_id, _frame_image(body, reply.frames), body.get("elapsed_s", 0.0))
+            elif reply.type is MessageType.ERROR:
+                raise _job_error(body)
+
+    def stylize(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
+                on_progress: Callable[[JobProgress], None] | None = None, cancel: threading.Event | None = None,
+                **submit_options: Any) -> JobResult:
+        job_id = self.submit(content, styles, settings, **submit_options)
+        return self.wait(job_id, on_progress=on_progress, cancel=cancel)
+
+
+def _frame_image(body: dict[str, Any], frames: list[Buffer]) -> Image:
+    try:
+        spec = validate_image_spec(body.get("image"), "image", 1 << 20, 1 << 40)
+    except ProtocolError as error:
+        raise DaemonError(f"The daemon sent a malformed image: {error}") from None
+    if len(frames) != 1 or memoryview(frames[0]).nbytes != spec.nbytes:
+        raise DaemonError("The daemon sent an image whose size does not match its description.")
+    return Image(spec, frames[0])
+
+
+def _job_error(body: dict[str, Any]) -> DaemonJobError:
+    code = str(body.get("code", ErrorCode.INTERNAL.value))
+    message = str(body.get("message", "The daemon reported an error."))
+    largest = body.get("largest_size")
+    return DaemonJobError(code, message, largest if isinstance(largest, int) else None)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Finding or starting the daemon
+# ---------------------------------------------------------------------------------------------------
+def default_start_command() -> list[str]:
+    return [sys.executable, "-m", "daemon", "start"]
+
+
+def connect(path: Path | None = None, *, start_command: Sequence[str] | None = None, start_timeout_s: float = 120.0,
+            on_wait: Callable[[str], None] | None = None, timeout_s: float = 5.0) -> DaemonClient:
+    """A handshaken client for the daemon named by the connection file; with ``start_command``, start
+    the daemon when none answers and wait for it (calling ``on_wait`` with a message meanwhile)."""
+    path = path or connection_path()
+    try:
+        client = DaemonClient(read_connection_file(path), timeout_s=timeout_s, retries=0 if start_command else 2)
+        client.hello()
+        client.retries = 2
+        return client
+    except (ConnectionFileError, DaemonUnreachableError) as error:
+        if start_command is None:
+            raise DaemonUnreachableError(str(error)) from None
+    if on_wait is not None:
+        on_wait("Starting the Neural Style daemon…")
+    environment = dict(os.environ, NEURAL_STYLE_CONNECTION=str(path))
+    subprocess.run(list(start_command), env=environment, check=False, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=start_timeout_s)
+    deadline = time.monotonic() + start_timeout_s
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            client = DaemonClient(read_connection_file(path), timeout_s=timeout_s, retries=0)
+            client.hello()
+            client.retries = 2
+            return client
+        except (ConnectionFileError, DaemonUnreachableError) as error:
+            last_error = error
+            time.sleep(0.2)
+    raise DaemonUnreachableError(f"The daemon did not start within {start_timeout_s:g} s ({last_error}).")

@@ -1,0 +1,91 @@
+"""Jobs and the bounded queue that feeds the single GPU worker."""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from nst_engine import CancelToken
+
+from .protocol import Buffer, ImageSpec
+
+
+class JobState(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class JobImage:
+    spec: ImageSpec
+    frame: Buffer
+
+
+@dataclass
+class Job:
+    id: str
+    client: bytes  # ZeroMQ routing identity of the submitting client
+    settings: dict[str, Any]
+    content: JobImage
+    styles: list[JobImage]
+    init: JobImage | None = None
+    warm_start: str | None = None
+    progress_every: int = 1
+    preview_every: int = 0
+    fault: str | None = None  # test hook, honoured only when the daemon runs with --test-faults
+    state: JobState = JobState.QUEUED
+    cancel_token: CancelToken = field(default_factory=CancelToken)
+    submitted_at: float = field(default_factory=time.monotonic)
+    progress: dict[str, Any] | None = None
+
+
+class JobQueue:
+    """FIFO of queued jobs with a capacity; the worker blocks in :meth:`take`."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._jobs: deque[Job] = deque()
+        self._condition = threading.Condition()
+        self._closed = False
+
+    def put(self, job: Job) -> int | None:
+        """Queue ``job`` and return its position (0 = next), or None when the queue is full."""
+        with self._condition:
+            if len(self._jobs) >= self.capacity:
+                return None
+            self._jobs.append(job)
+            self._condition.notify()
+            return len(self._jobs) - 1
+
+    def take(self) -> Job | None:
+        """The next job, waiting for one; None once the queue is closed."""
+        with self._condition:
+            while not self._jobs and not self._closed:
+                self._condition.wait()
+            if self._closed:
+                return None
+            return self._jobs.popleft()
+
+    def remove(self, job_id: str) -> Job | None:
+        with self._condition:
+            for job in self._jobs:
+                if job.id == job_id:
+                    self._jobs.remove(job)
+                    return job
+        return None
+
+    def snapshot(self) -> list[Job]:
+        with self._condition:
+            return list(self._jobs)
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()

@@ -1,0 +1,305 @@
+"""The wire protocol between clients (plug-in, CLI, tests) and the daemon.  Torch-free.
+
+Every message is a multipart ZeroMQ message (docs/protocol.md has the full description)::
+
+    [header, signature, frame_0, frame_1, ...]
+
+``header`` is a msgpack map ``{"v": PROTOCOL_VERSION, "type": str, "id": str, "ts": float, "body": map}``;
+``signature`` is HMAC-SHA256 over the header and every binary frame (each preceded by its length), and
+is verified before anything is unpacked.  Binary frames carry images as raw arrays, described in the
+body by :class:`ImageSpec`.  A message id seen before, or a timestamp outside the replay window, is
+rejected.  The daemon's ROUTER socket adds the peer's routing identity in front; that is not part of
+this format.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import math
+import secrets
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import msgpack
+
+PROTOCOL_VERSION = 1
+SIGNATURE_SCHEME = "hmac-sha256"
+SIGNATURE_BYTES = 32
+MAX_HEADER_BYTES = 64 * 1024
+REPLAY_WINDOW_S = 300.0
+DEFAULT_MAX_IMAGE_SIDE = 16384
+DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20  # 8192 × 8192
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+class MessageType(str, enum.Enum):
+    HELLO = "hello"  # client → daemon: version handshake
+    WELCOME = "welcome"  # daemon → client: handshake accepted
+    SUBMIT = "submit"  # client → daemon: a job, with its images as frames
+    ACCEPTED = "accepted"  # daemon → client: job queued (job id, queue position)
+    PROGRESS = "progress"
+    PREVIEW = "preview"  # progress plus the current image as a frame
+    RESULT = "result"  # the stylised image as a frame
+    ERROR = "error"  # machine-readable code plus a human message
+    CANCEL = "cancel"
+    STATUS = "status"
+    STATUS_REPLY = "status_reply"
+    PING = "ping"
+    PONG = "pong"
+    HEARTBEAT = "heartbeat"  # client → daemon while it has jobs; no reply
+    SHUTDOWN = "shutdown"
+    SHUTTING_DOWN = "shutting_down"
+
+
+class ErrorCode(str, enum.Enum):
+    INVALID_REQUEST = "invalid_request"
+    UNAUTHORISED = "unauthorised"
+    VERSION_MISMATCH = "version_mismatch"
+    BUSY = "busy"
+    WEIGHTS_UNAVAILABLE = "weights_unavailable"
+    OUT_OF_MEMORY = "out_of_memory"
+    CANCELLED = "cancelled"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A message that must be refused; ``code`` says why in machine-readable form."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DType(str, enum.Enum):
+    U8 = "u8"
+    U16 = "u16"
+    F32 = "f32"
+
+    @property
+    def itemsize(self) -> int:
+        return {DType.U8: 1, DType.U16: 2, DType.F32: 4}[self]
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How one binary frame is to be read: a height × width × channels array, row-major, little-endian."""
+
+    width: int
+    height: int
+    channels: int  # 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
+    dtype: DType
+
+    @property
+    def nbytes(self) -> int:
+        return self.width * self.height * self.channels * self.dtype.itemsize
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "channels": self.channels, "dtype": self.dtype.value}
+
+
+@dataclass
+class Message:
+    type: MessageType
+    body: dict[str, Any]
+    frames: list[Buffer] = field(default_factory=list)
+    id: str = ""
+    timestamp: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Settings of a job: name → (type, minimum, maximum).  Validated here, without torch, so that the
+# message can name the field; the engine validates again.
+# ---------------------------------------------------------------------------------------------------
+_NUMBER = (int, float)
+SETTINGS_SCHEMA: dict[str, tuple[tuple[type, ...], float, float]] = {
+    "content_weight": (_NUMBER, 0.0, 1e12),
+    "style_weight": (_NUMBER, 0.0, 1e12),
+    "tv_weight": (_NUMBER, 0.0, 1e12),
+    "style_scale": (_NUMBER, 0.01, 100.0),
+    "learning_rate": (_NUMBER, 1e-6, 10.0),
+    "size": ((int,), 0, DEFAULT_MAX_IMAGE_SIDE),
+    "scales": ((int,), 0, 8),
+    "iterations": ((int,), 1, 100_000),
+    "coarse_iterations": ((int,), 0, 100_000),
+    "seed": ((int,), -(2**63), 2**63 - 1),
+}
+SETTINGS_CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("lbfgs", "adam"),
+    "init": ("content", "noise", "image"),
+    "pooling": ("max", "avg"),
+}
+SETTINGS_FLAGS = ("preserve_colors",)
+SETTINGS_WEIGHT_LISTS = ("style_layer_weights", "style_blend_weights")
+
+
+def validate_settings(settings: object) -> dict[str, Any]:
+    """Check a submit's ``settings`` map; raise ProtocolError naming the first bad field."""
+    if not isinstance(settings, Mapping):
+        raise _invalid("settings must be a map")
+    for name, value in settings.items():
+        where = f"settings.{name}"
+        if name in SETTINGS_SCHEMA:
+            types, low, high = SETTINGS_SCHEMA[name]
+            if isinstance(value, bool) or not isinstance(value, types):
+                raise _invalid(f"{where} must be {'an integer' if types == (int,) else 'a number'}")
+            if not math.isfinite(value) or not low <= value <= high:
+                raise _invalid(f"{where} must be a finite number from {low:g} to {high:g}, got {value!r}")
+        elif name in SETTINGS_CHOICES:
+            if value not in SETTINGS_CHOICES[name]:
+                raise _invalid(f"{where} must be one of {', '.join(SETTINGS_CHOICES[name])}, got {value!r}")
+        elif name in SETTINGS_FLAGS:
+            if not isinstance(value, bool):
+                raise _invalid(f"{where} must be true or false")
+        elif name in SETTINGS_WEIGHT_LISTS:
+            if value is None:
+                continue
+            if not isinstance(value, list) or not value or len(value) > 64:
+                raise _invalid(f"{where} must be a list of 1 to 64 numbers")
+            for weight in value:
+                if isinstance(weight, bool) or not isinstance(weight, _NUMBER) or not math.isfinite(weight) or weight < 0:
+                    raise _invalid(f"{where} must hold finite numbers ≥ 0, got {weight!r}")
+        else:
+            raise _invalid(f"{where} is not a known setting")
+    return dict(settings)
+
+
+def validate_image_spec(spec: object, where: str, max_side: int, max_pixels: int) -> ImageSpec:
+    if not isinstance(spec, Mapping):
+        raise _invalid(f"{where} must be a map with width, height, channels and dtype")
+    values: dict[str, int] = {}
+    for name in ("width", "height", "channels"):
+        value = spec.get(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _invalid(f"{where}.{name} must be an integer")
+        values[name] = value
+    for name in ("width", "height"):
+        if not 1 <= values[name] <= max_side:
+            raise _invalid(f"{where}.{name} must be from 1 to {max_side}, got {values[name]}")
+    if values["width"] * values["height"] > max_pixels:
+        raise _invalid(f"{where} has {values['width'] * values['height']} pixels; the limit is {max_pixels}")
+    if not 1 <= values["channels"] <= 4:
+        raise _invalid(f"{where}.channels must be 1 to 4, got {values['channels']}")
+    try:
+        dtype = DType(spec.get("dtype"))
+    except ValueError:
+        raise _invalid(f"{where}.dtype must be one of u8, u16, f32, got {spec.get('dtype')!r}") from None
+    return ImageSpec(values["width"], values["height"], values["channels"], dtype)
+
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_REQUEST, message)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Framing and signing
+# ---------------------------------------------------------------------------------------------------
+def new_key() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def sign(key: bytes, header: Buffer, frames: Sequence[Buffer]) -> bytes:
+    """HMAC-SHA256 over the header and each frame, each preceded by its 8-byte length so that bytes
+    cannot be moved across a frame boundary without breaking the signature."""
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for part in (header, *frames):
+        mac.update(struct.pack("<Q", memoryview(part).nbytes))
+        mac.update(part)
+    return mac.digest()
+
+
+class ReplayGuard:
+    """Remembers message ids within the replay window; older timestamps are refused outright."""
+
+    def __init__(self, window_s: float = REPLAY_WINDOW_S, max_ids: int = 100_000) -> None:
+        self.window_s = window_s
+        self.max_ids = max_ids
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def check(self, message_id: str, timestamp: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        while self._seen and (next(iter(self._seen.values())) < now - self.window_s or len(self._seen) > self.max_ids):
+            self._seen.popitem(last=False)
+        if abs(now - timestamp) > self.window_s:
+            raise ProtocolError(ErrorCode.UNAUTHORISED, "message timestamp is outside the replay window")
+        if message_id in self._seen:
+            raise ProtocolError(ErrorCode.UNAUTHORISED, "message id was already used (replayed message)")
+        self._seen[message_id] = now
+
+
+class Codec:
+    """Encodes and decodes signed messages with one connection's key."""
+
+    def __init__(self, key: bytes, replay_guard: ReplayGuard | None = None) -> None:
+        if len(key) < 16:
+            raise ValueError("the HMAC key must be at least 16 bytes")
+        self.key = key
+        self.replay_guard = replay_guard
+
+    def encode(self, message_type: MessageType, body: Mapping[str, Any] | None = None,
+               frames: Sequence[Buffer] = ()) -> list[Buffer]:
+        header = msgpack.packb({
+            "v": PROTOCOL_VERSION,
+            "type": message_type.value,
+            "id": secrets.token_hex(16),
+            "ts": time.time(),
+            "body": dict(body or {}),
+        }, use_bin_type=True)
+        return [header, sign(self.key, header, frames), *frames]
+
+    def decode(self, parts: Sequence[Buffer]) -> Message:
+        """Verify, then unpack; raise ProtocolError (unauthorised / invalid_request / version_mismatch)."""
+        if len(parts) < 2:
+            raise _invalid(f"a message needs a header and a signature frame, got {len(parts)} frame(s)")
+        header, signature, *frames = parts
+        if memoryview(header).nbytes > MAX_HEADER_BYTES:
+            raise _invalid(f"the header frame is larger than {MAX_HEADER_BYTES} bytes")
+        if memoryview(signature).nbytes != SIGNATURE_BYTES:
+            raise ProtocolError(ErrorCode.UNAUTHORISED, "missing or malformed signature")
+        if not hmac.compare_digest(sign(self.key, header, frames), bytes(signature)):
+            raise ProtocolError(ErrorCode.UNAUTHORISED, "bad signature")
+        fields = _unpack_header(bytes(header))
+        version = fields.get("v")
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                ErrorCode.VERSION_MISMATCH,
+                f"protocol version {version!r} is not supported; this side speaks version {PROTOCOL_VERSION}",
+            )
+        try:
+            message_type = MessageType(fields.get("type"))
+        except ValueError:
+            raise _invalid(f"unknown message type {fields.get('type')!r}") from None
+        message_id, timestamp, body = fields.get("id"), fields.get("ts"), fields.get("body")
+        if not isinstance(message_id, str) or not 1 <= len(message_id) <= 64:
+            raise _invalid("header field id must be a string of 1 to 64 characters")
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp):
+            raise _invalid("header field ts must be a number")
+        if not isinstance(body, dict):
+            raise _invalid("header field body must be a map")
+        if self.replay_guard is not None:
+            self.replay_guard.check(message_id, float(timestamp))
+        return Message(message_type, body, list(frames), message_id, float(timestamp))
+
+
+def _unpack_header(data: bytes) -> dict[str, Any]:
+    """A fresh, bounded unpack of one header: string keys, valid UTF-8, no binary or extension data,
+    no trailing bytes, nesting bounded by msgpack's own stack limit."""
+    try:
+        fields = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, use_list=True,
+            max_str_len=MAX_HEADER_BYTES, max_bin_len=0, max_ext_len=0,
+            max_array_len=4096, max_map_len=1024,
+        )
+    except (ValueError, msgpack.UnpackException) as error:
+        raise _invalid(f"the header is not valid msgpack ({type(error).__name__}: {error})") from None
+    except RecursionError:
+        raise _invalid("the header is nested too deeply") from None
+    if not isinstance(fields, dict):
+        raise _invalid("the header must be a msgpack map")
+    return fields

@@ -1,0 +1,254 @@
+"""The one thread that owns the model and runs jobs, one at a time."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from nst_engine import (
+    CancelledError,
+    Init,
+    InsufficientMemoryError,
+    InvalidSettingsError,
+    Progress,
+    StyleSettings,
+    StyleTransfer,
+    WeightsError,
+)
+from nst_engine.memory import available_bytes, check_fits
+
+from .caches import GramCache, ResultCache
+from .images import fingerprint, frame_to_rgb, rgb_to_frame
+from .jobs import Job, JobQueue, JobState
+from .protocol import Buffer, ErrorCode, MessageType
+
+log = logging.getLogger(__name__)
+
+class Sender(Protocol):
+    """Sends one message to a client (routing identity, type, body, frames); closed when the worker ends."""
+
+    def __call__(self, client: bytes, message_type: MessageType, body: dict[str, Any], frames: Sequence[Buffer]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ModelState(str, enum.Enum):
+    NOT_LOADED = "not_loaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
+
+
+@dataclass
+class JobFailure(Exception):
+    code: ErrorCode
+    message: str
+    largest_size: int | None = None
+
+
+class InjectedFault(RuntimeError):
+    """Raised inside a job by the --test-faults hook."""
+
+
+class Worker:
+    """Runs queued jobs on the engine; loads the model at start unless ``lazy``."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        send: Callable[[], Sender],
+        *,
+        weights: Path | None,
+        device: str | None,
+        lazy: bool,
+        gram_cache_bytes: int,
+        test_faults: bool = False,
+    ) -> None:
+        self.queue = queue
+        self._make_sender = send
+        self.weights = weights
+        self.device_preference = device
+        self.lazy = lazy
+        self.test_faults = test_faults
+        self.gram_cache = GramCache(gram_cache_bytes)
+        self.results = ResultCache()
+        self.model_state = ModelState.NOT_LOADED
+        self.model_error: str | None = None
+        self.engine: StyleTransfer | None = None
+        self.running: Job | None = None
+        self.jobs_done = 0
+        self._thread = threading.Thread(target=self._run, name="style-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def device(self) -> str:
+        return str(self.engine.device) if self.engine is not None else str(self.device_preference or "auto")
+
+    def _run(self) -> None:
+        self._send = self._make_sender()  # sockets belong to the thread that made them
+        try:
+            if not self.lazy:
+                try:
+                    self._ensure_engine()
+                except JobFailure:
+                    pass  # reported to each job; the daemon keeps serving
+            while (job := self.queue.take()) is not None:
+                self._execute(job)
+        finally:
+            self._send.close()
+
+    def _ensure_engine(self) -> StyleTransfer:
+        if self.engine is not None:
+            return self.engine
+        self.model_state = ModelState.LOADING
+        try:
+            started = time.perf_counter()
+            self.engine = StyleTransfer.from_weights(self.weights, self.device_preference)
+        except WeightsError as error:
+            self.model_state, self.model_error = ModelState.FAILED, str(error)
+            log.error("Cannot load VGG19: %s", error)
+            raise JobFailure(ErrorCode.WEIGHTS_UNAVAILABLE, str(error)) from error
+        self.model_state, self.model_error = ModelState.LOADED, None
+        log.info("VGG19 loaded on %s in %.1f s", self.engine.device, time.perf_counter() - started)
+        return self.engine
+
+    def _execute(self, job: Job) -> None:
+        if job.cancel_token.cancelled:
+            job.state = JobState.CANCELLED
+            self._send(job.client, MessageType.ERROR, _error_body(job, ErrorCode.CANCELLED, "Job cancelled."), ())
+            return
+        job.state = JobState.RUNNING
+        self.running = job
+        failure: JobFailure | None = None
+        out_of_memory = False
+        try:
+            self._run_job(job)
+            job.state = JobState.DONE
+            self.jobs_done += 1
+        except CancelledError:
+            failure = JobFailure(ErrorCode.CANCELLED, "Job cancelled.")
+        except InsufficientMemoryError as error:
+            failure = JobFailure(ErrorCode.OUT_OF_MEMORY, str(error), error.largest_size)
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True  # handled below, once the traceback's tensors are released
+        except JobFailure as error:
+            failure = error
+        except InvalidSettingsError as error:
+            failure = JobFailure(ErrorCode.INVALID_REQUEST, str(error))
+        except Exception as error:
+            log.exception("Job %s failed", job.id)
+            failure = JobFailure(ErrorCode.INTERNAL, f"Internal error: {type(error).__name__}: {error}")
+        finally:
+            self.running = None
+        if out_of_memory:
+            failure = self._out_of_memory_failure(job)
+        if failure is not None:
+            job.state = JobState.CANCELLED if failure.code is ErrorCode.CANCELLED else JobState.FAILED
+            body = _error_body(job, failure.code, failure.message)
+            if failure.largest_size is not None:
+                body["largest_size"] = failure.largest_size
+            self._send(job.client, MessageType.ERROR, body, ())
+        self._release_memory()
+
+    def _run_job(self, job: Job) -> None:
+        engine = self._ensure_engine()
+        settings = StyleSettings.from_values(job.settings)
+        content = frame_to_rgb(job.content.spec, job.content.frame)
+        styles = [frame_to_rgb(image.spec, image.frame) for image in job.styles]
+        style_keys = [fingerprint(image.spec, image.frame) for image in job.styles]
+        init_image = frame_to_rgb(job.init.spec, job.init.frame) if job.init is not None else None
+        if job.warm_start is not None:
+            init_image = self.results.get(job.warm_start)
+            if init_image is None:
+                raise JobFailure(ErrorCode.INVALID_REQUEST, f"warm_start: no kept result for job {job.warm_start}")
+            settings = dataclasses.replace(settings, init=Init.IMAGE)
+
+        def on_progress(progress: Progress) -> None:
+            if self.test_faults and job.fault and progress.iteration == 2:
+                if job.fault == "oom":
+                    raise torch.cuda.OutOfMemoryError("injected out-of-memory error (--test-faults)")
+                raise InjectedFault("injected failure (--test-faults)")
+            body = _progress_body(job, progress)
+            job.progress = body
+            if job.preview_every and progress.image is not None:
+                spec, frame = rgb_to_frame(progress.image)
+                self._send(job.client, MessageType.PREVIEW, {**body, "image": spec.to_wire()}, [frame])
+            elif progress.stage_iteration % job.progress_every == 0 or progress.stage_iteration == progress.stage_iterations:
+                self._send(job.client, MessageType.PROGRESS, body, ())
+
+        started = time.perf_counter()
+        result = engine.stylize(
+            content, styles, settings, init_image=init_image, on_progress=on_progress,
+            preview_every=job.preview_every, cancel=job.cancel_token, style_keys=style_keys,
+            gram_cache=self.gram_cache,
+        )
+        self.results.put(job.id, result)
+        spec, frame = rgb_to_frame(result)
+        body = {"job_id": job.id, "image": spec.to_wire(), "elapsed_s": time.perf_counter() - started}
+        self._send(job.client, MessageType.RESULT, body, [frame])
+
+    def _out_of_memory_failure(self, job: Job) -> JobFailure:
+        self._release_memory()
+        settings = StyleSettings.from_values(job.settings)
+        height, width = job.content.spec.height, job.content.spec.width
+        longest = settings.size or max(height, width)
+        scaled_h, scaled_w = round(height * longest / max(height, width)), round(width * longest / max(height, width))
+        largest = longest
+        try:
+            device = self.engine.device if self.engine is not None else torch.device("cpu")
+            check_fits(scaled_h, scaled_w, {settings.content_layer, *settings.style_layers}, settings.optimizer,
+                       available_bytes(device))
+        except InsufficientMemoryError as error:
+            largest = error.largest_size
+        else:
+            largest = max(1, longest * 3 // 4)  # the estimate said it fits, yet it did not: suggest less
+        return JobFailure(
+            ErrorCode.OUT_OF_MEMORY,
+            f"Out of memory on {self.device}; the largest size that should fit now is {largest} pixels on the longest side.",
+            largest,
+        )
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _progress_body(job: Job, progress: Progress) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "stage": progress.stage,
+        "stages": progress.stages,
+        "width": progress.width,
+        "height": progress.height,
+        "stage_iteration": progress.stage_iteration,
+        "stage_iterations": progress.stage_iterations,
+        "iteration": progress.iteration,
+        "total_iterations": progress.total_iterations,
+        "losses": {
+            "content": progress.losses.content,
+            "style": progress.losses.style,
+            "tv": progress.losses.tv,
+            "total": progress.losses.total,
+        },
+        "elapsed_s": progress.elapsed_s,
+    }
+
+
+def _error_body(job: Job, code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"job_id": job.id, "code": code.value, "message": message}

@@ -1,0 +1,96 @@
+"""Running a real daemon process on loopback for the integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from daemon.client import DaemonClient, Image
+from daemon.connection import ConnectionFileError, ConnectionInfo, read_connection_file
+from daemon.protocol import DType, ImageSpec
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RunningDaemon:
+    process: subprocess.Popen
+    connection_file: Path
+    log_file: Path
+
+    @property
+    def info(self) -> ConnectionInfo:
+        return read_connection_file(self.connection_file)
+
+    def client(self, **options) -> DaemonClient:
+        return DaemonClient(self.info, **options)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_daemon(directory: Path, weights_file: Path, *extra: str, timeout_s: float = 60) -> RunningDaemon:
+    connection_file = directory / "connection.json"
+    log_file = directory / "daemon.log"
+    env = dict(os.environ, NEURAL_STYLE_CONNECTION=str(connection_file))
+    command = [sys.executable, "-m", "daemon", "serve", "--weights", str(weights_file), "--device", "cpu",
+               "--test-faults", "-v", *extra]
+    with open(log_file, "ab") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    daemon = RunningDaemon(process, connection_file, log_file)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited with {process.returncode}:\n{daemon.log()}")
+        try:
+            if daemon.info.pid == process.pid:
+                with daemon.client() as client:
+                    while "--lazy" not in extra and client.status()["model"] != "loaded":
+                        time.sleep(0.05)
+                return daemon
+        except ConnectionFileError:
+            pass
+        time.sleep(0.05)
+    daemon.stop()
+    raise RuntimeError(f"daemon did not start:\n{daemon.log()}")
+
+
+def rgb_image(height: int, width: int, seed: int, dtype: DType = DType.U8, channels: int = 3) -> Image:
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((max(2, height // 8), max(2, width // 8), channels))
+    pixels = np.kron(coarse, np.ones((8, 8, 1)))[:height, :width]
+    pixels = np.pad(pixels, ((0, height - pixels.shape[0]), (0, width - pixels.shape[1]), (0, 0)), mode="edge")
+    if dtype is DType.U8:
+        data = (pixels * 255).round().astype(np.uint8)
+    elif dtype is DType.U16:
+        data = (pixels * 65535).round().astype("<u2")
+    else:
+        data = pixels.astype("<f4")
+    return Image(ImageSpec(width, height, channels, dtype), memoryview(np.ascontiguousarray(data)).cast("B"))
+
+
+def image_array(image: Image) -> np.ndarray:
+    spec = image.spec
+    dtype = {DType.U8: np.uint8, DType.U16: "<u2", DType.F32: "<f4"}[spec.dtype]
+    return np.frombuffer(image.data, dtype=dtype).reshape(spec.height, spec.width, spec.channels)
+
+
+TINY_SETTINGS = {"size": 32, "iterations": 3, "scales": 1}
+LONG_SETTINGS = {"size": 48, "iterations": 100_000, "scales": 1, "optimizer": "adam"}

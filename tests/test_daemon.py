@@ -1,0 +1,459 @@
+"""A real daemon process on loopback: every malformed input gets an error and the daemon keeps serving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, Image
+from daemon.protocol import PROTOCOL_VERSION, Codec, DType, ErrorCode, ImageSpec, MessageType, sign
+
+from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TINY_SETTINGS, image_array, rgb_image, start_daemon
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, weights_file):
+    running = start_daemon(tmp_path_factory.mktemp("daemon"), weights_file, "--queue", "2", "--max-image-side", "512")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(daemon):
+    with daemon.client() as connected:
+        yield connected
+
+
+@pytest.fixture
+def raw(daemon):
+    """A bare DEALER socket for sending whatever bytes a test likes."""
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(daemon.info.endpoint)
+    yield socket
+    socket.close(0)
+
+
+def still_serving(daemon) -> None:
+    with daemon.client() as fresh:
+        assert fresh.status()["pid"] == daemon.process.pid
+
+
+def raw_reply(socket: zmq.Socket, codec: Codec) -> dict:
+    assert socket.poll(5000), "the daemon did not answer"
+    message = codec.decode(socket.recv_multipart())
+    assert message.type is MessageType.ERROR
+    return message.body
+
+
+def content_and_style():
+    return rgb_image(40, 48, seed=1), rgb_image(40, 40, seed=2)
+
+
+# -- running and talking ---------------------------------------------------------------------------
+def test_connection_file_is_private(daemon):
+    assert stat.S_IMODE(daemon.connection_file.stat().st_mode) == 0o600
+    info = daemon.info
+    assert info.endpoint.startswith("tcp://127.0.0.1:") and len(info.key_bytes) == 32 and info.pid == daemon.process.pid
+
+
+def test_default_connection_directory_is_0700(tmp_path, monkeypatch):
+    from daemon.connection import ConnectionInfo, connection_path, write_connection_file
+
+    monkeypatch.delenv("NEURAL_STYLE_CONNECTION", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    path = write_connection_file(ConnectionInfo("tcp://127.0.0.1:1", "00" * 32, pid=1))
+    assert path == connection_path() and path.parent == tmp_path / "neural-style-gimp"
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_hello_ping_and_status(client):
+    assert client.hello()["protocol_version"] == PROTOCOL_VERSION
+    client.ping()
+    status = client.status()
+    assert status["model"] == "loaded" and status["device"] == "cpu"
+    for key in ("queue", "running", "style_cache", "memory", "versions", "uptime_s"):
+        assert key in status
+
+
+def test_a_job_returns_a_result_with_progress(client):
+    content, style = content_and_style()
+    progress = []
+    result = client.stylize(content, [style], TINY_SETTINGS, on_progress=progress.append)
+    assert result.image.spec == ImageSpec(32, 27, 3, DType.F32)
+    pixels = image_array(result.image)
+    assert np.isfinite(pixels).all() and 0 <= pixels.min() and pixels.max() <= 1
+    assert [p.iteration for p in progress] == [1, 2, 3]
+
+
+def test_preview_images_arrive(client):
+    content, style = content_and_style()
+    progress = []
+    client.stylize(content, [style], {**TINY_SETTINGS, "iterations": 4, "optimizer": "adam"}, preview_every=2,
+                   on_progress=progress.append)
+    previews = [p for p in progress if p.preview is not None]
+    assert [p.iteration for p in previews] == [2, 4]
+    assert previews[0].preview.spec.width == 32
+
+
+@pytest.mark.parametrize("dtype", list(DType))
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_every_pixel_format_is_accepted(client, dtype, channels):
+    content = rgb_image(24, 24, seed=3, dtype=dtype, channels=channels)
+    style = rgb_image(24, 24, seed=4, dtype=dtype, channels=channels)
+    result = client.stylize(content, [style], {"size": 24, "iterations": 1, "scales": 1})
+    assert result.image.spec.channels == 3
+
+
+def test_same_style_again_hits_the_cache(client):
+    content, style = content_and_style()
+    before = client.status()["style_cache"]
+    client.stylize(content, [style], {**TINY_SETTINGS, "seed": 11})
+    client.stylize(rgb_image(40, 48, seed=9), [style], {**TINY_SETTINGS, "seed": 12})
+    after = client.status()["style_cache"]
+    assert after["hits"] > before["hits"] and after["entries"] >= 1
+
+
+def test_warm_start_from_an_earlier_result(client):
+    content, style = content_and_style()
+    first = client.stylize(content, [style], TINY_SETTINGS)
+    progress = []
+    client.stylize(content, [style], {**TINY_SETTINGS, "iterations": 1}, warm_start=first.job_id,
+                   on_progress=progress.append)
+    with pytest.raises(DaemonJobError, match="no kept result") as raised:
+        client.stylize(content, [style], TINY_SETTINGS, warm_start="no-such-job")
+    assert raised.value.code == "invalid_request"
+
+
+# -- malformed input -------------------------------------------------------------------------------
+GARBAGE = {
+    "not msgpack": b"\xc1\xc1",
+    "truncated msgpack": msgpack.packb({"v": 1, "type": "ping"})[:-3],
+    "trailing bytes": msgpack.packb({"v": 1, "type": "ping", "id": "x", "ts": 0.0, "body": {}}) + b"\x00",
+    "map claims more entries": b"\xde\x00\x04zzz",
+    "nesting deeper than 1024": b"\x91" * 1100 + b"\xc0",
+    "non-string keys": msgpack.packb({1: "v"}),
+    "invalid utf-8": b"\x81\xa1v\xa2\xff\xfe",
+}
+
+
+@pytest.mark.parametrize("header", GARBAGE.values(), ids=GARBAGE.keys())
+def test_signed_garbage_gets_invalid_request(daemon, raw, header):
+    codec = Codec(daemon.info.key_bytes)
+    raw.send_multipart([header, sign(codec.key, header, [])])
+    assert raw_reply(raw, codec)["code"] == ErrorCode.INVALID_REQUEST.value
+    still_serving(daemon)
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong", "replayed", "unsigned garbage"])
+def test_bad_signatures_are_unauthorised(daemon, raw, case):
+    codec = Codec(daemon.info.key_bytes)
+    parts = codec.encode(MessageType.STATUS)
+    if case == "missing":
+        parts = parts[:1]
+    elif case == "wrong":
+        parts[1] = sign(b"k" * 32, parts[0], [])
+    elif case == "replayed":
+        raw.send_multipart(parts)
+        assert raw.poll(5000)
+        raw.recv_multipart()
+    else:
+        parts = [b"\xde\x00\x04zzz", b"\x00" * 32]
+    raw.send_multipart(parts)
+    body = raw_reply(raw, codec)
+    expected = ErrorCode.INVALID_REQUEST if case == "missing" else ErrorCode.UNAUTHORISED
+    assert body["code"] == expected.value
+    still_serving(daemon)
+
+
+def test_unknown_type_and_unsupported_version(daemon, raw):
+    codec = Codec(daemon.info.key_bytes)
+    for fields, code in (({"type": "teleport"}, ErrorCode.INVALID_REQUEST), ({"v": 99}, ErrorCode.VERSION_MISMATCH)):
+        header = msgpack.packb({"v": PROTOCOL_VERSION, "type": "ping", "id": os.urandom(8).hex(), "ts": time.time(),
+                                "body": {}, **fields})
+        raw.send_multipart([header, sign(codec.key, header, [])])
+        assert raw_reply(raw, codec)["code"] == code.value
+    still_serving(daemon)
+
+
+def test_a_frame_larger_than_the_maximum_message_size(daemon, raw):
+    huge = b"\x00" * (512 * 512 * 16 + 64 * 1024 + 1)  # one byte over the daemon's limit at --max-image-side 512
+    codec = Codec(daemon.info.key_bytes)
+    raw.send_multipart(codec.encode(MessageType.SUBMIT, {}, [huge]))
+    still_serving(daemon)
+
+
+def submit_raw(daemon, body: dict, frames: list[bytes]) -> dict:
+    with daemon.client() as client:
+        client._send(MessageType.SUBMIT, body, frames)
+        reply = client._receive(5)
+        assert reply is not None and reply.type is MessageType.ERROR
+        return reply.body
+
+
+def image_entry(role: str, width=8, height=8, channels=3, dtype="u8") -> dict:
+    return {"role": role, "width": width, "height": height, "channels": channels, "dtype": dtype}
+
+
+@pytest.mark.parametrize(
+    ("body", "frames", "match"),
+    [
+        ({"images": [image_entry("content"), image_entry("style")]}, [bytes(192)], "2 images described but 1 binary frames"),
+        ({"images": [image_entry("content"), image_entry("style")]}, [bytes(192), bytes(191)], r"images\[1\].*needs 192 bytes but its frame has 191"),
+        ({"images": [image_entry("content", width=0), image_entry("style")]}, [b"", bytes(192)], r"images\[0\].width must be from 1"),
+        ({"images": [image_entry("content", width=100000), image_entry("style")]}, [b"", bytes(192)], r"images\[0\].width must be from 1"),
+        ({"images": [image_entry("content"), image_entry("style")], "settings": {"style_weight": float("nan")}}, [bytes(192)] * 2, "settings.style_weight"),
+        ({"images": [image_entry("content"), image_entry("style")], "settings": {"iterations": -1}}, [bytes(192)] * 2, "settings.iterations"),
+        ({"images": [image_entry("content"), image_entry("style")], "settings": {"iterations": "many"}}, [bytes(192)] * 2, "settings.iterations must be an integer"),
+        ({"images": "all of them"}, [], "images must list"),
+        ({}, [], "images must list"),
+        ({"images": [image_entry("content"), image_entry("content")]}, [bytes(192)] * 2, r"images\[1\].role"),
+        ({"images": [image_entry("content"), image_entry("style")], "colour": 1}, [bytes(192)] * 2, "unknown field colour"),
+    ],
+)
+def test_bad_submissions_name_the_field(daemon, body, frames, match):
+    reply = submit_raw(daemon, body, frames)
+    assert reply["code"] == ErrorCode.INVALID_REQUEST.value
+    import re
+
+    assert re.search(match, reply["message"]), reply["message"]
+    still_serving(daemon)
+
+
+def test_nan_pixels_are_refused_by_the_engine(client):
+    nan = np.full((8, 8, 3), np.nan, dtype="<f4")
+    content = Image(ImageSpec(8, 8, 3, DType.F32), memoryview(nan).cast("B"))
+    with pytest.raises(DaemonJobError, match="NaN") as raised:
+        client.stylize(content, [rgb_image(16, 16, 1)], {"size": 16, "iterations": 1, "scales": 1})
+    assert raised.value.code == "invalid_request"
+
+
+# -- jobs: faults, cancel, concurrency ---------------------------------------------------------------
+def test_injected_out_of_memory_then_the_next_job_succeeds(client):
+    content, style = content_and_style()
+    with pytest.raises(DaemonJobError) as raised:
+        client.stylize(content, [style], TINY_SETTINGS, extra={"fault": "oom"})
+    assert raised.value.code == "out_of_memory" and raised.value.largest_size
+    assert client.stylize(content, [style], TINY_SETTINGS).image.spec.width == 32
+
+
+def test_an_exception_in_a_job_is_an_internal_error(client, daemon):
+    content, style = content_and_style()
+    with pytest.raises(DaemonJobError, match="injected") as raised:
+        client.stylize(content, [style], TINY_SETTINGS, extra={"fault": "exception"})
+    assert raised.value.code == "internal"
+    assert "Traceback" in daemon.log()
+    client.stylize(content, [style], TINY_SETTINGS)
+
+
+def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(interval_s)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
+@pytest.mark.parametrize("when", ["queued", "just after start", "mid-iteration"])
+def test_cancel(daemon, client, when):
+    content, style = content_and_style()
+    blocker = None
+    if when == "queued":
+        blocker = daemon.client()
+        blocker_id = blocker.submit(content, [style], LONG_SETTINGS)
+    job_id = client.submit(content, [style], LONG_SETTINGS)
+    cancel = threading.Event()
+    if when == "mid-iteration":
+        seen = []
+
+        def on_progress(progress):
+            seen.append(progress)
+            if progress.iteration >= 3:
+                cancel.set()
+    else:
+        on_progress = None
+        cancel.set()
+    with pytest.raises(DaemonJobError) as raised:
+        client.wait(job_id, on_progress=on_progress, cancel=cancel)
+    assert raised.value.code == "cancelled"
+    if blocker is not None:
+        blocker.cancel(blocker_id)
+        with pytest.raises(DaemonJobError):
+            blocker.wait(blocker_id)
+        blocker.close()
+    wait_until(lambda: client.status()["running"] is None, 5)
+
+
+def test_ping_is_answered_during_a_job(daemon, client):
+    content, style = content_and_style()
+    job_id = client.submit(content, [style], LONG_SETTINGS)
+    try:
+        with daemon.client() as other:
+            wait_until(lambda: other.status()["running"] is not None, 10)
+            started = time.monotonic()
+            other.ping()
+            assert time.monotonic() - started < 1.0
+    finally:
+        client.cancel(job_id)
+        with pytest.raises(DaemonJobError):
+            client.wait(job_id)
+
+
+def test_queue_limit_gives_busy(daemon):
+    content, style = content_and_style()
+    clients = [daemon.client() for _ in range(4)]
+    job_ids = []
+    try:
+        for c in clients[:3]:  # one running, two queued (--queue 2)
+            job_ids.append(c.submit(content, [style], LONG_SETTINGS))
+        with pytest.raises(DaemonJobError) as raised:
+            clients[3].submit(content, [style], LONG_SETTINGS)
+        assert raised.value.code == "busy"
+    finally:
+        for c, job_id in zip(clients, job_ids):
+            c.cancel(job_id)
+            with pytest.raises(DaemonJobError):
+                c.wait(job_id)
+        for c in clients:
+            c.close()
+
+
+def test_three_concurrent_clients_receive_only_their_own_replies(daemon):
+    results = {}
+
+    def work(seed: int) -> None:
+        with daemon.client() as own:
+            content = rgb_image(32, 40, seed=seed)
+            progress = []
+            result = own.stylize(content, [rgb_image(32, 32, seed=10 + seed)], {"size": 32 + 8 * seed, "iterations": 2,
+                                                                               "scales": 1}, on_progress=progress.append)
+            results[seed] = (result, {p.job_id for p in progress})
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(results) == [0, 1, 2]
+    for seed, (result, progress_ids) in results.items():
+        assert progress_ids == {result.job_id}
+        assert max(result.image.spec.width, result.image.spec.height) == 32 + 8 * seed
+
+
+def test_a_client_that_never_reads_cannot_block_the_daemon(daemon):
+    content, style = content_and_style()
+    lazy = daemon.client()
+    lazy_id = lazy.submit(content, [style], {**TINY_SETTINGS, "iterations": 50, "optimizer": "adam"}, preview_every=1)
+    # It never reads and never heartbeats: the daemon keeps serving others and drops its job.
+    with daemon.client() as other:
+        other.stylize(content, [style], TINY_SETTINGS)
+        wait_until(lambda: lazy_id not in str(other.status()["queue"]) and other.status()["running"] is None, 10)
+    lazy.close()
+
+
+KILLED_CLIENT = """
+import sys, time
+from daemon.client import DaemonClient
+from daemon.connection import read_connection_file
+from tests.daemon_harness import rgb_image, LONG_SETTINGS
+client = DaemonClient(read_connection_file())
+job = client.submit(rgb_image(40, 48, 1), [rgb_image(40, 40, 2)], LONG_SETTINGS)
+print(job, flush=True)
+client.wait(job)
+"""
+
+
+def test_a_killed_client_has_its_job_cancelled_within_2_seconds(daemon, client):
+    env = dict(os.environ, NEURAL_STYLE_CONNECTION=str(daemon.connection_file))
+    process = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                               text=True)
+    job_id = process.stdout.readline().strip()
+    wait_until(lambda: (client.status()["running"] or {}).get("job_id") == job_id, 30)
+    process.kill()
+    process.wait()
+    elapsed = wait_until(lambda: client.status()["running"] is None, 5)
+    assert elapsed < 2.0
+    assert f"cancelling job {job_id}" in daemon.log()
+
+
+def test_thirty_jobs_with_random_cancels_and_failures_do_not_grow_memory(daemon, client):
+    rng = np.random.default_rng(0)
+    content, style = content_and_style()
+    rss = []
+    for number in range(30):
+        kind = rng.choice(["ok", "cancel", "fault"])
+        extra = {"fault": "exception"} if kind == "fault" else None
+        job_id = client.submit(content, [rgb_image(40, 40, seed=number % 3)], TINY_SETTINGS, extra=extra)
+        cancel = threading.Event()
+        if kind == "cancel":
+            cancel.set()
+        try:
+            client.wait(job_id, cancel=cancel)
+        except DaemonJobError as error:
+            assert error.code in ("cancelled", "internal")
+        if number in (9, 29):
+            rss.append(client.status()["memory"]["rss_bytes"])
+    assert rss[1] < rss[0] * 1.10 + 20 * 2**20, rss
+
+
+# -- process life cycle (own daemons) ----------------------------------------------------------------
+def test_a_second_daemon_does_not_take_over(daemon):
+    env = dict(os.environ, NEURAL_STYLE_CONNECTION=str(daemon.connection_file))
+    result = subprocess.run([sys.executable, "-m", "daemon", "serve", "--device", "cpu", "--lazy"], cwd=REPO_ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "already serves" in result.stderr
+    assert daemon.info.pid == daemon.process.pid
+    still_serving(daemon)
+
+
+def test_sigterm_exits_cleanly_and_removes_the_connection_file(tmp_path, weights_file):
+    own = start_daemon(tmp_path, weights_file, "--lazy")
+    own.process.send_signal(signal.SIGTERM)
+    assert own.process.wait(15) == 0
+    assert not own.connection_file.exists()
+
+
+def test_a_stale_connection_file_is_replaced(tmp_path, weights_file):
+    from daemon.connection import ConnectionInfo, write_connection_file
+
+    write_connection_file(ConnectionInfo("tcp://127.0.0.1:9", "ab" * 32, pid=2**22 + 12345), tmp_path / "connection.json")
+    own = start_daemon(tmp_path, weights_file, "--lazy")
+    try:
+        assert own.info.pid == own.process.pid
+    finally:
+        own.stop()
+
+
+def test_a_killed_daemon_gives_the_client_a_clear_error_within_5_seconds(tmp_path, weights_file):
+    own = start_daemon(tmp_path, weights_file)
+    try:
+        with own.client() as c:
+            content, style = content_and_style()
+            job_id = c.submit(content, [style], LONG_SETTINGS)
+            killer = threading.Timer(1.0, own.process.kill)
+            killer.start()
+            started = time.monotonic()
+            with pytest.raises(DaemonUnreachableError, match="stopped answering"):
+                c.wait(job_id)
+            assert time.monotonic() - started < 1.0 + 5.0
+    finally:
+        own.stop()
+
+
+def test_client_refuses_a_protocol_mismatch(daemon):
+    from dataclasses import replace
+
+    with pytest.raises(Exception, match="protocol version"):
+        DaemonClient(replace(daemon.info, protocol_version=PROTOCOL_VERSION + 1))
