@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Daemon latency and transfer figures, in one run.
+
+Prints: submit → first iteration on a warm daemon against the engine alone on the same inputs (the
+difference is the daemon's overhead), the cold path (a new process: import, load weights, first
+iteration), a second job with the same style (style-cache hit) against the first, and the transfer
+throughput of a 4096×4096 RGBA float32 image to the daemon (submit → accepted) and through the
+protocol's signed framing over loopback both ways.
+
+    .venv/bin/python benchmarks/daemon_latency.py --random-weights      # or --weights FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+import zmq
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from daemon.client import DaemonClient, DaemonJobError, Image  # noqa: E402
+from daemon.protocol import Codec, DType, ImageSpec, MessageType, new_key  # noqa: E402
+from nst_engine import CancelledError, CancelToken, StyleSettings, StyleTransfer  # noqa: E402
+from tests.daemon_harness import start_daemon  # noqa: E402
+
+COLD_SCRIPT = """
+import sys, time
+started = time.perf_counter()
+import torch
+from nst_engine import StyleTransfer, StyleSettings, CancelToken, CancelledError
+engine = StyleTransfer.from_weights(sys.argv[1], "cpu")
+side = int(sys.argv[2])
+content, style = torch.rand(3, side, side), torch.rand(3, side, side)
+token = CancelToken()
+def first(progress):
+    print(f"{time.perf_counter() - started:.3f}", flush=True)
+    token.cancel()
+try:
+    engine.stylize(content, [style], StyleSettings(size=side, scales=1, iterations=10), on_progress=first, cancel=token)
+except CancelledError:
+    pass
+"""
+
+
+def image_of(array: np.ndarray) -> Image:
+    height, width, channels = array.shape
+    return Image(ImageSpec(width, height, channels, DType.F32), memoryview(np.ascontiguousarray(array, dtype="<f4")).cast("B"))
+
+
+def time_to_first_iteration(client: DaemonClient, content: Image, style: Image, settings: dict) -> float:
+    started = time.perf_counter()
+    job_id = client.submit(content, [style], settings)
+    first: list[float] = []
+    cancel = threading.Event()
+
+    def on_progress(progress) -> None:
+        if not first:
+            first.append(time.perf_counter() - started)
+            cancel.set()
+
+    try:
+        client.wait(job_id, on_progress=on_progress, cancel=cancel)
+    except DaemonJobError:
+        pass
+    return first[0]
+
+
+def engine_time_to_first_iteration(engine: StyleTransfer, content: torch.Tensor, style: torch.Tensor, settings: StyleSettings) -> float:
+    token = CancelToken()
+    first: list[float] = []
+
+    def on_progress(progress) -> None:
+        first.append(progress.elapsed_s)
+        token.cancel()
+
+    try:
+        engine.stylize(content, [style], settings, on_progress=on_progress, cancel=token)
+    except CancelledError:
+        pass
+    return first[0]
+
+
+def protocol_round_trip(frame: memoryview) -> float:
+    """Seconds to send ``frame`` through a signed DEALER → ROUTER hop and back, verified both ways."""
+    context = zmq.Context.instance()
+    key = new_key()
+    router, dealer = context.socket(zmq.ROUTER), context.socket(zmq.DEALER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    server_codec, client_codec = Codec(key), Codec(key)
+
+    def echo() -> None:
+        identity, *parts = router.recv_multipart(copy=False)
+        message = server_codec.decode([part.buffer for part in parts])
+        router.send_multipart([identity, *server_codec.encode(MessageType.RESULT, {}, message.frames)], copy=False)
+
+    thread = threading.Thread(target=echo)
+    thread.start()
+    started = time.perf_counter()
+    dealer.send_multipart(client_codec.encode(MessageType.SUBMIT, {}, [frame]), copy=False)
+    reply = client_codec.decode([part.buffer for part in dealer.recv_multipart(copy=False)])
+    elapsed = time.perf_counter() - started
+    thread.join()
+    assert memoryview(reply.frames[0]).nbytes == frame.nbytes
+    router.close(0)
+    dealer.close(0)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--weights", type=Path)
+    weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19 (timing does not depend on the values)")
+    parser.add_argument("--megapixels", type=float, default=1.0, help="content and style size for the latency figures")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="nst-bench-"))
+    weights_file = args.weights
+    if args.random_weights:
+        torch.manual_seed(0)
+        weights_file = work / "vgg19-random.pth"
+        torch.save(torchvision.models.vgg19().features.state_dict(), weights_file)
+
+    side = int(round((args.megapixels * 1e6) ** 0.5))
+    rng = np.random.default_rng(0)
+    content_array = rng.random((side, side, 3), dtype=np.float32)
+    settings = {"size": side, "scales": 1, "iterations": 10}
+    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}; images {side}×{side}")
+
+    daemon = start_daemon(work, weights_file)
+    try:
+        with daemon.client(timeout_s=60) as client:
+            engine = StyleTransfer.from_weights(weights_file, "cpu")
+            engine_first = engine_time_to_first_iteration(
+                engine, torch.from_numpy(content_array).permute(2, 0, 1).contiguous(),
+                torch.from_numpy(rng.random((side, side, 3), dtype=np.float32)).permute(2, 0, 1).contiguous(),
+                StyleSettings.from_values(settings))
+            del engine
+            style_a = image_of(rng.random((side, side, 3), dtype=np.float32))
+            time_to_first_iteration(client, image_of(content_array), image_of(rng.random((64, 64, 3), dtype=np.float32)),
+                                    {"size": 64, "scales": 1, "iterations": 2})  # warm-up
+            first_job = time_to_first_iteration(client, image_of(content_array), style_a, settings)
+            cached_job = time_to_first_iteration(client, image_of(content_array), style_a, settings)
+            print(f"warm daemon, new style: submit → first iteration {first_job * 1000:.0f} ms; engine alone "
+                  f"{engine_first * 1000:.0f} ms; overhead {(first_job - engine_first) * 1000:.0f} ms")
+            print(f"warm daemon, same style again (cache hit): {cached_job * 1000:.0f} ms "
+                  f"({first_job / cached_job:.2f}× faster); status: {client.status()['style_cache']}")
+
+            big = np.zeros((4096, 4096, 4), dtype="<f4")
+            big_image = image_of(big)
+            started = time.perf_counter()
+            job_id = client.submit(big_image, [image_of(rng.random((64, 64, 3), dtype=np.float32))],
+                                   {"size": 64, "scales": 1, "iterations": 1})
+            accepted = time.perf_counter() - started
+            try:
+                client.wait(job_id)
+            except DaemonJobError:
+                pass
+            megabytes = big.nbytes / 1e6
+            print(f"4096×4096 RGBA f32 ({megabytes:.0f} MB) to the daemon, submit → accepted: {accepted * 1000:.0f} ms "
+                  f"= {megabytes / 1000 / accepted:.2f} GB/s")
+    finally:
+        daemon.stop()
+    round_trip = protocol_round_trip(big_image.data)
+    print(f"signed protocol over loopback, there and back: {round_trip * 1000:.0f} ms "
+          f"= {2 * big.nbytes / 1e9 / round_trip:.2f} GB/s")
+
+    cold = subprocess.run([sys.executable, "-c", COLD_SCRIPT, str(weights_file), str(side)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=True, env=dict(os.environ))
+    cold_s = float(cold.stdout.strip().splitlines()[-1])
+    print(f"cold path (new process: import, load weights, first iteration): {cold_s * 1000:.0f} ms "
+          f"vs warm {first_job * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
