@@ -15,8 +15,9 @@ from .vgg import LAYER_NAMES, VGG19_CONVS
 BYTES_PER_FLOAT = 4
 LBFGS_HISTORY = 50
 # Forward activations kept for the backward pass, plus the gradients alive at the backward pass's
-# widest point, relative to the sum of all feature maps up to the deepest layer.  Measured on the CPU
-# (peak RSS at 256–1024 px); see benchmarks/engine_speed.py.
+# widest point, relative to the sum of all feature maps up to the deepest layer.  Checked on the CPU
+# (peak RSS above the loaded model, Adam, default layers, 3 iterations): 210, 647, 1361 MiB measured
+# at 256, 512, 768 px against estimates of 167, 668, 1502 MiB.  Issue #5 refines this on CUDA.
 ACTIVATION_FACTOR = 2.0
 MODEL_BYTES = 80 * 2**20  # VGG19's sixteen convolutions in float32
 _SAFETY_MARGIN = 1.1
