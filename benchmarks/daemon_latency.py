@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,6 +125,7 @@ def main() -> None:
     weights.add_argument("--weights", type=Path)
     weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19 (timing does not depend on the values)")
     parser.add_argument("--megapixels", type=float, default=1.0, help="content and style size for the latency figures")
+    parser.add_argument("--repeats", type=int, default=3, help="jobs per latency figure (median)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nst-bench-"))
@@ -142,18 +144,24 @@ def main() -> None:
     daemon = start_daemon(work, weights_file)
     try:
         with daemon.client(timeout_s=60) as client:
+            styles = [rng.random((side, side, 3), dtype=np.float32) for _ in range(args.repeats)]
             engine = StyleTransfer.from_weights(weights_file, "cpu")
-            engine_first = engine_time_to_first_iteration(
-                engine, torch.from_numpy(content_array).permute(2, 0, 1).contiguous(),
-                torch.from_numpy(rng.random((side, side, 3), dtype=np.float32)).permute(2, 0, 1).contiguous(),
-                StyleSettings.from_values(settings))
+            as_tensor = lambda array: torch.from_numpy(array).permute(2, 0, 1).contiguous()  # noqa: E731
+            engine_first = statistics.median(
+                engine_time_to_first_iteration(engine, as_tensor(content_array), as_tensor(style),
+                                               StyleSettings.from_values(settings))
+                for style in styles
+            )
             del engine
-            style_a = image_of(rng.random((side, side, 3), dtype=np.float32))
             time_to_first_iteration(client, image_of(content_array), image_of(rng.random((64, 64, 3), dtype=np.float32)),
                                     {"size": 64, "scales": 1, "iterations": 2})  # warm-up
-            first_job = time_to_first_iteration(client, image_of(content_array), style_a, settings)
-            cached_job = time_to_first_iteration(client, image_of(content_array), style_a, settings)
-            print(f"warm daemon, new style: submit → first iteration {first_job * 1000:.0f} ms; engine alone "
+            # Interleaved, each style new to the daemon once (first) and then again (cache hit).
+            first_times, cached_times = [], []
+            for style in styles:
+                first_times.append(time_to_first_iteration(client, image_of(content_array), image_of(style), settings))
+                cached_times.append(time_to_first_iteration(client, image_of(content_array), image_of(style), settings))
+            first_job, cached_job = statistics.median(first_times), statistics.median(cached_times)
+            print(f"warm daemon, new style: submit → first iteration {first_job * 1000:.0f} ms (median of {args.repeats}); engine alone "
                   f"{engine_first * 1000:.0f} ms; overhead {(first_job - engine_first) * 1000:.0f} ms")
             print(f"warm daemon, same style again (cache hit): {cached_job * 1000:.0f} ms "
                   f"({first_job / cached_job:.2f}× faster); status: {client.status()['style_cache']}")

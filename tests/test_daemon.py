@@ -18,6 +18,7 @@ import zmq
 from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, Image
 from daemon.protocol import PROTOCOL_VERSION, Codec, DType, ErrorCode, ImageSpec, MessageType, sign
 
+from .test_protocol import BAD_HEADERS
 from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TINY_SETTINGS, image_array, rgb_image, start_daemon
 
 
@@ -128,27 +129,21 @@ def test_same_style_again_hits_the_cache(client):
 def test_warm_start_from_an_earlier_result(client):
     content, style = content_and_style()
     first = client.stylize(content, [style], TINY_SETTINGS)
-    progress = []
-    client.stylize(content, [style], {**TINY_SETTINGS, "iterations": 1}, warm_start=first.job_id,
-                   on_progress=progress.append)
+    fresh, warm = [], []
+    one_adam_step = {**TINY_SETTINGS, "iterations": 1, "optimizer": "adam"}  # reports the loss at the start
+    client.stylize(content, [style], one_adam_step, on_progress=fresh.append)
+    client.stylize(content, [style], one_adam_step, warm_start=first.job_id, on_progress=warm.append)
+    # A fresh run starts at the content (content loss 0); a warm start at the earlier, stylised result.
+    assert fresh[0].losses["content"] == 0.0 < warm[0].losses["content"]
     with pytest.raises(DaemonJobError, match="no kept result") as raised:
         client.stylize(content, [style], TINY_SETTINGS, warm_start="no-such-job")
     assert raised.value.code == "invalid_request"
 
 
 # -- malformed input -------------------------------------------------------------------------------
-GARBAGE = {
-    "not msgpack": b"\xc1\xc1",
-    "truncated msgpack": msgpack.packb({"v": 1, "type": "ping"})[:-3],
-    "trailing bytes": msgpack.packb({"v": 1, "type": "ping", "id": "x", "ts": 0.0, "body": {}}) + b"\x00",
-    "map claims more entries": b"\xde\x00\x04zzz",
-    "nesting deeper than 1024": b"\x91" * 1100 + b"\xc0",
-    "non-string keys": msgpack.packb({1: "v"}),
-    "invalid utf-8": b"\x81\xa1v\xa2\xff\xfe",
-}
 
 
-@pytest.mark.parametrize("header", GARBAGE.values(), ids=GARBAGE.keys())
+@pytest.mark.parametrize("header", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
 def test_signed_garbage_gets_invalid_request(daemon, raw, header):
     codec = Codec(daemon.info.key_bytes)
     raw.send_multipart([header, sign(codec.key, header, [])])
