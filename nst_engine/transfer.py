@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 _BOX_PENALTY_STRENGTH = 200.0
 
 
+# Called once per iteration with (stage iteration, weighted loss terms, current image).
+_Report = Callable[[int, torch.Tensor, torch.Tensor], None]
+
+
 @dataclass(frozen=True)
 class _Stage:
     index: int  # 1-based
@@ -157,14 +161,9 @@ class StyleTransfer:
             style_work = [colour.match_luminance(colour.luminance(s), content_work) for s in style_work]
 
         image = self._initial_image(content_work, init_image, settings, *stage_dims[0])
-        iterations_per_stage = settings.stage_iterations(len(stage_dims))
-        for index, (height, width) in enumerate(stage_dims, start=1):
+        for stage in _plan_stages(stage_dims, settings):
             cancel.raise_if_cancelled()
-            stage = _Stage(
-                index, len(stage_dims), height, width, iterations_per_stage[index - 1],
-                first_iteration=sum(iterations_per_stage[: index - 1]) + 1,
-                total_iterations=sum(iterations_per_stage),
-            )
+            height, width = stage.height, stage.width
             image = self._warm_start(image, content_work, height, width)
             objective = self._stage_objective(
                 content_work, style_work, settings, height, width,
@@ -172,23 +171,8 @@ class StyleTransfer:
                 gram_cache,
             )
             to_rgb = self._preview_converter(content_rgb, settings, height, width)
-
-            def report(iteration: int, terms: torch.Tensor, current: torch.Tensor, stage: _Stage = stage,
-                       to_rgb: Callable[[torch.Tensor], torch.Tensor] = to_rgb) -> None:
-                if on_progress is None:
-                    return
-                content_term, style_term, tv_term = terms.tolist()
-                want_image = iteration == stage.iterations or (preview_every and iteration % preview_every == 0)
-                on_progress(Progress(
-                    stage=stage.index, stages=stage.count, width=stage.width, height=stage.height,
-                    stage_iteration=iteration, stage_iterations=stage.iterations,
-                    iteration=stage.first_iteration + iteration - 1, total_iterations=stage.total_iterations,
-                    losses=LossTerms(content_term, style_term, tv_term, content_term + style_term + tv_term),
-                    elapsed_s=time.perf_counter() - started,
-                    image=to_rgb(current)[0].float().cpu() if want_image else None,
-                ))
-
-            log.debug("Stage %d/%d at %d×%d", index, len(stage_dims), width, height)
+            report = _reporter(stage, on_progress, preview_every, to_rgb, started)
+            log.debug("Stage %d/%d at %d×%d", stage.index, stage.count, width, height)
             if settings.optimizer is Optimizer.LBFGS:
                 image = _run_lbfgs(image, objective, stage.iterations, report, cancel)
             else:
@@ -293,6 +277,38 @@ class StyleTransfer:
         return lambda image: colour.recombine(image.detach(), stage_content)
 
 
+def _plan_stages(stage_dims: list[tuple[int, int]], settings: StyleSettings) -> list[_Stage]:
+    iterations = settings.stage_iterations(len(stage_dims))
+    return [
+        _Stage(index, len(stage_dims), height, width, iterations[index - 1],
+               first_iteration=sum(iterations[: index - 1]) + 1, total_iterations=sum(iterations))
+        for index, (height, width) in enumerate(stage_dims, start=1)
+    ]
+
+
+def _reporter(
+    stage: _Stage, on_progress: ProgressCallback | None, preview_every: int,
+    to_rgb: Callable[[torch.Tensor], torch.Tensor], started: float,
+) -> _Report:
+    """The per-iteration report of one stage: a Progress record, with the image when one is due."""
+
+    def report(iteration: int, terms: torch.Tensor, current: torch.Tensor) -> None:
+        if on_progress is None:
+            return
+        content_term, style_term, tv_term = terms.tolist()
+        want_image = iteration == stage.iterations or (preview_every and iteration % preview_every == 0)
+        on_progress(Progress(
+            stage=stage.index, stages=stage.count, width=stage.width, height=stage.height,
+            stage_iteration=iteration, stage_iterations=stage.iterations,
+            iteration=stage.first_iteration + iteration - 1, total_iterations=stage.total_iterations,
+            losses=LossTerms(content_term, style_term, tv_term, content_term + style_term + tv_term),
+            elapsed_s=time.perf_counter() - started,
+            image=to_rgb(current)[0].float().cpu() if want_image else None,
+        ))
+
+    return report
+
+
 def _check_image(image: object, name: str) -> None:
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
@@ -303,9 +319,6 @@ def _check_image(image: object, name: str) -> None:
         raise InvalidSettingsError(f"{name} is empty")
     if not torch.isfinite(image).all():
         raise InvalidSettingsError(f"{name} holds NaN or infinite values")
-
-
-_Report = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def _run_lbfgs(
