@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """One-shot set-up for Neural Style for GIMP.
 
-Creates ``.venv/`` beside this file, installs the project (editable) with its test extras into it, and
-makes sure the VGG19 weights are available.  Run it again at any time: every step is idempotent.
+Creates ``.venv/`` beside this file, installs the project (editable) with its test extras into it,
+makes sure the VGG19 weights are available, and installs the GIMP 3 plug-in (with pyzmq and msgpack
+built for GIMP's own Python) into GIMP's user plug-in folder.  Run it again at any time: every step is
+idempotent.  ``--uninstall`` removes the plug-in.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -15,6 +20,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent
 VENV_DIR = REPO_ROOT / ".venv"
+PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
+PLUGIN_FILES = ("neural_style.py", "pixels.py")
+CLIENT_MODULES = ("__init__.py", "protocol.py", "client.py", "connection.py")  # torch-free
+GIMP_WHEELS = ("pyzmq", "msgpack")
 
 
 def venv_python() -> Path:
@@ -53,13 +62,83 @@ def fetch_weights(weights_file: Path | None) -> bool:
     return subprocess.run(command).returncode == 0
 
 
+def default_plugin_dir() -> Path:
+    """GIMP 3's user plug-in folder on this platform (Flatpak's when that GIMP is installed)."""
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA", home / "AppData" / "Roaming")) / "GIMP" / "3.0" / "plug-ins"
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "GIMP" / "3.0" / "plug-ins"
+    flatpak = home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0"
+    if flatpak.is_dir():
+        return flatpak / "plug-ins"
+    return home / ".config" / "GIMP" / "3.0" / "plug-ins"
+
+
+def detect_gimp_python() -> str:
+    """GIMP on Linux runs plug-ins with the system's python3; elsewhere we cannot tell (use --gimp-python)."""
+    try:
+        result = subprocess.run(["python3", "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+                                capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def install_plugin(plugin_dir: Path, gimp_python: str) -> Path:
+    target = plugin_dir / PLUGIN_NAME
+    step(f"Installing the GIMP plug-in into {target} (for GIMP's Python {gimp_python})")
+    target.mkdir(parents=True, exist_ok=True)
+    for name in PLUGIN_FILES:
+        shutil.copy2(REPO_ROOT / "gimp_plugin" / name, target / name)
+    (target / "neural_style.py").chmod(0o755)
+    client_dir = target / "daemon"
+    client_dir.mkdir(exist_ok=True)
+    for name in CLIENT_MODULES:
+        shutil.copy2(REPO_ROOT / "daemon" / name, client_dir / name)
+    lib = target / "lib"
+    if not all((lib / module).is_dir() for module in ("zmq", "msgpack")):
+        command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade",
+                   "--only-binary=:all:", "--target", str(lib), "--python-version", gimp_python,
+                   "--implementation", "cp"]
+        if sys.platform.startswith("linux"):
+            for platform_tag in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+                                 "manylinux_2_28_aarch64", "manylinux_2_17_aarch64"):
+                command += ["--platform", platform_tag]
+        subprocess.run([*command, *GIMP_WHEELS], check=True)
+    record = {"start_command": [str(venv_python()), "-m", "daemon", "start"], "repository": str(REPO_ROOT)}
+    (target / "install.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return target
+
+
+def uninstall_plugin(plugin_dir: Path) -> None:
+    target = plugin_dir / PLUGIN_NAME
+    if target.is_dir():
+        shutil.rmtree(target)
+        step(f"Removed the GIMP plug-in {target}")
+    else:
+        step(f"No plug-in at {target}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, help="use this local VGG19 weights file instead of downloading")
+    parser.add_argument("--plugin-dir", type=Path, help="GIMP's plug-in folder (default: the user's, found per platform)")
+    parser.add_argument("--gimp-python", help="GIMP's Python version, e.g. 3.13 (default: the system python3's)")
+    parser.add_argument("--plugin-only", action="store_true", help="only (re)install the plug-in, with the existing .venv")
+    parser.add_argument("--uninstall", action="store_true", help="remove the plug-in")
     args = parser.parse_args(argv)
-
-    create_venv()
-    install_project()
+    plugin_dir = args.plugin_dir or default_plugin_dir()
+    if args.uninstall:
+        uninstall_plugin(plugin_dir)
+        return 0
+    if not args.plugin_only:
+        create_venv()
+        install_project()
+    installed = install_plugin(plugin_dir, args.gimp_python or detect_gimp_python())
+    print(f"The plug-in is in {installed}: restart GIMP and use Filters → Neural Style….")
+    if args.plugin_only:
+        return 0
     weights_ok = fetch_weights(args.weights)
     step("Done." if weights_ok else "Done, except for the weights (see above).")
     print(f"Stylise from a shell: {venv_python()} -m nst_engine CONTENT STYLE -o OUT.png")

@@ -179,8 +179,10 @@ class DaemonClient:
 
     def submit(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
                init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
-               preview_every: int = 0, extra: dict[str, Any] | None = None) -> str:
-        """Queue a job and return its id; follow it with :meth:`wait`."""
+               preview_every: int = 0, output_size: tuple[int, int] | None = None,
+               extra: dict[str, Any] | None = None) -> str:
+        """Queue a job and return its id; follow it with :meth:`wait`.  ``output_size`` (width, height)
+        has the daemon resize the result, e.g. back to the region the content came from."""
         images = [(content, "content"), *((style, "style") for style in styles)]
         if init is not None:
             images.append((init, "init"))
@@ -193,6 +195,8 @@ class DaemonClient:
         }
         if warm_start is not None:
             body["warm_start"] = warm_start
+        if output_size is not None:
+            body["output"] = {"width": output_size[0], "height": output_size[1]}
         # Submitting is not retried: a resent job could run twice.
         self._send(MessageType.SUBMIT, body, [image.data for image, _ in images])
         reply = self._receive(self.timeout_s)
@@ -292,8 +296,13 @@ def connect(path: Path | None = None, *, start_command: Sequence[str] | None = N
     if on_wait is not None:
         on_wait("Starting the Neural Style daemon…")
     environment = dict(os.environ, NEURAL_STYLE_CONNECTION=str(path))
-    subprocess.run(list(start_command), env=environment, check=False, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=start_timeout_s)
+    try:
+        subprocess.run(list(start_command), env=environment, check=False, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=start_timeout_s)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise DaemonUnreachableError(
+            f"No daemon is running and starting one failed ({error}). Start it with: python -m daemon start"
+        ) from None
     deadline = time.monotonic() + start_timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:

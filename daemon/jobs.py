@@ -39,6 +39,7 @@ class Job:
     warm_start: str | None = None
     progress_every: int = 1
     preview_every: int = 0
+    output_size: tuple[int, int] | None = None  # (height, width) to resize the result to
     fault: str | None = None  # test hook, honoured only when the daemon runs with --test-faults
     state: JobState = JobState.QUEUED
     cancel_token: CancelToken = field(default_factory=CancelToken)

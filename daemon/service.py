@@ -230,7 +230,7 @@ class DaemonService:
 
     def _parse_job(self, client: bytes, message: Message) -> Job:
         body = message.body
-        unknown = set(body) - {"settings", "images", "warm_start", "progress_every", "preview_every", "fault"}
+        unknown = set(body) - {"settings", "images", "warm_start", "progress_every", "preview_every", "output", "fault"}
         if unknown:
             raise _invalid(f"submit: unknown field {sorted(unknown)[0]}")
         settings = validate_settings(body.get("settings", {}))
@@ -270,12 +270,20 @@ class DaemonService:
         warm_start = body.get("warm_start")
         if warm_start is not None and not isinstance(warm_start, str):
             raise _invalid("warm_start must be a job id (string)")
+        output = body.get("output")
+        output_size = None
+        if output is not None:
+            if not isinstance(output, dict):
+                raise _invalid("output must be a map with width and height")
+            output_size = (_int_field(output, "height", 1, 1, self.config.max_image_side),
+                           _int_field(output, "width", 1, 1, self.config.max_image_side))
         progress_every = _int_field(body, "progress_every", 1, 1, 100_000)
         preview_every = _int_field(body, "preview_every", 0, 0, 100_000)
         fault = body.get("fault") if self.config.test_faults else None
         return Job(
             id=secrets.token_hex(8), client=client, settings=settings, content=content, styles=styles, init=init,
             warm_start=warm_start, progress_every=progress_every, preview_every=preview_every, fault=fault,
+            output_size=output_size,
         )
 
     def _cancel(self, router: zmq.Socket, client: bytes, job_id: object) -> None:

@@ -25,6 +25,7 @@ from nst_engine import (
     StyleTransfer,
     WeightsError,
 )
+from nst_engine.image_ops import resize
 from nst_engine.memory import available_bytes, check_fits
 
 from .caches import GramCache, ResultCache
@@ -198,6 +199,8 @@ class Worker:
             gram_cache=self.gram_cache,
         )
         self.results.put(job.id, result)
+        if job.output_size is not None:
+            result = resize(result[None], *job.output_size)[0]
         spec, frame = rgb_to_frame(result)
         body = {"job_id": job.id, "image": spec.to_wire(), "elapsed_s": time.perf_counter() - started}
         self._send(job.client, MessageType.RESULT, body, [frame])

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds (once) the Debian trixie chroot with GIMP 3 that tests/test_gimp.py drives headless.
+# Kept outside the repository; rebuilt only when missing. Needs root and Debian's package mirror.
+set -euo pipefail
+ROOT="${NST_GIMP_ROOT:-/var/cache/nst-gimp3-root}"
+
+if [ -x "$ROOT/usr/bin/gimp-console" ] && [ -e "$ROOT/usr/lib/x86_64-linux-gnu/girepository-1.0/Gimp-3.0.typelib" ]; then
+  echo "GIMP 3 chroot ready at $ROOT"
+  exit 0
+fi
+
+echo "Building the GIMP 3 chroot at $ROOT (about three minutes)"
+if ! command -v debootstrap >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq debootstrap >/dev/null
+fi
+rm -rf "$ROOT.partial"
+debootstrap --variant=minbase trixie "$ROOT.partial" http://deb.debian.org/debian >/dev/null
+mount --bind /proc "$ROOT.partial/proc"
+trap 'umount "$ROOT.partial/proc" 2>/dev/null || true' EXIT
+chroot "$ROOT.partial" apt-get install -y -qq --no-install-recommends gimp python3-gi gir1.2-gimp-3.0 >/dev/null
+umount "$ROOT.partial/proc"
+trap - EXIT
+rm -rf "$ROOT"
+mv "$ROOT.partial" "$ROOT"
+echo "GIMP 3 chroot ready at $ROOT"

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Neural Style for GIMP 3: Filters → Neural Style….
+
+Thin GIMP glue: reads the active layer (or the selection's bounds within it) and a style layer at full
+precision, sends them to the local daemon, and inserts the result as a new layer directly above the
+active one, as one undo step.  Nothing of the user's image is changed on any failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[0:0] = [os.path.join(_HERE, "lib"), _HERE]  # bundled pyzmq/msgpack, and the torch-free client
+
+import gi  # noqa: E402
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import GLib, GObject, Gegl, Gimp  # noqa: E402
+
+PROCEDURE = "plug-in-neural-style"
+PARASITE = "neural-style-settings"
+FLOAT_FORMAT = {False: "R'G'B'A float", True: "Y'A float"}  # by "is grayscale"
+
+
+def _install_record() -> dict:
+    try:
+        with open(os.path.join(_HERE, "install.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+class NeuralStyle(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [PROCEDURE]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        procedure.set_image_types("RGB*, GRAY*")
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        procedure.set_menu_label("Neural Style…")
+        procedure.add_menu_path("<Image>/Filters")
+        procedure.set_documentation(
+            "Paint the active layer in the style of another layer",
+            "Gatys-style neural style transfer through the local Neural Style daemon. The result is a "
+            "new layer above the active one; the selection's bounds limit the region.",
+            name,
+        )
+        procedure.set_attribution("Neural Style for GIMP", "Neural Style for GIMP", "2026")
+        flags = GObject.ParamFlags.READWRITE
+        procedure.add_layer_argument("style-layer", "_Style layer", "Layer whose style is applied", True, flags)
+        procedure.add_double_argument("style-weight", "St_yle weight", "β", 0.0, 1e9, 1000.0, flags)
+        procedure.add_double_argument("content-weight", "_Content weight", "α", 0.0, 1e9, 1.0, flags)
+        procedure.add_int_argument("iterations", "_Iterations", "Iterations at the final size", 1, 100000, 300, flags)
+        procedure.add_int_argument("max-size", "_Max size", "Longest side to optimise at; 0 = the layer's own size",
+                                   0, 16384, 512, flags)
+        optimizers = Gimp.Choice.new()
+        optimizers.add("lbfgs", 0, "L-BFGS", "Quasi-Newton, the paper's choice")
+        optimizers.add("adam", 1, "Adam", "First-order, steadier on huge images")
+        procedure.add_choice_argument("optimizer", "_Optimizer", "Optimiser", optimizers, "lbfgs", flags)
+        procedure.add_boolean_argument("preserve-colors", "_Preserve colours", "Keep the layer's colours", False, flags)
+        procedure.add_int_argument("seed", "S_eed", "Random seed", 0, 2**31 - 1, 0, flags)
+        procedure.add_boolean_argument("live-preview", "_Live preview", "Update the result layer while it runs",
+                                       False, flags)
+        return procedure
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
+            return _error(procedure, "Neural Style works on exactly one layer: select one layer.")
+        layer = drawables[0]
+        if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+            return _error(procedure, "Neural Style does not work on indexed images: use Image → Mode → RGB first.")
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            gi.require_version("GimpUi", "3.0")
+            from gi.repository import GimpUi
+
+            GimpUi.init("neural_style")
+            dialog = GimpUi.ProcedureDialog.new(procedure, config, "Neural Style")
+            dialog.fill(None)
+            if not dialog.run():
+                dialog.destroy()
+                return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+            dialog.destroy()
+        style_layer = config.get_property("style-layer")
+        if style_layer is None:
+            return _error(procedure, "Choose a style layer.")
+        try:
+            _stylise(image, layer, style_layer, config)
+        except Exception as error:  # any failure: a readable line in GIMP, never a traceback
+            return _error(procedure, _message(error))
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def _error(procedure, message):
+    error = GLib.Error.new_literal(GLib.quark_from_string("neural-style"), message, 0)
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, error)
+
+
+def _message(error: BaseException) -> str:
+    from daemon.client import DaemonError
+
+    if isinstance(error, DaemonError):
+        return f"Neural Style: {error}"
+    return f"Neural Style failed: {type(error).__name__}: {error}"
+
+
+def _read(drawable, region, grayscale: bool) -> bytes:
+    rectangle = Gegl.Rectangle.new(region.x, region.y, region.width, region.height)
+    return bytes(drawable.get_buffer().get(rectangle, 1.0, FLOAT_FORMAT[grayscale], Gegl.AbyssPolicy.CLAMP))
+
+
+def _stylise(image, layer, style_layer, config) -> None:
+    from daemon.client import Image, connect
+    from daemon.protocol import DType, ImageSpec
+    from pixels import Region, fit_longest_side, rgb_with_alpha
+
+    grayscale = image.get_base_type() == Gimp.ImageBaseType.GRAY
+    channels = 2 if grayscale else 4
+    found, x, y, width, height = layer.mask_intersect()
+    if not found or width == 0 or height == 0:
+        raise ValueError("the selection does not overlap the layer")
+    region = Region(x, y, width, height)
+    style_region = Region(0, 0, style_layer.get_width(), style_layer.get_height())
+    source = _read(layer, region, grayscale)
+    style = _read(style_layer, style_region, grayscale)
+
+    max_size = config.get_property("max-size")
+    optimise_w, optimise_h = fit_longest_side(width, height, max_size)
+    settings = {
+        "style_weight": config.get_property("style-weight"),
+        "content_weight": config.get_property("content-weight"),
+        "iterations": config.get_property("iterations"),
+        "size": max(optimise_w, optimise_h),
+        "optimizer": config.get_property("optimizer"),
+        "preserve_colors": config.get_property("preserve-colors"),
+        "seed": config.get_property("seed"),
+    }
+    Gimp.progress_init("Neural Style: connecting to the daemon…")
+    start_command = _install_record().get("start_command")
+    client = connect(start_command=start_command, on_wait=lambda text: Gimp.progress_set_text(text))
+    live = config.get_property("live-preview")
+
+    def on_progress(progress) -> None:
+        Gimp.progress_set_text(f"Neural Style: stage {progress.stage}/{progress.stages}, "
+                               f"iteration {progress.iteration}/{progress.total_iterations}")
+        Gimp.progress_update(progress.iteration / progress.total_iterations)
+
+    with client:
+        result = client.stylize(
+            Image(ImageSpec(width, height, channels, DType.F32), source),
+            [Image(ImageSpec(style_region.width, style_region.height, channels, DType.F32), style)],
+            settings, on_progress=on_progress, cancel=threading.Event(), output_size=(width, height),
+            preview_every=0 if not live else 10,
+        )
+    pixels = rgb_with_alpha(result.image.data, source, channels)
+
+    # Everything that changes the image happens here, after the result is in hand: one undo step, and
+    # on any failure the half-made layer is taken out again.
+    image.undo_group_start()
+    new_layer = None
+    try:
+        layer_type = Gimp.ImageType.GRAYA_IMAGE if grayscale else Gimp.ImageType.RGBA_IMAGE
+        new_layer = Gimp.Layer.new(image, f"{layer.get_name()} (Neural Style)", width, height, layer_type, 100.0,
+                                   Gimp.LayerMode.NORMAL)
+        image.insert_layer(new_layer, layer.get_parent(), image.get_item_position(layer))
+        offset_x, offset_y = layer.get_offsets()[1:]
+        new_layer.set_offsets(offset_x + x, offset_y + y)
+        buffer = new_layer.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, width, height), "R'G'B'A float", pixels)
+        buffer.flush()
+        new_layer.update(0, 0, width, height)
+        if not Gimp.Selection.is_empty(image):
+            new_layer.add_mask(new_layer.create_mask(Gimp.AddMaskType.SELECTION))
+        record = json.dumps({**settings, "style_layer": style_layer.get_name(), "job_id": result.job_id})
+        new_layer.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, record.encode()))
+    except BaseException:
+        if new_layer is not None and new_layer.is_valid() and new_layer.get_image() is not None:
+            image.remove_layer(new_layer)
+        raise
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+
+
+if __name__ == "__main__":
+    Gimp.main(NeuralStyle.__gtype__, sys.argv)

@@ -1,0 +1,151 @@
+"""End to end in real GIMP 3 (headless gimp-console in a Debian trixie chroot), against a real daemon.
+
+The chroot is built by .ci/gimp-chroot.sh (CI runs it); without it these tests are skipped locally
+and fail under CI, so that a missing GIMP can never pass for a working plug-in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.connection import ConnectionInfo, write_connection_file
+
+from .daemon_harness import start_daemon
+from .gimp_harness import CHROOT, chroot_ready, install_plugin, run_batch
+
+if not chroot_ready():
+    if os.environ.get("CI"):
+        raise RuntimeError(f"GIMP 3 chroot missing at {CHROOT}: .ci/gimp-chroot.sh must build it before the tests")
+    pytest.skip(f"no GIMP 3 chroot at {CHROOT} (build it with: bash .ci/gimp-chroot.sh)", allow_module_level=True)
+
+BATCH = Path(__file__).resolve().parent / "gimp" / "batch.py"
+
+
+@pytest.fixture(scope="module")
+def work_dir() -> Path:
+    directory = CHROOT / "tmp" / "nst-e2e"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    shutil.copy(BATCH, directory / "batch.py")
+    install_plugin()  # through install.py, as a user would: --plugin-dir, --gimp-python
+    return directory
+
+
+@pytest.fixture(scope="module")
+def daemon(work_dir, weights_file):
+    running = start_daemon(work_dir, weights_file)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def results(work_dir, daemon) -> dict:
+    completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"})
+    path = work_dir / "result.json"
+    assert path.exists(), completed.stdout + completed.stderr
+    return json.loads(path.read_text())
+
+
+def case(results: dict, name: str) -> dict:
+    facts = results[name]
+    assert "exception" not in facts, facts
+    assert facts["status"] == "success", facts
+    return facts
+
+
+def new_and_old(facts: dict) -> tuple[dict, list[dict]]:
+    after = facts["after"]
+    assert after[0]["name"] == "content (Neural Style)", "the result goes directly above the active layer"
+    return after[0], after[1:]
+
+
+def assert_unchanged(facts: dict, rest: list[dict]) -> None:
+    assert rest == facts["before"], "the source, the style layer and the rest of the image stay byte for byte"
+
+
+@pytest.mark.parametrize("name", ["rgb", "float32", "u16", "gray"])
+def test_whole_layer(results, name):
+    facts = case(results, name)
+    new, rest = new_and_old(facts)
+    assert (new["width"], new["height"], new["offsets"]) == (48, 40, [0, 0])
+    assert not new["has_mask"]
+    settings = json.loads(new["parasite"])
+    assert settings["iterations"] == 3 and settings["style_layer"] == "style"
+    assert_unchanged(facts, rest)
+    assert facts["result_alpha"] == facts["source_alpha"]
+    assert new["digest"] != rest[0]["digest"], "the result differs from the source"
+
+
+def test_rgba_with_transparency_and_offset(results):
+    facts = case(results, "rgba_offset")
+    new, rest = new_and_old(facts)
+    assert (new["width"], new["height"], new["offsets"]) == (48, 40, [5, 3])
+    assert facts["result_alpha"] == facts["source_alpha"] and 0.0 in facts["result_alpha"]
+    assert_unchanged(facts, rest)
+
+
+def test_selection_limits_the_region_and_masks_the_result(results):
+    facts = case(results, "selection")
+    new, rest = new_and_old(facts)
+    assert (new["width"], new["height"], new["offsets"]) == (24, 20, [10, 8])
+    assert new["has_mask"]
+    assert_unchanged(facts, rest)
+
+
+def test_high_precision_images_keep_precision(results):
+    for name in ("float32", "u16"):
+        samples = [value for index, value in enumerate(case(results, name)["result_colour_sample"]) if index % 4 != 3]
+        off_grid = [abs(value * 255 - round(value * 255)) for value in samples]
+        assert max(off_grid) > 0.01, f"{name}: result was rounded to 8 bits"
+
+
+def test_second_runs_reuse_the_warm_daemon(results, daemon):
+    with daemon.client() as client:
+        status = client.status()
+    assert status["style_cache"]["hits"] >= 1 and status["jobs_done"] >= 6
+
+
+def test_unreachable_daemon_is_a_clean_execution_error(work_dir, daemon):
+    dead = work_dir / "dead.json"
+    write_connection_file(ConnectionInfo("tcp://127.0.0.1:9", "ab" * 32, pid=2**22 + 7), dead)
+    completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {
+        "NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/dead.json", "NST_E2E_CASES": "rgb", "NST_E2E_OUTPUT": "dead-result.json"})
+    facts = json.loads((work_dir / "dead-result.json").read_text())["rgb"]
+    assert facts["status"] == "execution-error", completed.stderr
+    assert "Neural Style" in facts["error"] and "daemon" in facts["error"]
+    assert facts["after"] == facts["before"], "no half-made layer, nothing changed"
+    assert "Traceback" not in completed.stderr
+
+
+def test_killing_the_plug_in_stops_its_job_within_2_seconds(work_dir, daemon):
+    env = {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json", "NST_E2E_CASES": "long",
+           "NST_E2E_OUTPUT": "long-result.json"}
+    proc = CHROOT / "proc"
+    subprocess.run(["mount", "--bind", "/proc", str(proc)], check=True)
+    try:
+        command = ["chroot", str(CHROOT), "env", "HOME=/root", "NST_E2E_DIR=/tmp/nst-e2e",
+                   *(f"{k}={v}" for k, v in env.items()), "gimp-console", "-i", "--batch-interpreter=python-fu-eval",
+                   "-b", "exec(open('/tmp/nst-e2e/batch.py').read())",
+                   "-b", "Gimp.get_pdb().lookup_procedure('gimp-quit').run(None)"]
+        gimp = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        with daemon.client() as client:
+            deadline = time.monotonic() + 120
+            while client.status()["running"] is None:
+                assert time.monotonic() < deadline and gimp.poll() is None, "the job never started"
+                time.sleep(0.1)
+            subprocess.run(["pkill", "-KILL", "-f", "plug-ins/neural_style/neural_style.py"], check=True)
+            killed = time.monotonic()
+            while client.status()["running"] is not None:
+                assert time.monotonic() - killed < 5, "the daemon kept running the job"
+                time.sleep(0.05)
+            assert time.monotonic() - killed < 2.0
+        gimp.wait(60)
+    finally:
+        subprocess.run(["umount", str(proc)], check=False)
