@@ -85,7 +85,7 @@ def detect_gimp_python() -> str:
         return f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-def install_plugin(plugin_dir: Path, gimp_python: str) -> Path:
+def install_plugin(plugin_dir: Path, gimp_python: str, weights: Path | None = None) -> Path:
     target = plugin_dir / PLUGIN_NAME
     step(f"Installing the GIMP plug-in into {target} (for GIMP's Python {gimp_python})")
     target.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,10 @@ def install_plugin(plugin_dir: Path, gimp_python: str) -> Path:
                                  "manylinux_2_28_aarch64", "manylinux_2_17_aarch64"):
                 command += ["--platform", platform_tag]
         subprocess.run([*command, *GIMP_WHEELS], check=True)
-    record = {"start_command": [str(venv_python()), "-m", "daemon", "start"], "repository": str(REPO_ROOT)}
+    start_command = [str(venv_python()), "-m", "daemon", "start"]
+    if weights is not None:
+        start_command += ["--weights", str(weights.resolve())]
+    record = {"start_command": start_command, "repository": str(REPO_ROOT)}
     (target / "install.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return target
 
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.plugin_only:
         create_venv()
         install_project()
-    installed = install_plugin(plugin_dir, args.gimp_python or detect_gimp_python())
+    installed = install_plugin(plugin_dir, args.gimp_python or detect_gimp_python(), args.weights)
     print(f"The plug-in is in {installed}: restart GIMP and use Filters → Neural Style….")
     if args.plugin_only:
         return 0
