@@ -25,7 +25,15 @@ import torch
 import torchvision
 import zmq
 
-from .connection import ConnectionInfo, connection_path, process_alive, read_connection_file, remove_connection_file, write_connection_file, ConnectionFileError
+from .connection import (
+    ConnectionFileError,
+    ConnectionInfo,
+    connection_path,
+    process_alive,
+    read_connection_file,
+    remove_connection_file,
+    write_connection_file,
+)
 from .jobs import Job, JobImage, JobQueue, JobState
 from .protocol import (
     DEFAULT_MAX_IMAGE_PIXELS,

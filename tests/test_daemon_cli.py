@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-import torch
 import zmq
 
 from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, connect
