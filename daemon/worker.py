@@ -187,7 +187,10 @@ class Worker:
             body = _progress_body(job, progress)
             job.progress = body
             if job.preview_every and progress.image is not None:
-                spec, frame = rgb_to_frame(progress.image)
+                preview = progress.image
+                if job.output_size is not None:
+                    preview = resize(preview[None], *job.output_size)[0]
+                spec, frame = rgb_to_frame(preview)
                 self._send(job.client, MessageType.PREVIEW, {**body, "image": spec.to_wire()}, [frame])
             elif progress.stage_iteration % job.progress_every == 0 or progress.stage_iteration == progress.stage_iterations:
                 self._send(job.client, MessageType.PROGRESS, body, ())

@@ -25,6 +25,7 @@ from gi.repository import GLib, GObject, Gegl, Gimp  # noqa: E402
 PROCEDURE = "plug-in-neural-style"
 PARASITE = "neural-style-settings"
 FLOAT_FORMAT = {False: "R'G'B'A float", True: "Y'A float"}  # by "is grayscale"
+LIVE_PREVIEW_EVERY = 10  # iterations between updates of the result layer while it runs
 
 
 def _install_record() -> dict:
@@ -120,7 +121,7 @@ def _read(drawable, region, grayscale: bool) -> bytes:
 def _stylise(image, layer, style_layer, config) -> None:
     from daemon.client import Image, connect
     from daemon.protocol import DType, ImageSpec
-    from pixels import Region, fit_longest_side, rgb_with_alpha
+    from pixels import Region, fit_longest_side
 
     grayscale = image.get_base_type() == Gimp.ImageBaseType.GRAY
     channels = 2 if grayscale else 4
@@ -147,47 +148,83 @@ def _stylise(image, layer, style_layer, config) -> None:
     start_command = _install_record().get("start_command")
     client = connect(start_command=start_command, on_wait=lambda text: Gimp.progress_set_text(text))
     live = config.get_property("live-preview")
+    target = _ResultLayer(image, layer, region, grayscale, source, channels)
+    previews_shown = 0
 
     def on_progress(progress) -> None:
+        nonlocal previews_shown
         Gimp.progress_set_text(f"Neural Style: stage {progress.stage}/{progress.stages}, "
                                f"iteration {progress.iteration}/{progress.total_iterations}")
         Gimp.progress_update(progress.iteration / progress.total_iterations)
+        if live and progress.preview is not None:
+            target.show(progress.preview.data)
+            previews_shown += 1
 
-    with client:
-        result = client.stylize(
-            Image(ImageSpec(width, height, channels, DType.F32), source),
-            [Image(ImageSpec(style_region.width, style_region.height, channels, DType.F32), style)],
-            settings, on_progress=on_progress, cancel=threading.Event(), output_size=(width, height),
-            preview_every=0 if not live else 10,
-        )
-    pixels = rgb_with_alpha(result.image.data, source, channels)
-
-    # Everything that changes the image happens here, after the result is in hand: one undo step, and
-    # on any failure the half-made layer is taken out again.
+    # Everything that changes the image happens inside one undo group; on any failure the layer made
+    # for the result is taken out again, so the image is left as it was.
     image.undo_group_start()
-    new_layer = None
     try:
-        layer_type = Gimp.ImageType.GRAYA_IMAGE if grayscale else Gimp.ImageType.RGBA_IMAGE
-        new_layer = Gimp.Layer.new(image, f"{layer.get_name()} (Neural Style)", width, height, layer_type, 100.0,
-                                   Gimp.LayerMode.NORMAL)
-        image.insert_layer(new_layer, layer.get_parent(), image.get_item_position(layer))
-        offset_x, offset_y = layer.get_offsets()[1:]
-        new_layer.set_offsets(offset_x + x, offset_y + y)
-        buffer = new_layer.get_buffer()
-        buffer.set(Gegl.Rectangle.new(0, 0, width, height), "R'G'B'A float", pixels)
-        buffer.flush()
-        new_layer.update(0, 0, width, height)
-        if not Gimp.Selection.is_empty(image):
-            new_layer.add_mask(new_layer.create_mask(Gimp.AddMaskType.SELECTION))
-        record = json.dumps({**settings, "style_layer": style_layer.get_name(), "job_id": result.job_id})
-        new_layer.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, record.encode()))
+        if live:
+            target.insert()
+        with client:
+            result = client.stylize(
+                Image(ImageSpec(width, height, channels, DType.F32), source),
+                [Image(ImageSpec(style_region.width, style_region.height, channels, DType.F32), style)],
+                settings, on_progress=on_progress, cancel=threading.Event(), output_size=(width, height),
+                preview_every=LIVE_PREVIEW_EVERY if live else 0,
+            )
+        target.insert()
+        target.show(result.image.data)
+        record = {**settings, "style_layer": style_layer.get_name(), "job_id": result.job_id,
+                  "live_preview_updates": previews_shown}
+        target.finish(json.dumps(record))
     except BaseException:
-        if new_layer is not None and new_layer.is_valid() and new_layer.get_image() is not None:
-            image.remove_layer(new_layer)
+        target.remove()
         raise
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
+
+
+class _ResultLayer:
+    """The new layer directly above the source, sized and placed like the processed region."""
+
+    def __init__(self, image, source_layer, region, grayscale: bool, source_pixels: bytes, channels: int) -> None:
+        self.image, self.source_layer, self.region = image, source_layer, region
+        self.grayscale, self.source_pixels, self.channels = grayscale, source_pixels, channels
+        self.layer = None
+
+    def insert(self) -> None:
+        if self.layer is not None:
+            return
+        region = self.region
+        layer_type = Gimp.ImageType.GRAYA_IMAGE if self.grayscale else Gimp.ImageType.RGBA_IMAGE
+        self.layer = Gimp.Layer.new(self.image, f"{self.source_layer.get_name()} (Neural Style)", region.width,
+                                    region.height, layer_type, 100.0, Gimp.LayerMode.NORMAL)
+        self.image.insert_layer(self.layer, self.source_layer.get_parent(),
+                                self.image.get_item_position(self.source_layer))
+        offset_x, offset_y = self.source_layer.get_offsets()[1:]
+        self.layer.set_offsets(offset_x + region.x, offset_y + region.y)
+
+    def show(self, rgb) -> None:
+        from pixels import rgb_with_alpha
+
+        pixels = rgb_with_alpha(rgb, self.source_pixels, self.channels)
+        buffer = self.layer.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, self.region.width, self.region.height), "R'G'B'A float", pixels)
+        buffer.flush()
+        self.layer.update(0, 0, self.region.width, self.region.height)
+        Gimp.displays_flush()
+
+    def finish(self, settings_json: str) -> None:
+        if not Gimp.Selection.is_empty(self.image):
+            self.layer.add_mask(self.layer.create_mask(Gimp.AddMaskType.SELECTION))
+        self.layer.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, settings_json.encode()))
+
+    def remove(self) -> None:
+        if self.layer is not None and self.layer.is_valid():
+            self.image.remove_layer(self.layer)
+        self.layer = None
 
 
 if __name__ == "__main__":

@@ -106,10 +106,18 @@ def test_high_precision_images_keep_precision(results):
         assert max(off_grid) > 0.01, f"{name}: result was rounded to 8 bits"
 
 
+def test_live_preview_updates_the_result_layer_while_it_runs(results):
+    facts = case(results, "live")
+    new, rest = new_and_old(facts)
+    assert json.loads(new["parasite"])["live_preview_updates"] >= 2  # every 10 of 20 iterations
+    assert (new["width"], new["height"]) == (48, 40) and facts["result_alpha"] == facts["source_alpha"]
+    assert_unchanged(facts, rest)
+
+
 def test_second_runs_reuse_the_warm_daemon(results, daemon):
     with daemon.client() as client:
         status = client.status()
-    assert status["style_cache"]["hits"] >= 1 and status["jobs_done"] >= 6
+    assert status["style_cache"]["hits"] >= 1 and status["jobs_done"] >= 7
 
 
 def test_unreachable_daemon_is_a_clean_execution_error(work_dir, daemon):

@@ -57,7 +57,7 @@ def _error_text(result):
 
 
 def run_case(name, base_type=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8_NON_LINEAR, offset=(0, 0),
-             alpha_hole=False, selection=None, size=(48, 40), iterations=3):
+             alpha_hole=False, selection=None, size=(48, 40), iterations=3, live=False):
     width, height = size
     image = Gimp.Image.new_with_precision(width + 16, height + 16, base_type, precision)
     gray = base_type == Gimp.ImageBaseType.GRAY
@@ -79,6 +79,7 @@ def run_case(name, base_type=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8
     config.set_core_object_array("drawables", [content])
     config.set_property("style-layer", style)
     config.set_property("iterations", iterations)
+    config.set_property("live-preview", live)
     config.set_property("max-size", 32)
     result = procedure.run(config)
     status = result.index(0)
@@ -105,6 +106,7 @@ cases = {
     "float32": {"precision": Gimp.Precision.FLOAT_NON_LINEAR},
     "u16": {"precision": Gimp.Precision.U16_NON_LINEAR},
     "gray": {"base_type": Gimp.ImageBaseType.GRAY},
+    "live": {"iterations": 20, "live": True},
     "long": {"iterations": 100000},  # only when asked for: the test kills the plug-in mid-job
 }
 only = os.environ.get("NST_E2E_CASES")
