@@ -24,6 +24,7 @@ PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
 PLUGIN_FILES = ("neural_style.py", "pixels.py")
 CLIENT_MODULES = ("__init__.py", "protocol.py", "client.py", "connection.py")  # torch-free
 GIMP_WHEELS = ("pyzmq", "msgpack")
+SAMPLES = REPO_ROOT / "samples"  # drawn by samples/make_samples.py; public domain (CC0)
 
 
 def venv_python() -> Path:
@@ -60,6 +61,22 @@ def fetch_weights(weights_file: Path | None) -> bool:
         command += ["--weights", str(weights_file)]
     step("Checking the VGG19 weights")
     return subprocess.run(command).returncode == 0
+
+
+def daemon_start_command(weights: Path | None) -> list[str]:
+    command = [str(venv_python()), "-m", "daemon", "start"]
+    return command + ["--weights", str(weights.resolve())] if weights is not None else command
+
+
+def run_sample_job(weights: Path | None, output: Path | None = None, size: int = 256, iterations: int = 100) -> Path:
+    """The main job: start the daemon (if none runs) and stylise the bundled sample pair through it."""
+    output = output or SAMPLES / "out" / "sample-result.png"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    step("Starting the daemon and stylising the bundled sample pair through it")
+    subprocess.run(daemon_start_command(weights), check=True)
+    subprocess.run([str(venv_python()), "-m", "daemon", "run", str(SAMPLES / "content.png"), str(SAMPLES / "style.png"),
+                    "-o", str(output), "--size", str(size), "--iterations", str(iterations)], check=True)
+    return output
 
 
 def default_plugin_dir() -> Path:
@@ -106,10 +123,7 @@ def install_plugin(plugin_dir: Path, gimp_python: str, weights: Path | None = No
                                  "manylinux_2_28_aarch64", "manylinux_2_17_aarch64"):
                 command += ["--platform", platform_tag]
         subprocess.run([*command, *GIMP_WHEELS], check=True)
-    start_command = [str(venv_python()), "-m", "daemon", "start"]
-    if weights is not None:
-        start_command += ["--weights", str(weights.resolve())]
-    record = {"start_command": start_command, "repository": str(REPO_ROOT)}
+    record = {"start_command": daemon_start_command(weights), "repository": str(REPO_ROOT)}
     (target / "install.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return target
 
@@ -142,8 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"The plug-in is in {installed}: restart GIMP and use Filters → Neural Style….")
     if args.plugin_only:
         return 0
-    weights_ok = fetch_weights(args.weights)
-    step("Done." if weights_ok else "Done, except for the weights (see above).")
+    if not fetch_weights(args.weights):
+        step("Done, except for the weights (see above): with them, run python3 install.py again for the sample.")
+    else:
+        try:
+            result = run_sample_job(args.weights)
+        except subprocess.CalledProcessError:
+            step("Done, but the sample job failed (see above).")
+            return 1
+        step(f"Done. The sample result is {result}")
     print(f"Stylise from a shell: {venv_python()} -m nst_engine CONTENT STYLE -o OUT.png")
     print(f"Run the tests:        {venv_python()} -m pytest")
     return 0

@@ -1,0 +1,54 @@
+"""install.py's plug-in installation and its main job, on temporary folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import stat
+import subprocess
+import sys
+
+from nst_engine.cli.image_files import read_image
+
+from .daemon_harness import REPO_ROOT
+
+
+def load_install():
+    spec = importlib.util.spec_from_file_location("install", REPO_ROOT / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
+    command = [sys.executable, str(REPO_ROOT / "install.py"), "--plugin-only", "--plugin-dir", str(tmp_path),
+               "--gimp-python", "3.13"]
+    for _ in range(2):  # idempotent
+        subprocess.run(command, check=True, capture_output=True)
+    folder = tmp_path / "neural_style"
+    script = folder / "neural_style.py"
+    assert script.stat().st_mode & stat.S_IXUSR, "GIMP only runs an executable script"
+    for name in ("pixels.py", "daemon/protocol.py", "daemon/client.py", "daemon/connection.py", "install.json"):
+        assert (folder / name).is_file(), name
+    assert (folder / "lib" / "zmq").is_dir() and (folder / "lib" / "msgpack").is_dir()
+    # Built for GIMP's Python (3.13 here), not for the Python running install.py.
+    (msgpack_wheel,) = (folder / "lib").glob("msgpack-*.dist-info/WHEEL")
+    assert "cp313" in msgpack_wheel.read_text()
+    record = json.loads((folder / "install.json").read_text())
+    assert record["start_command"][1:] == ["-m", "daemon", "start"]
+    assert not any("torch" in path.name for path in folder.rglob("*") if path.is_dir())
+    subprocess.run([*command[:2], "--uninstall", "--plugin-dir", str(tmp_path)], check=True, capture_output=True)
+    assert not folder.exists()
+
+
+def test_the_main_job_stylises_the_bundled_samples(tmp_path, weights_file, monkeypatch):
+    monkeypatch.setenv("NEURAL_STYLE_CONNECTION", str(tmp_path / "connection.json"))
+    install = load_install()
+    try:
+        output = install.run_sample_job(weights_file, tmp_path / "sample.png", size=64, iterations=2)
+        result = read_image(output)
+        assert result.rgb.shape == (3, 48, 64)
+    finally:
+        subprocess.run([sys.executable, "-m", "daemon", "stop"], cwd=REPO_ROOT, env=dict(os.environ), check=False,
+                       capture_output=True)
