@@ -233,7 +233,7 @@ class DaemonClient:
                     f"The daemon at {self.info.endpoint} stopped answering during the job "
                     f"(nothing for {DAEMON_SILENCE_LIMIT_S:g} s); it may have crashed."
                 )
-            reply = self._receive(min(HEARTBEAT_INTERVAL_S, max(0.0, next_heartbeat - time.monotonic())) or 0.01)
+            reply = self._receive(max(0.01, next_heartbeat - time.monotonic()))
             if reply is None:
                 continue
             last_heard = time.monotonic()
