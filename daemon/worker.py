@@ -158,13 +158,14 @@ class Worker:
             self.running = None
         if out_of_memory:
             failure = self._out_of_memory_failure(job)
+        else:
+            self._release_memory(collect=False)
         if failure is not None:
             job.state = JobState.CANCELLED if failure.code is ErrorCode.CANCELLED else JobState.FAILED
             body = _error_body(job, failure.code, failure.message)
             if failure.largest_size is not None:
                 body["largest_size"] = failure.largest_size
             self._send(job.client, MessageType.ERROR, body, ())
-        self._release_memory()
 
     def _run_job(self, job: Job) -> None:
         engine = self._ensure_engine()
@@ -196,6 +197,7 @@ class Worker:
                 self._send(job.client, MessageType.PROGRESS, body, ())
 
         started = time.perf_counter()
+        log.debug("Job %s: %.1f ms from submission to the engine", job.id, 1000 * (time.monotonic() - job.submitted_at))
         result = engine.stylize(
             content, styles, settings, init_image=init_image, on_progress=on_progress,
             preview_every=job.preview_every, cancel=job.cancel_token, style_keys=style_keys,
@@ -209,7 +211,7 @@ class Worker:
         self._send(job.client, MessageType.RESULT, body, [frame])
 
     def _out_of_memory_failure(self, job: Job) -> JobFailure:
-        self._release_memory()
+        self._release_memory(collect=True)
         settings = StyleSettings.from_values(job.settings)
         height, width = job.content.spec.height, job.content.spec.width
         longest = settings.size or max(height, width)
@@ -229,8 +231,11 @@ class Worker:
             largest,
         )
 
-    def _release_memory(self) -> None:
-        gc.collect()
+    def _release_memory(self, collect: bool) -> None:
+        """Return cached GPU blocks; a full garbage collection only after running out of memory, since
+        it holds the interpreter for a noticeable time (about 130 ms here), delaying the next submit."""
+        if collect:
+            gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
