@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -164,11 +163,10 @@ def _run(args: argparse.Namespace) -> int:
     from nst_engine.cli.progress_bar import TerminalProgressBar
 
     from .client import Image
-    from .protocol import DType, ImageSpec
+    from .images import frame_to_rgb, rgb_to_frame
 
     def as_wire_image(tensor) -> Image:
-        pixels = tensor.permute(1, 2, 0).contiguous().numpy()
-        return Image(ImageSpec(pixels.shape[1], pixels.shape[0], 3, DType.F32), memoryview(pixels).cast("B"))
+        return Image(*rgb_to_frame(tensor))
 
     try:
         content = read_image(args.content)
@@ -179,30 +177,24 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     bar = None if args.quiet else TerminalProgressBar()
-    cancel = threading.Event()
     client = connect(start_command=[sys.executable, "-m", "daemon", "start"],
                      on_wait=None if args.quiet else lambda message: print(message, file=sys.stderr))
+    # On Ctrl-C the client stops heartbeating and the daemon cancels the job within two seconds.
     with client:
         try:
             result = client.stylize(
                 as_wire_image(content.rgb), [as_wire_image(style.rgb) for style in styles], settings_values(args),
-                init=as_wire_image(init.rgb) if init else None, cancel=cancel,
+                init=as_wire_image(init.rgb) if init else None,
                 on_progress=(lambda p: bar.update(p.stage, p.stages, p.width, p.height, p.iteration, p.total_iterations,
                                                   p.losses["total"], p.elapsed_s)) if bar else None,
             )
-        except KeyboardInterrupt:
-            cancel.set()
-            raise
         finally:
             if bar is not None:
                 bar.close()
-    import numpy as np
-    import torch
+    from nst_engine.image_ops import resize
 
     spec = result.image.spec
-    rgb = torch.from_numpy(np.frombuffer(result.image.data, dtype=np.float32).reshape(spec.height, spec.width, 3).copy())
-    rgb = rgb.permute(2, 0, 1)
-    from nst_engine.image_ops import resize
+    rgb = frame_to_rgb(spec, result.image.data)
 
     alpha = None if content.alpha is None else resize(content.alpha[None], spec.height, spec.width)[0]
     try:

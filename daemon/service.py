@@ -211,9 +211,7 @@ class DaemonService:
         if kind is MessageType.HELLO:
             self._reply(router, client, MessageType.WELCOME, {"protocol_version": PROTOCOL_VERSION, "version": VERSION,
                                                               "pid": os.getpid()})
-        elif kind is MessageType.PING:
-            self._reply(router, client, MessageType.PONG, {})
-        elif kind is MessageType.HEARTBEAT:
+        elif kind in (MessageType.PING, MessageType.HEARTBEAT):
             self._reply(router, client, MessageType.PONG, {})
         elif kind is MessageType.STATUS:
             self._reply(router, client, MessageType.STATUS_REPLY, self.status())

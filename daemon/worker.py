@@ -25,7 +25,7 @@ from nst_engine import (
     StyleTransfer,
     WeightsError,
 )
-from nst_engine.image_ops import resize
+from nst_engine.image_ops import fit_longest_side, resize
 from nst_engine.memory import available_bytes, check_fits
 
 from .caches import GramCache, ResultCache
@@ -215,8 +215,7 @@ class Worker:
         settings = StyleSettings.from_values(job.settings)
         height, width = job.content.spec.height, job.content.spec.width
         longest = settings.size or max(height, width)
-        scaled_h, scaled_w = round(height * longest / max(height, width)), round(width * longest / max(height, width))
-        largest = longest
+        scaled_h, scaled_w = fit_longest_side(height, width, longest)
         try:
             device = self.engine.device if self.engine is not None else torch.device("cpu")
             check_fits(scaled_h, scaled_w, {settings.content_layer, *settings.style_layers}, settings.optimizer,
