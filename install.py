@@ -2,7 +2,7 @@
 """One-shot set-up for Neural Style for GIMP.
 
 Creates ``.venv/`` beside this file, installs the project (editable) with its test extras into it,
-makes sure the VGG19 weights are available, and installs the GIMP 3 plug-in (with pyzmq and msgpack
+makes sure the VGG19 weights are available, and installs the GIMP 3 plug-in (with pyzmq, msgpack and blake3
 built for GIMP's own Python) into GIMP's user plug-in folder.  Run it again at any time: every step is
 idempotent.  ``--uninstall`` removes the plug-in.
 """
@@ -23,7 +23,8 @@ VENV_DIR = REPO_ROOT / ".venv"
 PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
 PLUGIN_FILES = ("neural_style.py", "pixels.py")
 CLIENT_MODULES = ("__init__.py", "protocol.py", "client.py", "connection.py")  # torch-free
-GIMP_WHEELS = ("pyzmq", "msgpack")
+GIMP_WHEELS = ("pyzmq", "msgpack", "blake3")
+GIMP_WHEEL_MODULES = ("zmq", "msgpack", "blake3")
 SAMPLES = REPO_ROOT / "samples"  # drawn by samples/make_samples.py; public domain (CC0)
 
 
@@ -114,7 +115,7 @@ def install_plugin(plugin_dir: Path, gimp_python: str, weights: Path | None = No
     for name in CLIENT_MODULES:
         shutil.copy2(REPO_ROOT / "daemon" / name, client_dir / name)
     lib = target / "lib"
-    if not all((lib / module).is_dir() for module in ("zmq", "msgpack")):
+    if not all((lib / module).is_dir() for module in GIMP_WHEEL_MODULES):
         command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade",
                    "--only-binary=:all:", "--target", str(lib), "--python-version", gimp_python,
                    "--implementation", "cp"]

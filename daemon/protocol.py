@@ -5,8 +5,8 @@ Every message is a multipart ZeroMQ message (docs/protocol.md has the full descr
     [header, signature, frame_0, frame_1, ...]
 
 ``header`` is a msgpack map ``{"v": PROTOCOL_VERSION, "type": str, "id": str, "ts": float, "body": map}``;
-``signature`` is HMAC-SHA256 over the header and every binary frame (each preceded by its length), and
-is verified before anything is unpacked.  Binary frames carry images as raw arrays, described in the
+``signature`` is HMAC-SHA256 over the header and the BLAKE3 digest of every binary frame (each preceded
+by its length), and is verified before anything is unpacked.  Binary frames carry images as raw arrays, described in the
 body by :class:`ImageSpec`.  A message id seen before, or a timestamp outside the replay window, is
 rejected.  The daemon's ROUTER socket adds the peer's routing identity in front; that is not part of
 this format.
@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+import blake3
 import msgpack
 
 PROTOCOL_VERSION = 1
-SIGNATURE_SCHEME = "hmac-sha256"
+SIGNATURE_SCHEME = "hmac-sha256-blake3"
 SIGNATURE_BYTES = 32
 MAX_HEADER_BYTES = 64 * 1024
 REPLAY_WINDOW_S = 300.0
@@ -37,6 +38,7 @@ DEFAULT_MAX_IMAGE_SIDE = 16384
 DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20  # 8192 × 8192
 
 Buffer = Union[bytes, bytearray, memoryview]
+_PARALLEL_DIGEST_BYTES = 4 * 2**20
 
 
 class MessageType(str, enum.Enum):
@@ -204,13 +206,26 @@ def new_key() -> bytes:
     return secrets.token_bytes(32)
 
 
+def frame_digest(frame: Buffer) -> bytes:
+    """BLAKE3-256 of one binary frame, on several cores when the frame is large."""
+    threads = blake3.blake3.AUTO if memoryview(frame).nbytes >= _PARALLEL_DIGEST_BYTES else 1
+    return blake3.blake3(frame, max_threads=threads).digest()
+
+
 def sign(key: bytes, header: Buffer, frames: Sequence[Buffer]) -> bytes:
-    """HMAC-SHA256 over the header and each frame, each preceded by its 8-byte length so that bytes
-    cannot be moved across a frame boundary without breaking the signature."""
+    """HMAC-SHA256 over the header and each frame's digest, each preceded by the 8-byte length of the
+    part it stands for, so that bytes cannot be moved across a frame boundary unnoticed.
+
+    Hash-then-MAC rather than HMAC over the frames' bytes: SHA-256 runs at 0.2–0.4 GB/s on CPUs
+    without SHA extensions, which capped image transfer well below loopback speed, while BLAKE3
+    (collision-resistant, 256-bit) digests several GB/s.  Forging a message still needs either the
+    key or a BLAKE3 collision."""
     mac = hmac.new(key, digestmod=hashlib.sha256)
-    for part in (header, *frames):
-        mac.update(struct.pack("<Q", memoryview(part).nbytes))
-        mac.update(part)
+    mac.update(struct.pack("<Q", memoryview(header).nbytes))
+    mac.update(header)
+    for frame in frames:
+        mac.update(struct.pack("<Q", memoryview(frame).nbytes))
+        mac.update(frame_digest(frame))
     return mac.digest()
 
 

@@ -14,7 +14,7 @@ import sys
 import threading
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[0:0] = [os.path.join(_HERE, "lib"), _HERE]  # bundled pyzmq/msgpack, and the torch-free client
+sys.path[0:0] = [os.path.join(_HERE, "lib"), _HERE]  # bundled pyzmq/msgpack/blake3, and the torch-free client
 
 import gi  # noqa: E402
 

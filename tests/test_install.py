@@ -31,7 +31,8 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
     assert script.stat().st_mode & stat.S_IXUSR, "GIMP only runs an executable script"
     for name in ("pixels.py", "daemon/protocol.py", "daemon/client.py", "daemon/connection.py", "install.json"):
         assert (folder / name).is_file(), name
-    assert (folder / "lib" / "zmq").is_dir() and (folder / "lib" / "msgpack").is_dir()
+    for module in ("zmq", "msgpack", "blake3"):
+        assert (folder / "lib" / module).is_dir(), module
     # Built for GIMP's Python (3.13 here), not for the Python running install.py.
     (msgpack_wheel,) = (folder / "lib").glob("msgpack-*.dist-info/WHEEL")
     assert "cp313" in msgpack_wheel.read_text()

@@ -62,6 +62,19 @@ def test_tampering_is_unauthorised(codec, tamper):
     assert raised.value.code is ErrorCode.UNAUTHORISED
 
 
+def test_one_changed_byte_in_a_large_frame_is_unauthorised(codec):
+    """Large frames are digested on several threads; a change anywhere in them must still be caught."""
+    frame = bytearray(9 * 2**20)
+    parts = Codec(codec.key).encode(MessageType.SUBMIT, {}, [bytes(frame)])
+    assert bytes(codec.decode(parts).frames[0]) == bytes(frame)
+    parts = Codec(codec.key).encode(MessageType.SUBMIT, {}, [bytes(frame)])
+    frame[7 * 2**20 + 3] = 1
+    parts[2] = bytes(frame)
+    with pytest.raises(ProtocolError) as raised:
+        codec.decode(parts)
+    assert raised.value.code is ErrorCode.UNAUTHORISED
+
+
 def test_signature_is_checked_before_unpacking(codec, monkeypatch):
     def must_not_unpack(*args, **kwargs):
         raise AssertionError("unpacked before the signature was verified")
