@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent
 VENV_DIR = REPO_ROOT / ".venv"
 PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
 PLUGIN_FILES = ("neural_style.py", "pixels.py")
-CLIENT_MODULES = ("__init__.py", "protocol.py", "client.py", "connection.py")  # torch-free
+CLIENT_MODULES = ("__init__.py", "records.py", "protocol.py", "client.py", "connection.py", "bridge.py")  # torch-free
 GIMP_WHEELS = ("pyzmq", "msgpack", "blake3")
 GIMP_WHEEL_MODULES = ("zmq", "msgpack", "blake3")
 SAMPLES = REPO_ROOT / "samples"  # drawn by samples/make_samples.py; public domain (CC0)
@@ -67,6 +67,11 @@ def fetch_weights(weights_file: Path | None) -> bool:
 def daemon_start_command(weights: Path | None) -> list[str]:
     command = [str(venv_python()), "-m", "daemon", "start"]
     return command + ["--weights", str(weights.resolve())] if weights is not None else command
+
+
+def bridge_command() -> list[str]:
+    """How the plug-in reaches the daemon where GIMP's Python cannot load pyzmq (see daemon/bridge.py)."""
+    return [str(venv_python()), "-m", "daemon.bridge"]
 
 
 def run_sample_job(weights: Path | None, output: Path | None = None, size: int = 256, iterations: int = 100) -> Path:
@@ -123,8 +128,12 @@ def install_plugin(plugin_dir: Path, gimp_python: str, weights: Path | None = No
             for platform_tag in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
                                  "manylinux_2_28_aarch64", "manylinux_2_17_aarch64"):
                 command += ["--platform", platform_tag]
-        subprocess.run([*command, *GIMP_WHEELS], check=True)
-    record = {"start_command": daemon_start_command(weights), "repository": str(REPO_ROOT)}
+        if subprocess.run([*command, *GIMP_WHEELS], check=False).returncode != 0:
+            shutil.rmtree(lib, ignore_errors=True)
+            step(f"No {', '.join(GIMP_WHEELS)} wheels fit GIMP's Python {gimp_python}: the plug-in will reach the "
+                 "daemon through a bridge process run by this project's Python (slower for large images)")
+    record = {"start_command": daemon_start_command(weights), "bridge_command": bridge_command(),
+              "repository": str(REPO_ROOT)}
     (target / "install.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return target
 

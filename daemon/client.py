@@ -15,24 +15,35 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from .connection import ConnectionFileError, ConnectionInfo, connection_path, read_connection_file
+from .connection import (
+    ConnectionFileError,
+    ConnectionInfo,
+    connection_path,
+    read_connection_file,
+)
 from .protocol import (
     PROTOCOL_VERSION,
     Buffer,
     Codec,
     ErrorCode,
-    ImageSpec,
     Message,
     MessageType,
     ProtocolError,
     ReplayGuard,
     validate_image_spec,
+)
+from .records import (
+    DaemonError,
+    DaemonJobError,
+    DaemonUnreachableError,
+    Image,
+    JobProgress,
+    JobResult,
 )
 
 log = logging.getLogger(__name__)
@@ -41,59 +52,10 @@ HEARTBEAT_INTERVAL_S = 0.5
 DAEMON_SILENCE_LIMIT_S = 4.0
 
 
-class DaemonError(Exception):
-    """Base class of the client's errors; every message is fit to show to a user."""
-
-
-class DaemonUnreachableError(DaemonError):
-    pass
-
-
-class DaemonJobError(DaemonError):
-    """The daemon answered with an error; ``code`` is an :class:`ErrorCode` value."""
-
-    def __init__(self, code: str, message: str, largest_size: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.largest_size = largest_size
-
-
-@dataclass(frozen=True)
-class Image:
-    """Raw pixels as sent over the wire: ``data`` holds spec.nbytes bytes, row-major, little-endian."""
-
-    spec: ImageSpec
-    data: Buffer
-
-
-@dataclass(frozen=True)
-class JobProgress:
-    job_id: str
-    stage: int
-    stages: int
-    iteration: int
-    total_iterations: int
-    width: int
-    height: int
-    losses: dict[str, float]
-    elapsed_s: float
-    preview: Image | None = None
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any], preview: Image | None = None) -> JobProgress:
-        return cls(body["job_id"], body["stage"], body["stages"], body["iteration"], body["total_iterations"],
-                   body["width"], body["height"], body["losses"], body["elapsed_s"], preview)
-
-
-@dataclass(frozen=True)
-class JobResult:
-    job_id: str
-    image: Image  # float32 RGB
-    elapsed_s: float
-
-
 class DaemonClient:
     """A connection to a running daemon (see :func:`connect`)."""
+
+    transport = "zeromq"
 
     def __init__(self, info: ConnectionInfo, *, timeout_s: float = 5.0, retries: int = 2,
                  context: zmq.Context | None = None) -> None:

@@ -82,7 +82,7 @@ def read_connection_file(path: Path | None = None) -> ConnectionInfo:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConnectionFileError(f"No daemon connection file at {path}: the daemon is not running.") from None
+        raise ConnectionFileError(f"No daemon connection file at {path}: the daemon is not running (start it with: python -m daemon start).") from None
     except (OSError, ValueError) as error:
         raise ConnectionFileError(f"The daemon connection file {path} cannot be read ({error}).") from None
     try:

@@ -24,10 +24,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import blake3
 import msgpack
+
+from .records import Buffer, DType, ImageSpec
 
 PROTOCOL_VERSION = 1
 SIGNATURE_SCHEME = "hmac-sha256-blake3"
@@ -37,7 +39,6 @@ REPLAY_WINDOW_S = 300.0
 DEFAULT_MAX_IMAGE_SIDE = 16384
 DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20  # 8192 × 8192
 
-Buffer = Union[bytes, bytearray, memoryview]
 _PARALLEL_DIGEST_BYTES = 4 * 2**20
 
 
@@ -77,33 +78,6 @@ class ProtocolError(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-class DType(str, enum.Enum):
-    U8 = "u8"
-    U16 = "u16"
-    F32 = "f32"
-
-    @property
-    def itemsize(self) -> int:
-        return {DType.U8: 1, DType.U16: 2, DType.F32: 4}[self]
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """How one binary frame is to be read: a height × width × channels array, row-major, little-endian."""
-
-    width: int
-    height: int
-    channels: int  # 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA
-    dtype: DType
-
-    @property
-    def nbytes(self) -> int:
-        return self.width * self.height * self.channels * self.dtype.itemsize
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "channels": self.channels, "dtype": self.dtype.value}
 
 
 @dataclass

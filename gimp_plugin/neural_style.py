@@ -106,7 +106,7 @@ def _error(procedure, message):
 
 
 def _message(error: BaseException) -> str:
-    from daemon.client import DaemonError
+    from daemon.records import DaemonError
 
     if isinstance(error, DaemonError):
         return f"Neural Style: {error}"
@@ -119,9 +119,10 @@ def _read(drawable, region, grayscale: bool) -> bytes:
 
 
 def _stylise(image, layer, style_layer, config) -> None:
-    from daemon.client import Image, connect
-    from daemon.protocol import DType, ImageSpec
     from pixels import Region, fit_longest_side
+
+    from daemon.bridge import connect_any
+    from daemon.records import DType, Image, ImageSpec
 
     grayscale = image.get_base_type() == Gimp.ImageBaseType.GRAY
     channels = 2 if grayscale else 4
@@ -145,8 +146,9 @@ def _stylise(image, layer, style_layer, config) -> None:
         "seed": config.get_property("seed"),
     }
     Gimp.progress_init("Neural Style: connecting to the daemon…")
-    start_command = _install_record().get("start_command")
-    client = connect(start_command=start_command, on_wait=lambda text: Gimp.progress_set_text(text))
+    record = _install_record()
+    client = connect_any(start_command=record.get("start_command"), bridge_command=record.get("bridge_command"),
+                         on_wait=lambda text: Gimp.progress_set_text(text))
     live = config.get_property("live-preview")
     target = _ResultLayer(image, layer, region, grayscale, source, channels)
     previews_shown = 0
@@ -176,7 +178,7 @@ def _stylise(image, layer, style_layer, config) -> None:
         target.insert()
         target.show(result.image.data)
         record = {**settings, "style_layer": style_layer.get_name(), "job_id": result.job_id,
-                  "live_preview_updates": previews_shown}
+                  "live_preview_updates": previews_shown, "transport": client.transport}
         target.finish(json.dumps(record))
     except BaseException:
         target.remove()

@@ -18,7 +18,7 @@ import pytest
 from daemon.connection import ConnectionInfo, write_connection_file
 
 from .daemon_harness import start_daemon
-from .gimp_harness import CHROOT, chroot_ready, install_plugin, run_batch
+from .gimp_harness import CHROOT, PLUGIN_DIR, chroot_ready, install_plugin, run_batch
 
 if not chroot_ready():
     if os.environ.get("CI"):
@@ -78,6 +78,7 @@ def test_whole_layer(results, name):
     assert not new["has_mask"]
     settings = json.loads(new["parasite"])
     assert settings["iterations"] == 3 and settings["style_layer"] == "style"
+    assert settings["transport"] == "zeromq"
     assert_unchanged(facts, rest)
     assert facts["result_alpha"] == facts["source_alpha"]
     assert new["digest"] != rest[0]["digest"], "the result differs from the source"
@@ -118,6 +119,30 @@ def test_second_runs_reuse_the_warm_daemon(results, daemon):
     with daemon.client() as client:
         status = client.status()
     assert status["style_cache"]["hits"] >= 1 and status["jobs_done"] >= 7
+
+
+def test_without_pyzmq_the_plug_in_works_through_the_bridge(work_dir, daemon):
+    """NEURAL_STYLE_BRIDGE=1 forces the path a GIMP without pyzmq wheels takes.  The bridge must run inside
+    the chroot, so this test records a bridge command for the chroot's python3 with the bundled wheels
+    (a user's install.json names the project venv's Python)."""
+    record_path = PLUGIN_DIR / "neural_style" / "install.json"
+    saved = record_path.read_text()
+    plugin_inside = "/" + str((PLUGIN_DIR / "neural_style").relative_to(CHROOT))
+    record = json.loads(saved)
+    record["bridge_command"] = ["env", f"PYTHONPATH={plugin_inside}/lib:{plugin_inside}", "python3", "-m", "daemon.bridge"]
+    record_path.write_text(json.dumps(record))
+    try:
+        completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {
+            "NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json", "NEURAL_STYLE_BRIDGE": "1",
+            "NST_E2E_CASES": "rgb", "NST_E2E_OUTPUT": "bridge-result.json"})
+    finally:
+        record_path.write_text(saved)
+    facts = case(json.loads((work_dir / "bridge-result.json").read_text()), "rgb")
+    new, rest = new_and_old(facts)
+    assert json.loads(new["parasite"])["transport"] == "bridge", completed.stderr
+    assert (new["width"], new["height"], new["offsets"]) == (48, 40, [0, 0])
+    assert facts["result_alpha"] == facts["source_alpha"]
+    assert_unchanged(facts, rest)
 
 
 def test_unreachable_daemon_is_a_clean_execution_error(work_dir, daemon):

@@ -29,7 +29,8 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
     folder = tmp_path / "neural_style"
     script = folder / "neural_style.py"
     assert script.stat().st_mode & stat.S_IXUSR, "GIMP only runs an executable script"
-    for name in ("pixels.py", "daemon/protocol.py", "daemon/client.py", "daemon/connection.py", "install.json"):
+    for name in ("pixels.py", "daemon/records.py", "daemon/protocol.py", "daemon/client.py", "daemon/connection.py",
+                 "daemon/bridge.py", "install.json"):
         assert (folder / name).is_file(), name
     for module in ("zmq", "msgpack", "blake3"):
         assert (folder / "lib" / module).is_dir(), module
@@ -38,9 +39,22 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
     assert "cp313" in msgpack_wheel.read_text()
     record = json.loads((folder / "install.json").read_text())
     assert record["start_command"][1:] == ["-m", "daemon", "start"]
+    assert record["bridge_command"][1:] == ["-m", "daemon.bridge"]
     assert not any("torch" in path.name for path in folder.rglob("*") if path.is_dir())
     subprocess.run([*command[:2], "--uninstall", "--plugin-dir", str(tmp_path)], check=True, capture_output=True)
     assert not folder.exists()
+
+
+def test_without_wheels_for_gimps_python_the_plugin_is_installed_for_the_bridge(tmp_path):
+    # No pyzmq, msgpack or blake3 wheel exists for Python 2.7's tags: the install goes on without them.
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "install.py"), "--plugin-only", "--plugin-dir",
+                                str(tmp_path), "--gimp-python", "2.7"], capture_output=True, text=True, check=True)
+    folder = tmp_path / "neural_style"
+    assert (folder / "neural_style.py").is_file() and (folder / "daemon" / "bridge.py").is_file()
+    assert not (folder / "lib").exists()
+    assert "bridge" in completed.stdout
+    bridge_python = json.loads((folder / "install.json").read_text())["bridge_command"][0]
+    assert subprocess.run([bridge_python, "-c", "import daemon.bridge, zmq"], check=False).returncode == 0
 
 
 def test_the_main_job_stylises_the_bundled_samples(tmp_path, weights_file, monkeypatch):
