@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# Builds (once) the Debian trixie chroot with GIMP 3 that tests/test_gimp.py drives headless.
+# Builds (once) the Debian trixie chroot with GIMP 3 that tests/test_gimp.py drives: headless with
+# gimp-console, and with its user interface on Xvfb, keys pressed by xdotool.
 # Kept outside the repository; rebuilt only when missing. Needs root and Debian's package mirror.
 set -euo pipefail
 ROOT="${NST_GIMP_ROOT:-/var/cache/nst-gimp3-root}"
 
+PACKAGES="gimp python3-gi gir1.2-gimp-3.0 xvfb xauth xdotool"
+
 if [ -x "$ROOT/usr/bin/gimp-console" ] && [ -e "$ROOT/usr/lib/x86_64-linux-gnu/girepository-1.0/Gimp-3.0.typelib" ]; then
+  if [ ! -x "$ROOT/usr/bin/Xvfb" ] || [ ! -x "$ROOT/usr/bin/xdotool" ]; then
+    echo "Adding Xvfb and xdotool to the GIMP 3 chroot at $ROOT"
+    mount --bind /proc "$ROOT/proc"
+    trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
+    chroot "$ROOT" apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+  fi
   echo "GIMP 3 chroot ready at $ROOT"
   exit 0
 fi
@@ -18,7 +27,7 @@ rm -rf "$ROOT.partial"
 debootstrap --variant=minbase trixie "$ROOT.partial" http://deb.debian.org/debian >/dev/null
 mount --bind /proc "$ROOT.partial/proc"
 trap 'umount "$ROOT.partial/proc" 2>/dev/null || true' EXIT
-chroot "$ROOT.partial" apt-get install -y -qq --no-install-recommends gimp python3-gi gir1.2-gimp-3.0 >/dev/null
+chroot "$ROOT.partial" apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
 umount "$ROOT.partial/proc"
 trap - EXIT
 rm -rf "$ROOT"

@@ -24,6 +24,7 @@ from gi.repository import GLib, GObject, Gegl, Gimp  # noqa: E402
 
 PROCEDURE = "plug-in-neural-style"
 PARASITE = "neural-style-settings"
+STYLE_LAYER_PARASITE = "neural-style-style-layer"
 FLOAT_FORMAT = {False: "R'G'B'A float", True: "Y'A float"}  # by "is grayscale"
 LIVE_PREVIEW_EVERY = 10  # iterations between updates of the result layer while it runs
 
@@ -79,6 +80,8 @@ class NeuralStyle(Gimp.PlugIn):
         layer = drawables[0]
         if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
             return _error(procedure, "Neural Style does not work on indexed images: use Image → Mode → RGB first.")
+        if run_mode != Gimp.RunMode.NONINTERACTIVE and config.get_property("style-layer") is None:
+            config.set_property("style-layer", _remembered_style_layer(image))
         if run_mode == Gimp.RunMode.INTERACTIVE:
             gi.require_version("GimpUi", "3.0")
             from gi.repository import GimpUi
@@ -98,6 +101,23 @@ class NeuralStyle(Gimp.PlugIn):
         except Exception as error:  # any failure: a readable line in GIMP, never a traceback
             return _error(procedure, _message(error))
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def _remembered_style_layer(image):
+    """The style layer of this image's last run.  GIMP 3.0 cannot store a layer among a procedure's
+    last values, so the plug-in keeps the layer's tattoo in an image parasite of its own."""
+    parasite = image.get_parasite(STYLE_LAYER_PARASITE)
+    if parasite is None:
+        return None
+    try:
+        return image.get_layer_by_tattoo(int(bytes(parasite.get_data()).decode()))
+    except ValueError:
+        return None
+
+
+def _remember_style_layer(image, style_layer) -> None:
+    # Not persistent: a remembered choice is not worth a change to the saved file.
+    image.attach_parasite(Gimp.Parasite.new(STYLE_LAYER_PARASITE, 0, str(style_layer.get_tattoo()).encode()))
 
 
 def _error(procedure, message):
@@ -180,6 +200,7 @@ def _stylise(image, layer, style_layer, config) -> None:
         record = {**settings, "style_layer": style_layer.get_name(), "job_id": result.job_id,
                   "live_preview_updates": previews_shown, "transport": client.transport}
         target.finish(json.dumps(record))
+        _remember_style_layer(image, style_layer)
     except BaseException:
         target.remove()
         raise

@@ -1,12 +1,18 @@
 """Real GIMP 3 for the end-to-end tests: a Debian trixie chroot with gimp, python3-gi and gir1.2-gimp-3.0,
-built by .ci/gimp-chroot.sh (kept outside the repository), driven with gimp-console in batch mode."""
+built by .ci/gimp-chroot.sh (kept outside the repository), driven with gimp-console in batch mode, or with
+GIMP's user interface on Xvfb and keys pressed by xdotool."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +22,8 @@ PLUGIN_DIR = CHROOT / "root" / ".config" / "GIMP" / "3.0" / "plug-ins"
 
 
 def chroot_ready() -> bool:
-    return (CHROOT / "usr" / "bin" / "gimp-console").exists() and shutil.which("chroot") is not None
+    tools = ("gimp-console", "gimp", "Xvfb", "xdotool")
+    return all((CHROOT / "usr" / "bin" / tool).exists() for tool in tools) and shutil.which("chroot") is not None
 
 
 def install_plugin() -> None:
@@ -24,17 +31,72 @@ def install_plugin() -> None:
                     "--gimp-python", GIMP_PYTHON], check=True, capture_output=True)
 
 
-def run_batch(work_dir: Path, script: Path, env: dict[str, str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` (a path inside the chroot) in gimp-console; ``work_dir`` lies inside the chroot."""
-    inside = "/" + str(work_dir.relative_to(CHROOT))
+def inside_path(path: Path) -> str:
+    """``path`` (on the host, within the chroot) as the chroot sees it."""
+    return "/" + str(path.relative_to(CHROOT))
+
+
+@contextmanager
+def proc_mounted() -> Iterator[None]:
     proc = CHROOT / "proc"
     subprocess.run(["mount", "--bind", "/proc", str(proc)], check=True)
     try:
-        command = ["chroot", str(CHROOT), "env", "HOME=/root", f"NST_E2E_DIR={inside}",
-                   *(f"{key}={value}" for key, value in env.items()),
-                   "gimp-console", "-i", "--batch-interpreter=python-fu-eval",
-                   "-b", f"exec(open({str(script)!r}).read())",
-                   "-b", "Gimp.get_pdb().lookup_procedure('gimp-quit').run(None)"]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        yield
     finally:
         subprocess.run(["umount", str(proc)], check=False)
+
+
+def run_batch(work_dir: Path, script: str, env: dict[str, str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (a path inside the chroot) in gimp-console; ``work_dir`` lies inside the chroot."""
+    with proc_mounted():
+        command = ["chroot", str(CHROOT), "env", "HOME=/root", f"NST_E2E_DIR={inside_path(work_dir)}",
+                   *(f"{key}={value}" for key, value in env.items()),
+                   "gimp-console", "-i", "--batch-interpreter=python-fu-eval",
+                   "-b", f"exec(open({script!r}).read())",
+                   "-b", "Gimp.get_pdb().lookup_procedure('gimp-quit').run(None)"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+
+
+@dataclass(frozen=True)
+class KeyPress:
+    """When ``work_dir/ready-<step>`` appears, press ``key`` in the window whose title matches ``window``."""
+
+    step: str
+    window: str
+    key: str
+
+
+def run_with_interface(work_dir: Path, script: str, env: dict[str, str], presses: Sequence[KeyPress],
+                       timeout_s: float = 300) -> str:
+    """Run ``script`` in GIMP with its user interface on an Xvfb display, pressing keys with xdotool;
+    returns GIMP's output.  The script must end GIMP itself (gimp-quit with force)."""
+    with proc_mounted():
+        xvfb = subprocess.Popen(["chroot", str(CHROOT), "Xvfb", "-displayfd", "1", "-screen", "0", "1280x1024x24",
+                                 "-nolisten", "tcp"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                start_new_session=True)
+        gimp = None
+        try:
+            display = f":{xvfb.stdout.readline().strip()}"
+            gimp = subprocess.Popen(
+                ["chroot", str(CHROOT), "env", "HOME=/root", f"DISPLAY={display}",
+                 f"NST_E2E_DIR={inside_path(work_dir)}", *(f"{key}={value}" for key, value in env.items()),
+                 "gimp", "--no-splash", "--batch-interpreter=python-fu-eval", "-b", f"exec(open({script!r}).read())"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            deadline = time.monotonic() + timeout_s
+            for press in presses:
+                while not (work_dir / f"ready-{press.step}").exists():
+                    if gimp.poll() is not None or time.monotonic() > deadline:
+                        return gimp.communicate(timeout=30)[0] if gimp.poll() is not None else "timed out"
+                    time.sleep(0.1)
+                subprocess.run(["chroot", str(CHROOT), "env", f"DISPLAY={display}", "xdotool", "search", "--sync",
+                                "--name", press.window, "windowfocus", "--sync", "key", press.key],
+                               check=True, timeout=60, capture_output=True)
+            return gimp.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
+        finally:
+            for process in (gimp, xvfb):  # with whatever they started (plug-ins)
+                if process is not None:
+                    try:
+                        os.killpg(process.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    process.wait()

@@ -18,14 +18,23 @@ import pytest
 from daemon.connection import ConnectionInfo, write_connection_file
 
 from .daemon_harness import start_daemon
-from .gimp_harness import CHROOT, PLUGIN_DIR, chroot_ready, install_plugin, run_batch
+from .gimp_harness import (
+    CHROOT,
+    PLUGIN_DIR,
+    KeyPress,
+    chroot_ready,
+    install_plugin,
+    proc_mounted,
+    run_batch,
+    run_with_interface,
+)
 
 if not chroot_ready():
     if os.environ.get("CI"):
         raise RuntimeError(f"GIMP 3 chroot missing at {CHROOT}: .ci/gimp-chroot.sh must build it before the tests")
     pytest.skip(f"no GIMP 3 chroot at {CHROOT} (build it with: bash .ci/gimp-chroot.sh)", allow_module_level=True)
 
-BATCH = Path(__file__).resolve().parent / "gimp" / "batch.py"
+GIMP_SCRIPTS = Path(__file__).resolve().parent / "gimp"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +42,8 @@ def work_dir() -> Path:
     directory = CHROOT / "tmp" / "nst-e2e"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    shutil.copy(BATCH, directory / "batch.py")
+    for name in ("batch.py", "ui.py", "gimp_facts.py"):
+        shutil.copy(GIMP_SCRIPTS / name, directory / name)
     install_plugin()  # through install.py, as a user would: --plugin-dir, --gimp-python
     return directory
 
@@ -145,6 +155,42 @@ def test_without_pyzmq_the_plug_in_works_through_the_bridge(work_dir, daemon):
     assert_unchanged(facts, rest)
 
 
+def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
+    """GIMP with its interface on Xvfb: the dialog opens and Return runs the filter; Filters → Repeat
+    (WITH_LAST_VALS) skips the dialog and reuses the dialog's values, style layer included; each run is
+    one undo step, and Ctrl+Z in the image window takes the results away, leaving the image as it was."""
+    last_values = PLUGIN_DIR.parent / "plug-in-settings" / "GimpProcedureConfigRun-plug-in-neural-style.last"
+    last_values.unlink(missing_ok=True)  # as on first use: the dialog opens with the caller's values
+    output = run_with_interface(work_dir, "/tmp/nst-e2e/ui.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
+        KeyPress("dialog", "^Neural Style$", "Return"),
+        KeyPress("undo-1", "Untitled.*GIMP", "ctrl+z"),
+        KeyPress("undo-2", "Untitled.*GIMP", "ctrl+z"),
+    ])
+    path = work_dir / "ui-result.json"
+    assert path.exists(), output
+    facts = json.loads(path.read_text())
+    assert "exception" not in facts, facts["exception"]
+
+    interactive = facts["interactive"]
+    assert interactive["status"] == "success", interactive["error"]
+    first, rest = new_and_old(interactive)
+    assert rest == facts["before"]
+    first_settings = json.loads(first["parasite"])
+    assert (first_settings["iterations"], first_settings["seed"]) == (3, 11)
+
+    repeated = facts["last_values"]
+    assert repeated["status"] == "success", repeated["error"]
+    layers = [layer["name"] for layer in repeated["after"]]
+    assert layers == ["content (Neural Style)", "content (Neural Style) #1", "content", "style"]  # GIMP numbers a repeated name
+    second = repeated["after"][1]  # directly above the active layer, below the first result
+    second_settings = json.loads(second["parasite"])
+    assert (second_settings["iterations"], second_settings["seed"], second_settings["style_layer"]) == (3, 11, "style")
+    assert repeated["after"][:1] + repeated["after"][2:] == interactive["after"]
+
+    assert facts["undo-1"] == interactive["after"], "one undo takes exactly the second run away"
+    assert facts["undo-2"] == facts["before"], "a second undo takes the first run away"
+
+
 def test_unreachable_daemon_is_a_clean_execution_error(work_dir, daemon):
     dead = work_dir / "dead.json"
     write_connection_file(ConnectionInfo("tcp://127.0.0.1:9", "ab" * 32, pid=2**22 + 7), dead)
@@ -160,9 +206,7 @@ def test_unreachable_daemon_is_a_clean_execution_error(work_dir, daemon):
 def test_killing_the_plug_in_stops_its_job_within_2_seconds(work_dir, daemon):
     env = {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json", "NST_E2E_CASES": "long",
            "NST_E2E_OUTPUT": "long-result.json"}
-    proc = CHROOT / "proc"
-    subprocess.run(["mount", "--bind", "/proc", str(proc)], check=True)
-    try:
+    with proc_mounted():
         command = ["chroot", str(CHROOT), "env", "HOME=/root", "NST_E2E_DIR=/tmp/nst-e2e",
                    *(f"{k}={v}" for k, v in env.items()), "gimp-console", "-i", "--batch-interpreter=python-fu-eval",
                    "-b", "exec(open('/tmp/nst-e2e/batch.py').read())",
@@ -180,5 +224,3 @@ def test_killing_the_plug_in_stops_its_job_within_2_seconds(work_dir, daemon):
                 time.sleep(0.05)
             assert time.monotonic() - killed < 2.0
         gimp.wait(60)
-    finally:
-        subprocess.run(["umount", str(proc)], check=False)

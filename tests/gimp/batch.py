@@ -1,59 +1,16 @@
 """Runs inside real GIMP 3 (gimp-console, python-fu-eval): drives plug-in-neural-style on test images
 and writes what it finds to result.json for tests/test_gimp.py.  No assertions here: only facts."""
 
-import hashlib
 import json
 import os
-from array import array
+import sys
 
-from gi.repository import Gegl, Gimp
+from gi.repository import Gimp
 
 WORK = os.environ["NST_E2E_DIR"]
-PDB = Gimp.get_pdb()
+sys.path.insert(0, WORK)
+from gimp_facts import PDB, error_text, fill, floats, snapshot, status_name  # noqa: E402
 
-
-def fill(layer, width, height, channels, seed, alpha_hole=False):
-    values = array("f")
-    for y in range(height):
-        for x in range(width):
-            base = ((x * 7 + y * 13 + seed * 31) % 97) / 96.0
-            pixel = [base, ((x + seed) % 16) / 15.0, ((y * 3 + seed) % 11) / 10.0][: channels - 1]
-            alpha = 0.0 if alpha_hole and x < width // 4 else 1.0
-            values.extend(pixel + [alpha])
-    fmt = "R'G'B'A float" if channels == 4 else "Y'A float"
-    layer.get_buffer().set(Gegl.Rectangle.new(0, 0, width, height), fmt, values.tobytes())
-    layer.get_buffer().flush()
-
-
-def digest(drawable):
-    rect = Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
-    fmt = "Y'A float" if drawable.is_gray() else "R'G'B'A float"
-    return hashlib.sha256(bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE))).hexdigest()
-
-
-def floats(drawable):
-    rect = Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
-    fmt = "Y'A float" if drawable.is_gray() else "R'G'B'A float"
-    data = array("f")
-    data.frombytes(bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.NONE)))
-    return data
-
-
-def snapshot(image):
-    layers = []
-    for layer in image.get_layers():
-        layers.append({"name": layer.get_name(), "width": layer.get_width(), "height": layer.get_height(),
-                       "offsets": list(layer.get_offsets()[1:]), "digest": digest(layer),
-                       "has_mask": layer.get_mask() is not None,
-                       "parasite": (lambda p: bytes(p.get_data()).decode() if p else None)(layer.get_parasite("neural-style-settings"))})
-    return layers
-
-
-def _error_text(result):
-    try:
-        return str(result.index(1))
-    except Exception:  # no error value
-        return None
 
 
 def run_case(name, base_type=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8_NON_LINEAR, offset=(0, 0),
@@ -82,10 +39,8 @@ def run_case(name, base_type=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8
     config.set_property("live-preview", live)
     config.set_property("max-size", 32)
     result = procedure.run(config)
-    status = result.index(0)
     after = snapshot(image)
-    facts = {"status": status.value_nick if hasattr(status, "value_nick") else str(status),
-             "error": _error_text(result) if status != Gimp.PDBStatusType.SUCCESS else None,
+    facts = {"status": status_name(result), "error": error_text(result),
              "before": before, "after": after, "precision": str(image.get_precision())}
     new = [layer for layer in image.get_layers() if layer.get_name().endswith("(Neural Style)")]
     if new:

@@ -1,0 +1,77 @@
+"""Runs inside real GIMP 3 with its user interface (on Xvfb): the dialog, last values and undo.
+
+tests/test_gimp.py presses the keys with xdotool.  The two hand over through files in the work
+directory: this script writes ``ready-<step>`` when it waits for a key, and ui-result.json at the end.
+No assertions here: only facts.
+"""
+
+import json
+import os
+import sys
+import time
+
+from gi.repository import Gimp
+
+WORK = os.environ["NST_E2E_DIR"]
+sys.path.insert(0, WORK)
+from gimp_facts import PDB, error_text, fill, snapshot, status_name  # noqa: E402
+
+KEY_WAIT_S = 90
+
+
+def ready(step):
+    with open(os.path.join(WORK, f"ready-{step}"), "w") as handle:
+        handle.write(step)
+
+
+def wait_for_layer_count(image, count):
+    deadline = time.monotonic() + KEY_WAIT_S
+    while len(image.get_layers()) != count and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def run(procedure, run_mode, image, content, **properties):
+    config = procedure.create_config()
+    config.set_property("run-mode", run_mode)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [content])
+    for name, value in properties.items():
+        config.set_property(name.replace("_", "-"), value)
+    result = procedure.run(config)
+    return {"status": status_name(result), "error": error_text(result), "after": snapshot(image)}
+
+
+facts = {}
+try:
+    image = Gimp.Image.new(64, 56, Gimp.ImageBaseType.RGB)
+    style = Gimp.Layer.new(image, "style", 40, 40, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(style, None, 0)
+    fill(style, 40, 40, 4, seed=5)
+    content = Gimp.Layer.new(image, "content", 48, 40, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(content, None, 0)
+    fill(content, 48, 40, 4, seed=1)
+    Gimp.Display.new(image)
+    Gimp.displays_flush()
+    facts["before"] = snapshot(image)
+    procedure = PDB.lookup_procedure("plug-in-neural-style")
+
+    # The dialog opens with the caller's values; the test accepts it with Return.
+    ready("dialog")
+    facts["interactive"] = run(procedure, Gimp.RunMode.INTERACTIVE, image, content,
+                               style_layer=style, iterations=3, max_size=32, seed=11)
+    # Filters → Repeat: no dialog, the last values (style layer included) instead of these.
+    facts["last_values"] = run(procedure, Gimp.RunMode.WITH_LAST_VALS, image, content, iterations=7, seed=0)
+
+    # The test presses Ctrl+Z in the image window, once per step.
+    for step, count in (("undo-1", len(facts["interactive"]["after"])), ("undo-2", len(facts["before"]))):
+        ready(step)
+        wait_for_layer_count(image, count)
+        facts[step] = snapshot(image)
+except Exception as error:  # recorded for the test to report
+    facts["exception"] = f"{type(error).__name__}: {error}"
+with open(os.path.join(WORK, "ui-result.json"), "w") as handle:
+    json.dump(facts, handle)
+quit_procedure = PDB.lookup_procedure("gimp-quit")
+quit_config = quit_procedure.create_config()
+quit_config.set_property("force", True)  # the test image is unsaved; no "discard changes?" dialog
+quit_procedure.run(quit_config)
