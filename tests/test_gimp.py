@@ -110,6 +110,14 @@ def test_selection_limits_the_region_and_masks_the_result(results):
     assert_unchanged(facts, rest)
 
 
+def test_indexed_images_get_a_clear_error_and_stay_unchanged(results):
+    facts = results["indexed"]
+    assert "exception" not in facts, facts
+    assert facts["status"] == "execution-error"
+    assert "indexed" in facts["error"]
+    assert facts["after"] == facts["before"]
+
+
 def test_high_precision_images_keep_precision(results):
     for name in ("float32", "u16"):
         samples = [value for index, value in enumerate(case(results, name)["result_colour_sample"]) if index % 4 != 3]

@@ -14,7 +14,7 @@ from gimp_facts import PDB, error_text, fill, floats, snapshot, status_name  # n
 
 
 def run_case(name, base_type=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8_NON_LINEAR, offset=(0, 0),
-             alpha_hole=False, selection=None, size=(48, 40), iterations=3, live=False):
+             alpha_hole=False, selection=None, size=(48, 40), iterations=3, live=False, indexed=False):
     width, height = size
     image = Gimp.Image.new_with_precision(width + 16, height + 16, base_type, precision)
     gray = base_type == Gimp.ImageBaseType.GRAY
@@ -28,6 +28,8 @@ def run_case(name, base_type=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8
     fill(content, width, height, 2 if gray else 4, seed=1, alpha_hole=alpha_hole)
     if selection:
         image.select_rectangle(Gimp.ChannelOps.REPLACE, *selection)
+    if indexed:
+        image.convert_indexed(Gimp.ConvertDitherType.NONE, Gimp.ConvertPaletteType.GENERATE, 16, False, False, "")
     before = snapshot(image)
     procedure = PDB.lookup_procedure("plug-in-neural-style")
     config = procedure.create_config()
@@ -62,6 +64,7 @@ cases = {
     "u16": {"precision": Gimp.Precision.U16_NON_LINEAR},
     "gray": {"base_type": Gimp.ImageBaseType.GRAY},
     "live": {"iterations": 20, "live": True},
+    "indexed": {"indexed": True},
     "long": {"iterations": 100000},  # only when asked for: the test kills the plug-in mid-job
 }
 only = os.environ.get("NST_E2E_CASES")
