@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from .gimp_harness import (
     PLUGIN_DIR,
     KeyPress,
     chroot_ready,
+    inside_path,
     install_plugin,
     proc_mounted,
     run_batch,
@@ -197,6 +199,39 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
 
     assert facts["undo-1"] == interactive["after"], "one undo takes exactly the second run away"
     assert facts["undo-2"] == facts["before"], "a second undo takes the first run away"
+
+
+def test_with_no_daemon_running_the_plug_in_starts_one_and_waits_for_it(work_dir, weights_file):
+    """The plug-in runs the start command install.py recorded.  The daemon needs the host's torch, so the
+    recorded command here asks the test (through a file) to start it on the host."""
+    record_path = PLUGIN_DIR / "neural_style" / "install.json"
+    saved = record_path.read_text()
+    request = work_dir / "start-requested"
+    record = json.loads(saved)
+    record["start_command"] = ["sh", "-c", f"touch {inside_path(request)}"]
+    record_path.write_text(json.dumps(record))
+    started = None
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            batch = pool.submit(run_batch, work_dir, "/tmp/nst-e2e/batch.py", {
+                "NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/autostart/connection.json", "NST_E2E_CASES": "rgb",
+                "NST_E2E_OUTPUT": "autostart-result.json"})
+            deadline = time.monotonic() + 120
+            while not request.exists():
+                assert time.monotonic() < deadline and not batch.done(), "the plug-in never ran the start command"
+                time.sleep(0.1)
+            autostart = work_dir / "autostart"
+            autostart.mkdir(exist_ok=True)
+            started = start_daemon(autostart, weights_file)
+            completed = batch.result(timeout=300)
+    finally:
+        record_path.write_text(saved)
+        if started is not None:
+            started.stop()
+    facts = case(json.loads((work_dir / "autostart-result.json").read_text()), "rgb")
+    new, rest = new_and_old(facts)
+    assert (new["width"], new["height"]) == (48, 40), completed.stderr
+    assert_unchanged(facts, rest)
 
 
 def test_unreachable_daemon_is_a_clean_execution_error(work_dir, daemon):
