@@ -7,11 +7,14 @@ to reach the loss the baseline reaches after --evals evaluations, judged by the 
 
     .venv/bin/python benchmarks/engine_speed.py --random-weights          # no real weights needed
     .venv/bin/python benchmarks/engine_speed.py --weights vgg19.pth --sizes 128 256
+    .venv/bin/python benchmarks/engine_speed.py --random-weights --device cuda --size 512 \
+        --precisions fp32 tf32 bf16 --evals 0 --json                       # one JSON object
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -21,7 +24,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from nst_engine import CancelledError, CancelToken, StyleSettings, StyleTransfer
+from nst_engine import CancelledError, CancelToken, Precision, StyleSettings, StyleTransfer
+from nst_engine.device import fp32_arithmetic, resolve_precision
 from nst_engine.vgg import IMAGENET_MEAN, IMAGENET_STD, LAYER_NAMES, VGG19_CONVS
 
 SETTINGS = StyleSettings()
@@ -35,8 +39,8 @@ SETTINGS = StyleSettings()
 class Normalization(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.mean = torch.tensor(IMAGENET_MEAN).view(-1, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(-1, 1, 1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(-1, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(-1, 1, 1))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return (img - self.mean) / self.std
@@ -74,10 +78,11 @@ class StyleLoss(nn.Module):
 
 
 def build_naive_model(state: dict[str, torch.Tensor], content: torch.Tensor, style: torch.Tensor):
+    """The tutorial's model on the device of ``content``."""
     cnn = torchvision.models.vgg19().features
     cnn.load_state_dict(state)
-    cnn.eval()
-    model = nn.Sequential(Normalization())
+    cnn.to(content.device).eval()
+    model = nn.Sequential(Normalization().to(content.device))
     content_losses, style_losses = [], []
     layer_weights = SETTINGS.layer_weights()
     names = iter(LAYER_NAMES)
@@ -162,22 +167,36 @@ def evaluation_flops(height: int, width: int) -> int:
     return 2 * conv_flops(height, width, deepest) + gram_flops(height, width)
 
 
-def measure_gemm_gflops(size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_gemm_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
+    """fp32 matrix-multiply throughput in IEEE float32 (no TF32)."""
+    if device.type == "cuda":
+        size *= 4  # a GPU needs a larger product to reach its peak
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
+    with fp32_arithmetic(device, Precision.FP32):
+        for _ in range(repeats + 1):
+            synchronize(device)
+            started = time.perf_counter()
+            a @ b
+            synchronize(device)
+            best = min(best, time.perf_counter() - started)
     return 2 * size**3 / best / 1e9
 
 
-def seconds_per_call(function: Callable[[], object], repeats: int) -> float:
-    function()  # warm-up: first-call allocations and kernel selection
+def seconds_per_call(function: Callable[[], object], repeats: int, device: torch.device) -> float:
+    function()  # warm-up: first-call allocations, kernel selection, cuDNN autotuning
+    function()
     times = []
     for _ in range(repeats):
+        synchronize(device)
         started = time.perf_counter()
         function()
+        synchronize(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -237,17 +256,26 @@ def main() -> None:
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--weights", help="VGG19 state dict (default: torchvision's cached ImageNet weights)")
     weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19: speed does not depend on the weights")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    sizes.add_argument("--size", type=int, help="one size (same as --sizes N)")
+    parser.add_argument("--precisions", nargs="+", choices=[p.value for p in Precision], default=["auto"],
+                        help="engine precision modes to time (the first one also runs the time-to-loss comparison)")
     parser.add_argument("--evals", type=int, default=300, help="baseline evaluations that set the target loss; 0 = skip the time-to-loss comparison")
     parser.add_argument("--repeats", type=int, default=5, help="timed evaluations per measurement (median)")
     parser.add_argument("--scales", type=int, default=2, help="engine stages for the time-to-loss run")
     parser.add_argument("--coarse-iterations", type=int, default=50, help="engine iterations at each coarser stage")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the first size at top level, every size under 'sizes')")
     args = parser.parse_args()
+    device = torch.device(args.device)
+    size_list = [args.size] if args.size else args.sizes
+    precisions = [resolve_precision(Precision(p), device) for p in args.precisions]
+    say = (lambda *_: None) if args.json else print
 
-    images = {size: (pink_noise_image(size, seed=1), pink_noise_image(size, seed=2)) for size in args.sizes}
+    images = {size: (pink_noise_image(size, seed=1), pink_noise_image(size, seed=2)) for size in size_list}
     if args.random_weights:
-        state = random_normalised_state(torch.stack(images[min(args.sizes)]))
+        state = random_normalised_state(torch.stack(images[min(size_list)]))
         weights_label = "seeded random VGG19, normalised to mean activation 1 (not the ImageNet weights)"
     else:
         from nst_engine.weights import load_vgg19_state_dict
@@ -256,50 +284,67 @@ def main() -> None:
         weights_label = args.weights or "torchvision IMAGENET1K_V1"
     from nst_engine.vgg import VGGFeatures
 
-    engine = StyleTransfer(VGGFeatures(state), torch.device(args.device))
-    gemm = measure_gemm_gflops()
-    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads; weights: {weights_label}")
-    print(f"fp32 matrix multiply (2048³): {gemm:.1f} GFLOP/s")
+    engine = StyleTransfer(VGGFeatures(state), device)
+    gemm = measure_gemm_gflops(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    say(f"torch {torch.__version__}, device {args.device} ({name}); weights: {weights_label}")
+    say(f"fp32 matrix multiply: {gemm:.1f} GFLOP/s")
 
-    for size in args.sizes:
+    figures = []
+    for size in size_list:
         content, style = images[size]
         flops = evaluation_flops(size, size)
-
-        objective = engine.objective(content, [style], SETTINGS, size, size)
-        image = engine.to_device(content[None]).requires_grad_(True)
-
-        def engine_eval():
-            image.grad = None
-            objective(image)[0].backward()
-
-        naive_model, content_losses, style_losses = build_naive_model(state, content[None], style[None])
+        naive_model, content_losses, style_losses = build_naive_model(
+            state, content[None].to(device), style[None].to(device))
         naive_losses = content_losses + style_losses
-        naive_image = content[None].clone().requires_grad_(True)
+        naive_image = content[None].to(device).requires_grad_(True)
 
         def naive_eval():
             naive_image.grad = None
             naive_evaluate(naive_model, naive_losses, naive_image)
 
-        engine_s = seconds_per_call(engine_eval, args.repeats)
-        naive_s = seconds_per_call(naive_eval, args.repeats)
-        print(f"\n{size}×{size}: {flops / 1e9:.1f} GFLOP per evaluation")
-        print(f"  engine: {engine_s * 1000:8.1f} ms/eval  {flops / engine_s / 1e9:6.1f} GFLOP/s  "
-              f"({100 * flops / engine_s / 1e9 / gemm:.0f} % of matrix multiply)")
-        print(f"  naive:  {naive_s * 1000:8.1f} ms/eval  {flops / naive_s / 1e9:6.1f} GFLOP/s  "
-              f"({100 * flops / naive_s / 1e9 / gemm:.0f} % of matrix multiply)")
+        with fp32_arithmetic(device, Precision.FP32):
+            naive_s = seconds_per_call(naive_eval, args.repeats, device)
+        record = {"size": size, "device": args.device, "device_name": name, "gemm_gflops": gemm,
+                  "gflop_per_eval": flops / 1e9, "naive_s_per_eval": naive_s, "naive_gflops": flops / naive_s / 1e9,
+                  "precisions": {}}
+        say(f"\n{size}×{size}: {flops / 1e9:.1f} GFLOP per evaluation")
+        say(f"  naive (fp32):  {naive_s * 1000:8.2f} ms/eval  {flops / naive_s / 1e9:8.1f} GFLOP/s  "
+            f"({100 * flops / naive_s / 1e9 / gemm:.0f} % of matrix multiply)")
+        for precision in precisions:
+            settings = StyleSettings(precision=precision)
+            objective = engine.objective(content, [style], settings, size, size)
+            image = engine.to_device(content[None]).requires_grad_(True)
 
-        if args.evals == 0:
-            continue
-        naive_result, naive_seconds = run_naive(naive_model, naive_losses, content[None], args.evals)
-        judge = engine.objective(content, [style], SETTINGS, size, size)
-        with torch.no_grad():
-            target_loss = judge(engine.to_device(naive_result))[0].item()
-        engine_seconds, engine_loss = engine_time_to_loss(
-            engine, content, style, size, target_loss, args.scales, args.coarse_iterations, max_iterations=args.evals
-        )
-        print(f"  naive reaches loss {target_loss:.4g} after {args.evals} evaluations in {naive_seconds:.1f} s")
-        print(f"  engine ({args.scales} scales, {args.coarse_iterations} coarse iterations) reaches {engine_loss:.4g} "
-              f"in {engine_seconds:.1f} s: {engine_seconds / naive_seconds:.2f}× the baseline's time")
+            def engine_eval():
+                image.grad = None
+                objective(image)[0].backward()
+
+            with fp32_arithmetic(device, precision):
+                engine_s = seconds_per_call(engine_eval, args.repeats, device)
+            record["precisions"][precision.value] = {"s_per_eval": engine_s, "gflops": flops / engine_s / 1e9}
+            say(f"  engine ({precision.value}): {engine_s * 1000:7.2f} ms/eval  {flops / engine_s / 1e9:8.1f} GFLOP/s  "
+                f"({100 * flops / engine_s / 1e9 / gemm:.0f} % of fp32 matrix multiply)")
+        first = record["precisions"][precisions[0].value]
+        record.update(engine_precision=precisions[0].value, engine_s_per_eval=first["s_per_eval"],
+                      engine_gflops=first["gflops"])
+
+        if args.evals:
+            naive_result, naive_seconds = run_naive(naive_model, naive_losses, content[None].to(device), args.evals)
+            judge = engine.objective(content, [style], SETTINGS, size, size)
+            with torch.no_grad():
+                target_loss = judge(engine.to_device(naive_result))[0].item()
+            engine_seconds, engine_loss = engine_time_to_loss(
+                engine, content, style, size, target_loss, args.scales, args.coarse_iterations, max_iterations=args.evals
+            )
+            record.update(naive_target_loss=target_loss, naive_seconds=naive_seconds, engine_seconds_to_loss=engine_seconds)
+            say(f"  naive reaches loss {target_loss:.4g} after {args.evals} evaluations in {naive_seconds:.1f} s")
+            say(f"  engine ({args.scales} scales, {args.coarse_iterations} coarse iterations) reaches {engine_loss:.4g} "
+                f"in {engine_seconds:.1f} s: {engine_seconds / naive_seconds:.2f}× the baseline's time")
+        figures.append(record)
+
+    if args.json:
+        print(json.dumps({**figures[0], "weights": weights_label, "sizes": figures}))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ SETTINGS_CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("lbfgs", "adam"),
     "init": ("content", "noise", "image"),
     "pooling": ("max", "avg"),
+    "precision": ("auto", "fp32", "tf32", "bf16"),
 }
 SETTINGS_FLAGS = ("preserve_colors",)
 SETTINGS_WEIGHT_LISTS = ("style_layer_weights", "style_blend_weights")

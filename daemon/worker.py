@@ -25,6 +25,7 @@ from nst_engine import (
     StyleTransfer,
     WeightsError,
 )
+from nst_engine.device import select_device
 from nst_engine.image_ops import fit_longest_side, resize
 from nst_engine.memory import available_bytes, check_fits
 
@@ -99,6 +100,15 @@ class Worker:
     @property
     def device(self) -> str:
         return str(self.engine.device) if self.engine is not None else str(self.device_preference or "auto")
+
+    def memory_device(self) -> torch.device:
+        """Where jobs' memory is allocated: the engine's device, or until the model is loaded, the one it will use."""
+        if self.engine is not None:
+            return self.engine.device
+        try:
+            return select_device(self.device_preference)
+        except InvalidSettingsError:
+            return torch.device("cpu")
 
     def _run(self) -> None:
         self._send = self._make_sender()  # sockets belong to the thread that made them
@@ -217,9 +227,8 @@ class Worker:
         longest = settings.size or max(height, width)
         scaled_h, scaled_w = fit_longest_side(height, width, longest)
         try:
-            device = self.engine.device if self.engine is not None else torch.device("cpu")
             check_fits(scaled_h, scaled_w, {settings.content_layer, *settings.style_layers}, settings.optimizer,
-                       available_bytes(device))
+                       available_bytes(self.memory_device()))
         except InsufficientMemoryError as error:
             largest = error.largest_size
         else:

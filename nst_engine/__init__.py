@@ -16,7 +16,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
-from .settings import Init, Optimizer, StyleSettings
+from .settings import Init, Optimizer, Precision, StyleSettings
 from .transfer import StyleTransfer
 from .vgg import Pooling, VGGFeatures
 from .weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict
@@ -31,6 +31,7 @@ __all__ = [
     "LossTerms",
     "Optimizer",
     "Pooling",
+    "Precision",
     "Progress",
     "ProgressCallback",
     "StyleSettings",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from .errors import InvalidSettingsError
+from .settings import Precision
 
 
 def select_device(preference: str | torch.device | None = None) -> torch.device:
@@ -37,3 +41,30 @@ def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last lets cuDNN use its tensor-core kernels directly, and oneDNN its NHWC kernels
     without reordering activations (about 10 % faster per evaluation on the CPU)."""
     return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    """What ``auto`` means on ``device``: fp32 on the CPU and MPS; TF32 on CUDA, which keeps fp32's
+    picture while using the tensor cores.  bf16 is faster still on CUDA but stays opt-in until its
+    quality check (benchmarks/gpu.sh) has been run on a GPU."""
+    if precision is not Precision.AUTO:
+        return precision
+    return Precision.TF32 if device.type == "cuda" else Precision.FP32
+
+
+@contextmanager
+def fp32_arithmetic(device: torch.device, precision: Precision) -> Iterator[None]:
+    """cuDNN's and cuBLAS's float32 mode for the duration of a run: TF32 only in ``tf32`` mode, so that
+    ``fp32`` means IEEE float32 and ``bf16`` keeps its Gram products in true float32.  These are
+    process-wide settings; the previous ones are restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    mode = "tf32" if precision is Precision.TF32 else "ieee"
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = (conv.fp32_precision, matmul.fp32_precision)
+    conv.fp32_precision, matmul.fp32_precision = mode, mode
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = saved

@@ -60,6 +60,19 @@ def _available_ram() -> int:
         return 2**62  # unknown (Windows): do not refuse
 
 
+def largest_fitting_side(budget: int, layers: Collection[str], optimizer: Optimizer, aspect: float = 1.0,
+                         limit: int = 1 << 16) -> int:
+    """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose run fits ``budget``."""
+    low, high = 0, limit
+    while low < high:
+        middle = (low + high + 1) // 2
+        if estimate_bytes(middle, max(1, math.floor(middle * aspect)), layers, optimizer) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def check_fits(
     height: int, width: int, layers: Collection[str], optimizer: Optimizer, budget: int
 ) -> None:
@@ -68,15 +81,7 @@ def check_fits(
     if required <= budget:
         return
     longest = max(height, width)
-    aspect = min(height, width) / longest
-    low, high = 0, longest
-    while low < high:  # largest longest side whose estimate fits
-        middle = (low + high + 1) // 2
-        short = max(1, math.floor(middle * aspect))
-        if estimate_bytes(middle, short, layers, optimizer) <= budget:
-            low = middle
-        else:
-            high = middle - 1
+    low = largest_fitting_side(budget, layers, optimizer, min(height, width) / longest, limit=longest)
     raise InsufficientMemoryError(
         f"A {width}×{height} run needs about {required / 2**30:.1f} GiB but only "
         f"{budget / 2**30:.1f} GiB is available; the largest size that fits is {low} pixels on the "

@@ -31,6 +31,15 @@ class Init(str, enum.Enum):
     IMAGE = "image"  # a caller-supplied image
 
 
+class Precision(str, enum.Enum):
+    """Arithmetic of the VGG passes.  Gram matrices and losses are always accumulated in float32."""
+
+    AUTO = "auto"  # the device's default: see nst_engine.device.resolve_precision
+    FP32 = "fp32"  # IEEE float32 throughout
+    TF32 = "tf32"  # CUDA only: convolutions and matrix products on TF32 tensor cores; elsewhere fp32
+    BF16 = "bf16"  # VGG forward and backward under bfloat16 autocast
+
+
 @dataclass(frozen=True)
 class StyleSettings:
     """Parameters of one run.  Weights follow the paper's notation: α (content), β (style), w_l (layers).
@@ -67,6 +76,7 @@ class StyleSettings:
     seed: int = 0
     preserve_colors: bool = False
     pooling: Pooling = Pooling.MAX
+    precision: Precision = Precision.AUTO
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> StyleSettings:
@@ -148,7 +158,7 @@ class StyleSettings:
         return sorted(set(sizes))
 
 
-_ENUMS: dict[str, type[enum.Enum]] = {"optimizer": Optimizer, "init": Init, "pooling": Pooling}
+_ENUMS: dict[str, type[enum.Enum]] = {"optimizer": Optimizer, "init": Init, "pooling": Pooling, "precision": Precision}
 _FLOATS = ("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate")
 
 

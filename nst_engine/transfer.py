@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import torch
 
 from . import colour
-from .device import memory_format, prepare_device, select_device
+from .device import fp32_arithmetic, memory_format, prepare_device, resolve_precision, select_device
 from .errors import InvalidSettingsError
 from .image_ops import fit_longest_side, resize
 from .losses import blend_grams, box_penalty, content_loss, gram_matrix, style_loss, total_variation_loss
 from .memory import LBFGS_HISTORY, available_bytes, check_fits
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
-from .settings import Init, Optimizer, StyleSettings
+from .settings import Init, Optimizer, Precision, StyleSettings
 from .vgg import VGGFeatures, layer_downsampling
 from .weights import load_vgg19_state_dict
 
@@ -61,11 +61,15 @@ class Objective:
         self.target_grams = target_grams
         self.layer_weights = settings.layer_weights()
         self.layers = {settings.content_layer, *settings.style_layers}
+        self.device = content_target.device
+        self.bf16 = resolve_precision(settings.precision, self.device) is Precision.BF16
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total, stacked weighted terms [content, style, tv]) for ``image``."""
         s = self.settings
-        features = self.model(image, self.layers, s.pooling)
+        # bf16 covers the VGG passes only; the loss functions take the features up to float32.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.model(image, self.layers, s.pooling)
         content = s.content_weight * content_loss(features[s.content_layer], self.content_target)
         style = s.style_weight * style_loss(features, self.target_grams, self.layer_weights)
         tv = s.tv_weight * total_variation_loss(image) if s.tv_weight else torch.zeros_like(content)
@@ -161,22 +165,23 @@ class StyleTransfer:
             style_work = [colour.match_luminance(colour.luminance(s), content_work) for s in style_work]
 
         image = self._initial_image(content_work, init_image, settings, *stage_dims[0])
-        for stage in _plan_stages(stage_dims, settings):
-            cancel.raise_if_cancelled()
-            height, width = stage.height, stage.width
-            image = self._warm_start(image, content_work, height, width)
-            objective = self._stage_objective(
-                content_work, style_work, settings, height, width,
-                None if settings.preserve_colors else style_keys,  # luminance targets depend on the content
-                gram_cache,
-            )
-            to_rgb = self._preview_converter(content_rgb, settings, height, width)
-            report = _reporter(stage, on_progress, preview_every, to_rgb, started)
-            log.debug("Stage %d/%d at %d×%d", stage.index, stage.count, width, height)
-            if settings.optimizer is Optimizer.LBFGS:
-                image = _run_lbfgs(image, objective, stage.iterations, report, cancel)
-            else:
-                image = _run_adam(image, objective, stage.iterations, settings.learning_rate, report, cancel)
+        with fp32_arithmetic(self.device, resolve_precision(settings.precision, self.device)):
+            for stage in _plan_stages(stage_dims, settings):
+                cancel.raise_if_cancelled()
+                height, width = stage.height, stage.width
+                image = self._warm_start(image, content_work, height, width)
+                objective = self._stage_objective(
+                    content_work, style_work, settings, height, width,
+                    None if settings.preserve_colors else style_keys,  # luminance targets depend on the content
+                    gram_cache,
+                )
+                to_rgb = self._preview_converter(content_rgb, settings, height, width)
+                report = _reporter(stage, on_progress, preview_every, to_rgb, started)
+                log.debug("Stage %d/%d at %d×%d", stage.index, stage.count, width, height)
+                if settings.optimizer is Optimizer.LBFGS:
+                    image = _run_lbfgs(image, objective, stage.iterations, report, cancel)
+                else:
+                    image = _run_adam(image, objective, stage.iterations, settings.learning_rate, report, cancel)
 
         result = image.clamp(0.0, 1.0)
         if settings.preserve_colors:
@@ -257,7 +262,9 @@ class StyleTransfer:
             style_size = fit_longest_side(*style.shape[-2:], style_longest)
             key = None
             if style_keys is not None and gram_cache is not None:
-                key = (style_keys[index], style_size, settings.pooling.value, settings.style_layers, str(self.device))
+                precision = resolve_precision(settings.precision, self.device).value
+                key = (style_keys[index], style_size, settings.pooling.value, settings.style_layers, str(self.device),
+                       precision)
                 if key in gram_cache:
                     grams.append(gram_cache[key])
                     continue

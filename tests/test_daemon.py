@@ -86,6 +86,10 @@ def test_hello_ping_and_status(client):
     assert status["model"] == "loaded" and status["device"] == "cpu"
     for key in ("queue", "running", "style_cache", "memory", "versions", "uptime_s"):
         assert key in status
+    memory = status["memory"]
+    # The engine's memory model, applied to what is free now: L-BFGS's history costs it size.
+    assert memory["available_bytes"] > 0
+    assert memory["largest_size"]["adam"] > memory["largest_size"]["lbfgs"] > 0
 
 
 def test_a_job_returns_a_result_with_progress(client):

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import StyleTransferError
 from ..image_ops import resize
 from ..progress import CancelToken
-from ..settings import Init, Optimizer, StyleSettings
+from ..settings import Init, Optimizer, Precision, StyleSettings
 from ..transfer import StyleTransfer
 from ..vgg import Pooling
 from ..weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict
@@ -38,6 +38,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
     parser.add_argument("--style-scale", type=float, default=DEFAULTS.style_scale, help="style image size relative to the content")
     parser.add_argument("--pooling", choices=[p.value for p in Pooling], default=DEFAULTS.pooling.value)
+    parser.add_argument("--precision", choices=[p.value for p in Precision], default=DEFAULTS.precision.value,
+                        help="arithmetic of the VGG passes; auto = tf32 on CUDA, fp32 elsewhere")
 
 
 def settings_values(args: argparse.Namespace) -> dict[str, object]:
@@ -59,6 +61,7 @@ def settings_values(args: argparse.Namespace) -> dict[str, object]:
         "seed": args.seed,
         "preserve_colors": args.preserve_colors,
         "pooling": args.pooling,
+        "precision": args.precision,
     }
 
 

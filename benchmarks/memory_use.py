@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Peak memory of a run per size and optimiser, measured against the engine's estimate, in one run.
+
+Each measurement runs in a fresh process: the peak resident set (CPU, Linux: VmHWM, restarted once the
+model is loaded) or torch's peak allocation (CUDA) above what the process held with the model loaded, over a few iterations at one stage.
+L-BFGS's history grows by two image-sized vectors per iteration up to 50 pairs; a short run does
+not reach that, so its full-history peak is the measured peak plus the pairs not yet stored
+(computed, and printed separately).
+
+    .venv/bin/python benchmarks/memory_use.py --random-weights
+    .venv/bin/python benchmarks/memory_use.py --random-weights --sizes 256 512 --device cuda --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from nst_engine.memory import BYTES_PER_FLOAT, LBFGS_HISTORY, MODEL_BYTES, estimate_bytes  # noqa: E402
+from nst_engine.settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Optimizer  # noqa: E402
+
+MEASURE = r"""
+import json, sys, torch
+from nst_engine import StyleSettings, StyleTransfer, VGGFeatures
+weights, device, size, optimizer, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+if weights == "random":
+    import torchvision
+    torch.manual_seed(0)
+    state = torchvision.models.vgg19().features.state_dict()
+    engine = StyleTransfer(VGGFeatures(state), torch.device(device))
+else:
+    engine = StyleTransfer.from_weights(weights, device)
+generator = torch.Generator().manual_seed(0)
+content, style = torch.rand((3, size, size), generator=generator), torch.rand((3, size, size), generator=generator)
+if device.startswith("cuda"):
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+else:
+    def status_bytes(field):
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")  # Linux: restart the peak (VmHWM) from the resident set now, model loaded
+    baseline = status_bytes("VmRSS")
+settings = StyleSettings(size=size, scales=1, iterations=iterations, optimizer=optimizer)
+engine.stylize(content, [style], settings, memory_budget=2**62)
+if device.startswith("cuda"):
+    peak = torch.cuda.max_memory_allocated()
+else:
+    peak = status_bytes("VmHWM")
+print(json.dumps({"above_model": peak - baseline}))
+"""
+
+
+def measure(weights: str, device: str, size: int, optimizer: Optimizer, iterations: int) -> int:
+    completed = subprocess.run([sys.executable, "-c", MEASURE, weights, device, str(size), optimizer.value,
+                                str(iterations)], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+                               env=dict(os.environ))
+    return json.loads(completed.stdout.strip().splitlines()[-1])["above_model"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--weights", help="VGG19 state dict")
+    weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19 (memory does not depend on the values)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    args = parser.parse_args()
+    weights_arg = "random" if args.random_weights else args.weights
+    layers = {DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS}
+
+    rows = []
+    for optimizer in Optimizer:
+        for size in args.sizes:
+            measured = measure(weights_arg, args.device, size, optimizer, args.iterations)
+            pending_history = 0
+            if optimizer is Optimizer.LBFGS:
+                pending_history = 2 * (LBFGS_HISTORY - args.iterations) * 3 * size * size * BYTES_PER_FLOAT
+            estimate = estimate_bytes(size, size, layers, optimizer) - MODEL_BYTES
+            rows.append({"optimizer": optimizer.value, "size": size, "measured_bytes": measured,
+                         "full_history_bytes": measured + pending_history, "estimate_bytes": estimate})
+            if not args.json:
+                row = rows[-1]
+                print(f"{optimizer.value:6} {size:5} px: measured {measured / 2**20:8.0f} MiB, with full L-BFGS "
+                      f"history {row['full_history_bytes'] / 2**20:8.0f} MiB, estimate {estimate / 2**20:8.0f} MiB "
+                      f"({estimate / row['full_history_bytes']:.2f}×)", flush=True)
+    if args.json:
+        print(json.dumps({"device": args.device, "iterations": args.iterations, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
