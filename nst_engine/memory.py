@@ -15,9 +15,11 @@ from .vgg import LAYER_NAMES, VGG19_CONVS
 BYTES_PER_FLOAT = 4
 LBFGS_HISTORY = 50
 # Forward activations kept for the backward pass, plus the gradients alive at the backward pass's
-# widest point, relative to the sum of all feature maps up to the deepest layer.  Checked on the CPU
-# (peak RSS above the loaded model, Adam, default layers, 3 iterations): 210, 647, 1361 MiB measured
-# at 256, 512, 768 px against estimates of 167, 668, 1502 MiB.  Issue #5 refines this on CUDA.
+# widest point, relative to the sum of all feature maps up to the deepest layer.  Measured with
+# benchmarks/memory_use.py on the CPU (peak resident set above the loaded model, default layers):
+# Adam 168, 614, 2356, 9033 MiB at 256, 512, 1024, 2048 px, i.e. a factor of 1.9–2.0 at the larger
+# sizes; the estimate (with its 10 % margin) is 175, 676, 2679, 10691 MiB.  L-BFGS with its full
+# history: 265, 938, 3510, 13643 MiB measured, 258, 1009, 4012, 16024 MiB estimated.
 ACTIVATION_FACTOR = 2.0
 MODEL_BYTES = 80 * 2**20  # VGG19's sixteen convolutions in float32
 _SAFETY_MARGIN = 1.1
