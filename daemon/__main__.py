@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--lazy", action="store_true", help="load the model at the first job instead of at start")
         sub.add_argument("--queue", type=int, default=4, help="queued jobs beyond which submissions are refused as busy")
         sub.add_argument("--max-image-side", type=int, default=16384)
+        sub.add_argument("--memory-budget", type=_byte_size, metavar="SIZE",
+                         help="memory a job may use, e.g. 6GiB (default: what the device has free); larger jobs run in tiles")
         sub.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
         sub.add_argument("-v", "--verbose", action="store_true")
     commands.add_parser("stop", help="stop the running daemon")
@@ -59,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _byte_size(text: str) -> int:
+    from nst_engine.memory import parse_byte_size
+
+    try:
+        return parse_byte_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .service import AlreadyRunningError, DaemonConfig, DaemonService
 
@@ -66,7 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = DaemonConfig(endpoint=args.endpoint, connection_file=connection_path(), weights=args.weights,
                           device=args.device, lazy=args.lazy, queue_capacity=args.queue,
-                          max_image_side=args.max_image_side, test_faults=args.test_faults)
+                          max_image_side=args.max_image_side, memory_budget=args.memory_budget,
+                          test_faults=args.test_faults)
     try:
         DaemonService(config).serve()
     except AlreadyRunningError as error:
@@ -99,7 +111,7 @@ def _start(args: argparse.Namespace) -> int:
     log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     command = [sys.executable, "-m", "daemon", "serve", "--endpoint", args.endpoint, "--queue", str(args.queue),
                "--max-image-side", str(args.max_image_side)]
-    for flag, value in (("--weights", args.weights), ("--device", args.device)):
+    for flag, value in (("--weights", args.weights), ("--device", args.device), ("--memory-budget", args.memory_budget)):
         if value:
             command += [flag, str(value)]
     command += [flag for flag, on in (("--lazy", args.lazy), ("--test-faults", args.test_faults), ("-v", args.verbose)) if on]

@@ -105,6 +105,7 @@ SETTINGS_SCHEMA: dict[str, tuple[tuple[type, ...], float, float]] = {
     "iterations": ((int,), 1, 100_000),
     "coarse_iterations": ((int,), 0, 100_000),
     "seed": ((int,), -(2**63), 2**63 - 1),
+    "tile_size": ((int,), 0, DEFAULT_MAX_IMAGE_SIDE),
 }
 SETTINGS_CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer": ("lbfgs", "adam"),

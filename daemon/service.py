@@ -75,6 +75,7 @@ class DaemonConfig:
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     gram_cache_bytes: int = 512 * 2**20
+    memory_budget: int | None = None  # bytes a job may use; None: what the device has free when it starts
     client_timeout_s: float = 1.5  # clients heartbeat every 0.5 s while they have jobs
     test_faults: bool = False
 
@@ -113,7 +114,7 @@ class DaemonService:
         self._stop = threading.Event()
         self.worker = Worker(
             self.queue, self._make_worker_sender, weights=config.weights, device=config.device, lazy=config.lazy,
-            gram_cache_bytes=config.gram_cache_bytes, test_faults=config.test_faults,
+            gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget, test_faults=config.test_faults,
         )
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -336,7 +337,7 @@ class DaemonService:
             memory["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
             memory["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
         # What the engine's measured memory model lets a new job do now (square image, default layers).
-        available = available_bytes(self.worker.memory_device())
+        available = self.worker.memory_budget or available_bytes(self.worker.memory_device())
         memory["available_bytes"] = available
         memory["largest_size"] = {
             optimizer.value: largest_fitting_side(available, (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS), optimizer) for optimizer in Optimizer

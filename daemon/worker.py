@@ -74,6 +74,7 @@ class Worker:
         device: str | None,
         lazy: bool,
         gram_cache_bytes: int,
+        memory_budget: int | None = None,
         test_faults: bool = False,
     ) -> None:
         self.queue = queue
@@ -81,6 +82,7 @@ class Worker:
         self.weights = weights
         self.device_preference = device
         self.lazy = lazy
+        self.memory_budget = memory_budget
         self.test_faults = test_faults
         self.gram_cache = GramCache(gram_cache_bytes)
         self.results = ResultCache()
@@ -211,7 +213,7 @@ class Worker:
         result = engine.stylize(
             content, styles, settings, init_image=init_image, on_progress=on_progress,
             preview_every=job.preview_every, cancel=job.cancel_token, style_keys=style_keys,
-            gram_cache=self.gram_cache,
+            gram_cache=self.gram_cache, memory_budget=self.memory_budget,
         )
         self.results.put(job.id, result)
         if job.output_size is not None:
@@ -228,7 +230,7 @@ class Worker:
         scaled_h, scaled_w = fit_longest_side(height, width, longest)
         try:
             check_fits(scaled_h, scaled_w, {settings.content_layer, *settings.style_layers}, settings.optimizer,
-                       available_bytes(self.memory_device()))
+                       self.memory_budget or available_bytes(self.memory_device()))
         except InsufficientMemoryError as error:
             largest = error.largest_size
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Collection
 
 import torch
@@ -35,9 +36,23 @@ def estimate_bytes(height: int, width: int, layers: Collection[str], optimizer: 
     """Peak memory of one stage at height×width: model, activations, image copies, optimiser state."""
     pixels = height * width
     activations = ACTIVATION_FACTOR * feature_elements_per_pixel(layers) * pixels
-    # The image, its gradient, the content and style images, and L-BFGS's history (two vectors per step).
-    image_copies = 3 * (6 + (2 * LBFGS_HISTORY + 4 if optimizer is Optimizer.LBFGS else 3))
+    image_copies = image_copies_per_pixel(optimizer)
     return round(_SAFETY_MARGIN * (MODEL_BYTES + BYTES_PER_FLOAT * (activations + image_copies * pixels)))
+
+
+def image_copies_per_pixel(optimizer: Optimizer, history: int = LBFGS_HISTORY) -> int:
+    """Floats per pixel held at full size: the image, its gradient, the content and style images, and
+    the optimiser's state (Adam's two moments, or L-BFGS's history of two vectors per step)."""
+    return 3 * (6 + (2 * history + 4 if optimizer is Optimizer.LBFGS else 3))
+
+
+def estimate_tiled_bytes(height: int, width: int, context_pixels: int, layers: Collection[str], optimizer: Optimizer,
+                         history: int = LBFGS_HISTORY) -> int:
+    """Peak memory of a tiled stage: one tile's VGG pass (over its context_pixels) plus the full-size images."""
+    tile_pass = ACTIVATION_FACTOR * feature_elements_per_pixel(layers) * context_pixels
+    # Plus the content target kept for the stage: 512 channels at 1/8 × 1/8 of the pixels (relu4_2).
+    full_size = (image_copies_per_pixel(optimizer, history) + 8) * height * width
+    return round(_SAFETY_MARGIN * (MODEL_BYTES + BYTES_PER_FLOAT * (tile_pass + full_size)))
 
 
 def available_bytes(device: torch.device) -> int:
@@ -92,3 +107,14 @@ def check_fits(
         available_bytes=budget,
         largest_size=low,
     )
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_byte_size(text: str) -> int:
+    """``"1GiB"``, ``"512MiB"``, ``"2G"`` (decimal), ``"1.5GB"`` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*", text.lower())
+    if match is None:
+        raise ValueError(f"not a memory size: {text!r} (for example 1GiB, 512MiB, 2G)")
+    return round(float(match.group(1)) * _UNITS[match.group(2) or ""])

@@ -77,6 +77,9 @@ class StyleSettings:
     preserve_colors: bool = False
     pooling: Pooling = Pooling.MAX
     precision: Precision = Precision.AUTO
+    # Side of the tiles a stage runs over when it does not fit in memory at once; 0 = chosen from the
+    # memory budget, and only when needed.  Set, every stage runs in tiles of this size.
+    tile_size: int = 0
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> StyleSettings:
@@ -129,6 +132,8 @@ class StyleSettings:
             )
         if not isinstance(self.scales, int) or not 0 <= self.scales <= MAX_SCALES:
             raise InvalidSettingsError(f"scales must be an integer from 0 (automatic) to {MAX_SCALES}, got {self.scales!r}")
+        if not isinstance(self.tile_size, int) or not (self.tile_size == 0 or (self.tile_size >= 64 and self.tile_size % 16 == 0)):
+            raise InvalidSettingsError(f"tile_size must be 0 (automatic) or a multiple of 16 from 64, got {self.tile_size!r}")
         if not isinstance(self.seed, int):
             raise InvalidSettingsError(f"seed must be an integer, got {self.seed!r}")
 

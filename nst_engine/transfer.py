@@ -15,9 +15,10 @@ from .device import fp32_arithmetic, memory_format, prepare_device, resolve_prec
 from .errors import InvalidSettingsError
 from .image_ops import fit_longest_side, resize
 from .losses import blend_grams, box_penalty, content_loss, gram_matrix, style_loss, total_variation_loss
-from .memory import LBFGS_HISTORY, available_bytes, check_fits
+from .memory import LBFGS_HISTORY, available_bytes
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
 from .settings import Init, Optimizer, Precision, StyleSettings
+from .tiling import StagePlan, TiledObjective, TilePlan, plan_stage, sum_grams
 from .vgg import VGGFeatures, layer_downsampling
 from .weights import load_vgg19_state_dict
 
@@ -75,6 +76,15 @@ class Objective:
         tv = s.tv_weight * total_variation_loss(image) if s.tv_weight else torch.zeros_like(content)
         terms = torch.stack([content, style, tv])
         return terms.sum(), terms
+
+    def set_iteration(self, iteration: int) -> None:
+        """Part of the interface shared with TiledObjective; the whole image needs no per-iteration change."""
+
+    def loss_and_grad(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total, terms) like calling the objective, with ∂total/∂image added to image.grad."""
+        total, terms = self(image)
+        total.backward()
+        return total.detach(), terms.detach()
 
 
 class StyleTransfer:
@@ -154,9 +164,9 @@ class StyleTransfer:
         stage_dims = [fit_longest_side(content_h, content_w, s) for s in settings.stage_sizes(final_longest)]
         self._check_sizes(stage_dims, styles, settings)
         final_h, final_w = stage_dims[-1]
-        all_layers = {settings.content_layer, *settings.style_layers}
         budget = memory_budget if memory_budget is not None else available_bytes(self.device)
-        check_fits(final_h, final_w, all_layers, settings.optimizer, budget)
+        # Before allocating anything: each stage whole, or in tiles, or a clear refusal.
+        plans = [plan_stage(height, width, settings, budget) for height, width in stage_dims]
 
         content_rgb = self.to_device(content[None])
         content_work = colour.luminance(content_rgb) if settings.preserve_colors else content_rgb
@@ -170,16 +180,18 @@ class StyleTransfer:
                 cancel.raise_if_cancelled()
                 height, width = stage.height, stage.width
                 image = self._warm_start(image, content_work, height, width)
+                plan = plans[stage.index - 1]
                 objective = self._stage_objective(
                     content_work, style_work, settings, height, width,
                     None if settings.preserve_colors else style_keys,  # luminance targets depend on the content
-                    gram_cache,
+                    gram_cache, plan, cancel,
                 )
                 to_rgb = self._preview_converter(content_rgb, settings, height, width)
                 report = _reporter(stage, on_progress, preview_every, to_rgb, started)
-                log.debug("Stage %d/%d at %d×%d", stage.index, stage.count, width, height)
+                log.debug("Stage %d/%d at %d×%d%s", stage.index, stage.count, width, height,
+                          f" in {plan.tiles.tile}-px tiles" if plan.tiles else "")
                 if settings.optimizer is Optimizer.LBFGS:
-                    image = _run_lbfgs(image, objective, stage.iterations, report, cancel)
+                    image = _run_lbfgs(image, objective, stage.iterations, report, cancel, plan.lbfgs_history)
                 else:
                     image = _run_adam(image, objective, stage.iterations, settings.learning_rate, report, cancel)
 
@@ -253,9 +265,11 @@ class StyleTransfer:
         self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int,
         style_keys: Sequence[Hashable] | None = None,
         gram_cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None = None,
-    ) -> Objective:
+        plan: StagePlan = StagePlan(None),
+        cancel: CancelToken | None = None,
+    ) -> Objective | TiledObjective:
         stage_content = resize(content, height, width)
-        content_target = self.model(stage_content, [settings.content_layer], settings.pooling)[settings.content_layer]
+        tiles = plan.tiles
         style_longest = round(settings.style_scale * max(height, width))
         grams = []
         for index, style in enumerate(styles):
@@ -264,15 +278,22 @@ class StyleTransfer:
             if style_keys is not None and gram_cache is not None:
                 precision = resolve_precision(settings.precision, self.device).value
                 key = (style_keys[index], style_size, settings.pooling.value, settings.style_layers, str(self.device),
-                       precision)
+                       precision, tiles)
                 if key in gram_cache:
                     grams.append(gram_cache[key])
                     continue
-            style_grams = self.style_grams(resize(style, *style_size), settings)
+            style_image = resize(style, *style_size)
+            if tiles is None:
+                style_grams = self.style_grams(style_image, settings)
+            else:
+                style_grams = sum_grams(self.model, style_image, tiles.tiles(*style_size), settings, cancel)
             if key is not None:
                 gram_cache[key] = style_grams
             grams.append(style_grams)
         target_grams = blend_grams(grams, settings.blend_weights(len(styles)))
+        if tiles is not None:
+            return TiledObjective(self.model, settings, stage_content, target_grams, tiles, cancel)
+        content_target = self.model(stage_content, [settings.content_layer], settings.pooling)[settings.content_layer]
         return Objective(self.model, settings, content_target.detach().clone(), target_grams)
 
     def _preview_converter(
@@ -329,11 +350,12 @@ def _check_image(image: object, name: str) -> None:
 
 
 def _run_lbfgs(
-    start: torch.Tensor, objective: Objective, iterations: int, report: _Report, cancel: CancelToken
+    start: torch.Tensor, objective: Objective | TiledObjective, iterations: int, report: _Report, cancel: CancelToken,
+    history: int = LBFGS_HISTORY,
 ) -> torch.Tensor:
     image = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
-        [image], lr=1.0, max_iter=iterations, max_eval=2 * iterations, history_size=LBFGS_HISTORY,
+        [image], lr=1.0, max_iter=iterations, max_eval=2 * iterations, history_size=history,
         tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
     )
     box_weight: float | None = None
@@ -343,23 +365,23 @@ def _run_lbfgs(
     def closure() -> torch.Tensor:
         nonlocal box_weight, reported, last_terms
         cancel.raise_if_cancelled()
+        iteration = optimizer.state[image].get("n_iter", 0)
+        objective.set_iteration(iteration)
         image.grad = None
-        total, terms = objective(image)
+        loss, terms = objective.loss_and_grad(image)
         if box_weight is None:
             # The start lies inside [0, 1], so the penalty and its gradient are zero here: setting its
             # weight now leaves the objective the optimiser sees unchanged.
-            total.backward()
             box_weight = _BOX_PENALTY_STRENGTH * image.grad.abs().mean().item()
-            loss = total
         else:
-            loss = total + box_weight * box_penalty(image)
-            loss.backward()
-        last_terms = terms.detach()
-        iteration = optimizer.state[image].get("n_iter", 0)
+            penalty = box_weight * box_penalty(image)
+            penalty.backward()
+            loss = loss + penalty.detach()
+        last_terms = terms
         if iteration > reported:
             reported = iteration
             report(iteration, last_terms, image)
-        return loss.detach()
+        return loss
 
     optimizer.step(closure)
     if reported < iterations:  # stopped early (evaluation budget or convergence): the stage is done
@@ -368,18 +390,18 @@ def _run_lbfgs(
 
 
 def _run_adam(
-    start: torch.Tensor, objective: Objective, iterations: int, learning_rate: float, report: _Report,
-    cancel: CancelToken,
+    start: torch.Tensor, objective: Objective | TiledObjective, iterations: int, learning_rate: float,
+    report: _Report, cancel: CancelToken,
 ) -> torch.Tensor:
     image = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([image], lr=learning_rate)
     for iteration in range(1, iterations + 1):
         cancel.raise_if_cancelled()
+        objective.set_iteration(iteration)
         optimizer.zero_grad(set_to_none=True)
-        total, terms = objective(image)
-        total.backward()
+        _total, terms = objective.loss_and_grad(image)
         optimizer.step()
         with torch.no_grad():
             image.clamp_(0.0, 1.0)  # projected gradient descent: harmless for Adam, unlike L-BFGS
-        report(iteration, terms.detach(), image)
+        report(iteration, terms, image)
     return image.detach()

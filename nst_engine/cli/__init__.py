@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import StyleTransferError
 from ..image_ops import resize
+from ..memory import parse_byte_size
 from ..progress import CancelToken
 from ..settings import Init, Optimizer, Precision, StyleSettings
 from ..transfer import StyleTransfer
@@ -38,6 +39,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
     parser.add_argument("--style-scale", type=float, default=DEFAULTS.style_scale, help="style image size relative to the content")
     parser.add_argument("--pooling", choices=[p.value for p in Pooling], default=DEFAULTS.pooling.value)
+    parser.add_argument("--tile-size", type=int, default=DEFAULTS.tile_size,
+                        help="run every stage in tiles of this many pixels (a multiple of 16 from 64); 0 = only when a "
+                             "stage does not fit in memory, with tiles sized to fit")
     parser.add_argument("--precision", choices=[p.value for p in Precision], default=DEFAULTS.precision.value,
                         help="arithmetic of the VGG passes; auto = tf32 on CUDA, fp32 elsewhere")
 
@@ -62,11 +66,19 @@ def settings_values(args: argparse.Namespace) -> dict[str, object]:
         "preserve_colors": args.preserve_colors,
         "pooling": args.pooling,
         "precision": args.precision,
+        "tile_size": args.tile_size,
     }
 
 
 def init_image_path(args: argparse.Namespace) -> Path | None:
     return None if args.init in (Init.CONTENT.value, Init.NOISE.value) else Path(args.init)
+
+
+def _byte_size(text: str) -> int:
+    try:
+        return parse_byte_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(parser)
     parser.add_argument("--weights", type=Path, help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, else torchvision's cached download)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--memory-budget", type=_byte_size, metavar="SIZE",
+                        help="memory the run may use, e.g. 1GiB (default: what the device has free); stages that do "
+                             "not fit run in tiles")
     parser.add_argument("--bits", type=int, choices=(8, 16), help="output bit depth (default: the content's)")
     parser.add_argument("--fetch-weights", action="store_true", help="only make sure the weights are available, then exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -118,7 +133,8 @@ def _stylize_files(args: argparse.Namespace) -> int:
     engine = StyleTransfer.from_weights(args.weights, args.device, progress=not args.quiet)
     bar = TerminalProgressBar(force=False) if not args.quiet else None
     try:
-        result = engine.stylize(content.rgb, styles, settings, init_image=init_image, on_progress=bar, cancel=CancelToken())
+        result = engine.stylize(content.rgb, styles, settings, init_image=init_image, on_progress=bar, cancel=CancelToken(),
+                                memory_budget=args.memory_budget)
     finally:
         if bar is not None:
             bar.close()
