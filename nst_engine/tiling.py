@@ -24,8 +24,18 @@ import torch
 
 from .device import resolve_precision
 from .errors import InsufficientMemoryError
-from .losses import _at_least_float32, _feature_matrix, gram_matrix, total_variation_loss
-from .memory import LBFGS_HISTORY, estimate_bytes, estimate_tiled_bytes, largest_fitting_side
+from .losses import (
+    _at_least_float32,
+    _feature_matrix,
+    gram_matrix,
+    total_variation_loss,
+)
+from .memory import (
+    LBFGS_HISTORY,
+    estimate_bytes,
+    estimate_tiled_bytes,
+    largest_fitting_side,
+)
 from .progress import CancelToken
 from .settings import Optimizer, Precision, StyleSettings
 from .vgg import VGGFeatures, layer_channels, layer_downsampling

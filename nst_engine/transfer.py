@@ -11,14 +11,27 @@ from dataclasses import dataclass
 import torch
 
 from . import colour
-from .device import fp32_arithmetic, memory_format, prepare_device, resolve_precision, select_device
+from .device import (
+    fp32_arithmetic,
+    memory_format,
+    prepare_device,
+    resolve_precision,
+    select_device,
+)
 from .errors import InvalidSettingsError
 from .image_ops import fit_longest_side, resize
-from .losses import blend_grams, box_penalty, content_loss, gram_matrix, style_loss, total_variation_loss
+from .losses import (
+    blend_grams,
+    box_penalty,
+    content_loss,
+    gram_matrix,
+    style_loss,
+    total_variation_loss,
+)
 from .memory import LBFGS_HISTORY, available_bytes
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
 from .settings import Init, Optimizer, Precision, StyleSettings
-from .tiling import StagePlan, TiledObjective, TilePlan, plan_stage, sum_grams
+from .tiling import StagePlan, TiledObjective, plan_stage, sum_grams
 from .vgg import VGGFeatures, layer_downsampling
 from .weights import load_vgg19_state_dict
 

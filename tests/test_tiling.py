@@ -9,10 +9,23 @@ import sys
 import pytest
 import torch
 
-from nst_engine import CancelledError, CancelToken, InsufficientMemoryError, Optimizer, StyleSettings
+from nst_engine import (
+    CancelledError,
+    CancelToken,
+    InsufficientMemoryError,
+    Optimizer,
+    StyleSettings,
+)
 from nst_engine.cli.image_files import read_image, write_image
 from nst_engine.memory import estimate_bytes
-from nst_engine.tiling import TILE_ALIGN, TiledObjective, TilePlan, plan_stage, spans, sum_grams
+from nst_engine.tiling import (
+    TILE_ALIGN,
+    TiledObjective,
+    TilePlan,
+    plan_stage,
+    spans,
+    sum_grams,
+)
 
 from .conftest import smooth_image
 from .daemon_harness import REPO_ROOT, rgb_image, start_daemon
