@@ -331,20 +331,25 @@ def test_queue_limit_gives_busy(daemon):
 
 def test_three_concurrent_clients_receive_only_their_own_replies(daemon):
     results = {}
+    errors = []
 
     def work(seed: int) -> None:
-        with daemon.client() as own:
-            content = rgb_image(32, 40, seed=seed)
-            progress = []
-            result = own.stylize(content, [rgb_image(32, 32, seed=10 + seed)], {"size": 32 + 8 * seed, "iterations": 2,
-                                                                               "scales": 1}, on_progress=progress.append)
-            results[seed] = (result, {p.job_id for p in progress})
+        try:
+            with daemon.client() as own:
+                content = rgb_image(32, 40, seed=seed)
+                progress = []
+                result = own.stylize(content, [rgb_image(32, 32, seed=10 + seed)],
+                                     {"size": 32 + 8 * seed, "iterations": 2, "scales": 1}, on_progress=progress.append)
+                results[seed] = (result, {p.job_id for p in progress})
+        except Exception as error:  # reported below, with the daemon's log
+            errors.append(f"client {seed}: {type(error).__name__}: {error}")
 
     threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert not errors, "\n".join(errors) + "\n" + daemon.log()[-3000:]
     assert sorted(results) == [0, 1, 2]
     for seed, (result, progress_ids) in results.items():
         assert progress_ids == {result.job_id}
