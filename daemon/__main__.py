@@ -17,6 +17,8 @@ from .connection import ConnectionFileError, connection_path, process_alive, rea
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nst_engine.cli import add_settings_arguments, byte_size_argument
+
     parser = argparse.ArgumentParser(prog="python -m daemon", description="The Neural Style daemon.")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="run in the foreground (the default)")
@@ -28,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--lazy", action="store_true", help="load the model at the first job instead of at start")
         sub.add_argument("--queue", type=int, default=4, help="queued jobs beyond which submissions are refused as busy")
         sub.add_argument("--max-image-side", type=int, default=16384)
-        sub.add_argument("--memory-budget", type=_byte_size, metavar="SIZE",
+        sub.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
                          help="memory a job may use, e.g. 6GiB (default: what the device has free); larger jobs run in tiles")
         sub.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
         sub.add_argument("-v", "--verbose", action="store_true")
@@ -40,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-o", "--output", type=Path, required=True)
     run.add_argument("--bits", type=int, choices=(8, 16))
     run.add_argument("-q", "--quiet", action="store_true")
-    from nst_engine.cli import add_settings_arguments
-
     add_settings_arguments(run)
     args = parser.parse_args(argv)
     try:
@@ -59,15 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def _byte_size(text: str) -> int:
-    from nst_engine.memory import parse_byte_size
-
-    try:
-        return parse_byte_size(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -38,7 +38,6 @@ from .records import (
     DaemonError,
     DaemonJobError,
     DaemonUnreachableError,
-    DType,
     Image,
     ImageSpec,
     JobProgress,
@@ -89,10 +88,6 @@ def _read_exactly(stream: BinaryIO, count: int, at_start: bool = False) -> bytes
         chunks.append(chunk)
         remaining -= len(chunk)
     return b"".join(chunks)
-
-
-def _spec_of(fields: Any) -> ImageSpec:
-    return ImageSpec(int(fields["width"]), int(fields["height"]), int(fields["channels"]), DType(fields["dtype"]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -169,10 +164,10 @@ class BridgeClient:
         if event == "wait" and self.on_wait is not None:
             self.on_wait(str(fields.get("text", "")))
         elif event == "progress" and on_progress is not None:
-            preview = Image(_spec_of(fields["image"]), frames[0]) if frames else None
+            preview = Image(ImageSpec.from_wire(fields["image"]), frames[0]) if frames else None
             on_progress(JobProgress.from_body(fields["body"], preview))
         elif event == "result":
-            return JobResult(fields["job_id"], Image(_spec_of(fields["image"]), frames[0]), fields["elapsed_s"])
+            return JobResult(fields["job_id"], Image(ImageSpec.from_wire(fields["image"]), frames[0]), fields["elapsed_s"])
         elif event == "error":
             message = str(fields.get("message", "The daemon reported an error."))
             if fields.get("kind") == "job":
@@ -231,18 +226,16 @@ def serve(requests: BinaryIO, events: BinaryIO) -> int:
     threading.Thread(target=watch_for_close, daemon=True).start()
 
     def on_progress(progress: JobProgress) -> None:
-        body = {name: getattr(progress, name) for name in
-                ("job_id", "stage", "stages", "iteration", "total_iterations", "width", "height", "losses", "elapsed_s")}
         preview = progress.preview
         extra = {"image": preview.spec.to_wire()} if preview is not None else {}
-        write_message(events, {"event": "progress", "body": body, **extra}, [preview.data] if preview else [])
+        write_message(events, {"event": "progress", "body": progress.to_body(), **extra}, [preview.data] if preview else [])
 
     options = dict(fields.get("options") or {})
     if options.get("output_size") is not None:
         options["output_size"] = tuple(options["output_size"])
     try:
-        content = Image(_spec_of(fields["content"]), frames[0])
-        styles = [Image(_spec_of(spec), frame) for spec, frame in zip(fields["styles"], frames[1:])]
+        content = Image(ImageSpec.from_wire(fields["content"]), frames[0])
+        styles = [Image(ImageSpec.from_wire(spec), frame) for spec, frame in zip(fields["styles"], frames[1:])]
         with connect(start_command=fields.get("start_command"),
                      on_wait=lambda text: write_message(events, {"event": "wait", "text": text})) as client:
             result = client.stylize(content, styles, fields.get("settings"), on_progress=on_progress,

@@ -37,6 +37,11 @@ class ImageSpec:
     def to_wire(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "channels": self.channels, "dtype": self.dtype.value}
 
+    @classmethod
+    def from_wire(cls, fields: Any) -> ImageSpec:
+        """The inverse of :meth:`to_wire`, without the daemon's limits (protocol.validate_image_spec has those)."""
+        return cls(int(fields["width"]), int(fields["height"]), int(fields["channels"]), DType(fields["dtype"]))
+
 
 class DaemonError(Exception):
     """Base class of the client's errors; every message is fit to show to a user."""
@@ -75,6 +80,11 @@ class JobProgress:
     losses: dict[str, float]
     elapsed_s: float
     preview: Image | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        """The fields :meth:`from_body` reads (the preview travels separately)."""
+        return {name: getattr(self, name) for name in
+                ("job_id", "stage", "stages", "iteration", "total_iterations", "width", "height", "losses", "elapsed_s")}
 
     @classmethod
     def from_body(cls, body: dict[str, Any], preview: Image | None = None) -> JobProgress:

@@ -26,7 +26,7 @@ import torchvision
 import zmq
 
 from nst_engine import Optimizer
-from nst_engine.memory import available_bytes, largest_fitting_side
+from nst_engine.memory import largest_fitting_side
 from nst_engine.settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
 
 from .connection import (
@@ -337,7 +337,7 @@ class DaemonService:
             memory["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
             memory["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
         # What the engine's measured memory model lets a new job do now (square image, default layers).
-        available = self.worker.memory_budget or available_bytes(self.worker.memory_device())
+        available = self.worker.available_memory()
         memory["available_bytes"] = available
         memory["largest_size"] = {
             optimizer.value: largest_fitting_side(available, (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS), optimizer) for optimizer in Optimizer

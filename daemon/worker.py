@@ -103,6 +103,10 @@ class Worker:
     def device(self) -> str:
         return str(self.engine.device) if self.engine is not None else str(self.device_preference or "auto")
 
+    def available_memory(self) -> int:
+        """Bytes a job may use now: the configured budget, else what its device has free."""
+        return self.memory_budget or available_bytes(self.memory_device())
+
     def memory_device(self) -> torch.device:
         """Where jobs' memory is allocated: the engine's device, or until the model is loaded, the one it will use."""
         if self.engine is not None:
@@ -230,7 +234,7 @@ class Worker:
         scaled_h, scaled_w = fit_longest_side(height, width, longest)
         try:
             check_fits(scaled_h, scaled_w, {settings.content_layer, *settings.style_layers}, settings.optimizer,
-                       self.memory_budget or available_bytes(self.memory_device()))
+                       self.available_memory())
         except InsufficientMemoryError as error:
             largest = error.largest_size
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import torch
 
@@ -77,17 +77,23 @@ def _available_ram() -> int:
         return 2**62  # unknown (Windows): do not refuse
 
 
-def largest_fitting_side(budget: int, layers: Collection[str], optimizer: Optimizer, aspect: float = 1.0,
-                         limit: int = 1 << 16) -> int:
-    """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose run fits ``budget``."""
+def largest_side(fits: Callable[[int, int], bool], aspect: float = 1.0, limit: int = 1 << 16) -> int:
+    """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` for which
+    ``fits(longest, shortest)`` holds; ``fits`` must hold for every size below one where it holds."""
     low, high = 0, limit
     while low < high:
         middle = (low + high + 1) // 2
-        if estimate_bytes(middle, max(1, math.floor(middle * aspect)), layers, optimizer) <= budget:
+        if fits(middle, max(1, math.floor(middle * aspect))):
             low = middle
         else:
             high = middle - 1
     return low
+
+
+def largest_fitting_side(budget: int, layers: Collection[str], optimizer: Optimizer, aspect: float = 1.0,
+                         limit: int = 1 << 16) -> int:
+    """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose run fits ``budget``."""
+    return largest_side(lambda long, short: estimate_bytes(long, short, layers, optimizer) <= budget, aspect, limit)
 
 
 def check_fits(

@@ -35,6 +35,7 @@ from .memory import (
     estimate_bytes,
     estimate_tiled_bytes,
     largest_fitting_side,
+    largest_side,
 )
 from .progress import CancelToken
 from .settings import Optimizer, Precision, StyleSettings
@@ -166,7 +167,8 @@ def plan_stage(height: int, width: int, settings: StyleSettings, budget: int) ->
     longest = max(height, width)
     aspect = min(height, width) / longest
     untiled = largest_fitting_side(budget, layers, optimizer, aspect, limit=longest)
-    tiled = _largest_tiled_side(budget, layers, optimizer, aspect, histories[-1], limit=longest)
+    tiled = largest_side(
+        lambda long, short: _tiled_bytes(long, short, MIN_TILE, layers, optimizer, histories[-1]) <= budget, aspect, longest)
     raise InsufficientMemoryError(
         f"A {width}×{height} run needs at least {required / 2**30:.1f} GiB even in tiles, but only "
         f"{budget / 2**30:.1f} GiB is available; the largest size that fits is {max(untiled, tiled)} pixels "
@@ -178,18 +180,6 @@ def plan_stage(height: int, width: int, settings: StyleSettings, budget: int) ->
 def _tiled_bytes(height: int, width: int, tile: int, layers: Collection[str], optimizer: Optimizer, history: int) -> int:
     context = min(height, tile + 2 * DEFAULT_MARGIN) * min(width, tile + 2 * DEFAULT_MARGIN)
     return estimate_tiled_bytes(height, width, context, layers, optimizer, history)
-
-
-def _largest_tiled_side(budget: int, layers: Collection[str], optimizer: Optimizer, aspect: float, history: int,
-                        limit: int) -> int:
-    low, high = 0, limit
-    while low < high:
-        middle = (low + high + 1) // 2
-        if _tiled_bytes(max(1, int(middle * aspect)), middle, MIN_TILE, layers, optimizer, history) <= budget:
-            low = middle
-        else:
-            high = middle - 1
-    return low
 
 
 class TiledObjective:
@@ -204,7 +194,7 @@ class TiledObjective:
         plan: TilePlan,
         cancel: CancelToken | None = None,
     ) -> None:
-        self.model, self.settings, self.content, self.plan = model, settings, content, plan
+        self.model, self.settings, self.plan = model, settings, plan
         self.target_grams = target_grams
         self.layer_weights = settings.layer_weights()
         self.layers: Collection[str] = {settings.content_layer, *settings.style_layers}

@@ -74,7 +74,8 @@ def init_image_path(args: argparse.Namespace) -> Path | None:
     return None if args.init in (Init.CONTENT.value, Init.NOISE.value) else Path(args.init)
 
 
-def _byte_size(text: str) -> int:
+def byte_size_argument(text: str) -> int:
+    """argparse type for memory sizes such as 1GiB (shared with the daemon's command line)."""
     try:
         return parse_byte_size(text)
     except ValueError as error:
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(parser)
     parser.add_argument("--weights", type=Path, help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, else torchvision's cached download)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--memory-budget", type=_byte_size, metavar="SIZE",
+    parser.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
                         help="memory the run may use, e.g. 1GiB (default: what the device has free); stages that do "
                              "not fit run in tiles")
     parser.add_argument("--bits", type=int, choices=(8, 16), help="output bit depth (default: the content's)")
