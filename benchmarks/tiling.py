@@ -22,7 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from nst_engine import Optimizer, StyleSettings  # noqa: E402
+from nst_engine import InsufficientMemoryError, Optimizer, StyleSettings  # noqa: E402
 from nst_engine.memory import available_bytes, estimate_bytes, parse_byte_size  # noqa: E402
 from nst_engine.tiling import plan_stage  # noqa: E402
 
@@ -74,7 +74,11 @@ def main() -> None:
           f"{args.iterations} {args.optimizer} iteration(s) at one stage; peak memory of the whole process")
     for size in args.sizes:
         settings = StyleSettings(size=size, scales=1, optimizer=Optimizer(args.optimizer))
-        plan = plan_stage(size, size, settings, args.memory_budget)
+        try:
+            plan = plan_stage(size, size, settings, args.memory_budget)
+        except InsufficientMemoryError as refusal:
+            print(f"{size:5} px  tiled: refused: {refusal}", flush=True)
+            continue
         tiled = run(args.device, size, args.iterations, args.optimizer, args.memory_budget)
         tiles = f"{plan.tiles.tile}-px tiles" if plan.tiles else "whole (fits the budget)"
         line = f"{size:5} px  tiled ({tiles}): {tiled['seconds']:7.1f} s, peak {tiled['peak_bytes'] / 2**30:5.2f} GiB"

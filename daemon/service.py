@@ -25,9 +25,10 @@ import torch
 import torchvision
 import zmq
 
-from nst_engine import Optimizer
+from nst_engine import Optimizer, StyleSettings
 from nst_engine.memory import largest_fitting_side
 from nst_engine.settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
+from nst_engine.tiling import largest_runnable_side
 
 from .connection import (
     ConnectionFileError,
@@ -336,11 +337,16 @@ class DaemonService:
         if torch.cuda.is_available():
             memory["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
             memory["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
-        # What the engine's measured memory model lets a new job do now (square image, default layers).
+        # What the engine's measured memory model lets a new job do now (square image, default layers):
+        # the largest size at all (in tiles where needed) and the largest that runs whole (faster).
         available = self.worker.available_memory()
         memory["available_bytes"] = available
         memory["largest_size"] = {
-            optimizer.value: largest_fitting_side(available, (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS), optimizer) for optimizer in Optimizer
+            optimizer.value: largest_runnable_side(available, StyleSettings(optimizer=optimizer)) for optimizer in Optimizer
+        }
+        memory["largest_whole_size"] = {
+            optimizer.value: largest_fitting_side(available, (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS), optimizer)
+            for optimizer in Optimizer
         }
         cache = self.worker.gram_cache
         return {

@@ -27,7 +27,8 @@ from nst_engine import (
 )
 from nst_engine.device import select_device
 from nst_engine.image_ops import fit_longest_side, resize
-from nst_engine.memory import available_bytes, check_fits
+from nst_engine.memory import available_bytes
+from nst_engine.tiling import plan_stage
 
 from .caches import GramCache, ResultCache
 from .images import fingerprint, frame_to_rgb, rgb_to_frame
@@ -232,9 +233,9 @@ class Worker:
         height, width = job.content.spec.height, job.content.spec.width
         longest = settings.size or max(height, width)
         scaled_h, scaled_w = fit_longest_side(height, width, longest)
+        # The engine tiles a stage that does not fit whole, so the size to suggest is the tiled planner's.
         try:
-            check_fits(scaled_h, scaled_w, {settings.content_layer, *settings.style_layers}, settings.optimizer,
-                       self.available_memory())
+            plan_stage(scaled_h, scaled_w, settings, self.available_memory())
         except InsufficientMemoryError as error:
             largest = error.largest_size
         else:

@@ -165,16 +165,25 @@ def plan_stage(height: int, width: int, settings: StyleSettings, budget: int) ->
         return max(fitting, key=lambda plan: (plan.tiles.tile, plan.lbfgs_history))
     required = _tiled_bytes(height, width, MIN_TILE, layers, optimizer, histories[-1])
     longest = max(height, width)
-    aspect = min(height, width) / longest
-    untiled = largest_fitting_side(budget, layers, optimizer, aspect, limit=longest)
-    tiled = largest_side(
-        lambda long, short: _tiled_bytes(long, short, MIN_TILE, layers, optimizer, histories[-1]) <= budget, aspect, longest)
+    largest = largest_runnable_side(budget, settings, min(height, width) / longest, limit=longest)
     raise InsufficientMemoryError(
         f"A {width}×{height} run needs at least {required / 2**30:.1f} GiB even in tiles, but only "
-        f"{budget / 2**30:.1f} GiB is available; the largest size that fits is {max(untiled, tiled)} pixels "
+        f"{budget / 2**30:.1f} GiB is available; the largest size that fits is {largest} pixels "
         "on the longest side. Lower the size, or free memory.",
-        required_bytes=required, available_bytes=budget, largest_size=max(untiled, tiled),
+        required_bytes=required, available_bytes=budget, largest_size=largest,
     )
+
+
+def largest_runnable_side(budget: int, settings: StyleSettings, aspect: float = 1.0, limit: int = 1 << 16) -> int:
+    """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose stage
+    :func:`plan_stage` can run within ``budget``: whole, or in the smallest tiles with the shortest history."""
+    layers = {settings.content_layer, *settings.style_layers}
+    optimizer = settings.optimizer
+    history = _HISTORIES[-1] if optimizer is Optimizer.LBFGS else LBFGS_HISTORY
+    untiled = largest_fitting_side(budget, layers, optimizer, aspect, limit=limit)
+    tiled = largest_side(
+        lambda long, short: _tiled_bytes(long, short, MIN_TILE, layers, optimizer, history) <= budget, aspect, limit)
+    return max(untiled, tiled)
 
 
 def _tiled_bytes(height: int, width: int, tile: int, layers: Collection[str], optimizer: Optimizer, history: int) -> int:

@@ -90,6 +90,8 @@ def test_hello_ping_and_status(client):
     # The engine's memory model, applied to what is free now: L-BFGS's history costs it size.
     assert memory["available_bytes"] > 0
     assert memory["largest_size"]["adam"] > memory["largest_size"]["lbfgs"] > 0
+    assert memory["largest_whole_size"]["adam"] > memory["largest_whole_size"]["lbfgs"] > 0
+    assert memory["largest_size"]["lbfgs"] > memory["largest_whole_size"]["lbfgs"]  # tiles reach further
 
 
 def test_a_job_returns_a_result_with_progress(client):

@@ -17,11 +17,15 @@ from nst_engine import (
     StyleSettings,
 )
 from nst_engine.cli.image_files import read_image, write_image
-from nst_engine.memory import estimate_bytes
+from daemon.jobs import Job, JobImage, JobQueue
+from daemon.records import DType, ImageSpec
+from daemon.worker import Worker
+from nst_engine.memory import estimate_bytes, largest_fitting_side
 from nst_engine.tiling import (
     TILE_ALIGN,
     TiledObjective,
     TilePlan,
+    largest_runnable_side,
     plan_stage,
     spans,
     sum_grams,
@@ -152,10 +156,27 @@ def test_the_daemon_runs_a_job_that_does_not_fit_whole_in_tiles(tmp_path, weight
     daemon = start_daemon(tmp_path, weights_file, "--memory-budget", str(budget))
     try:
         with daemon.client() as client:
-            assert client.status()["memory"]["largest_size"]["adam"] < 256
+            memory = client.status()["memory"]
+            assert memory["largest_whole_size"]["adam"] < 256 <= memory["largest_size"]["adam"]
             result = client.stylize(rgb_image(256, 256, seed=1), [rgb_image(128, 128, seed=2)],
                                     {"size": 256, "scales": 1, "iterations": 2, "optimizer": "adam"})
         assert (result.image.spec.width, result.image.spec.height) == (256, 256)
         assert "-px tiles" in daemon.log()  # the stage's plan, logged by the engine (daemon runs with -v)
     finally:
         daemon.stop()
+
+
+@pytest.mark.parametrize(("size", "expected"), [(4096, "tiled planner's largest"), (1024, "three quarters")])
+def test_the_daemon_out_of_memory_reply_suggests_what_the_tiled_planner_would_run(size, expected):
+    budget = 2**30
+    worker = Worker(JobQueue(1), lambda: None, weights=None, device="cpu", lazy=True, gram_cache_bytes=0,
+                    memory_budget=budget)
+    settings = {"size": size, "scales": 1, "optimizer": "adam"}
+    job = Job("job", b"client", settings, JobImage(ImageSpec(size, size, 3, DType.F32), b""), [])
+    failure = worker._out_of_memory_failure(job)  # as after a real CUDA out-of-memory error
+    whole = largest_fitting_side(budget, {"relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"}, Optimizer.ADAM)
+    if expected == "three quarters":  # 1024 px runs in tiles within 1 GiB, so it was the device that fell short
+        assert failure.largest_size == 768
+    else:
+        assert failure.largest_size == largest_runnable_side(budget, StyleSettings(optimizer=Optimizer.ADAM)) > 2 * whole
+    assert f"{failure.largest_size} pixels" in failure.message
