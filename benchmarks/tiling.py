@@ -7,6 +7,7 @@ has free).  Peak memory is the whole process's (CPU: VmHWM, so torch and the mod
 torch's peak allocation).
 
     .venv/bin/python benchmarks/tiling.py --random-weights --sizes 1024 2048
+    .venv/bin/python benchmarks/tiling.py --random-weights --sizes 1024 2048 4096 --memory-budget 1GiB 1GiB 8GiB
     python3 benchmarks/tiling.py --random-weights --device cuda --sizes 1024 2048 4096 --memory-budget 8GiB
 """
 
@@ -63,25 +64,29 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true", required=True, help="seeded random VGG19 (the only choice: memory and time do not depend on the values)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--memory-budget", type=parse_byte_size, default=parse_byte_size("1GiB"))
+    parser.add_argument("--memory-budget", type=parse_byte_size, nargs="+", default=[parse_byte_size("1GiB")],
+                        help="the tiled runs' budget: one for every size, or one per size")
     parser.add_argument("--iterations", type=int, default=1)
     parser.add_argument("--optimizer", default="adam", choices=[o.value for o in Optimizer])
     args = parser.parse_args()
     import torch
 
+    if len(args.memory_budget) not in (1, len(args.sizes)):
+        parser.error("give one --memory-budget, or one per size")
+    budgets = args.memory_budget * len(args.sizes) if len(args.memory_budget) == 1 else args.memory_budget
     free = available_bytes(torch.device(args.device))
-    print(f"device {args.device}; tiled runs with a {args.memory_budget / 2**30:.2f} GiB budget; "
-          f"{args.iterations} {args.optimizer} iteration(s) at one stage; peak memory of the whole process")
-    for size in args.sizes:
+    print(f"device {args.device}; {args.iterations} {args.optimizer} iteration(s) at one stage; "
+          "peak memory of the whole process")
+    for size, budget in zip(args.sizes, budgets):
         settings = StyleSettings(size=size, scales=1, optimizer=Optimizer(args.optimizer))
         try:
-            plan = plan_stage(size, size, settings, args.memory_budget)
+            plan = plan_stage(size, size, settings, budget)
         except InsufficientMemoryError as refusal:
             print(f"{size:5} px  tiled: refused: {refusal}", flush=True)
             continue
-        tiled = run(args.device, size, args.iterations, args.optimizer, args.memory_budget)
+        tiled = run(args.device, size, args.iterations, args.optimizer, budget)
         tiles = f"{plan.tiles.tile}-px tiles" if plan.tiles else "whole (fits the budget)"
-        line = f"{size:5} px  tiled ({tiles}): {tiled['seconds']:7.1f} s, peak {tiled['peak_bytes'] / 2**30:5.2f} GiB"
+        line = f"{size:5} px  tiled in {budget / 2**30:.2f} GiB ({tiles}): {tiled['seconds']:7.1f} s, peak {tiled['peak_bytes'] / 2**30:5.2f} GiB"
         layers = {settings.content_layer, *settings.style_layers}
         if estimate_bytes(size, size, layers, settings.optimizer) <= free:
             whole = run(args.device, size, args.iterations, args.optimizer, 0)
