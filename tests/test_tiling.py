@@ -71,7 +71,8 @@ def tiled_and_whole(engine):
     common = dict(size=SIZE, scales=1, iterations=12, optimizer=Optimizer.ADAM, seed=3)
     whole = engine.stylize(content, [style], StyleSettings(**common))
     progress = []
-    tiled = engine.stylize(content, [style], StyleSettings(**common, tile_size=TILE), on_progress=progress.append)
+    tiled = engine.stylize(content, [style], StyleSettings(**common, tile_size=TILE), on_progress=progress.append,
+                           preview_every=4)
     judge = engine.objective(content, [style], StyleSettings(size=SIZE, scales=1), SIZE, SIZE)
     with torch.no_grad():
         losses = [judge(result[None])[0].item() for result in (whole, tiled)]
@@ -82,6 +83,14 @@ def test_tiled_run_reaches_the_whole_runs_loss(tiled_and_whole):
     _, _, (whole_loss, tiled_loss), progress = tiled_and_whole
     assert abs(tiled_loss - whole_loss) <= 0.05 * whole_loss
     assert [p.iteration for p in progress] == list(range(1, 13))
+
+
+def test_tiled_previews_show_the_whole_image(tiled_and_whole):
+    _, tiled, _, progress = tiled_and_whole
+    previews = {p.iteration: p.image for p in progress if p.image is not None}
+    assert sorted(previews) == [4, 8, 12]
+    assert all(image.shape == (3, SIZE, SIZE) for image in previews.values())
+    assert torch.allclose(previews[12], tiled, atol=1e-6)
 
 
 def border_excess(image: torch.Tensor) -> float:
