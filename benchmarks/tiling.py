@@ -87,8 +87,7 @@ def main() -> None:
         tiled = run(args.device, size, args.iterations, args.optimizer, budget)
         tiles = f"{plan.tiles.tile}-px tiles" if plan.tiles else "whole (fits the budget)"
         line = f"{size:5} px  tiled in {budget / 2**30:.2f} GiB ({tiles}): {tiled['seconds']:7.1f} s, peak {tiled['peak_bytes'] / 2**30:5.2f} GiB"
-        layers = {settings.content_layer, *settings.style_layers}
-        if estimate_bytes(size, size, layers, settings.optimizer) <= free:
+        if estimate_bytes(size, size, settings.layers, settings.optimizer) <= free:
             whole = run(args.device, size, args.iterations, args.optimizer, 0)
             line += f"   whole: {whole['seconds']:7.1f} s, peak {whole['peak_bytes'] / 2**30:5.2f} GiB"
         else:

@@ -27,7 +27,6 @@ import zmq
 
 from nst_engine import Optimizer, StyleSettings
 from nst_engine.memory import largest_fitting_side
-from nst_engine.settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS
 from nst_engine.tiling import largest_runnable_side
 
 from .connection import (
@@ -341,12 +340,10 @@ class DaemonService:
         # the largest size at all (in tiles where needed) and the largest that runs whole (faster).
         available = self.worker.available_memory()
         memory["available_bytes"] = available
-        memory["largest_size"] = {
-            optimizer.value: largest_runnable_side(available, StyleSettings(optimizer=optimizer)) for optimizer in Optimizer
-        }
+        defaults = {optimizer.value: StyleSettings(optimizer=optimizer) for optimizer in Optimizer}
+        memory["largest_size"] = {name: largest_runnable_side(available, settings) for name, settings in defaults.items()}
         memory["largest_whole_size"] = {
-            optimizer.value: largest_fitting_side(available, (DEFAULT_CONTENT_LAYER, *DEFAULT_STYLE_LAYERS), optimizer)
-            for optimizer in Optimizer
+            name: largest_fitting_side(available, settings.layers, settings.optimizer) for name, settings in defaults.items()
         }
         cache = self.worker.gram_cache
         return {

@@ -137,6 +137,11 @@ class StyleSettings:
         if not isinstance(self.seed, int):
             raise InvalidSettingsError(f"seed must be an integer, got {self.seed!r}")
 
+    @property
+    def layers(self) -> frozenset[str]:
+        """Every VGG layer the losses read: the content layer and the style layers."""
+        return frozenset({self.content_layer, *self.style_layers})
+
     def layer_weights(self) -> dict[str, float]:
         """w_l per style layer; equal weights 1/L by default, as in the paper."""
         weights = self.style_layer_weights or (1.0,) * len(self.style_layers)

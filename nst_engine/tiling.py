@@ -147,14 +147,19 @@ class StagePlan:
 _HISTORIES = (LBFGS_HISTORY, 20, 10, 5)
 
 
+def _histories(optimizer: Optimizer) -> tuple[int, ...]:
+    """L-BFGS histories a plan may use, longest first; Adam keeps none, so only its nominal one."""
+    return _HISTORIES if optimizer is Optimizer.LBFGS else _HISTORIES[:1]
+
+
 def plan_stage(height: int, width: int, settings: StyleSettings, budget: int) -> StagePlan:
     """The whole stage at once if its estimate fits ``budget`` (and no tile size is forced), else the
     largest tiles (and longest L-BFGS history) that fit; InsufficientMemoryError when nothing fits."""
-    layers = {settings.content_layer, *settings.style_layers}
+    layers = settings.layers
     optimizer = settings.optimizer
     if not settings.tile_size and estimate_bytes(height, width, layers, optimizer) <= budget:
         return StagePlan(None)
-    histories = _HISTORIES if optimizer is Optimizer.LBFGS else _HISTORIES[:1]
+    histories = _histories(optimizer)
     longest_tile = max(MIN_TILE, -(-max(height, width) // TILE_ALIGN) * TILE_ALIGN)
     tiles = [settings.tile_size] if settings.tile_size else range(longest_tile, MIN_TILE - 1, -TILE_ALIGN)
     # The largest tiles, since each tile's context margin is work done again; for L-BFGS a shorter
@@ -177,9 +182,9 @@ def plan_stage(height: int, width: int, settings: StyleSettings, budget: int) ->
 def largest_runnable_side(budget: int, settings: StyleSettings, aspect: float = 1.0, limit: int = 1 << 16) -> int:
     """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose stage
     :func:`plan_stage` can run within ``budget``: whole, or in the smallest tiles with the shortest history."""
-    layers = {settings.content_layer, *settings.style_layers}
+    layers = settings.layers
     optimizer = settings.optimizer
-    history = _HISTORIES[-1] if optimizer is Optimizer.LBFGS else LBFGS_HISTORY
+    history = _histories(optimizer)[-1]
     untiled = largest_fitting_side(budget, layers, optimizer, aspect, limit=limit)
     tiled = largest_side(
         lambda long, short: _tiled_bytes(long, short, MIN_TILE, layers, optimizer, history) <= budget, aspect, limit)
@@ -206,7 +211,7 @@ class TiledObjective:
         self.model, self.settings, self.plan = model, settings, plan
         self.target_grams = target_grams
         self.layer_weights = settings.layer_weights()
-        self.layers: Collection[str] = {settings.content_layer, *settings.style_layers}
+        self.layers: Collection[str] = settings.layers
         self.cancel = cancel or CancelToken()
         self.bf16 = resolve_precision(settings.precision, content.device) is Precision.BF16
         self.iteration = 0

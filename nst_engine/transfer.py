@@ -74,7 +74,7 @@ class Objective:
         self.content_target = content_target
         self.target_grams = target_grams
         self.layer_weights = settings.layer_weights()
-        self.layers = {settings.content_layer, *settings.style_layers}
+        self.layers = settings.layers
         self.device = content_target.device
         self.bf16 = resolve_precision(settings.precision, self.device) is Precision.BF16
 
@@ -214,7 +214,7 @@ class StyleTransfer:
         return result[0].float().cpu().contiguous()
 
     def _check_sizes(self, stage_dims: list[tuple[int, int]], styles: Sequence[torch.Tensor], settings: StyleSettings) -> None:
-        minimum = max(layer_downsampling(layer) for layer in {settings.content_layer, *settings.style_layers})
+        minimum = max(layer_downsampling(layer) for layer in settings.layers)
         smallest_h, smallest_w = stage_dims[0]
         if min(smallest_h, smallest_w) < minimum:
             raise InvalidSettingsError(

@@ -125,8 +125,7 @@ def test_cancel_stops_a_tiled_run_between_tiles(engine):
 
 def test_a_run_that_does_not_fit_whole_is_planned_in_tiles():
     settings = StyleSettings(size=1024, scales=1)
-    layers = {settings.content_layer, *settings.style_layers}
-    whole = estimate_bytes(1024, 1024, layers, settings.optimizer)
+    whole = estimate_bytes(1024, 1024, settings.layers, settings.optimizer)
     plan = plan_stage(1024, 1024, settings, whole // 3)
     assert plan.tiles is not None and TILE <= plan.tiles.tile < 1024
     assert plan_stage(1024, 1024, settings, whole).tiles is None
@@ -159,8 +158,7 @@ def test_cli_stays_within_its_memory_budget(tmp_path, weights_file):
 
 def test_the_daemon_runs_a_job_that_does_not_fit_whole_in_tiles(tmp_path, weights_file):
     settings = StyleSettings(size=256, scales=1, iterations=2, optimizer=Optimizer.ADAM)
-    layers = {settings.content_layer, *settings.style_layers}
-    budget = estimate_bytes(256, 256, layers, Optimizer.ADAM) * 4 // 5
+    budget = estimate_bytes(256, 256, settings.layers, Optimizer.ADAM) * 4 // 5
     assert plan_stage(256, 256, settings, budget).tiles is not None
     daemon = start_daemon(tmp_path, weights_file, "--memory-budget", str(budget))
     try:
@@ -183,7 +181,7 @@ def test_the_daemon_out_of_memory_reply_suggests_what_the_tiled_planner_would_ru
     settings = {"size": size, "scales": 1, "optimizer": "adam"}
     job = Job("job", b"client", settings, JobImage(ImageSpec(size, size, 3, DType.F32), b""), [])
     failure = worker._out_of_memory_failure(job)  # as after a real CUDA out-of-memory error
-    whole = largest_fitting_side(budget, {"relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"}, Optimizer.ADAM)
+    whole = largest_fitting_side(budget, StyleSettings().layers, Optimizer.ADAM)
     if expected == "three quarters":  # 1024 px runs in tiles within 1 GiB, so it was the device that fell short
         assert failure.largest_size == 768
     else:
