@@ -168,7 +168,7 @@ def plan_stage(height: int, width: int, settings: StyleSettings, budget: int) ->
                for tile in tiles if _tiled_bytes(height, width, tile, layers, optimizer, history) <= budget]
     if fitting:
         return max(fitting, key=lambda plan: (plan.tiles.tile, plan.lbfgs_history))
-    required = _tiled_bytes(height, width, MIN_TILE, layers, optimizer, histories[-1])
+    required = _tiled_bytes(height, width, settings.tile_size or MIN_TILE, layers, optimizer, histories[-1])
     longest = max(height, width)
     largest = largest_runnable_side(budget, settings, min(height, width) / longest, limit=longest)
     raise InsufficientMemoryError(
@@ -181,14 +181,17 @@ def plan_stage(height: int, width: int, settings: StyleSettings, budget: int) ->
 
 def largest_runnable_side(budget: int, settings: StyleSettings, aspect: float = 1.0, limit: int = 1 << 16) -> int:
     """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose stage
-    :func:`plan_stage` can run within ``budget``: whole, or in the smallest tiles with the shortest history."""
+    :func:`plan_stage` can run within ``budget``: whole, or in the smallest tiles (the forced tile size,
+    if any) with the shortest history."""
     layers = settings.layers
     optimizer = settings.optimizer
     history = _histories(optimizer)[-1]
-    untiled = largest_fitting_side(budget, layers, optimizer, aspect, limit=limit)
+    tile = settings.tile_size or MIN_TILE
     tiled = largest_side(
-        lambda long, short: _tiled_bytes(long, short, MIN_TILE, layers, optimizer, history) <= budget, aspect, limit)
-    return max(untiled, tiled)
+        lambda long, short: _tiled_bytes(long, short, tile, layers, optimizer, history) <= budget, aspect, limit)
+    if settings.tile_size:  # plan_stage never runs a stage whole when tiles are forced
+        return tiled
+    return max(largest_fitting_side(budget, layers, optimizer, aspect, limit=limit), tiled)
 
 
 def _tiled_bytes(height: int, width: int, tile: int, layers: Collection[str], optimizer: Optimizer, history: int) -> int:

@@ -134,6 +134,20 @@ def test_a_run_that_does_not_fit_whole_is_planned_in_tiles():
     assert 0 < raised.value.largest_size < 1024
 
 
+@pytest.mark.parametrize("tile_size", [0, 256, 512])
+@pytest.mark.parametrize("optimizer", [Optimizer.LBFGS, Optimizer.ADAM])
+def test_the_refusal_names_a_size_that_its_own_plan_can_run(tile_size, optimizer):
+    settings = StyleSettings(size=2048, scales=1, optimizer=optimizer, tile_size=tile_size)
+    budget = 400 * 2**20
+    with pytest.raises(InsufficientMemoryError) as raised:
+        plan_stage(2048, 1024, settings, budget)
+    largest = raised.value.largest_size
+    assert 0 < largest < 2048
+    plan = plan_stage(largest // 2, largest, settings, budget)  # same aspect: does not raise
+    assert plan.tiles is None or plan.tiles.tile == (tile_size or plan.tiles.tile)
+    with pytest.raises(InsufficientMemoryError):
+        plan_stage((largest + TILE_ALIGN) // 2, largest + TILE_ALIGN, settings, budget)
+
 def test_cli_stays_within_its_memory_budget(tmp_path, weights_file):
     """--size 1024 --memory-budget 1GiB: peak resident set well under 2.5 GiB (torch and the model included).
     One stage (--scales 1; the coarser stages are smaller) and Adam (two evaluations, where L-BFGS's line
