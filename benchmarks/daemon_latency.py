@@ -28,7 +28,7 @@ import torchvision
 import zmq
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TRANSFERS = 3  # 4096² transfers timed, each way
+TRANSFERS = 5  # 4096² transfers timed, each way (this VM's loopback speed varies from one to the next)
 sys.path.insert(0, str(REPO_ROOT))
 
 from daemon.client import DaemonClient, DaemonJobError, Image  # noqa: E402
@@ -186,11 +186,12 @@ def main() -> None:
                 except DaemonJobError:
                     pass
             print(f"4096×4096 RGBA f32 ({big.nbytes / 1e6:.0f} MB) to the daemon, submit → accepted: "
-                  f"{' '.join(f'{rate:.2f}' for rate in rates)} GB/s ({TRANSFERS} jobs)")
+                  f"{' '.join(f'{rate:.2f}' for rate in rates)} GB/s ({TRANSFERS} jobs; median {statistics.median(rates):.2f})")
     finally:
         daemon.stop()
     round_trips = [2 * big.nbytes / 1e9 / protocol_round_trip(big_image.data) for _ in range(TRANSFERS)]
-    print(f"signed protocol over loopback, there and back: {' '.join(f'{rate:.2f}' for rate in round_trips)} GB/s")
+    print(f"signed protocol over loopback, there and back: {' '.join(f'{rate:.2f}' for rate in round_trips)} GB/s "
+          f"(median {statistics.median(round_trips):.2f})")
 
     cold = subprocess.run([sys.executable, "-c", COLD_SCRIPT, str(weights_file), str(side)], cwd=REPO_ROOT,
                           capture_output=True, text=True, check=True, env=dict(os.environ))
