@@ -144,9 +144,11 @@ def test_the_refusal_names_a_size_that_its_own_plan_can_run(tile_size, optimizer
     largest = raised.value.largest_size
     assert 0 < largest < 2048
     plan = plan_stage(largest // 2, largest, settings, budget)  # same aspect: does not raise
-    assert plan.tiles is None or plan.tiles.tile == (tile_size or plan.tiles.tile)
+    if tile_size:
+        assert plan.tiles is not None and plan.tiles.tile == tile_size
     with pytest.raises(InsufficientMemoryError):
         plan_stage((largest + TILE_ALIGN) // 2, largest + TILE_ALIGN, settings, budget)
+
 
 def test_cli_stays_within_its_memory_budget(tmp_path, weights_file):
     """--size 1024 --memory-budget 1GiB: peak resident set well under 2.5 GiB (torch and the model included).
