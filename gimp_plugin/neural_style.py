@@ -140,6 +140,7 @@ def _read(drawable, region, grayscale: bool) -> bytes:
 
 def _stylise(image, layer, style_layer, config) -> None:
     from pixels import Region, fit_longest_side
+    from progress_text import progress_status
 
     from daemon.bridge import connect_any
     from daemon.records import DType, Image, ImageSpec
@@ -175,9 +176,9 @@ def _stylise(image, layer, style_layer, config) -> None:
 
     def on_progress(progress) -> None:
         nonlocal previews_shown
-        Gimp.progress_set_text(f"Neural Style: stage {progress.stage}/{progress.stages}, "
-                               f"iteration {progress.iteration}/{progress.total_iterations}")
-        Gimp.progress_update(progress.iteration / progress.total_iterations)
+        text, fraction = progress_status(progress)
+        Gimp.progress_set_text(text)
+        Gimp.progress_update(fraction)
         if live and progress.preview is not None:
             target.show(progress.preview.data)
             previews_shown += 1

@@ -29,7 +29,7 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
     folder = tmp_path / "neural_style"
     script = folder / "neural_style.py"
     assert script.stat().st_mode & stat.S_IXUSR, "GIMP only runs an executable script"
-    for name in ("pixels.py", "daemon/records.py", "daemon/protocol.py", "daemon/client.py", "daemon/connection.py",
+    for name in ("pixels.py", "progress_text.py", "daemon/records.py", "daemon/protocol.py", "daemon/client.py", "daemon/connection.py",
                  "daemon/bridge.py", "install.json"):
         assert (folder / name).is_file(), name
     for module in ("zmq", "msgpack", "blake3"):
