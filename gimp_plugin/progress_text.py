@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from daemon.records import JobProgress
 
 
-class _JobProgress(Protocol):  # daemon.records.JobProgress, or anything shaped like it
-    stage: int
-    stages: int
-    iteration: int
-    total_iterations: int
-    width: int
-    height: int
-
-
-def progress_status(progress: _JobProgress) -> tuple[str, float]:
+def progress_status(progress: JobProgress) -> tuple[str, float]:
     """The progress bar's text and its fraction done (0 to 1)."""
     text = (f"Neural Style: stage {progress.stage}/{progress.stages} at {progress.width}×{progress.height}, "
             f"iteration {progress.iteration}/{progress.total_iterations}")
