@@ -1,4 +1,4 @@
-"""Estimating a run's memory before allocating it, and refusing one that cannot fit."""
+"""Estimating a run's memory before allocating it; tiling.plan_stage uses it to refuse a run that cannot fit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Callable, Collection
 
 import torch
 
-from .errors import InsufficientMemoryError
 from .settings import Optimizer
 from .vgg import LAYER_NAMES, VGG19_CONVS
 
@@ -94,25 +93,6 @@ def largest_fitting_side(budget: int, layers: Collection[str], optimizer: Optimi
                          limit: int = 1 << 16) -> int:
     """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose run fits ``budget``."""
     return largest_side(lambda long, short: estimate_bytes(long, short, layers, optimizer) <= budget, aspect, limit)
-
-
-def check_fits(
-    height: int, width: int, layers: Collection[str], optimizer: Optimizer, budget: int
-) -> None:
-    """Raise InsufficientMemoryError, naming the largest longest side that fits, if the run needs more than ``budget``."""
-    required = estimate_bytes(height, width, layers, optimizer)
-    if required <= budget:
-        return
-    longest = max(height, width)
-    low = largest_fitting_side(budget, layers, optimizer, min(height, width) / longest, limit=longest)
-    raise InsufficientMemoryError(
-        f"A {width}×{height} run needs about {required / 2**30:.1f} GiB but only "
-        f"{budget / 2**30:.1f} GiB is available; the largest size that fits is {low} pixels on the "
-        "longest side. Lower the size, or free memory.",
-        required_bytes=required,
-        available_bytes=budget,
-        largest_size=low,
-    )
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
