@@ -24,6 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from nst_engine import InsufficientMemoryError, Optimizer, StyleSettings  # noqa: E402
+from nst_engine.cli import byte_size_argument  # noqa: E402
 from nst_engine.memory import available_bytes, estimate_bytes, parse_byte_size  # noqa: E402
 from nst_engine.tiling import plan_stage  # noqa: E402
 
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true", required=True, help="seeded random VGG19 (the only choice: memory and time do not depend on the values)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--memory-budget", type=parse_byte_size, nargs="+", default=[parse_byte_size("1GiB")],
+    parser.add_argument("--memory-budget", type=byte_size_argument, nargs="+", default=[parse_byte_size("1GiB")],
                         help="the tiled runs' budget: one for every size, or one per size")
     parser.add_argument("--iterations", type=int, default=1)
     parser.add_argument("--optimizer", default="adam", choices=[o.value for o in Optimizer])
