@@ -43,6 +43,13 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16, or AMX on Xeons since
+    Sapphire Rapids).  Without it, PyTorch emulates bf16 in float32, slower than plain fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence looked up with care
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def resolve_precision(precision: Precision, device: torch.device) -> Precision:
     """What ``auto`` means on ``device``: fp32 on the CPU and MPS; TF32 on CUDA, which keeps fp32's
     picture while using the tensor cores.  bf16 is faster still on CUDA but stays opt-in until its

@@ -6,15 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 
 from nst_engine import StyleTransfer
 
-
-def make_vgg19_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A full torchvision VGG19 state dict with seeded random initialisation (never real weights)."""
-    torch.manual_seed(seed)
-    return torchvision.models.vgg19().state_dict()
+from .stand_ins import features_state_dict, make_vgg19_state_dict, smooth_image
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +17,7 @@ def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("weights")
     full = make_vgg19_state_dict()
     torch.save(full, directory / "vgg19-full.pth")
-    features = {key.removeprefix("features."): value for key, value in full.items() if key.startswith("features.")}
+    features = features_state_dict(full)
     torch.save(features, directory / "vgg19-features.pth")
     return directory
 
@@ -36,15 +31,6 @@ def weights_file(weights_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def engine(weights_file: Path) -> StyleTransfer:
     return StyleTransfer.from_weights(weights_file, "cpu")
-
-
-def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
-    """A deterministic 3×H×W image in [0, 1] with structure at several scales (unlike white noise)."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.rand((1, 3, max(2, height // 8), max(2, width // 8)), generator=generator)
-    fine = torch.rand((1, 3, height, width), generator=generator)
-    upsampled = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    return (0.8 * upsampled + 0.2 * fine)[0].clamp(0, 1)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from nst_engine.weights import WEIGHTS_ENV_VAR
 
 from .icc import adobe_rgb_like_profile
 
-from .conftest import smooth_image
+from .stand_ins import smooth_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

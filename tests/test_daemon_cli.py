@@ -16,7 +16,7 @@ from daemon.connection import ConnectionInfo, read_connection_file
 from daemon.protocol import new_key
 from nst_engine.cli.image_files import read_image, write_image
 
-from .conftest import smooth_image
+from .stand_ins import smooth_image
 from .daemon_harness import REPO_ROOT, TINY_SETTINGS, rgb_image, start_daemon
 
 

@@ -35,7 +35,7 @@ def test_progress_rises_through_a_real_jobs_reports(engine):
     from daemon.worker import _progress_body
     from nst_engine import StyleSettings
 
-    from .conftest import smooth_image
+    from .stand_ins import smooth_image
 
     reports = []
     engine.stylize(smooth_image(48, 48, 1), [smooth_image(48, 48, 2)], StyleSettings(size=48, scales=2, iterations=4),

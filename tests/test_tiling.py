@@ -31,7 +31,7 @@ from nst_engine.tiling import (
     sum_grams,
 )
 
-from .conftest import smooth_image
+from .stand_ins import smooth_image
 from .daemon_harness import REPO_ROOT, rgb_image, start_daemon
 
 SIZE = 192
