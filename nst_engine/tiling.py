@@ -24,6 +24,7 @@ import torch
 
 from .device import resolve_precision
 from .errors import InsufficientMemoryError
+from .geometry import MIN_TILE, TILE_ALIGN
 from .losses import (
     _at_least_float32,
     _feature_matrix,
@@ -39,13 +40,12 @@ from .memory import (
 )
 from .progress import CancelToken
 from .settings import Optimizer, Precision, StyleSettings
-from .vgg import VGGFeatures, layer_channels, layer_downsampling
+from .layers import layer_channels, layer_downsampling
+from .vgg import VGGFeatures
 
-TILE_ALIGN = 16
 # Context around each core: with 64 px the tiled gradient was within 0.5 % of the untiled one (relative
 # norm of the difference, 64-px cores on a 192-px image); with 32 px, 7 %; with 16 px, 17 %.
 DEFAULT_MARGIN = 64
-MIN_TILE = 64
 _SHIFT_STEP = 3 * TILE_ALIGN  # grid offset added per iteration (modulo the tile size)
 
 

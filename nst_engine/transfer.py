@@ -19,7 +19,8 @@ from .device import (
     select_device,
 )
 from .errors import InvalidSettingsError
-from .image_ops import fit_longest_side, resize
+from .geometry import fit_longest_side
+from .image_ops import resize
 from .losses import (
     blend_grams,
     box_penalty,
@@ -32,7 +33,8 @@ from .memory import LBFGS_HISTORY, available_bytes
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
 from .settings import Init, Optimizer, Precision, StyleSettings
 from .tiling import StagePlan, TiledObjective, plan_stage, sum_grams
-from .vgg import VGGFeatures, layer_downsampling
+from .layers import layer_downsampling
+from .vgg import VGGFeatures
 from .weights import load_vgg19_state_dict
 
 log = logging.getLogger(__name__)

@@ -11,67 +11,60 @@ from ..errors import StyleTransferError
 from ..image_ops import resize
 from ..memory import parse_byte_size
 from ..progress import CancelToken
-from ..settings import Init, Optimizer, Precision, StyleSettings
+from ..schema import FrontEnd, Kind, Setting
+from ..settings import Init, StyleSettings, settings_for
 from ..transfer import StyleTransfer
-from ..vgg import Pooling
 from ..weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict
 from .image_files import ImageFileError, read_image, write_image
 from .progress_bar import TerminalProgressBar
 
-DEFAULTS = StyleSettings()
+# The starting image on a command line: one of these, or an image file (then the setting is "image").
+_INIT_NAMES = (Init.CONTENT.value, Init.NOISE.value)
+_METAVARS = {Kind.NUMBER: "X", Kind.INTEGER: "N", Kind.NUMBERS: "W"}
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """The style settings' options, shared with ``python -m daemon run``."""
-    parser.add_argument("--style-blend-weights", type=float, nargs="+", metavar="W", help="one weight per style image (default: equal)")
-    parser.add_argument("--size", type=int, default=DEFAULTS.size, help="longest side of the output in pixels; 0 = the content's size")
-    parser.add_argument("--iterations", type=int, default=DEFAULTS.iterations, help="iterations at the final size")
-    parser.add_argument("--coarse-iterations", type=int, default=DEFAULTS.coarse_iterations, help="iterations at each coarser stage; 0 = as many as --iterations")
-    parser.add_argument("--scales", type=int, default=DEFAULTS.scales, help="coarse-to-fine stages, each twice the size of the last; 0 = automatic")
-    parser.add_argument("--optimizer", choices=[o.value for o in Optimizer], default=DEFAULTS.optimizer.value)
-    parser.add_argument("--learning-rate", type=float, default=DEFAULTS.learning_rate, help="Adam's step size")
-    parser.add_argument("--content-weight", type=float, default=DEFAULTS.content_weight, help="α")
-    parser.add_argument("--style-weight", type=float, default=DEFAULTS.style_weight, help="β")
-    parser.add_argument("--tv-weight", type=float, default=DEFAULTS.tv_weight, help="total-variation smoothing")
-    parser.add_argument("--style-layer-weights", type=float, nargs="+", metavar="W", help="w_l for relu1_1 … relu5_1 (default: equal)")
-    parser.add_argument("--init", default=DEFAULTS.init.value, metavar="content|noise|FILE", help="starting image")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours (luminance-only transfer)")
-    parser.add_argument("--style-scale", type=float, default=DEFAULTS.style_scale, help="style image size relative to the content")
-    parser.add_argument("--pooling", choices=[p.value for p in Pooling], default=DEFAULTS.pooling.value)
-    parser.add_argument("--tile-size", type=int, default=DEFAULTS.tile_size,
-                        help="run every stage in tiles of this many pixels (a multiple of 16 from 64); 0 = only when a "
-                             "stage does not fit in memory, with tiles sized to fit")
-    parser.add_argument("--precision", choices=[p.value for p in Precision], default=DEFAULTS.precision.value,
-                        help="arithmetic of the VGG passes; auto = tf32 on CUDA, fp32 elsewhere")
+    """An option for every setting the schema offers on a command line (shared with ``python -m daemon run``)."""
+    for item in settings_for(FrontEnd.CLI):
+        if item.name == "init":
+            parser.add_argument(item.option, default=item.plain_default(), metavar="|".join((*_INIT_NAMES, "FILE")),
+                                help=f"{item.spec.help}: {_choices_text(item, _INIT_NAMES, 'an image file')} "
+                                     "(default: %(default)s)")
+        elif item.kind is Kind.FLAG:
+            parser.add_argument(item.option, action="store_true" if not item.default else argparse.BooleanOptionalAction,
+                                help=item.spec.help)
+        elif item.kind is Kind.CHOICE:
+            parser.add_argument(item.option, choices=item.choice_values, default=item.plain_default(),
+                                help=f"{item.spec.help}: {_choices_text(item, item.choice_values)} (default: %(default)s)")
+        elif item.kind is Kind.NUMBERS:
+            parser.add_argument(item.option, type=float, nargs="+", metavar=_METAVARS[item.kind],
+                                help=f"{item.spec.help} (default: {item.spec.none_means})")
+        else:
+            parser.add_argument(item.option, type=float if item.kind is Kind.NUMBER else int, default=item.default,
+                                metavar=_METAVARS[item.kind], help=f"{_describe(item)} (default: %(default)s)")
+
+
+def _describe(item: Setting) -> str:
+    unit = f", in {item.spec.unit}" if item.spec.unit else ""
+    return f"{item.spec.help}{unit}; {item.requirement()}"
+
+
+def _choices_text(item: Setting, values: tuple[str, ...], other: str = "") -> str:
+    described = [f"{choice.value} ({choice.help})" for choice in item.spec.choices if choice.value in values]
+    described += [other] if other else []
+    return ", ".join(described[:-1]) + " or " + described[-1]
 
 
 def settings_values(args: argparse.Namespace) -> dict[str, object]:
     """The settings given by :func:`add_settings_arguments`' options, as plain values."""
-    return {
-        "content_weight": args.content_weight,
-        "style_weight": args.style_weight,
-        "tv_weight": args.tv_weight,
-        "style_layer_weights": args.style_layer_weights,
-        "style_blend_weights": args.style_blend_weights,
-        "style_scale": args.style_scale,
-        "size": args.size,
-        "scales": args.scales,
-        "iterations": args.iterations,
-        "coarse_iterations": args.coarse_iterations,
-        "optimizer": args.optimizer,
-        "learning_rate": args.learning_rate,
-        "init": args.init if args.init in (Init.CONTENT.value, Init.NOISE.value) else Init.IMAGE.value,
-        "seed": args.seed,
-        "preserve_colors": args.preserve_colors,
-        "pooling": args.pooling,
-        "precision": args.precision,
-        "tile_size": args.tile_size,
-    }
+    values = {item.name: getattr(args, item.name) for item in settings_for(FrontEnd.CLI)}
+    if values["init"] not in _INIT_NAMES:
+        values["init"] = Init.IMAGE.value
+    return values
 
 
 def init_image_path(args: argparse.Namespace) -> Path | None:
-    return None if args.init in (Init.CONTENT.value, Init.NOISE.value) else Path(args.init)
+    return None if args.init in _INIT_NAMES else Path(args.init)
 
 
 def byte_size_argument(text: str) -> int:
@@ -86,14 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nst_engine",
         description="Neural style transfer (Gatys et al. 2016) of image files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("content", nargs="?", type=Path, help="content image (PNG, JPEG or TIFF; 8 or 16 bit)")
     parser.add_argument("styles", nargs="*", type=Path, metavar="style", help="one or more style images")
     parser.add_argument("-o", "--output", type=Path, help="output image (.png for 16-bit)")
     add_settings_arguments(parser)
     parser.add_argument("--weights", type=Path, help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, else torchvision's cached download)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
                         help="memory the run may use, e.g. 1GiB (default: what the device has free); stages that do "
                              "not fit run in tiles")
