@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -61,6 +62,18 @@ class _Stage:
     total_iterations: int
 
 
+@runtime_checkable
+class StageObjective(Protocol):
+    """What the optimisers need of a stage's objective: :class:`Objective` (the whole image at once) or
+    :class:`nst_engine.tiling.TiledObjective` (over tiles)."""
+
+    def set_iteration(self, iteration: int) -> None:
+        """Called once per optimiser iteration, before its evaluations."""
+
+    def loss_and_grad(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total, weighted terms [content, style, tv]) of ``image``, with ∂total/∂image added to image.grad."""
+
+
 class Objective:
     """α·content + β·style + tv_weight·TV of an image at one stage, against fixed targets."""
 
@@ -93,7 +106,7 @@ class Objective:
         return terms.sum(), terms
 
     def set_iteration(self, iteration: int) -> None:
-        """Part of the interface shared with TiledObjective; the whole image needs no per-iteration change."""
+        """The whole image needs no per-iteration change."""
 
     def loss_and_grad(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total, terms) like calling the objective, with ∂total/∂image added to image.grad."""
@@ -365,7 +378,7 @@ def _check_image(image: object, name: str) -> None:
 
 
 def _run_lbfgs(
-    start: torch.Tensor, objective: Objective | TiledObjective, iterations: int, report: _Report, cancel: CancelToken,
+    start: torch.Tensor, objective: StageObjective, iterations: int, report: _Report, cancel: CancelToken,
     history: int = LBFGS_HISTORY,
 ) -> torch.Tensor:
     image = start.detach().clone().requires_grad_(True)
@@ -405,7 +418,7 @@ def _run_lbfgs(
 
 
 def _run_adam(
-    start: torch.Tensor, objective: Objective | TiledObjective, iterations: int, learning_rate: float,
+    start: torch.Tensor, objective: StageObjective, iterations: int, learning_rate: float,
     report: _Report, cancel: CancelToken,
 ) -> torch.Tensor:
     image = start.detach().clone().requires_grad_(True)
