@@ -11,61 +11,14 @@ from ..errors import StyleTransferError
 from ..image_ops import resize
 from ..memory import parse_byte_size
 from ..progress import CancelToken
-from ..schema import FrontEnd, Kind, Setting
-from ..settings import Init, StyleSettings, settings_for
+from ..settings import StyleSettings
 from ..transfer import StyleTransfer
 from ..weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict
 from .image_files import ImageFileError, read_image, write_image
 from .progress_bar import TerminalProgressBar
+from .setting_options import add_settings_arguments, init_image_path, settings_values
 
-# The starting image on a command line: one of these, or an image file (then the setting is "image").
-_INIT_NAMES = (Init.CONTENT.value, Init.NOISE.value)
-_METAVARS = {Kind.NUMBER: "X", Kind.INTEGER: "N", Kind.NUMBERS: "W"}
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """An option for every setting the schema offers on a command line (shared with ``python -m daemon run``)."""
-    for item in settings_for(FrontEnd.CLI):
-        if item.name == "init":
-            parser.add_argument(item.option, default=item.plain_default(), metavar="|".join((*_INIT_NAMES, "FILE")),
-                                help=f"{item.spec.help}: {_choices_text(item, _INIT_NAMES, 'an image file')} "
-                                     "(default: %(default)s)")
-        elif item.kind is Kind.FLAG:
-            parser.add_argument(item.option, action="store_true" if not item.default else argparse.BooleanOptionalAction,
-                                help=item.spec.help)
-        elif item.kind is Kind.CHOICE:
-            parser.add_argument(item.option, choices=item.choice_values, default=item.plain_default(),
-                                help=f"{item.spec.help}: {_choices_text(item, item.choice_values)} (default: %(default)s)")
-        elif item.kind is Kind.NUMBERS:
-            parser.add_argument(item.option, type=float, nargs="+", metavar=_METAVARS[item.kind],
-                                help=f"{item.spec.help} (default: {item.spec.none_means})")
-        else:
-            parser.add_argument(item.option, type=float if item.kind is Kind.NUMBER else int, default=item.default,
-                                metavar=_METAVARS[item.kind], help=f"{_describe(item)} (default: %(default)s)")
-
-
-def _describe(item: Setting) -> str:
-    unit = f", in {item.spec.unit}" if item.spec.unit else ""
-    return f"{item.spec.help}{unit}; {item.requirement()}"
-
-
-def _choices_text(item: Setting, values: tuple[str, ...], other: str = "") -> str:
-    described = [f"{choice.value} ({choice.help})" for choice in item.spec.choices if choice.value in values]
-    described += [other] if other else []
-    return ", ".join(described[:-1]) + " or " + described[-1]
-
-
-def settings_values(args: argparse.Namespace) -> dict[str, object]:
-    """The settings given by :func:`add_settings_arguments`' options, as plain values."""
-    values = {item.name: getattr(args, item.name) for item in settings_for(FrontEnd.CLI)}
-    if values["init"] not in _INIT_NAMES:
-        values["init"] = Init.IMAGE.value
-    return values
-
-
-def init_image_path(args: argparse.Namespace) -> Path | None:
-    return None if args.init in _INIT_NAMES else Path(args.init)
-
+__all__ = ["add_settings_arguments", "build_parser", "byte_size_argument", "init_image_path", "main", "settings_values"]
 
 def byte_size_argument(text: str) -> int:
     """argparse type for memory sizes such as 1GiB (shared with the daemon's command line)."""
