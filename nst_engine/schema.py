@@ -202,6 +202,8 @@ def settings_of(cls: type) -> dict[str, Setting]:
         kind = Kind.CHOICE if choice_type is not None else _KINDS.get(hint)
         if kind is None:
             raise TypeError(f"{cls.__name__}.{field.name}: a setting cannot have the type {hint}")
+        if kind in (Kind.NUMBER, Kind.INTEGER) and (spec.minimum is None or spec.maximum is None):
+            raise TypeError(f"{cls.__name__}.{field.name}: a number needs a minimum and a maximum")
         if choice_type is not None and tuple(c.value for c in spec.choices) != tuple(m.value for m in choice_type):
             raise TypeError(f"{cls.__name__}.{field.name}: its choices must list {choice_type.__name__}'s values in order")
         item = Setting(field.name, kind, field.default, spec, choice_type)
@@ -215,7 +217,9 @@ def _number(value: float | None) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # an int is finite, and may be too large for a float
 
 
 def _is_list(value: Any) -> bool:

@@ -132,8 +132,8 @@ class StyleSettings:
         front_ends=_CLI_AND_WIRE, choices=(
             Choice("auto", "Automatic", "tf32 on CUDA, fp32 elsewhere"),
             Choice("fp32", "fp32", "IEEE float32 throughout"),
-            Choice("tf32", "tf32", "CUDA only: convolutions and matrix products on TF32 tensor cores"),
-            Choice("bf16", "bf16", "VGG passes under bfloat16 autocast"),
+            Choice("tf32", "tf32", "convolutions and matrix products on TF32 tensor cores on CUDA; fp32 elsewhere"),
+            Choice("bf16", "bf16", "VGG forward and backward passes under bfloat16 autocast"),
         ))
     tile_size: int = setting(
         0, "run every stage in tiles of this side", unit="pixels", minimum=MIN_TILE, maximum=MAX_SIZE,
@@ -150,11 +150,10 @@ class StyleSettings:
             object.__setattr__(self, item.name, item.convert(value))
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any], prefix: str = "") -> StyleSettings:
+    def from_values(cls, values: Mapping[str, Any]) -> StyleSettings:
         """Settings from plain values (strings for the choices, lists for the weights), as sent over a
-        wire or given on a command line; a bad name or value raises InvalidSettingsError naming
-        ``prefix`` + the setting."""
-        check_values(values, prefix=prefix)
+        wire or given on a command line; a bad name or value raises InvalidSettingsError naming it."""
+        check_values(values)
         return cls(**values)
 
     def validate(self, style_count: int) -> None:

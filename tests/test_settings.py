@@ -97,7 +97,7 @@ def probes(item: Setting) -> list[Any]:
     if item.kind is Kind.NUMBER:
         low, high = spec.minimum, spec.maximum
         return [low, high, (low + high) / 2, low - max(1e-9, abs(low) * 0.01), high * 1.01, int(high),
-                math.nan, math.inf, True, "1"]
+                10**400, math.nan, math.inf, True, "1"]
     if item.kind is Kind.INTEGER:
         step = spec.multiple_of or 1
         return [0, spec.minimum, spec.maximum, spec.minimum - 1, spec.maximum + step, spec.minimum + 1,
@@ -181,11 +181,15 @@ def test_every_field_must_be_declared_with_a_supported_type_and_a_valid_default(
         colour: Colour = setting(Colour.RED, "a colour", choices=(Choice("red", "Red", "red"),))
 
     @dataclasses.dataclass
+    class Unbounded:
+        count: int = setting(1, "a count")
+
+    @dataclasses.dataclass
     class BadDefault:
         count: int = setting(0, "a count", minimum=1, maximum=9)
 
     for declared, error in ((Undeclared, TypeError), (Unsupported, TypeError), (WrongChoices, TypeError),
-                            (BadDefault, InvalidSettingsError)):
+                            (Unbounded, TypeError), (BadDefault, InvalidSettingsError)):
         with pytest.raises(error):
             settings_of(declared)
 

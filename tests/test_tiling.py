@@ -20,9 +20,9 @@ from nst_engine.cli.image_files import read_image, write_image
 from daemon.jobs import Job, JobImage, JobQueue
 from daemon.records import DType, ImageSpec
 from daemon.worker import Worker
+from nst_engine.geometry import TILE_ALIGN
 from nst_engine.memory import estimate_bytes, largest_fitting_side
 from nst_engine.tiling import (
-    TILE_ALIGN,
     TiledObjective,
     TilePlan,
     largest_runnable_side,
