@@ -123,6 +123,12 @@ class Setting:
             return self.default.value
         return list(self.default) if isinstance(self.default, tuple) else self.default
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(minimum, maximum) of a number or an integer (settings_of makes sure both are declared)."""
+        assert self.spec.minimum is not None and self.spec.maximum is not None
+        return self.spec.minimum, self.spec.maximum
+
     def requirement(self) -> str:
         """What a valid value is, in words: completes "<name> must be …"."""
         spec = self.spec
@@ -157,13 +163,15 @@ class Setting:
     def _accepts(self, value: Any) -> bool:
         spec = self.spec
         if self.kind is Kind.NUMBER:
-            return _is_number(value) and spec.minimum <= value <= spec.maximum
+            low, high = self.bounds
+            return _is_number(value) and low <= value <= high
         if self.kind is Kind.INTEGER:
             if not isinstance(value, int) or isinstance(value, bool):
                 return False
             if value == 0 and spec.zero_means:
                 return True
-            return spec.minimum <= value <= spec.maximum and value % (spec.multiple_of or 1) == 0
+            low, high = self.bounds
+            return low <= value <= high and value % (spec.multiple_of or 1) == 0
         if self.kind is Kind.FLAG:
             return isinstance(value, bool)
         if self.kind is Kind.CHOICE:

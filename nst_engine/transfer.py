@@ -238,7 +238,8 @@ class StyleTransfer:
             )
         for number, style in enumerate(styles, start=1):
             for height, width in stage_dims:
-                style_h, style_w = fit_longest_side(*style.shape[-2:], round(settings.style_scale * max(height, width)))
+                style_h, style_w = fit_longest_side(style.shape[-2], style.shape[-1],
+                                                    round(settings.style_scale * max(height, width)))
                 if min(style_h, style_w) < minimum:
                     raise InvalidSettingsError(
                         f"style_scale: style image {number} would be {style_w}×{style_h} pixels at a "
@@ -284,9 +285,11 @@ class StyleTransfer:
 
         Useful to judge any image by the same loss, e.g. in benchmarks; ignores ``preserve_colors``.
         """
-        return self._stage_objective(
+        whole = self._stage_objective(
             self.to_device(content[None]), [self.to_device(style[None]) for style in styles], settings, height, width
         )
+        assert isinstance(whole, Objective)  # no tile plan was given
+        return whole
 
     @torch.no_grad()
     def _stage_objective(
@@ -301,7 +304,7 @@ class StyleTransfer:
         style_longest = round(settings.style_scale * max(height, width))
         grams = []
         for index, style in enumerate(styles):
-            style_size = fit_longest_side(*style.shape[-2:], style_longest)
+            style_size = fit_longest_side(style.shape[-2], style.shape[-1], style_longest)
             key = None
             if style_keys is not None and gram_cache is not None:
                 precision = resolve_precision(settings.precision, self.device).value

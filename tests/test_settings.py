@@ -95,13 +95,13 @@ def probes(item: Setting) -> list[Any]:
     """Values on and just past each limit of ``item``, and values of the wrong type."""
     spec = item.spec
     if item.kind is Kind.NUMBER:
-        low, high = spec.minimum, spec.maximum
+        low, high = item.bounds
         return [low, high, (low + high) / 2, low - max(1e-9, abs(low) * 0.01), high * 1.01, int(high),
                 10**400, math.nan, math.inf, True, "1"]
     if item.kind is Kind.INTEGER:
+        low, high = map(int, item.bounds)
         step = spec.multiple_of or 1
-        return [0, spec.minimum, spec.maximum, spec.minimum - 1, spec.maximum + step, spec.minimum + 1,
-                spec.maximum - step, -1, 2.0, True, None]
+        return [0, low, high, low - 1, high + step, low + 1, high - step, -1, 2.0, True, None]
     if item.kind is Kind.CHOICE:
         return [*item.choice_values, "nope", 1, None]
     if item.kind is Kind.FLAG:
