@@ -25,6 +25,7 @@ import torch
 from .device import resolve_precision
 from .errors import InsufficientMemoryError
 from .geometry import MIN_TILE, TILE_ALIGN
+from .layers import layer_channels, layer_downsampling
 from .losses import (
     content_loss,
     gram_error,
@@ -42,7 +43,6 @@ from .memory import (
 )
 from .progress import CancelToken
 from .settings import Optimizer, Precision, StyleSettings
-from .layers import layer_channels, layer_downsampling
 from .vgg import VGGFeatures
 
 # Context around each core: with 64 px the tiled gradient was within 0.5 % of the untiled one (relative

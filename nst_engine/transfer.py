@@ -22,6 +22,7 @@ from .device import (
 from .errors import InvalidSettingsError
 from .geometry import fit_longest_side
 from .image_ops import resize
+from .layers import layer_downsampling
 from .losses import (
     blend_grams,
     box_penalty,
@@ -34,7 +35,6 @@ from .memory import LBFGS_HISTORY, available_bytes
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
 from .settings import Init, Optimizer, Precision, StyleSettings
 from .tiling import StagePlan, TiledObjective, plan_stage, sum_grams
-from .layers import layer_downsampling
 from .vgg import VGGFeatures
 from .weights import load_vgg19_state_dict
 

@@ -20,6 +20,7 @@ from .setting_options import add_settings_arguments, init_image_path, settings_v
 
 __all__ = ["add_settings_arguments", "build_parser", "byte_size_argument", "init_image_path", "main", "settings_values"]
 
+
 def byte_size_argument(text: str) -> int:
     """argparse type for memory sizes such as 1GiB (shared with the daemon's command line)."""
     try:

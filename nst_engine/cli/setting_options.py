@@ -14,6 +14,7 @@ from ..settings import Init, settings_for
 
 # The starting image on a command line: one of these, or an image file (then the setting is "image").
 INIT_NAMES = (Init.CONTENT.value, Init.NOISE.value)
+_INIT_METAVAR = "|".join((*INIT_NAMES, "FILE"))
 _METAVARS = {Kind.NUMBER: "X", Kind.INTEGER: "N", Kind.NUMBERS: "W"}
 
 
@@ -31,7 +32,7 @@ class SettingOption:
         shown = self.help if self.default is None else f"{self.help} (default: {self.default})"
         rules: dict[str, Any] = {"help": shown.replace("%", "%%")}
         if item.name == "init":
-            rules.update(default=item.plain_default(), metavar=self.usage.split()[1])
+            rules.update(default=item.plain_default(), metavar=_INIT_METAVAR)
         elif item.kind is Kind.FLAG:
             rules.update(action=argparse.BooleanOptionalAction if item.default else "store_true")
         elif item.kind is Kind.CHOICE:
@@ -68,9 +69,8 @@ def init_image_path(args: argparse.Namespace) -> Path | None:
 def _option(item: Setting) -> SettingOption:
     spec = item.spec
     if item.name == "init":
-        usage = f"{item.option} {'|'.join((*INIT_NAMES, 'FILE'))}"
-        return SettingOption(item, usage, f"{spec.help}: {_choices(item, INIT_NAMES, 'an image file')}",
-                             item.plain_default())
+        return SettingOption(item, f"{item.option} {_INIT_METAVAR}",
+                             f"{spec.help}: {_choices(item, INIT_NAMES, 'an image file')}", item.plain_default())
     if item.kind is Kind.FLAG:
         return SettingOption(item, item.option, spec.help, "on" if item.default else None)
     if item.kind is Kind.CHOICE:
