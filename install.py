@@ -21,8 +21,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent
 VENV_DIR = REPO_ROOT / ".venv"
 PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
-PLUGIN_FILES = ("neural_style.py", "pixels.py", "progress_text.py")
-CLIENT_MODULES = ("__init__.py", "records.py", "protocol.py", "client.py", "connection.py", "bridge.py")  # torch-free
+PLUGIN_FILES = ("neural_style.py", "arguments.py", "pixels.py", "progress_text.py")
+# Torch-free modules the plug-in imports: the daemon's client, and the engine's settings schema.
+CLIENT_MODULES = ("__init__.py", "records.py", "protocol.py", "client.py", "connection.py", "bridge.py")
+SCHEMA_MODULES = ("__init__.py", "errors.py", "layers.py", "geometry.py", "schema.py", "settings.py")
 GIMP_WHEELS = ("pyzmq", "msgpack", "blake3")
 GIMP_WHEEL_MODULES = ("zmq", "msgpack", "blake3")
 SAMPLES = REPO_ROOT / "samples"  # drawn by samples/make_samples.py; public domain (CC0)
@@ -115,10 +117,10 @@ def install_plugin(plugin_dir: Path, gimp_python: str, weights: Path | None = No
     for name in PLUGIN_FILES:
         shutil.copy2(REPO_ROOT / "gimp_plugin" / name, target / name)
     (target / "neural_style.py").chmod(0o755)
-    client_dir = target / "daemon"
-    client_dir.mkdir(exist_ok=True)
-    for name in CLIENT_MODULES:
-        shutil.copy2(REPO_ROOT / "daemon" / name, client_dir / name)
+    for package, modules in (("daemon", CLIENT_MODULES), ("nst_engine", SCHEMA_MODULES)):
+        (target / package).mkdir(exist_ok=True)
+        for name in modules:
+            shutil.copy2(REPO_ROOT / package / name, target / package / name)
     lib = target / "lib"
     if not all((lib / module).is_dir() for module in GIMP_WHEEL_MODULES):
         command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade",

@@ -26,7 +26,8 @@ from torch import nn
 
 from nst_engine import CancelledError, CancelToken, Precision, StyleSettings, StyleTransfer
 from nst_engine.device import fp32_arithmetic, resolve_precision
-from nst_engine.vgg import IMAGENET_MEAN, IMAGENET_STD, LAYER_NAMES, VGG19_CONVS
+from nst_engine.layers import LAYER_NAMES, VGG19_CONVS
+from nst_engine.vgg import IMAGENET_MEAN, IMAGENET_STD
 
 SETTINGS = StyleSettings()
 

@@ -29,6 +29,10 @@ from typing import Any
 import blake3
 import msgpack
 
+from nst_engine.errors import InvalidSettingsError
+from nst_engine.schema import FrontEnd
+from nst_engine.settings import check_values
+
 from .records import Buffer, DType, ImageSpec
 
 PROTOCOL_VERSION = 1
@@ -90,61 +94,17 @@ class Message:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Settings of a job: name → (type, minimum, maximum).  Validated here, without torch, so that the
+# Settings of a job: checked against the engine's settings schema (torch-free) here, so that the
 # message can name the field; the engine validates again.
 # ---------------------------------------------------------------------------------------------------
-_NUMBER = (int, float)
-SETTINGS_SCHEMA: dict[str, tuple[tuple[type, ...], float, float]] = {
-    "content_weight": (_NUMBER, 0.0, 1e12),
-    "style_weight": (_NUMBER, 0.0, 1e12),
-    "tv_weight": (_NUMBER, 0.0, 1e12),
-    "style_scale": (_NUMBER, 0.01, 100.0),
-    "learning_rate": (_NUMBER, 1e-6, 10.0),
-    "size": ((int,), 0, DEFAULT_MAX_IMAGE_SIDE),
-    "scales": ((int,), 0, 8),
-    "iterations": ((int,), 1, 100_000),
-    "coarse_iterations": ((int,), 0, 100_000),
-    "seed": ((int,), -(2**63), 2**63 - 1),
-    "tile_size": ((int,), 0, DEFAULT_MAX_IMAGE_SIDE),
-}
-SETTINGS_CHOICES: dict[str, tuple[str, ...]] = {
-    "optimizer": ("lbfgs", "adam"),
-    "init": ("content", "noise", "image"),
-    "pooling": ("max", "avg"),
-    "precision": ("auto", "fp32", "tf32", "bf16"),
-}
-SETTINGS_FLAGS = ("preserve_colors",)
-SETTINGS_WEIGHT_LISTS = ("style_layer_weights", "style_blend_weights")
-
-
 def validate_settings(settings: object) -> dict[str, Any]:
     """Check a submit's ``settings`` map; raise ProtocolError naming the first bad field."""
     if not isinstance(settings, Mapping):
         raise _invalid("settings must be a map")
-    for name, value in settings.items():
-        where = f"settings.{name}"
-        if name in SETTINGS_SCHEMA:
-            types, low, high = SETTINGS_SCHEMA[name]
-            if isinstance(value, bool) or not isinstance(value, types):
-                raise _invalid(f"{where} must be {'an integer' if types == (int,) else 'a number'}")
-            if not math.isfinite(value) or not low <= value <= high:
-                raise _invalid(f"{where} must be a finite number from {low:g} to {high:g}, got {value!r}")
-        elif name in SETTINGS_CHOICES:
-            if value not in SETTINGS_CHOICES[name]:
-                raise _invalid(f"{where} must be one of {', '.join(SETTINGS_CHOICES[name])}, got {value!r}")
-        elif name in SETTINGS_FLAGS:
-            if not isinstance(value, bool):
-                raise _invalid(f"{where} must be true or false")
-        elif name in SETTINGS_WEIGHT_LISTS:
-            if value is None:
-                continue
-            if not isinstance(value, list) or not value or len(value) > 64:
-                raise _invalid(f"{where} must be a list of 1 to 64 numbers")
-            for weight in value:
-                if isinstance(weight, bool) or not isinstance(weight, _NUMBER) or not math.isfinite(weight) or weight < 0:
-                    raise _invalid(f"{where} must hold finite numbers ≥ 0, got {weight!r}")
-        else:
-            raise _invalid(f"{where} is not a known setting")
+    try:
+        check_values(settings, FrontEnd.WIRE, prefix="settings.")
+    except InvalidSettingsError as error:
+        raise _invalid(str(error)) from None
     return dict(settings)
 
 

@@ -26,7 +26,8 @@ from nst_engine import (
     WeightsError,
 )
 from nst_engine.device import select_device
-from nst_engine.image_ops import fit_longest_side, resize
+from nst_engine.geometry import fit_longest_side
+from nst_engine.image_ops import resize
 from nst_engine.memory import available_bytes
 from nst_engine.tiling import plan_stage
 

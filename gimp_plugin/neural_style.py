@@ -57,21 +57,10 @@ class NeuralStyle(Gimp.PlugIn):
             name,
         )
         procedure.set_attribution("Neural Style for GIMP", "Neural Style for GIMP", "2026")
-        flags = GObject.ParamFlags.READWRITE
-        procedure.add_layer_argument("style-layer", "_Style layer", "Layer whose style is applied", True, flags)
-        procedure.add_double_argument("style-weight", "St_yle weight", "β", 0.0, 1e9, 1000.0, flags)
-        procedure.add_double_argument("content-weight", "_Content weight", "α", 0.0, 1e9, 1.0, flags)
-        procedure.add_int_argument("iterations", "_Iterations", "Iterations at the final size", 1, 100000, 300, flags)
-        procedure.add_int_argument("max-size", "_Max size", "Longest side to optimise at; 0 = the layer's own size",
-                                   0, 16384, 512, flags)
-        optimizers = Gimp.Choice.new()
-        optimizers.add("lbfgs", 0, "L-BFGS", "Quasi-Newton, the paper's choice")
-        optimizers.add("adam", 1, "Adam", "First-order, steadier on huge images")
-        procedure.add_choice_argument("optimizer", "_Optimizer", "Optimiser", optimizers, "lbfgs", flags)
-        procedure.add_boolean_argument("preserve-colors", "_Preserve colours", "Keep the layer's colours", False, flags)
-        procedure.add_int_argument("seed", "S_eed", "Random seed", 0, 2**31 - 1, 0, flags)
-        procedure.add_boolean_argument("live-preview", "_Live preview", "Update the result layer while it runs",
-                                       False, flags)
+        from arguments import ARGUMENTS
+
+        for argument in ARGUMENTS:
+            _add_argument(procedure, argument)
         return procedure
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
@@ -101,6 +90,27 @@ class NeuralStyle(Gimp.PlugIn):
         except Exception as error:  # any failure: a readable line in GIMP, never a traceback
             return _error(procedure, _message(error))
         return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def _add_argument(procedure, argument) -> None:
+    from arguments import ArgumentKind
+
+    flags = GObject.ParamFlags.READWRITE
+    name, label, help_text = argument.name, argument.label, argument.help
+    if argument.kind is ArgumentKind.LAYER:
+        procedure.add_layer_argument(name, label, help_text, True, flags)
+    elif argument.kind is ArgumentKind.DOUBLE:
+        procedure.add_double_argument(name, label, help_text, argument.minimum, argument.maximum, argument.default,
+                                      flags)
+    elif argument.kind is ArgumentKind.INT:
+        procedure.add_int_argument(name, label, help_text, argument.minimum, argument.maximum, argument.default, flags)
+    elif argument.kind is ArgumentKind.BOOLEAN:
+        procedure.add_boolean_argument(name, label, help_text, argument.default, flags)
+    else:
+        choice = Gimp.Choice.new()
+        for index, option in enumerate(argument.choices):
+            choice.add(option.value, index, option.label, option.help)
+        procedure.add_choice_argument(name, label, help_text, choice, argument.default, flags)
 
 
 def _remembered_style_layer(image):
@@ -139,7 +149,8 @@ def _read(drawable, region, grayscale: bool) -> bytes:
 
 
 def _stylise(image, layer, style_layer, config) -> None:
-    from pixels import Region, fit_longest_side
+    from arguments import settings_from_arguments
+    from pixels import Region
     from progress_text import progress_status
 
     from daemon.bridge import connect_any
@@ -155,17 +166,7 @@ def _stylise(image, layer, style_layer, config) -> None:
     source = _read(layer, region, grayscale)
     style = _read(style_layer, style_region, grayscale)
 
-    max_size = config.get_property("max-size")
-    optimise_w, optimise_h = fit_longest_side(width, height, max_size)
-    settings = {
-        "style_weight": config.get_property("style-weight"),
-        "content_weight": config.get_property("content-weight"),
-        "iterations": config.get_property("iterations"),
-        "size": max(optimise_w, optimise_h),
-        "optimizer": config.get_property("optimizer"),
-        "preserve_colors": config.get_property("preserve-colors"),
-        "seed": config.get_property("seed"),
-    }
+    settings = settings_from_arguments(config.get_property, width, height)
     Gimp.progress_init("Neural Style: connecting to the daemon…")
     record = _install_record()
     client = connect_any(start_command=record.get("start_command"), bridge_command=record.get("bridge_command"),

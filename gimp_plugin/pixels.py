@@ -20,14 +20,6 @@ class Region:
     height: int
 
 
-def fit_longest_side(width: int, height: int, longest: int) -> tuple[int, int]:
-    """(width, height) scaled so that the longer side is ``longest`` (never enlarged when 0)."""
-    if longest <= 0 or max(width, height) <= longest:
-        return width, height
-    scale = longest / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def floats(data: bytes | bytearray | memoryview) -> array:
     samples = array("f")
     samples.frombytes(bytes(data))

@@ -6,12 +6,6 @@ import torch
 import torch.nn.functional as F
 
 
-def fit_longest_side(height: int, width: int, longest: int) -> tuple[int, int]:
-    """(height, width) scaled so that the longer side is ``longest``, keeping the aspect ratio."""
-    scale = longest / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bicubic resize of a 1×C×H×W tensor, antialiased when shrinking, clamped to [0, 1]."""
     if image.shape[-2:] == (height, width):

@@ -31,6 +31,16 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     return matrix.T @ matrix if transposed else matrix @ matrix.T
 
 
+def style_normaliser(channels: int, positions: int) -> float:
+    """1/(N_l²·M_l²), the paper's normalisation of a style layer's error (equation 4, without its ¼)."""
+    return 1.0 / (channels**2 * positions**2)
+
+
+def gram_error(difference: torch.Tensor, channels: int, positions: int) -> torch.Tensor:
+    """E_l = ¼ · Σ (G − A)² / (N_l²·M_l²), from a layer's Gram difference G − A over N_l channels and M_l positions."""
+    return difference.square().sum() * (style_normaliser(channels, positions) / 4.0)
+
+
 class _StyleLayerLoss(torch.autograd.Function):
     """E_l with a hand-written backward: ∂E/∂F = (G − A)·F / (N²M²), one matrix product where autograd
     would spend two (it does not know that G − A is symmetric)."""
@@ -44,9 +54,9 @@ class _StyleLayerLoss(torch.autograd.Function):
         difference = gram - target_gram
         ctx.save_for_backward(as_float, difference)
         ctx.transposed = transposed
-        ctx.scale = 1.0 / (channels**2 * positions**2)
+        ctx.scale = style_normaliser(channels, positions)
         ctx.input_dtype = matrix.dtype
-        return difference.square().sum() * (ctx.scale / 4.0)
+        return gram_error(difference, channels, positions)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
@@ -62,6 +72,17 @@ def style_layer_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch
     return _StyleLayerLoss.apply(matrix, transposed, target_gram)
 
 
+def gram_gradient_surrogate(features: torch.Tensor, difference: torch.Tensor) -> torch.Tensor:
+    """⟨(G − A)·F, F⟩ with (G − A)·F held constant, for the feature maps F of part of an image whose
+    whole Gram difference is ``difference``: its gradient with respect to F is (G − A)·F, which is
+    ∂E_l/∂F of the whole image's error, up to :func:`style_normaliser`, at that part's positions."""
+    matrix, transposed = _feature_matrix(features)
+    matrix = _at_least_float32(matrix)
+    with torch.no_grad():
+        pulled = matrix @ difference if transposed else difference @ matrix
+    return (pulled * matrix).sum()
+
+
 def style_loss(
     features: Mapping[str, torch.Tensor],
     target_grams: Mapping[str, torch.Tensor],
@@ -72,14 +93,16 @@ def style_loss(
     return torch.stack(terms).sum()
 
 
-def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """½ · mean (F − P)².
+def content_loss(features: torch.Tensor, target: torch.Tensor, count: int | None = None) -> torch.Tensor:
+    """½ · Σ (F − P)² / (N·M): ½ · mean (F − P)², or, for part of an image's feature maps, with ``count``
+    the N·M of the whole image's.
 
     Departure from the paper, whose equation 1 is ½ · Σ (F − P)²: we divide by N·M so that the content
     term, like the style term, does not grow with the image's area.  Otherwise α/β would mean something
     different at every size, and every stage of a multi-scale run would balance the two differently.
     """
-    return 0.5 * (_at_least_float32(features) - _at_least_float32(target)).square().mean()
+    squared = (_at_least_float32(features) - _at_least_float32(target)).square()
+    return 0.5 * (squared.mean() if count is None else squared.sum() / count)
 
 
 def total_variation_loss(image: torch.Tensor) -> torch.Tensor:

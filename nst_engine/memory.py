@@ -10,7 +10,7 @@ from collections.abc import Callable, Collection
 import torch
 
 from .settings import Optimizer
-from .vgg import LAYER_NAMES, VGG19_CONVS
+from .layers import LAYER_NAMES, VGG19_CONVS
 
 BYTES_PER_FLOAT = 4
 LBFGS_HISTORY = 50

@@ -1,15 +1,18 @@
-"""Every parameter of a style transfer run, with defaults and validation."""
+"""Every parameter of a style transfer run, declared once: the engine, the daemon's wire format, the
+command lines, the GIMP plug-in and the docs take each setting's default, range or choices and help
+from here (see nst_engine.schema).  Torch-free: the daemon's client and the plug-in import it."""
 
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidSettingsError
-from .vgg import Pooling, validate_layer_names
+from .geometry import MIN_TILE, TILE_ALIGN
+from .layers import Pooling
+from .schema import Choice, FrontEnd, Setting, setting, settings_of
 
 DEFAULT_CONTENT_LAYER = "relu4_2"
 DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -18,6 +21,12 @@ DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4
 MIN_AUTO_STAGE_SIZE = 256
 MAX_ITERATIONS = 100_000
 MAX_SCALES = 8
+MAX_SIZE = 16384  # longest side of an output or a tile
+MAX_WEIGHT = 1e12
+MAX_SEED = 2**31 - 1  # the largest a GIMP integer argument holds
+
+_EVERYWHERE = (FrontEnd.CLI, FrontEnd.GIMP, FrontEnd.WIRE)
+_CLI_AND_WIRE = (FrontEnd.CLI, FrontEnd.WIRE)
 
 
 class Optimizer(str, enum.Enum):
@@ -27,17 +36,17 @@ class Optimizer(str, enum.Enum):
 
 class Init(str, enum.Enum):
     CONTENT = "content"
-    NOISE = "noise"  # white noise, as in the paper
-    IMAGE = "image"  # a caller-supplied image
+    NOISE = "noise"
+    IMAGE = "image"
 
 
 class Precision(str, enum.Enum):
     """Arithmetic of the VGG passes.  Gram matrices and losses are always accumulated in float32."""
 
     AUTO = "auto"  # the device's default: see nst_engine.device.resolve_precision
-    FP32 = "fp32"  # IEEE float32 throughout
-    TF32 = "tf32"  # CUDA only: convolutions and matrix products on TF32 tensor cores; elsewhere fp32
-    BF16 = "bf16"  # VGG forward and backward under bfloat16 autocast
+    FP32 = "fp32"
+    TF32 = "tf32"
+    BF16 = "bf16"
 
 
 @dataclass(frozen=True)
@@ -56,86 +65,107 @@ class StyleSettings:
     our equal w_l = 1/5).  We take β = 1000: equal w_l gives the low layers, which carry colour and
     fine texture, far less than those implementations do, and a result that barely changes is the
     worst default.  Both use 500–1000 L-BFGS iterations at 512 px; we use 500 per stage.
+
+    Plain values (a choice's string, lists, integers for numbers) are turned into the fields' types on
+    construction; :meth:`validate` names the first bad value.
     """
 
-    content_weight: float = 1.0  # α
-    style_weight: float = 1000.0  # β
-    tv_weight: float = 0.0
-    content_layer: str = DEFAULT_CONTENT_LAYER
-    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
-    style_layer_weights: tuple[float, ...] | None = None  # w_l; None = equal, 1/len(style_layers) each
-    style_blend_weights: tuple[float, ...] | None = None  # one per style image; None = equal
-    style_scale: float = 1.0  # style image's longest side relative to the content's at each stage
-    size: int = 512  # longest side of the output; 0 = the content image's own size
-    scales: int = 0  # number of coarse-to-fine stages; 0 = automatic
-    iterations: int = 500  # at the final stage
-    coarse_iterations: int = 0  # at each coarser stage; 0 = as many as ``iterations``
-    optimizer: Optimizer = Optimizer.LBFGS
-    learning_rate: float = 0.02  # Adam's step size, in units of the [0, 1] pixel range
-    init: Init = Init.CONTENT
-    seed: int = 0
-    preserve_colors: bool = False
-    pooling: Pooling = Pooling.MAX
-    precision: Precision = Precision.AUTO
-    # Side of the tiles a stage runs over when it does not fit in memory at once; 0 = chosen from the
-    # memory budget, and only when needed.  Set, every stage runs in tiles of this size.
-    tile_size: int = 0
+    content_weight: float = setting(
+        1.0, "α, the weight of the content term", label="_Content weight",
+        minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
+    style_weight: float = setting(
+        1000.0, "β, the weight of the style term", label="St_yle weight",
+        minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
+    tv_weight: float = setting(
+        0.0, "weight of total-variation smoothing", minimum=0.0, maximum=MAX_WEIGHT, front_ends=_CLI_AND_WIRE)
+    content_layer: str = setting(DEFAULT_CONTENT_LAYER, "the VGG19 layer whose features the content term compares")
+    style_layers: tuple[str, ...] = setting(
+        DEFAULT_STYLE_LAYERS, "the VGG19 layers whose Gram matrices the style term compares")
+    style_layer_weights: tuple[float, ...] | None = setting(
+        None, f"w_l, one weight per style layer, in the order of style_layers ({DEFAULT_STYLE_LAYERS[0]} … "
+        f"{DEFAULT_STYLE_LAYERS[-1]})",
+        none_means="equal, 1/L each", front_ends=_CLI_AND_WIRE)
+    style_blend_weights: tuple[float, ...] | None = setting(
+        None, "one weight per style image, normalised to sum to 1", none_means="equal", front_ends=_CLI_AND_WIRE)
+    style_scale: float = setting(
+        1.0, "longest side of the style images relative to the content's, at each stage",
+        minimum=0.01, maximum=100.0, front_ends=_CLI_AND_WIRE)
+    size: int = setting(
+        512, "longest side of the output", unit="pixels", minimum=1, maximum=MAX_SIZE,
+        zero_means="the content's own size", front_ends=_CLI_AND_WIRE)
+    scales: int = setting(
+        0, "coarse-to-fine stages, each twice the size of the one before", minimum=1, maximum=MAX_SCALES,
+        zero_means=f"automatic: halve down to about {MIN_AUTO_STAGE_SIZE} px", front_ends=_CLI_AND_WIRE)
+    iterations: int = setting(
+        500, "optimiser iterations at the final stage", label="_Iterations",
+        minimum=1, maximum=MAX_ITERATIONS, front_ends=_EVERYWHERE)
+    coarse_iterations: int = setting(
+        0, "optimiser iterations at each coarser stage", minimum=1, maximum=MAX_ITERATIONS,
+        zero_means="as many as iterations", front_ends=_CLI_AND_WIRE)
+    optimizer: Optimizer = setting(
+        Optimizer.LBFGS, "the optimiser", label="_Optimizer", front_ends=_EVERYWHERE, choices=(
+            Choice("lbfgs", "L-BFGS", "quasi-Newton, the paper's choice"),
+            Choice("adam", "Adam", "first-order, steadier on huge images"),
+        ))
+    learning_rate: float = setting(
+        0.02, "Adam's step size, in units of the [0, 1] pixel range", minimum=1e-6, maximum=10.0,
+        front_ends=_CLI_AND_WIRE)
+    init: Init = setting(
+        Init.CONTENT, "the starting image", front_ends=_CLI_AND_WIRE, choices=(
+            Choice("content", "Content", "the content image"),
+            Choice("noise", "Noise", "white noise drawn from the seed, as in the paper"),
+            Choice("image", "Image", "an image the caller supplies"),
+        ))
+    seed: int = setting(
+        0, "seed of the noise start; the same inputs and seed on the CPU give identical output", label="S_eed",
+        minimum=0, maximum=MAX_SEED, front_ends=_EVERYWHERE)
+    preserve_colors: bool = setting(
+        False, "keep the content's colours (luminance-only transfer)", label="_Preserve colours",
+        front_ends=_EVERYWHERE)
+    pooling: Pooling = setting(
+        Pooling.MAX, "VGG19's pooling", front_ends=_CLI_AND_WIRE, choices=(
+            Choice("max", "Max", "as VGG19 was trained"),
+            Choice("avg", "Average", "Gatys et al. found it slightly more appealing"),
+        ))
+    precision: Precision = setting(
+        Precision.AUTO, "arithmetic of the VGG passes (Gram matrices and losses are always float32)",
+        front_ends=_CLI_AND_WIRE, choices=(
+            Choice("auto", "Automatic", "tf32 on CUDA, fp32 elsewhere"),
+            Choice("fp32", "fp32", "IEEE float32 throughout"),
+            Choice("tf32", "tf32", "convolutions and matrix products on TF32 tensor cores on CUDA; fp32 elsewhere"),
+            Choice("bf16", "bf16", "VGG forward and backward passes under bfloat16 autocast"),
+        ))
+    tile_size: int = setting(
+        0, "run every stage in tiles of this side", unit="pixels", minimum=MIN_TILE, maximum=MAX_SIZE,
+        multiple_of=TILE_ALIGN, zero_means="automatic: tiles only for a stage that does not fit in memory",
+        front_ends=_CLI_AND_WIRE)
+
+    def __post_init__(self) -> None:
+        for item in SETTINGS.values():
+            value = getattr(self, item.name)
+            try:
+                item.check(value)
+            except InvalidSettingsError:
+                continue  # left for validate() to name
+            object.__setattr__(self, item.name, item.convert(value))
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> StyleSettings:
-        """Settings from plain values (strings for the enums, lists for the weights), as sent over a
-        wire or given on a command line; unknown names raise InvalidSettingsError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InvalidSettingsError(f"{unknown[0]} is not a setting")
-        converted: dict[str, Any] = {}
-        for name, value in values.items():
-            try:
-                if name in _ENUMS:
-                    value = _ENUMS[name](value)
-                elif name in ("style_layer_weights", "style_blend_weights", "style_layers") and value is not None:
-                    value = tuple(value)
-                elif name in _FLOATS and isinstance(value, int) and not isinstance(value, bool):
-                    value = float(value)
-            except (TypeError, ValueError):
-                raise InvalidSettingsError(f"{name}: {value!r} is not a valid value") from None
-            converted[name] = value
-        return cls(**converted)
+        """Settings from plain values (strings for the choices, lists for the weights), as sent over a
+        wire or given on a command line; a bad name or value raises InvalidSettingsError naming it."""
+        check_values(values)
+        return cls(**values)
 
     def validate(self, style_count: int) -> None:
         """Raise InvalidSettingsError naming the first bad field."""
-        for field in ("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise InvalidSettingsError(f"{field} must be a finite number ≥ 0, got {value!r}")
-        if self.style_scale <= 0 or self.learning_rate <= 0:
-            raise InvalidSettingsError("style_scale and learning_rate must be greater than 0")
-        validate_layer_names([self.content_layer], "content_layer")
-        if not self.style_layers:
-            raise InvalidSettingsError("style_layers must name at least one layer")
-        validate_layer_names(self.style_layers, "style_layers")
+        for item in SETTINGS.values():
+            item.check(getattr(self, item.name))
         if self.style_layer_weights is not None:
-            _check_weights(self.style_layer_weights, len(self.style_layers), "style_layer_weights", "style layer")
+            _check_count(self.style_layer_weights, len(self.style_layers), "style_layer_weights", "style layer")
         if style_count < 1:
             raise InvalidSettingsError("at least one style image is needed")
         if self.style_blend_weights is not None:
-            _check_weights(self.style_blend_weights, style_count, "style_blend_weights", "style image")
-        if not isinstance(self.size, int) or self.size < 0:
-            raise InvalidSettingsError(f"size must be an integer ≥ 0 (0 = the content's size), got {self.size!r}")
-        if not isinstance(self.iterations, int) or not 1 <= self.iterations <= MAX_ITERATIONS:
-            raise InvalidSettingsError(f"iterations must be an integer from 1 to {MAX_ITERATIONS}, got {self.iterations!r}")
-        if not isinstance(self.coarse_iterations, int) or not 0 <= self.coarse_iterations <= MAX_ITERATIONS:
-            raise InvalidSettingsError(
-                f"coarse_iterations must be an integer from 0 (as many as iterations) to {MAX_ITERATIONS}, "
-                f"got {self.coarse_iterations!r}"
-            )
-        if not isinstance(self.scales, int) or not 0 <= self.scales <= MAX_SCALES:
-            raise InvalidSettingsError(f"scales must be an integer from 0 (automatic) to {MAX_SCALES}, got {self.scales!r}")
-        if not isinstance(self.tile_size, int) or not (self.tile_size == 0 or (self.tile_size >= 64 and self.tile_size % 16 == 0)):
-            raise InvalidSettingsError(f"tile_size must be 0 (automatic) or a multiple of 16 from 64, got {self.tile_size!r}")
-        if not isinstance(self.seed, int):
-            raise InvalidSettingsError(f"seed must be an integer, got {self.seed!r}")
+            _check_count(self.style_blend_weights, style_count, "style_blend_weights", "style image")
 
     @property
     def layers(self) -> frozenset[str]:
@@ -168,14 +198,25 @@ class StyleSettings:
         return sorted(set(sizes))
 
 
-_ENUMS: dict[str, type[enum.Enum]] = {"optimizer": Optimizer, "init": Init, "pooling": Pooling, "precision": Precision}
-_FLOATS = ("content_weight", "style_weight", "tv_weight", "style_scale", "learning_rate")
+
+SETTINGS: dict[str, Setting] = settings_of(StyleSettings)
 
 
-def _check_weights(weights: tuple[float, ...], expected: int, field: str, what: str) -> None:
+def settings_for(front_end: FrontEnd) -> tuple[Setting, ...]:
+    """The settings ``front_end`` offers, in declaration order."""
+    return tuple(item for item in SETTINGS.values() if item.shown_in(front_end))
+
+
+def check_values(values: Mapping[str, Any], front_end: FrontEnd | None = None, prefix: str = "") -> None:
+    """Raise InvalidSettingsError naming ``prefix`` + the first unknown setting (or one that ``front_end``
+    does not offer) or bad plain value."""
+    for name, value in values.items():
+        item = SETTINGS.get(name)
+        if item is None or (front_end is not None and not item.shown_in(front_end)):
+            raise InvalidSettingsError(f"{prefix}{name} is not a known setting")
+        item.check(value, prefix)
+
+
+def _check_count(weights: tuple[float, ...], expected: int, field: str, what: str) -> None:
     if len(weights) != expected:
         raise InvalidSettingsError(f"{field} needs one weight per {what}: {expected}, got {len(weights)}")
-    if any(not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0 for w in weights):
-        raise InvalidSettingsError(f"{field} must be finite numbers ≥ 0, got {weights!r}")
-    if sum(weights) <= 0:
-        raise InvalidSettingsError(f"{field} must not all be zero")

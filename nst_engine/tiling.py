@@ -24,10 +24,14 @@ import torch
 
 from .device import resolve_precision
 from .errors import InsufficientMemoryError
+from .geometry import MIN_TILE, TILE_ALIGN
+from .layers import layer_channels, layer_downsampling
 from .losses import (
-    _at_least_float32,
-    _feature_matrix,
+    content_loss,
+    gram_error,
+    gram_gradient_surrogate,
     gram_matrix,
+    style_normaliser,
     total_variation_loss,
 )
 from .memory import (
@@ -39,13 +43,11 @@ from .memory import (
 )
 from .progress import CancelToken
 from .settings import Optimizer, Precision, StyleSettings
-from .vgg import VGGFeatures, layer_channels, layer_downsampling
+from .vgg import VGGFeatures
 
-TILE_ALIGN = 16
 # Context around each core: with 64 px the tiled gradient was within 0.5 % of the untiled one (relative
 # norm of the difference, 64-px cores on a 192-px image); with 32 px, 7 %; with 16 px, 17 %.
 DEFAULT_MARGIN = 64
-MIN_TILE = 64
 _SHIFT_STEP = 3 * TILE_ALIGN  # grid offset added per iteration (modulo the tile size)
 
 
@@ -200,7 +202,8 @@ def _tiled_bytes(height: int, width: int, tile: int, layers: Collection[str], op
 
 
 class TiledObjective:
-    """α·content + β·style + tv_weight·TV of the whole image, evaluated over tiles (see the module)."""
+    """α·content + β·style + tv_weight·TV of the whole image, evaluated over tiles (see the module); a
+    transfer.StageObjective, like transfer.Objective."""
 
     def __init__(
         self,
@@ -232,13 +235,13 @@ class TiledObjective:
         tiles = self.plan.tiles(height, width, self.iteration)
         grams = sum_grams(self.model, image.detach(), tiles, s, self.cancel)
         style = image.new_zeros((), dtype=torch.float32)
-        # coefficient of ⟨(G − A), F_core F_coreᵀ⟩ in each tile's surrogate: its gradient is β·w_l·(G − A)F/(N²M²)
+        # Each tile's surrogate weights ⟨(G − A)F_core, F_core⟩ so that its gradient is β·w_l·∂E_l/∂F_core.
         coefficients, differences = {}, {}
         for layer, weight in self.layer_weights.items():
             channels, positions = layer_channels(layer), feature_positions(height, width, layer)
             differences[layer] = grams[layer] - self.target_grams[layer]
-            style += weight * differences[layer].square().sum() / (4.0 * channels**2 * positions**2)
-            coefficients[layer] = s.style_weight * weight / (channels**2 * positions**2)
+            style += weight * gram_error(differences[layer], channels, positions)
+            coefficients[layer] = s.style_weight * weight * style_normaliser(channels, positions)
         content_positions = layer_channels(s.content_layer) * feature_positions(height, width, s.content_layer)
         content = image.new_zeros((), dtype=torch.float32)
         for rows, cols in tiles:
@@ -248,13 +251,10 @@ class TiledObjective:
                 features = self.model(image[..., rows.context, cols.context], self.layers, s.pooling)
             surrogate = image.new_zeros((), dtype=torch.float32)
             for layer, coefficient in coefficients.items():
-                matrix, transposed = _feature_matrix(_core(features[layer], rows, cols, layer))
-                matrix = _at_least_float32(matrix)
-                with torch.no_grad():
-                    pulled = matrix @ differences[layer] if transposed else differences[layer] @ matrix
-                surrogate = surrogate + coefficient * (pulled * matrix).sum()  # gradient: coefficient·(G − A)F
-            core = _at_least_float32(_core(features[s.content_layer], rows, cols, s.content_layer))
-            tile_content = 0.5 * (core - _at_least_float32(target)).square().sum() / content_positions
+                core_features = _core(features[layer], rows, cols, layer)
+                surrogate = surrogate + coefficient * gram_gradient_surrogate(core_features, differences[layer])
+            core = _core(features[s.content_layer], rows, cols, s.content_layer)
+            tile_content = content_loss(core, target, count=content_positions)
             (surrogate + s.content_weight * tile_content).backward()
             content += tile_content.detach()
         tv = image.new_zeros((), dtype=torch.float32)

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -19,7 +20,9 @@ from .device import (
     select_device,
 )
 from .errors import InvalidSettingsError
-from .image_ops import fit_longest_side, resize
+from .geometry import fit_longest_side
+from .image_ops import resize
+from .layers import layer_downsampling
 from .losses import (
     blend_grams,
     box_penalty,
@@ -32,7 +35,7 @@ from .memory import LBFGS_HISTORY, available_bytes
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
 from .settings import Init, Optimizer, Precision, StyleSettings
 from .tiling import StagePlan, TiledObjective, plan_stage, sum_grams
-from .vgg import VGGFeatures, layer_downsampling
+from .vgg import VGGFeatures
 from .weights import load_vgg19_state_dict
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,18 @@ class _Stage:
     iterations: int
     first_iteration: int  # overall index of this stage's first iteration, 1-based
     total_iterations: int
+
+
+@runtime_checkable
+class StageObjective(Protocol):
+    """What the optimisers need of a stage's objective: :class:`Objective` (the whole image at once) or
+    :class:`nst_engine.tiling.TiledObjective` (over tiles)."""
+
+    def set_iteration(self, iteration: int) -> None:
+        """Called once per optimiser iteration, before its evaluations."""
+
+    def loss_and_grad(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total, weighted terms [content, style, tv]) of ``image``, with ∂total/∂image added to image.grad."""
 
 
 class Objective:
@@ -91,7 +106,7 @@ class Objective:
         return terms.sum(), terms
 
     def set_iteration(self, iteration: int) -> None:
-        """Part of the interface shared with TiledObjective; the whole image needs no per-iteration change."""
+        """The whole image needs no per-iteration change."""
 
     def loss_and_grad(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total, terms) like calling the objective, with ∂total/∂image added to image.grad."""
@@ -223,7 +238,8 @@ class StyleTransfer:
             )
         for number, style in enumerate(styles, start=1):
             for height, width in stage_dims:
-                style_h, style_w = fit_longest_side(*style.shape[-2:], round(settings.style_scale * max(height, width)))
+                style_h, style_w = fit_longest_side(style.shape[-2], style.shape[-1],
+                                                    round(settings.style_scale * max(height, width)))
                 if min(style_h, style_w) < minimum:
                     raise InvalidSettingsError(
                         f"style_scale: style image {number} would be {style_w}×{style_h} pixels at a "
@@ -269,9 +285,11 @@ class StyleTransfer:
 
         Useful to judge any image by the same loss, e.g. in benchmarks; ignores ``preserve_colors``.
         """
-        return self._stage_objective(
+        whole = self._stage_objective(
             self.to_device(content[None]), [self.to_device(style[None]) for style in styles], settings, height, width
         )
+        assert isinstance(whole, Objective)  # no tile plan was given
+        return whole
 
     @torch.no_grad()
     def _stage_objective(
@@ -286,7 +304,7 @@ class StyleTransfer:
         style_longest = round(settings.style_scale * max(height, width))
         grams = []
         for index, style in enumerate(styles):
-            style_size = fit_longest_side(*style.shape[-2:], style_longest)
+            style_size = fit_longest_side(style.shape[-2], style.shape[-1], style_longest)
             key = None
             if style_keys is not None and gram_cache is not None:
                 precision = resolve_precision(settings.precision, self.device).value
@@ -363,7 +381,7 @@ def _check_image(image: object, name: str) -> None:
 
 
 def _run_lbfgs(
-    start: torch.Tensor, objective: Objective | TiledObjective, iterations: int, report: _Report, cancel: CancelToken,
+    start: torch.Tensor, objective: StageObjective, iterations: int, report: _Report, cancel: CancelToken,
     history: int = LBFGS_HISTORY,
 ) -> torch.Tensor:
     image = start.detach().clone().requires_grad_(True)
@@ -403,7 +421,7 @@ def _run_lbfgs(
 
 
 def _run_adam(
-    start: torch.Tensor, objective: Objective | TiledObjective, iterations: int, learning_rate: float,
+    start: torch.Tensor, objective: StageObjective, iterations: int, learning_rate: float,
     report: _Report, cancel: CancelToken,
 ) -> torch.Tensor:
     image = start.detach().clone().requires_grad_(True)

@@ -14,7 +14,7 @@ import torch
 from torchvision.models import VGG19_Weights
 
 from .errors import InvalidWeightsFileError, WeightsUnavailableError
-from .vgg import VGG19_CONVS
+from .layers import VGG19_CONVS
 
 log = logging.getLogger(__name__)
 

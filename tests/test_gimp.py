@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from daemon.connection import ConnectionInfo, write_connection_file
+from nst_engine.settings import StyleSettings
 
 from .daemon_harness import start_daemon
 from .gimp_harness import (
@@ -37,6 +39,9 @@ if not chroot_ready():
     pytest.skip(f"no GIMP 3 chroot at {CHROOT} (build it with: bash .ci/gimp-chroot.sh)", allow_module_level=True)
 
 GIMP_SCRIPTS = Path(__file__).resolve().parent / "gimp"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gimp_plugin"))
+
+from arguments import ARGUMENTS, ArgumentKind  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +99,18 @@ def test_whole_layer(results, name):
     assert_unchanged(facts, rest)
     assert facts["result_alpha"] == facts["source_alpha"]
     assert new["digest"] != rest[0]["digest"], "the result differs from the source"
+
+
+def test_gimp_registers_the_arguments_with_the_schemas_defaults_and_ranges(results):
+    registered = results["arguments"]
+    assert "exception" not in registered, registered
+    for argument in ARGUMENTS:
+        fact = registered[argument.name]
+        if argument.kind is not ArgumentKind.LAYER:
+            assert fact["default"] == argument.default, argument.name
+        if argument.minimum is not None:
+            assert (fact["minimum"], fact["maximum"]) == (argument.minimum, argument.maximum), argument.name
+    assert registered["iterations"]["default"] == StyleSettings().iterations
 
 
 def test_rgba_with_transparency_and_offset(results):

@@ -29,9 +29,10 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
     folder = tmp_path / "neural_style"
     script = folder / "neural_style.py"
     assert script.stat().st_mode & stat.S_IXUSR, "GIMP only runs an executable script"
-    for name in ("pixels.py", "progress_text.py", "daemon/records.py", "daemon/protocol.py", "daemon/client.py", "daemon/connection.py",
-                 "daemon/bridge.py", "install.json"):
+    for name in ("pixels.py", "progress_text.py", "arguments.py", "daemon/records.py", "daemon/protocol.py",
+                 "daemon/client.py", "daemon/connection.py", "daemon/bridge.py", "nst_engine/settings.py", "install.json"):
         assert (folder / name).is_file(), name
+    assert_self_contained_and_torch_free(folder)
     for module in ("zmq", "msgpack", "blake3"):
         assert (folder / "lib" / module).is_dir(), module
     # Built for GIMP's Python (3.13 here), not for the Python running install.py.
@@ -43,6 +44,21 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
     assert not any("torch" in path.name for path in folder.rglob("*") if path.is_dir())
     subprocess.run([*command[:2], "--uninstall", "--plugin-dir", str(tmp_path)], check=True, capture_output=True)
     assert not folder.exists()
+
+
+def assert_self_contained_and_torch_free(folder):
+    """The plug-in's modules import from its own folder (as in GIMP, where the repository is not on the
+    path), and none of them loads torch.  (The wheels in lib/ are for GIMP's Python: this one's are used.)"""
+    code = f"""
+import sys
+sys.path.insert(0, {str(folder)!r})
+import arguments, pixels, progress_text, daemon.bridge, daemon.client, nst_engine.settings
+modules = [arguments, pixels, progress_text, daemon.bridge, daemon.client, nst_engine.settings]
+outside = [m.__name__ for m in modules if not m.__file__.startswith({str(folder)!r})]
+assert not outside, outside
+assert not any(m.partition(".")[0] == "torch" for m in sys.modules), "torch was imported"
+"""
+    subprocess.run([sys.executable, "-I", "-c", code], check=True, cwd=folder)
 
 
 def test_without_wheels_for_gimps_python_the_plugin_is_installed_for_the_bridge(tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gimp_plugin"))
 
-from pixels import fit_longest_side, rgb_with_alpha  # noqa: E402
+from pixels import rgb_with_alpha  # noqa: E402
 
 
 def test_rgb_gets_the_source_alpha():
@@ -29,8 +29,3 @@ def test_mismatched_sizes_are_refused():
     with pytest.raises(ValueError):
         rgb_with_alpha(array("f", [1, 1, 1]).tobytes(), array("f", [0.5, 0.5, 0.5, 0.5] * 2).tobytes(), 4)
 
-
-def test_fit_longest_side_never_enlarges():
-    assert fit_longest_side(1000, 500, 512) == (512, 256)
-    assert fit_longest_side(100, 50, 512) == (100, 50)
-    assert fit_longest_side(100, 50, 0) == (100, 50)

@@ -20,9 +20,9 @@ from nst_engine.cli.image_files import read_image, write_image
 from daemon.jobs import Job, JobImage, JobQueue
 from daemon.records import DType, ImageSpec
 from daemon.worker import Worker
+from nst_engine.geometry import TILE_ALIGN
 from nst_engine.memory import estimate_bytes, largest_fitting_side
 from nst_engine.tiling import (
-    TILE_ALIGN,
     TiledObjective,
     TilePlan,
     largest_runnable_side,
@@ -30,6 +30,7 @@ from nst_engine.tiling import (
     spans,
     sum_grams,
 )
+from nst_engine.transfer import StageObjective
 
 from .stand_ins import smooth_image
 from .daemon_harness import REPO_ROOT, rgb_image, start_daemon
@@ -57,6 +58,7 @@ def test_the_tiled_gradient_is_the_whole_images(engine):
     plan = TilePlan(TILE)
     targets = sum_grams(engine.model, engine.to_device(style[None]), plan.tiles(SIZE, SIZE), settings)
     tiled = TiledObjective(engine.model, settings, engine.to_device(content[None]), targets, plan)
+    assert isinstance(whole, StageObjective) and isinstance(tiled, StageObjective)  # what the optimisers take
     for iteration in (0, 1, 2):  # the grid moves between iterations
         tiled.set_iteration(iteration)
         image.grad = None

@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from nst_engine import InvalidSettingsError, Pooling
-from nst_engine.vgg import LAYER_NAMES, VGG19_CONVS, layer_channels, validate_layer_names
+from nst_engine.layers import LAYER_NAMES, VGG19_CONVS, layer_channels, validate_layer_names
 
 
 def test_layer_names_follow_torchvision_indices():

@@ -55,7 +55,24 @@ def run_case(name, base_type=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8
     return facts
 
 
+def argument_facts():
+    """The procedure's arguments as GIMP registered them: default, and range where it has one."""
+    facts = {}
+    for spec in PDB.lookup_procedure("plug-in-neural-style").get_arguments():
+        default = spec.get_default_value()
+        fact = {"default": default if default is None or isinstance(default, (bool, int, float, str)) else str(default)}
+        for bound in ("minimum", "maximum"):
+            if hasattr(spec, bound):
+                fact[bound] = getattr(spec, bound)
+        facts[spec.get_name()] = fact
+    return facts
+
+
 results = {}
+try:
+    results["arguments"] = argument_facts()
+except Exception as error:  # recorded for the test to report
+    results["arguments"] = {"exception": f"{type(error).__name__}: {error}"}
 cases = {
     "rgb": {},
     "rgba_offset": {"offset": (5, 3), "alpha_hole": True},

@@ -1,0 +1,65 @@
+"""daemon.images.frame_to_rgb: wire frames (u8, u16, f32; gray, gray+alpha, RGB, RGBA) to the engine's 3×H×W floats."""
+
+from __future__ import annotations
+
+from array import array
+
+import pytest
+import torch
+
+from daemon.images import frame_to_rgb
+from daemon.records import DType, ImageSpec
+
+# A 2-row × 3-column image: each pixel's channels are (row, column, channel-number) codes, so that a
+# transposed or shuffled result cannot pass.
+HEIGHT, WIDTH = 2, 3
+
+
+def samples(channels: int, code) -> list[int]:
+    return [code(row, column, channel) for row in range(HEIGHT) for column in range(WIDTH) for channel in range(channels)]
+
+
+def frame(dtype: DType, values: list) -> bytes:
+    typecode = {DType.U8: "B", DType.U16: "H", DType.F32: "f"}[dtype]
+    return array(typecode, values).tobytes()
+
+
+def expected_rgb(channels: int, code, scale: float) -> torch.Tensor:
+    """What frame_to_rgb must give: colour channels (gray repeated) scaled to [0, 1], alpha gone."""
+    colour = range(3) if channels >= 3 else [0, 0, 0]
+    return torch.tensor([[[code(row, column, c) / scale for column in range(WIDTH)] for row in range(HEIGHT)]
+                         for c in colour], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize(("dtype", "scale"), [(DType.U8, 255.0), (DType.U16, 65535.0), (DType.F32, 1.0)])
+def test_channels_are_scaled_to_0_1_gray_repeated_alpha_dropped(dtype, scale, channels):
+    top = {DType.U8: 255, DType.U16: 65535, DType.F32: 1.0}[dtype]
+
+    def code(row: int, column: int, channel: int):
+        # distinct per pixel and channel, within range, the first pixel's first channel at the top value
+        value = top - (row * WIDTH + column) * (top / 8) - channel * (top / 64)
+        return value if dtype is DType.F32 else round(value)
+
+    spec = ImageSpec(WIDTH, HEIGHT, channels, dtype)
+    rgb = frame_to_rgb(spec, frame(dtype, samples(channels, code)))
+    assert rgb.shape == (3, HEIGHT, WIDTH) and rgb.dtype == torch.float32
+    torch.testing.assert_close(rgb, expected_rgb(channels, code, scale), rtol=0, atol=1e-7)
+    assert rgb.max().item() == 1.0  # the full range maps onto [0, 1]
+
+
+def test_u16_keeps_precision_below_8_bits():
+    """Two u16 values 1 apart stay apart: nothing is rounded through 8 bits."""
+    spec = ImageSpec(2, 1, 1, DType.U16)
+    rgb = frame_to_rgb(spec, frame(DType.U16, [30000, 30001]))
+    assert rgb[0, 0, 1].item() - rgb[0, 0, 0].item() == pytest.approx(1 / 65535, rel=1e-3)
+
+
+def test_alpha_does_not_reach_the_colour():
+    """RGBA and gray+alpha with opposite alphas give the same colour."""
+    for channels in (2, 4):
+        opaque = [200 if (i + 1) % channels else 255 for i in range(channels * WIDTH * HEIGHT)]
+        clear = [200 if (i + 1) % channels else 0 for i in range(channels * WIDTH * HEIGHT)]
+        spec = ImageSpec(WIDTH, HEIGHT, channels, DType.U8)
+        assert torch.equal(frame_to_rgb(spec, frame(DType.U8, opaque)), frame_to_rgb(spec, frame(DType.U8, clear)))
+        assert torch.allclose(frame_to_rgb(spec, frame(DType.U8, opaque)), torch.full((3, HEIGHT, WIDTH), 200 / 255))
