@@ -24,7 +24,7 @@ from nst_engine.settings import settings_for  # noqa: E402
 BEGIN = "<!-- settings table: made by docs/settings_tables.py from nst_engine/settings.py; do not edit -->"
 END = "<!-- end of settings table -->"
 _WIRE_TYPES = {Kind.NUMBER: "number", Kind.INTEGER: "integer", Kind.FLAG: "boolean", Kind.CHOICE: "string",
-               Kind.NUMBERS: "list of numbers or null"}
+               Kind.NUMBERS: "list of numbers or null", Kind.INTEGERS: "list of integers or null"}
 
 
 def command_line_table() -> str:

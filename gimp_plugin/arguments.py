@@ -65,7 +65,7 @@ _OWN = (
 # The arguments' positions so far, which scripts that call the procedure by position rely on; a setting
 # newly offered in GIMP comes after them.
 _POSITIONS = ("style-layer", "style-weight", "content-weight", "iterations", "max-size", "optimizer",
-              "preserve-colors", "seed", "live-preview")
+              "colors", "seed", "live-preview")
 
 
 def _arguments() -> tuple[Argument, ...]:

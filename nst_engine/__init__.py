@@ -26,6 +26,7 @@ _MODULE_OF = {
     "LossTerms": "progress",
     "Progress": "progress",
     "ProgressCallback": "progress",
+    "Colors": "settings",
     "Init": "settings",
     "Optimizer": "settings",
     "Precision": "settings",
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     )
     from .layers import Pooling
     from .progress import CancelToken, LossTerms, Progress, ProgressCallback
-    from .settings import Init, Optimizer, Precision, StyleSettings
+    from .settings import Colors, Init, Optimizer, Precision, StyleSettings
     from .transfer import StyleTransfer
     from .vgg import VGGFeatures
     from .weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict

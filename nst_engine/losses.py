@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -20,77 +21,134 @@ def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
-def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """G = F Fᵀ for one image's feature maps (1×N×H×W, or N×H×W), F being N×M with M = H·W.
+def _guide_vector(guide: torch.Tensor | None, transposed: bool, device: torch.device) -> torch.Tensor | None:
+    """The guide (h×w) as a column or row along the positions of a :func:`_feature_matrix`."""
+    if guide is None:
+        return None
+    weights = guide.reshape(-1).to(device, torch.float32)
+    return weights[:, None] if transposed else weights[None, :]
 
-    Computed in float32 whatever the features' dtype: the Gram sums M products and loses precision
-    in reduced formats.
-    """
+
+def _guided(features: torch.Tensor, guide: torch.Tensor | None) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
+    """(F, transposed, g): F as :func:`_feature_matrix` gives it, in float32, and the guide vector."""
     matrix, transposed = _feature_matrix(features)
-    matrix = _at_least_float32(matrix)
+    return _at_least_float32(matrix), transposed, _guide_vector(guide, transposed, matrix.device)
+
+
+def guide_weight(features: torch.Tensor, guide: torch.Tensor | None) -> float:
+    """Σ g² over the positions of ``features``: M without a guide (see nst_engine.guides)."""
+    if guide is None:
+        return float(features.shape[-2] * features.shape[-1])
+    return float(guide.double().square().sum())
+
+
+def guided_gram_sum(features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_p g_p² f_p f_pᵀ over one image's (or one tile's) positions; F Fᵀ without a guide."""
+    matrix, transposed, weights = _guided(features, guide)
+    if weights is not None:
+        matrix = matrix * weights
     return matrix.T @ matrix if transposed else matrix @ matrix.T
 
 
-def style_normaliser(channels: int, positions: int) -> float:
-    """1/(N_l²·M_l²), the paper's normalisation of a style layer's error (equation 4, without its ¼)."""
-    return 1.0 / (channels**2 * positions**2)
+def mean_gram(features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+    """Ĝ = Σ_p g_p² f_p f_pᵀ / Σ_p g_p²: the Gram matrix per position of the guided region (of the
+    whole image without a guide, F Fᵀ / M).
+
+    Style targets and the output's statistics are compared as such means, so that a style image of
+    another area than the output (another aspect ratio, a region) weighs neither more nor less: the
+    paper's equation 4, E = Σ (G − A)² / (4·N²·M²), assumes both have M positions, and equals
+    Σ (Ĝ − Â)² / (4·N²) when they do.
+    """
+    return guided_gram_sum(features, guide) / guide_weight(features, guide)
 
 
-def gram_error(difference: torch.Tensor, channels: int, positions: int) -> torch.Tensor:
-    """E_l = ¼ · Σ (G − A)² / (N_l²·M_l²), from a layer's Gram difference G − A over N_l channels and M_l positions."""
-    return difference.square().sum() * (style_normaliser(channels, positions) / 4.0)
+def style_normaliser(channels: int) -> float:
+    """1/N_l², the normalisation of a style layer's error between per-position Gram matrices."""
+    return 1.0 / channels**2
+
+
+def gram_error(difference: torch.Tensor, channels: int) -> torch.Tensor:
+    """E_l = ¼ · Σ (Ĝ − Â)² / N_l², from a layer's difference of per-position Gram matrices."""
+    return difference.square().sum() * (style_normaliser(channels) / 4.0)
 
 
 class _StyleLayerLoss(torch.autograd.Function):
-    """E_l with a hand-written backward: ∂E/∂F = (G − A)·F / (N²M²), one matrix product where autograd
-    would spend two (it does not know that G − A is symmetric)."""
+    """E_l with a hand-written backward: ∂E/∂F = (Ĝ − Â)·(F∘g)∘g / (N²·Σg²), one matrix product where
+    autograd would spend two (it does not know that Ĝ − Â is symmetric)."""
 
     @staticmethod
-    def forward(ctx, matrix: torch.Tensor, transposed: bool, target_gram: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, matrix: torch.Tensor, transposed: bool, target: torch.Tensor,  # type: ignore[override]
+                weights: torch.Tensor | None, total_weight: float) -> torch.Tensor:
         channels = matrix.shape[1] if transposed else matrix.shape[0]
-        positions = matrix.numel() // channels
-        as_float = _at_least_float32(matrix)
-        gram = as_float.T @ as_float if transposed else as_float @ as_float.T
-        difference = gram - target_gram
-        ctx.save_for_backward(as_float, difference)
+        guided = _at_least_float32(matrix)
+        if weights is not None:
+            guided = guided * weights
+        gram = (guided.T @ guided if transposed else guided @ guided.T) / total_weight
+        difference = gram - target
+        ctx.save_for_backward(guided, difference, weights)
         ctx.transposed = transposed
-        ctx.scale = style_normaliser(channels, positions)
+        ctx.scale = style_normaliser(channels) / total_weight
         ctx.input_dtype = matrix.dtype
-        return gram_error(difference, channels, positions)
+        return gram_error(difference, channels)
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        matrix, difference = ctx.saved_tensors
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:  # type: ignore[override]
+        guided, difference, weights = ctx.saved_tensors
         scaled = difference * (grad_output * ctx.scale)  # N×N: cheaper to scale than the N×M result
-        grad = matrix @ scaled if ctx.transposed else scaled @ matrix
-        return grad.to(ctx.input_dtype), None, None
+        grad = guided @ scaled if ctx.transposed else scaled @ guided
+        if weights is not None:
+            grad = grad * weights
+        return grad.to(ctx.input_dtype), None, None, None, None
 
 
-def style_layer_loss(features: torch.Tensor, target_gram: torch.Tensor) -> torch.Tensor:
-    """E_l = 1/(4·N_l²·M_l²) · Σ (G − A)², as in equation 4 of the paper."""
+def style_layer_loss(features: torch.Tensor, target: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+    """E_l = Σ (Ĝ − Â)² / (4·N_l²) between the per-position Gram matrix of ``features`` over the
+    ``guide``'s region (the whole image without one) and the per-position ``target`` Â (equation 4
+    of the paper, in the form :func:`mean_gram` explains).  Zero for a region empty at this layer."""
+    total_weight = guide_weight(features, guide)
+    if total_weight == 0:
+        return features.new_zeros((), dtype=torch.float32)
     matrix, transposed = _feature_matrix(features)
-    return _StyleLayerLoss.apply(matrix, transposed, target_gram)
+    weights = _guide_vector(guide, transposed, matrix.device)
+    return _StyleLayerLoss.apply(matrix, transposed, target, weights, total_weight)
 
 
-def gram_gradient_surrogate(features: torch.Tensor, difference: torch.Tensor) -> torch.Tensor:
-    """⟨(G − A)·F, F⟩ with (G − A)·F held constant, for the feature maps F of part of an image whose
-    whole Gram difference is ``difference``: its gradient with respect to F is (G − A)·F, which is
-    ∂E_l/∂F of the whole image's error, up to :func:`style_normaliser`, at that part's positions."""
-    matrix, transposed = _feature_matrix(features)
-    matrix = _at_least_float32(matrix)
+def gram_gradient_surrogate(features: torch.Tensor, difference: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+    """⟨(Ĝ − Â)·H, H⟩ with (Ĝ − Â)·H held constant, H = F∘g being the guided feature maps of part of an
+    image whose whole per-position Gram difference is ``difference``: its gradient with respect to F is
+    (Ĝ − Â)·(F∘g)∘g, which is ∂E_l/∂F of the whole image's error, up to
+    :func:`style_normaliser` / Σg², at that part's positions."""
+    matrix, transposed, weights = _guided(features, guide)
+    if weights is not None:
+        matrix = matrix * weights
     with torch.no_grad():
         pulled = matrix @ difference if transposed else difference @ matrix
     return (pulled * matrix).sum()
 
 
+@dataclass(frozen=True)
+class StyleTerm:
+    """One comparison of Gram statistics at every style layer: the output's over a region (``guides``,
+    per layer; the whole image when None) against per-position ``targets``, counted ``weight`` times."""
+
+    targets: Mapping[str, torch.Tensor]
+    weight: float = 1.0
+    guides: Mapping[str, torch.Tensor] | None = None
+
+    def guide(self, layer: str) -> torch.Tensor | None:
+        return None if self.guides is None else self.guides[layer]
+
+
 def style_loss(
     features: Mapping[str, torch.Tensor],
-    target_grams: Mapping[str, torch.Tensor],
+    terms: Sequence[StyleTerm],
     layer_weights: Mapping[str, float],
 ) -> torch.Tensor:
-    """L_style = Σ_l w_l · E_l over the style layers (equation 5 of the paper)."""
-    terms = [weight * style_layer_loss(features[layer], target_grams[layer]) for layer, weight in layer_weights.items()]
-    return torch.stack(terms).sum()
+    """L_style = Σ_t λ_t Σ_l w_l · E_l over the style layers (equation 5 of the paper; one term per
+    region for spatial control, section 4 of the 2017 paper)."""
+    losses = [term.weight * weight * style_layer_loss(features[layer], term.targets[layer], term.guide(layer))
+              for term in terms for layer, weight in layer_weights.items()]
+    return torch.stack(losses).sum()
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor, count: int | None = None) -> torch.Tensor:
@@ -116,7 +174,7 @@ def total_variation_loss(image: torch.Tensor) -> torch.Tensor:
 
 
 def blend_grams(grams_per_style: Sequence[Mapping[str, torch.Tensor]], blend_weights: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Σ_i b_i · A_i per layer, with the blend weights b normalised to sum to one."""
+    """Σ_i b_i · Â_i per layer, with the blend weights b normalised to sum to one."""
     total = float(sum(blend_weights))
     layers = grams_per_style[0].keys()
     return {

@@ -39,6 +39,7 @@ class Kind(enum.Enum):
     FLAG = "flag"  # bool
     CHOICE = "choice"  # a str-valued enum; plain values are its members' values
     NUMBERS = "numbers"  # tuple[float, ...] | None: a weight list, None for the default weighting
+    INTEGERS = "integers"  # tuple[int, ...] | None: a list of integers in a range, None for the default
     LAYER = "layer"  # str: a VGG19 layer name
     LAYERS = "layers"  # tuple[str, ...]: VGG19 layer names
 
@@ -48,6 +49,7 @@ _KINDS: dict[object, Kind] = {
     int: Kind.INTEGER,
     bool: Kind.FLAG,
     tuple[float, ...] | None: Kind.NUMBERS,
+    tuple[int, ...] | None: Kind.INTEGERS,
     str: Kind.LAYER,
     tuple[str, ...]: Kind.LAYERS,
 }
@@ -125,7 +127,8 @@ class Setting:
 
     @property
     def bounds(self) -> tuple[float, float]:
-        """(minimum, maximum) of a number or an integer (settings_of makes sure both are declared)."""
+        """(minimum, maximum) of a number or an integer, or of a list's integers (settings_of makes sure
+        both are declared)."""
         assert self.spec.minimum is not None and self.spec.maximum is not None
         return self.spec.minimum, self.spec.maximum
 
@@ -144,6 +147,8 @@ class Setting:
             return f"one of {', '.join(self.choice_values)}"
         if self.kind is Kind.NUMBERS:
             return f"a list of 1 to {MAX_LIST_LENGTH} finite numbers ≥ 0, not all zero"
+        if self.kind is Kind.INTEGERS:
+            return f"a list of 1 to {MAX_LIST_LENGTH} integers from {_number(spec.minimum)} to {_number(spec.maximum)}"
         if self.kind is Kind.LAYER:
             return f"a VGG19 layer name, {LAYER_NAMES[0]} to {LAYER_NAMES[-1]}"
         return f"a list of 1 to {len(LAYER_NAMES)} VGG19 layer names"
@@ -181,6 +186,12 @@ class Setting:
                 _is_list(value) and 1 <= len(value) <= MAX_LIST_LENGTH
                 and all(_is_number(weight) and weight >= 0 for weight in value) and sum(value) > 0
             )
+        if self.kind is Kind.INTEGERS:
+            low, high = self.bounds
+            return value is None or (
+                _is_list(value) and 1 <= len(value) <= MAX_LIST_LENGTH
+                and all(isinstance(item, int) and not isinstance(item, bool) and low <= item <= high for item in value)
+            )
         return False  # layer names are checked in check()
 
     def convert(self, value: Any) -> Any:
@@ -192,6 +203,8 @@ class Setting:
             return float(value)
         if self.kind is Kind.NUMBERS and value is not None:
             return tuple(float(weight) for weight in value)
+        if self.kind is Kind.INTEGERS and value is not None:
+            return tuple(value)
         if self.kind is Kind.LAYERS:
             return tuple(value)
         return value
@@ -210,7 +223,7 @@ def settings_of(cls: type) -> dict[str, Setting]:
         kind = Kind.CHOICE if choice_type is not None else _KINDS.get(hint)
         if kind is None:
             raise TypeError(f"{cls.__name__}.{field.name}: a setting cannot have the type {hint}")
-        if kind in (Kind.NUMBER, Kind.INTEGER) and (spec.minimum is None or spec.maximum is None):
+        if kind in (Kind.NUMBER, Kind.INTEGER, Kind.INTEGERS) and (spec.minimum is None or spec.maximum is None):
             raise TypeError(f"{cls.__name__}.{field.name}: a number needs a minimum and a maximum")
         if choice_type is not None and tuple(c.value for c in spec.choices) != tuple(m.value for m in choice_type):
             raise TypeError(f"{cls.__name__}.{field.name}: its choices must list {choice_type.__name__}'s values in order")

@@ -23,6 +23,7 @@ MAX_ITERATIONS = 100_000
 MAX_SCALES = 8
 MAX_SIZE = 16384  # longest side of an output or a tile
 MAX_WEIGHT = 1e12
+MAX_STYLES = 15
 MAX_SEED = 2**31 - 1  # the largest a GIMP integer argument holds
 
 _EVERYWHERE = (FrontEnd.CLI, FrontEnd.GIMP, FrontEnd.WIRE)
@@ -38,6 +39,14 @@ class Init(str, enum.Enum):
     CONTENT = "content"
     NOISE = "noise"
     IMAGE = "image"
+
+
+class Colors(str, enum.Enum):
+    """Whose colours the result takes (colour control, Gatys et al. 2017, section 5)."""
+
+    STYLE = "style"
+    LUMINANCE = "luminance"  # stylise the luminance alone, keep the content's chrominance
+    HISTOGRAM = "histogram"  # move each style image's colour distribution to the content's first
 
 
 class Precision(str, enum.Enum):
@@ -87,6 +96,10 @@ class StyleSettings:
         none_means="equal, 1/L each", front_ends=_CLI_AND_WIRE)
     style_blend_weights: tuple[float, ...] | None = setting(
         None, "one weight per style image, normalised to sum to 1", none_means="equal", front_ends=_CLI_AND_WIRE)
+    style_layer_sources: tuple[int, ...] | None = setting(
+        None, "scale control: one style image number per style layer, whose statistics that layer takes "
+        "(e.g. 1 1 1 2 2: fine texture from the first style, coarse structure from the second)",
+        minimum=1, maximum=MAX_STYLES, none_means="every layer from the blend of all styles", front_ends=_CLI_AND_WIRE)
     style_scale: float = setting(
         1.0, "longest side of the style images relative to the content's, at each stage",
         minimum=0.01, maximum=100.0, front_ends=_CLI_AND_WIRE)
@@ -119,9 +132,14 @@ class StyleSettings:
     seed: int = setting(
         0, "seed of the noise start; the same inputs and seed on the CPU give identical output", label="S_eed",
         minimum=0, maximum=MAX_SEED, front_ends=_EVERYWHERE)
-    preserve_colors: bool = setting(
-        False, "keep the content's colours (luminance-only transfer)", label="_Preserve colours",
-        front_ends=_EVERYWHERE)
+    colors: Colors = setting(
+        Colors.STYLE, "whose colours the result takes", label="Colou_rs", front_ends=_EVERYWHERE, choices=(
+            Choice("style", "The style's", "the style images' colours, as in the 2016 paper"),
+            Choice("luminance", "The content's, by luminance",
+                   "stylise the luminance alone and keep the content's colours"),
+            Choice("histogram", "The content's, by colour matching",
+                   "first move each style image's colours to the content's mean and covariance"),
+        ))
     pooling: Pooling = setting(
         Pooling.MAX, "VGG19's pooling", front_ends=_CLI_AND_WIRE, choices=(
             Choice("max", "Max", "as VGG19 was trained"),
@@ -166,6 +184,12 @@ class StyleSettings:
             raise InvalidSettingsError("at least one style image is needed")
         if self.style_blend_weights is not None:
             _check_count(self.style_blend_weights, style_count, "style_blend_weights", "style image")
+        if self.style_layer_sources is not None:
+            _check_count(self.style_layer_sources, len(self.style_layers), "style_layer_sources", "style layer")
+            if max(self.style_layer_sources) > style_count:
+                raise InvalidSettingsError(
+                    f"style_layer_sources names style image {max(self.style_layer_sources)}, but there are {style_count}"
+                )
 
     @property
     def layers(self) -> frozenset[str]:
@@ -217,6 +241,6 @@ def check_values(values: Mapping[str, Any], front_end: FrontEnd | None = None, p
         item.check(value, prefix)
 
 
-def _check_count(weights: tuple[float, ...], expected: int, field: str, what: str) -> None:
-    if len(weights) != expected:
-        raise InvalidSettingsError(f"{field} needs one weight per {what}: {expected}, got {len(weights)}")
+def _check_count(values: tuple[float, ...], expected: int, field: str, what: str) -> None:
+    if len(values) != expected:
+        raise InvalidSettingsError(f"{field} needs one value per {what}: {expected}, got {len(values)}")

@@ -2,11 +2,12 @@
 
 Every evaluation gives the gradient of the *whole image's* loss, tile by tile:
 
-1. A no-gradient pass over the tiles sums each style layer's Gram matrix over the tiles' cores, so G_l
-   and hence (G_l − A_l) are those of the whole image, not of any tile.
-2. A gradient pass over the tiles.  ∂E_l/∂F = (G_l − A_l)·F/(N²M²) is linear in a tile's features once
-   G_l is known, so each tile backpropagates that term for its core's features (plus its share of the
-   content loss), and the image's gradient accumulates across tiles.
+1. A no-gradient pass over the tiles sums each style layer's Gram matrix over the tiles' cores (for each
+   region, weighted by its guide: nst_engine.guides), so Ĝ_l and hence (Ĝ_l − Â_l) are those of the
+   whole image, not of any tile.
+2. A gradient pass over the tiles.  ∂E_l/∂F = (Ĝ_l − Â_l)·(F∘g)∘g/(N²·Σg²) is linear in a tile's
+   features once Ĝ_l is known, so each tile backpropagates that term for its core's features (plus its
+   share of the content loss), and the image's gradient accumulates across tiles.
 
 Each tile's VGG pass sees its core plus a context margin, so features near a core's edge are computed
 from real neighbouring pixels; only core features count, each feature position in exactly one core.
@@ -17,7 +18,7 @@ seam.  Tile edges lie on a 16-pixel grid, which maps exactly onto every VGG19 la
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,11 +27,13 @@ from .device import resolve_precision
 from .errors import InsufficientMemoryError
 from .geometry import MIN_TILE, TILE_ALIGN
 from .layers import layer_channels, layer_downsampling
+from .guides import LayerGuides
 from .losses import (
+    StyleTerm,
     content_loss,
     gram_error,
     gram_gradient_surrogate,
-    gram_matrix,
+    guided_gram_sum,
     style_normaliser,
     total_variation_loss,
 )
@@ -95,17 +98,32 @@ def _core(features: torch.Tensor, rows: Span, cols: Span, layer: str) -> torch.T
 
 @torch.no_grad()
 def sum_grams(model: VGGFeatures, image: torch.Tensor, tiles: list[tuple[Span, Span]], settings: StyleSettings,
-              cancel: CancelToken | None = None) -> dict[str, torch.Tensor]:
-    """F Fᵀ per style layer of the whole ``image`` (1×3×H×W), summed over the tiles' cores."""
-    grams: dict[str, torch.Tensor] = {}
+              cancel: CancelToken | None = None,
+              guides: Sequence[LayerGuides | None] = (None,)) -> list[dict[str, torch.Tensor]]:
+    """For each of ``guides`` (per layer, at the whole image's feature resolution; None: the whole
+    image), the per-position Gram matrix Ĝ of the whole ``image`` (1×3×H×W) at each style layer: the
+    guided Σ g² f fᵀ summed over the tiles' cores, over the whole image's Σ g²."""
+    height, width = image.shape[-2:]
+    sums: list[dict[str, torch.Tensor]] = [{} for _ in guides]
     for rows, cols in tiles:
         if cancel is not None:
             cancel.raise_if_cancelled()
         features = model(image[..., rows.context, cols.context], settings.style_layers, settings.pooling)
         for layer in settings.style_layers:
-            tile_gram = gram_matrix(_core(features[layer], rows, cols, layer))
-            grams[layer] = grams[layer] + tile_gram if layer in grams else tile_gram
-    return grams
+            core = _core(features[layer], rows, cols, layer)
+            for guide_sums, layer_guides in zip(sums, guides):
+                core_guide = None if layer_guides is None else _global_core(layer_guides[layer], rows, cols, layer)
+                tile_sum = guided_gram_sum(core, core_guide)
+                guide_sums[layer] = guide_sums[layer] + tile_sum if layer in guide_sums else tile_sum
+    return [{layer: total / _total_weight(layer_guides, layer, height, width) for layer, total in guide_sums.items()}
+            for guide_sums, layer_guides in zip(sums, guides)]
+
+
+def _total_weight(guides: LayerGuides | None, layer: str, height: int, width: int) -> float:
+    """Σ g² of a guide over the whole image's positions at ``layer`` (their number without a guide)."""
+    if guides is None:
+        return float(feature_positions(height, width, layer))
+    return float(guides[layer].double().square().sum())
 
 
 def _global_core(feature_map: torch.Tensor, rows: Span, cols: Span, layer: str) -> torch.Tensor:
@@ -210,12 +228,12 @@ class TiledObjective:
         model: VGGFeatures,
         settings: StyleSettings,
         content: torch.Tensor,
-        target_grams: Mapping[str, torch.Tensor],
+        style_terms: Sequence[StyleTerm],
         plan: TilePlan,
         cancel: CancelToken | None = None,
     ) -> None:
         self.model, self.settings, self.plan = model, settings, plan
-        self.target_grams = target_grams
+        self.style_terms = style_terms
         self.layer_weights = settings.layer_weights()
         self.layers: Collection[str] = settings.layers
         self.cancel = cancel or CancelToken()
@@ -233,15 +251,21 @@ class TiledObjective:
         s = self.settings
         height, width = image.shape[-2:]
         tiles = self.plan.tiles(height, width, self.iteration)
-        grams = sum_grams(self.model, image.detach(), tiles, s, self.cancel)
+        terms = self.style_terms
+        means = sum_grams(self.model, image.detach(), tiles, s, self.cancel, [term.guides for term in terms])
         style = image.new_zeros((), dtype=torch.float32)
-        # Each tile's surrogate weights ⟨(G − A)F_core, F_core⟩ so that its gradient is β·w_l·∂E_l/∂F_core.
-        coefficients, differences = {}, {}
-        for layer, weight in self.layer_weights.items():
-            channels, positions = layer_channels(layer), feature_positions(height, width, layer)
-            differences[layer] = grams[layer] - self.target_grams[layer]
-            style += weight * gram_error(differences[layer], channels, positions)
-            coefficients[layer] = s.style_weight * weight * style_normaliser(channels, positions)
+        # Each tile's surrogates weight ⟨(Ĝ − Â)H, H⟩ so that their gradient is β·λ·w_l·∂E_l/∂F_core.
+        pulls: list[tuple[StyleTerm, str, float, torch.Tensor]] = []
+        for term, term_means in zip(terms, means):
+            for layer, weight in self.layer_weights.items():
+                total_weight = _total_weight(term.guides, layer, height, width)
+                if total_weight == 0:
+                    continue  # the region vanished at this layer's resolution
+                channels = layer_channels(layer)
+                difference = term_means[layer] - term.targets[layer]
+                style += term.weight * weight * gram_error(difference, channels)
+                coefficient = s.style_weight * term.weight * weight * style_normaliser(channels) / total_weight
+                pulls.append((term, layer, coefficient, difference))
         content_positions = layer_channels(s.content_layer) * feature_positions(height, width, s.content_layer)
         content = image.new_zeros((), dtype=torch.float32)
         for rows, cols in tiles:
@@ -250,9 +274,10 @@ class TiledObjective:
             with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 features = self.model(image[..., rows.context, cols.context], self.layers, s.pooling)
             surrogate = image.new_zeros((), dtype=torch.float32)
-            for layer, coefficient in coefficients.items():
+            for term, layer, coefficient, difference in pulls:
                 core_features = _core(features[layer], rows, cols, layer)
-                surrogate = surrogate + coefficient * gram_gradient_surrogate(core_features, differences[layer])
+                core_guide = None if term.guides is None else _global_core(term.guides[layer], rows, cols, layer)
+                surrogate = surrogate + coefficient * gram_gradient_surrogate(core_features, difference, core_guide)
             core = _core(features[s.content_layer], rows, cols, s.content_layer)
             tile_content = content_loss(core, target, count=content_positions)
             (surrogate + s.content_weight * tile_content).backward()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -23,18 +24,20 @@ from .errors import InvalidSettingsError
 from .geometry import fit_longest_side
 from .image_ops import resize
 from .layers import layer_downsampling
+from .guides import LayerGuides, check_masks, guides_at_layers, resize_mask
 from .losses import (
+    StyleTerm,
     blend_grams,
     box_penalty,
     content_loss,
-    gram_matrix,
+    mean_gram,
     style_loss,
     total_variation_loss,
 )
 from .memory import LBFGS_HISTORY, available_bytes
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
-from .settings import Init, Optimizer, Precision, StyleSettings
-from .tiling import StagePlan, TiledObjective, plan_stage, sum_grams
+from .settings import Colors, Init, Optimizer, Precision, StyleSettings
+from .tiling import StagePlan, TiledObjective, TilePlan, plan_stage, sum_grams
 from .vgg import VGGFeatures
 from .weights import load_vgg19_state_dict
 
@@ -82,12 +85,12 @@ class Objective:
         model: VGGFeatures,
         settings: StyleSettings,
         content_target: torch.Tensor,
-        target_grams: Mapping[str, torch.Tensor],
+        style_terms: Sequence[StyleTerm],
     ) -> None:
         self.model = model
         self.settings = settings
         self.content_target = content_target
-        self.target_grams = target_grams
+        self.style_terms = style_terms
         self.layer_weights = settings.layer_weights()
         self.layers = settings.layers
         self.device = content_target.device
@@ -100,7 +103,7 @@ class Objective:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             features = self.model(image, self.layers, s.pooling)
         content = s.content_weight * content_loss(features[s.content_layer], self.content_target)
-        style = s.style_weight * style_loss(features, self.target_grams, self.layer_weights)
+        style = s.style_weight * style_loss(features, self.style_terms, self.layer_weights)
         tv = s.tv_weight * total_variation_loss(image) if s.tv_weight else torch.zeros_like(content)
         terms = torch.stack([content, style, tv])
         return terms.sum(), terms
@@ -145,10 +148,13 @@ class StyleTransfer:
         return image.to(self.device, torch.float32).contiguous()
 
     @torch.no_grad()
-    def style_grams(self, style: torch.Tensor, settings: StyleSettings) -> dict[str, torch.Tensor]:
-        """Gram matrices A_l of one style image (1×3×H×W on this device) at the style layers."""
+    def style_grams(self, style: torch.Tensor, settings: StyleSettings,
+                    guides: LayerGuides | None = None) -> dict[str, torch.Tensor]:
+        """Per-position Gram matrices Â_l of one style image (1×3×H×W on this device) at the style
+        layers, over the region its ``guides`` give (see nst_engine.guides), or all of it."""
         features = self.model(style, settings.style_layers, settings.pooling)
-        return {layer: gram_matrix(features[layer]) for layer in settings.style_layers}
+        return {layer: mean_gram(features[layer], None if guides is None else guides[layer])
+                for layer in settings.style_layers}
 
     def stylize(
         self,
@@ -163,6 +169,8 @@ class StyleTransfer:
         memory_budget: int | None = None,
         style_keys: Sequence[Hashable] | None = None,
         gram_cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None = None,
+        style_image_masks: Sequence[torch.Tensor | None] | None = None,
+        regions: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """Stylise ``content`` with ``styles``; all images are 3×H×W float32 sRGB in [0, 1].
 
@@ -175,12 +183,22 @@ class StyleTransfer:
         With ``style_keys`` (one hashable identity per style image, e.g. a hash of its pixels) and a
         ``gram_cache`` mapping, each style's Gram targets are looked up before its VGG pass and stored
         after it, keyed by the style, its resized size and the settings that shape the targets.
+
+        Spatial control (Gatys et al. 2017): ``style_image_masks`` gives, per style image, an H×W map in [0, 1]
+        of where its statistics are taken (e.g. its alpha; None: everywhere), and ``regions``, per style
+        image, a map at the content's size of where in the output that style applies (None: everywhere).
+        With regions, each style is matched within its own region instead of blending all styles'
+        statistics (nst_engine.guides).
         """
         started = time.perf_counter()
         settings.validate(len(styles))
         _check_image(content, "content")
         for number, style in enumerate(styles, start=1):
             _check_image(style, f"style image {number}")
+        check_masks(style_image_masks, styles, "style image mask")
+        check_masks(regions, [content] * len(styles), "region")
+        if regions is not None and settings.style_layer_sources is not None:
+            raise InvalidSettingsError("style_layer_sources and regions cannot be combined: choose one kind of control")
         if init_image is not None:
             _check_image(init_image, "init_image")
         elif settings.init is Init.IMAGE:
@@ -197,10 +215,16 @@ class StyleTransfer:
         plans = [plan_stage(height, width, settings, budget) for height, width in stage_dims]
 
         content_rgb = self.to_device(content[None])
-        content_work = colour.luminance(content_rgb) if settings.preserve_colors else content_rgb
+        luminance_only = settings.colors is Colors.LUMINANCE
+        content_work = colour.luminance(content_rgb) if luminance_only else content_rgb
         style_work = [self.to_device(style[None]) for style in styles]
-        if settings.preserve_colors:
+        masks = list(style_image_masks) if style_image_masks is not None else [None] * len(styles)
+        masks = [None if mask is None else self.to_device(mask) for mask in masks]
+        if luminance_only:
             style_work = [colour.match_luminance(colour.luminance(s), content_work) for s in style_work]
+        elif settings.colors is Colors.HISTOGRAM:
+            style_work = [colour.match_colours(s, content_rgb, mask) for s, mask in zip(style_work, masks)]
+        content_regions = None if regions is None else [None if r is None else self.to_device(r) for r in regions]
 
         image = self._initial_image(content_work, init_image, settings, *stage_dims[0])
         with fp32_arithmetic(self.device, resolve_precision(settings.precision, self.device)):
@@ -211,8 +235,9 @@ class StyleTransfer:
                 plan = plans[stage.index - 1]
                 objective = self._stage_objective(
                     content_work, style_work, settings, height, width,
-                    None if settings.preserve_colors else style_keys,  # luminance targets depend on the content
-                    gram_cache, plan, cancel,
+                    # With the content's colours, the style targets depend on the content too.
+                    style_keys if settings.colors is Colors.STYLE else None,
+                    gram_cache, plan, cancel, masks, content_regions,
                 )
                 to_rgb = self._preview_converter(content_rgb, settings, height, width)
                 report = _reporter(stage, on_progress, preview_every, to_rgb, started)
@@ -224,7 +249,7 @@ class StyleTransfer:
                     image = _run_adam(image, objective, stage.iterations, settings.learning_rate, report, cancel)
 
         result = image.clamp(0.0, 1.0)
-        if settings.preserve_colors:
+        if luminance_only:
             result = colour.recombine(result, resize(content_rgb, final_h, final_w))
         return result[0].float().cpu().contiguous()
 
@@ -264,32 +289,57 @@ class StyleTransfer:
     def _initial_image(
         self, content: torch.Tensor, init_image: torch.Tensor | None, settings: StyleSettings, height: int, width: int
     ) -> torch.Tensor:
+        luminance_only = settings.colors is Colors.LUMINANCE
         if init_image is not None and settings.init is not Init.NOISE:
             start = self.to_device(init_image[None])
-            if settings.preserve_colors:
+            if luminance_only:
                 start = colour.luminance(start)
             return resize(start, height, width)
         if settings.init is Init.NOISE:
             # Drawn on the CPU so that a seed gives the same start on every device.
             generator = torch.Generator().manual_seed(settings.seed)
             noise = torch.rand((1, 3, height, width), generator=generator)
-            if settings.preserve_colors:
+            if luminance_only:
                 noise = noise[:, :1].expand(1, 3, height, width)
             return self.to_device(noise)
         return resize(content, height, width)
 
     def objective(
-        self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int
+        self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int,
+        *, style_image_masks: Sequence[torch.Tensor | None] | None = None,
+        regions: Sequence[torch.Tensor | None] | None = None,
     ) -> Objective:
-        """The objective a run optimises at a height×width stage (images 3×H×W, as for :meth:`stylize`).
+        """The objective a run optimises at a height×width stage (images and masks as for :meth:`stylize`).
 
-        Useful to judge any image by the same loss, e.g. in benchmarks; ignores ``preserve_colors``.
+        Useful to judge any image by the same loss, e.g. in benchmarks; ignores ``colors``.
         """
-        whole = self._stage_objective(
-            self.to_device(content[None]), [self.to_device(style[None]) for style in styles], settings, height, width
-        )
+        whole = self._public_objective(content, styles, settings, height, width, style_image_masks, regions, None)
         assert isinstance(whole, Objective)  # no tile plan was given
         return whole
+
+    def tiled_objective(
+        self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int,
+        tiles: TilePlan, *, style_image_masks: Sequence[torch.Tensor | None] | None = None,
+        regions: Sequence[torch.Tensor | None] | None = None,
+    ) -> TiledObjective:
+        """The same objective as :meth:`objective`, evaluated over ``tiles`` as a run that does not fit
+        in memory evaluates it."""
+        tiled = self._public_objective(content, styles, settings, height, width, style_image_masks, regions, tiles)
+        assert isinstance(tiled, TiledObjective)
+        return tiled
+
+    def _public_objective(
+        self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int,
+        style_image_masks: Sequence[torch.Tensor | None] | None, regions: Sequence[torch.Tensor | None] | None,
+        tiles: TilePlan | None,
+    ) -> Objective | TiledObjective:
+        def on_device(masks: Sequence[torch.Tensor | None] | None) -> list[torch.Tensor | None] | None:
+            return None if masks is None else [None if mask is None else self.to_device(mask) for mask in masks]
+
+        return self._stage_objective(
+            self.to_device(content[None]), [self.to_device(style[None]) for style in styles], settings, height, width,
+            plan=StagePlan(tiles), style_image_masks=on_device(style_image_masks), regions=on_device(regions),
+        )
 
     @torch.no_grad()
     def _stage_objective(
@@ -298,42 +348,83 @@ class StyleTransfer:
         gram_cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None = None,
         plan: StagePlan = StagePlan(None),
         cancel: CancelToken | None = None,
+        style_image_masks: Sequence[torch.Tensor | None] | None = None,
+        regions: Sequence[torch.Tensor | None] | None = None,
     ) -> Objective | TiledObjective:
         stage_content = resize(content, height, width)
-        tiles = plan.tiles
-        style_longest = round(settings.style_scale * max(height, width))
-        grams = []
-        for index, style in enumerate(styles):
-            style_size = fit_longest_side(style.shape[-2], style.shape[-1], style_longest)
-            key = None
-            if style_keys is not None and gram_cache is not None:
-                precision = resolve_precision(settings.precision, self.device).value
-                key = (style_keys[index], style_size, settings.pooling.value, settings.style_layers, str(self.device),
-                       precision, tiles)
-                if key in gram_cache:
-                    grams.append(gram_cache[key])
-                    continue
-            style_image = resize(style, *style_size)
-            if tiles is None:
-                style_grams = self.style_grams(style_image, settings)
-            else:
-                style_grams = sum_grams(self.model, style_image, tiles.tiles(*style_size), settings, cancel)
-            if key is not None:
-                gram_cache[key] = style_grams
-            grams.append(style_grams)
-        target_grams = blend_grams(grams, settings.blend_weights(len(styles)))
-        if tiles is not None:
-            return TiledObjective(self.model, settings, stage_content, target_grams, tiles, cancel)
+        masks = list(style_image_masks) if style_image_masks is not None else [None] * len(styles)
+        grams = [self._style_targets(style, mask, settings, height, width, plan, cancel,
+                                     None if style_keys is None else style_keys[index], gram_cache)
+                 for index, (style, mask) in enumerate(zip(styles, masks))]
+        terms = _style_terms(grams, settings, regions, height, width)
+        if plan.tiles is not None:
+            return TiledObjective(self.model, settings, stage_content, terms, plan.tiles, cancel)
         content_target = self.model(stage_content, [settings.content_layer], settings.pooling)[settings.content_layer]
-        return Objective(self.model, settings, content_target.detach().clone(), target_grams)
+        return Objective(self.model, settings, content_target.detach().clone(), terms)
+
+    def _style_targets(
+        self, style: torch.Tensor, mask: torch.Tensor | None, settings: StyleSettings, height: int, width: int,
+        plan: StagePlan, cancel: CancelToken | None, style_key: Hashable | None,
+        gram_cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None,
+    ) -> dict[str, torch.Tensor]:
+        """One style image's per-position Gram targets at a height×width stage, from the cache if there."""
+        style_size = fit_longest_side(style.shape[-2], style.shape[-1], round(settings.style_scale * max(height, width)))
+        style_mask = None if mask is None else resize_mask(mask, *style_size)
+        key = None
+        if style_key is not None and gram_cache is not None:
+            precision = resolve_precision(settings.precision, self.device).value
+            key = (style_key, _digest(style_mask), style_size, settings.pooling.value, settings.style_layers,
+                   str(self.device), precision, plan.tiles)
+            if key in gram_cache:
+                return gram_cache[key]
+        style_image = resize(style, *style_size)
+        guides = None
+        if style_mask is not None:
+            # Masked-out pixels become the colour VGG's zero padding stands for (the ImageNet mean), so
+            # that near a mask's edge the network sees what it sees at the edge of a cropped image.
+            style_image = style_mask * style_image + (1.0 - style_mask) * self.model.mean
+            guides = guides_at_layers(style_mask, settings.style_layers)
+        if plan.tiles is None:
+            targets = self.style_grams(style_image, settings, guides)
+        else:
+            targets = sum_grams(self.model, style_image, plan.tiles.tiles(*style_size), settings, cancel, [guides])[0]
+        if key is not None:
+            gram_cache[key] = targets
+        return targets
 
     def _preview_converter(
         self, content_rgb: torch.Tensor, settings: StyleSettings, height: int, width: int
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        if not settings.preserve_colors:
+        if settings.colors is not Colors.LUMINANCE:
             return lambda image: image.detach().clamp(0.0, 1.0)
         stage_content = resize(content_rgb, height, width)
         return lambda image: colour.recombine(image.detach(), stage_content)
+
+
+def _style_terms(
+    grams: Sequence[Mapping[str, torch.Tensor]], settings: StyleSettings,
+    regions: Sequence[torch.Tensor | None] | None, height: int, width: int,
+) -> list[StyleTerm]:
+    """What the output's Gram statistics are compared with at a height×width stage: the blend of all
+    styles over the whole image; with scale control, each layer's from its chosen style; with regions,
+    each style within its own region, weighted by its blend weight."""
+    blend = settings.blend_weights(len(grams))
+    if regions is None:
+        if settings.style_layer_sources is None:
+            return [StyleTerm(blend_grams(grams, blend))]
+        sources = dict(zip(settings.style_layers, settings.style_layer_sources))
+        return [StyleTerm({layer: grams[sources[layer] - 1][layer] for layer in settings.style_layers})]
+    total = float(sum(blend))
+    return [StyleTerm(targets, weight / total,
+                      None if region is None else guides_at_layers(resize_mask(region, height, width), settings.style_layers))
+            for targets, weight, region in zip(grams, blend, regions) if weight > 0]
+
+
+def _digest(mask: torch.Tensor | None) -> str | None:
+    """Identity of a mask's values, for the style cache's key."""
+    if mask is None:
+        return None
+    return hashlib.blake2b(mask.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
 
 
 def _plan_stages(stage_dims: list[tuple[int, int]], settings: StyleSettings) -> list[_Stage]:

@@ -1,17 +1,28 @@
-"""Loss maths against values computed by hand."""
+"""Loss maths against values computed by hand, guided (masked) Gram matrices included."""
 
 import pytest
 import torch
 
-from nst_engine.losses import blend_grams, box_penalty, content_loss, gram_matrix, style_layer_loss, style_loss, total_variation_loss
+from nst_engine.losses import (
+    StyleTerm,
+    blend_grams,
+    box_penalty,
+    content_loss,
+    guided_gram_sum,
+    mean_gram,
+    style_layer_loss,
+    style_loss,
+    total_variation_loss,
+)
 from nst_engine.settings import StyleSettings
 
 # Two feature maps (N = 2) over two positions (M = 2): F = [[1, 2], [3, 4]].
 FEATURES = torch.tensor([[[[1.0, 2.0]], [[3.0, 4.0]]]])
 
 
-def test_gram_matrix_is_f_f_transpose():
-    assert torch.equal(gram_matrix(FEATURES), torch.tensor([[5.0, 11.0], [11.0, 25.0]]))
+def test_gram_matrix_is_f_f_transpose_and_its_mean_per_position():
+    assert torch.equal(guided_gram_sum(FEATURES), torch.tensor([[5.0, 11.0], [11.0, 25.0]]))
+    assert torch.equal(mean_gram(FEATURES), torch.tensor([[2.5, 5.5], [5.5, 12.5]]))
 
 
 def test_style_layer_loss_uses_the_papers_normalisation():
@@ -20,15 +31,17 @@ def test_style_layer_loss_uses_the_papers_normalisation():
 
 
 def test_style_layer_loss_is_zero_at_the_target():
-    assert style_layer_loss(FEATURES, gram_matrix(FEATURES)).item() == 0.0
+    assert style_layer_loss(FEATURES, mean_gram(FEATURES)).item() == 0.0
 
 
-def test_style_loss_weights_layers():
+def test_style_loss_weights_layers_and_terms():
     features = {"a": FEATURES, "b": 2 * FEATURES}
     targets = {"a": torch.zeros(2, 2), "b": torch.zeros(2, 2)}
     # Doubling F multiplies G by 4 and E by 16.
     expected = 0.25 * 892 / 64 + 0.75 * 16 * 892 / 64
-    assert style_loss(features, targets, {"a": 0.25, "b": 0.75}).item() == pytest.approx(expected)
+    assert style_loss(features, [StyleTerm(targets)], {"a": 0.25, "b": 0.75}).item() == pytest.approx(expected)
+    two_terms = [StyleTerm(targets, 0.5), StyleTerm(targets, 2.0)]
+    assert style_loss(features, two_terms, {"a": 0.25, "b": 0.75}).item() == pytest.approx(2.5 * expected)
 
 
 def test_content_loss_is_half_the_mean_squared_error():
@@ -82,7 +95,7 @@ def test_style_layer_loss_gradient_matches_autograd_of_the_formula(channels_last
     (ours,) = torch.autograd.grad(loss, features)
     reference_features = features.detach().clone().requires_grad_(True)
     matrix = reference_features.reshape(4, 30)
-    reference = ((matrix @ matrix.T - target).square().sum() / (4 * 16 * 900))
+    reference = ((matrix @ matrix.T / 30 - target).square().sum() / (4 * 16))
     (expected,) = torch.autograd.grad(reference, reference_features)
     assert loss.item() == pytest.approx(reference.item())
     assert torch.allclose(ours, expected)
@@ -90,4 +103,57 @@ def test_style_layer_loss_gradient_matches_autograd_of_the_formula(channels_last
 
 def test_gram_matrix_is_the_same_in_both_memory_formats():
     features = torch.rand(1, 8, 5, 7)
-    assert torch.allclose(gram_matrix(features), gram_matrix(features.contiguous(memory_format=torch.channels_last)))
+    guide = torch.rand(1, 1, 5, 7)
+    for g in (None, guide):
+        assert torch.allclose(mean_gram(features, g), mean_gram(features.contiguous(memory_format=torch.channels_last), g))
+
+
+# -- guided Gram matrices (Gatys et al. 2017, spatial control) ------------------------------------------
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_an_all_ones_guide_is_exactly_no_guide(channels_last):
+    features = torch.rand(1, 6, 5, 7)
+    if channels_last:
+        features = features.contiguous(memory_format=torch.channels_last)
+    target = mean_gram(torch.rand(1, 6, 4, 4))
+    results = []
+    for guide in (None, torch.ones(1, 1, 5, 7)):
+        leaf = features.clone().requires_grad_(True)
+        loss = style_layer_loss(leaf, target, guide)
+        (grad,) = torch.autograd.grad(loss, leaf)
+        results.append((loss, grad))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_a_binary_guide_sees_only_its_region_whatever_its_area():
+    features = torch.rand(1, 4, 6, 8, requires_grad=True)
+    guide = torch.zeros(1, 1, 6, 8)
+    guide[..., :, :3] = 1.0
+    target = mean_gram(torch.rand(1, 4, 3, 3))
+    guided = style_layer_loss(features, target, guide)
+    cropped = style_layer_loss(features[..., :, :3], target)
+    assert guided.item() == pytest.approx(cropped.item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(guided, features)
+    assert (grad[..., :, 3:] == 0).all() and (grad[..., :, :3] != 0).any()
+    # The same texture repeated over twice the area has the same per-position Gram matrix.
+    tile = torch.rand(1, 4, 3, 3)
+    assert torch.allclose(mean_gram(tile), mean_gram(torch.cat([tile, tile], dim=-1)))
+
+
+def test_a_soft_guide_weights_positions_by_its_square():
+    features = torch.rand(1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    guide = torch.rand(1, 1, 4, 5, dtype=torch.float64)
+    target = torch.rand(3, 3, dtype=torch.float64)
+    target = target + target.T
+    loss = style_layer_loss(features, target, guide)
+    (ours,) = torch.autograd.grad(loss, features)
+    reference_features = features.detach().clone().requires_grad_(True)
+    weighted = (reference_features * guide).reshape(3, 20)
+    reference = ((weighted @ weighted.T / guide.square().sum() - target).square().sum() / (4 * 9))
+    (expected,) = torch.autograd.grad(reference, reference_features)
+    assert loss.item() == pytest.approx(reference.item())
+    assert torch.allclose(ours, expected.float() if ours.dtype == torch.float32 else expected, atol=1e-6)
+
+
+def test_a_region_empty_at_a_layer_adds_nothing():
+    features = torch.rand(1, 3, 4, 4, requires_grad=True)
+    assert style_layer_loss(features, torch.zeros(3, 3), torch.zeros(1, 1, 4, 4)).item() == 0.0

@@ -21,7 +21,7 @@ BY_NAME = {argument.name: argument for argument in ARGUMENTS}
 def test_the_arguments_keep_their_names_and_positions():
     """Scripts call the procedure with these names, and Script-Fu by position."""
     assert [argument.name for argument in ARGUMENTS] == [
-        "style-layer", "style-weight", "content-weight", "iterations", "max-size", "optimizer", "preserve-colors",
+        "style-layer", "style-weight", "content-weight", "iterations", "max-size", "optimizer", "colors",
         "seed", "live-preview"]
 
 

@@ -162,7 +162,7 @@ def test_header_fields_are_checked(codec, fields, code, match):
         ({"iterations": True}, "settings.iterations must be an integer"),
         ({"size": 10**9}, "settings.size"),
         ({"optimizer": "sgd"}, "settings.optimizer must be one of lbfgs, adam"),
-        ({"preserve_colors": 1}, "settings.preserve_colors must be true or false"),
+        ({"colors": 1}, "settings.colors must be one of style, luminance, histogram"),
         ({"style_blend_weights": [1, -2]}, "settings.style_blend_weights"),
         ({"colour": "blue"}, "settings.colour is not a known setting"),
     ],

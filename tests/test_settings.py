@@ -88,7 +88,8 @@ _BLEND_STYLES = 2  # style images in the engine's validation below
 
 
 def _list_length(item: Setting) -> int:
-    return len(StyleSettings().style_layers) if item.name == "style_layer_weights" else _BLEND_STYLES
+    per_layer = ("style_layer_weights", "style_layer_sources")
+    return len(StyleSettings().style_layers) if item.name in per_layer else _BLEND_STYLES
 
 
 def probes(item: Setting) -> list[Any]:
@@ -110,6 +111,11 @@ def probes(item: Setting) -> list[Any]:
         length = _list_length(item)
         return [None, [1.0] * length, [1] * length, [0.0] * length, [-1.0] + [1.0] * (length - 1),
                 [math.nan] * length, [1.0] * 65, [], 1.0, [True] * length]
+    if item.kind is Kind.INTEGERS:
+        length = _list_length(item)
+        low, high = map(int, item.bounds)
+        return [None, [low] * length, [_BLEND_STYLES] + [low] * (length - 1), [low - 1] * length,
+                [high + 1] * length, [1.0] * length, [True] * length, [], 1, [low] * 65]
     raise AssertionError(f"no probes for {item.kind}")
 
 
@@ -153,9 +159,9 @@ def test_plain_values_become_typed_and_bad_ones_are_left_for_validate():
 
 
 def test_cross_field_counts_are_checked_by_the_engine():
-    with pytest.raises(InvalidSettingsError, match="style_layer_weights needs one weight per style layer: 5, got 2"):
+    with pytest.raises(InvalidSettingsError, match="style_layer_weights needs one value per style layer: 5, got 2"):
         StyleSettings(style_layer_weights=(1.0, 2.0)).validate(1)
-    with pytest.raises(InvalidSettingsError, match="style_blend_weights needs one weight per style image: 1, got 2"):
+    with pytest.raises(InvalidSettingsError, match="style_blend_weights needs one value per style image: 1, got 2"):
         StyleSettings(style_blend_weights=(1.0, 2.0)).validate(1)
 
 
@@ -198,7 +204,7 @@ def test_every_setting_has_help_and_choices_have_labels():
     for item in SETTINGS.values():
         assert item.spec.help and not item.spec.help.endswith(".")
         assert all(choice.label and choice.help for choice in item.spec.choices)
-        assert (item.kind is Kind.NUMBERS) == (item.spec.none_means is not None)
+        assert (item.kind in (Kind.NUMBERS, Kind.INTEGERS)) == (item.spec.none_means is not None)
 
 
 # ---------------------------------------------------------------------------------------------------

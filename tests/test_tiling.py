@@ -21,6 +21,7 @@ from daemon.jobs import Job, JobImage, JobQueue
 from daemon.records import DType, ImageSpec
 from daemon.worker import Worker
 from nst_engine.geometry import TILE_ALIGN
+from nst_engine.losses import StyleTerm
 from nst_engine.memory import estimate_bytes, largest_fitting_side
 from nst_engine.tiling import (
     TiledObjective,
@@ -56,8 +57,8 @@ def test_the_tiled_gradient_is_the_whole_images(engine):
     _, whole_terms = whole.loss_and_grad(image)
     whole_grad, image.grad = image.grad, None
     plan = TilePlan(TILE)
-    targets = sum_grams(engine.model, engine.to_device(style[None]), plan.tiles(SIZE, SIZE), settings)
-    tiled = TiledObjective(engine.model, settings, engine.to_device(content[None]), targets, plan)
+    (targets,) = sum_grams(engine.model, engine.to_device(style[None]), plan.tiles(SIZE, SIZE), settings)
+    tiled = TiledObjective(engine.model, settings, engine.to_device(content[None]), [StyleTerm(targets)], plan)
     assert isinstance(whole, StageObjective) and isinstance(tiled, StageObjective)  # what the optimisers take
     for iteration in (0, 1, 2):  # the grid moves between iterations
         tiled.set_iteration(iteration)

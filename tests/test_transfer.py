@@ -15,6 +15,7 @@ import torch
 
 from nst_engine import (
     CancelledError,
+    Colors,
     CancelToken,
     Init,
     InsufficientMemoryError,
@@ -181,7 +182,7 @@ def test_cancel_from_another_thread(engine, content_image, style_image):
 
 def test_colour_preservation_keeps_the_content_chroma(engine, content_image):
     colourful_style = torch.stack([torch.ones(64, 64), torch.zeros(64, 64), torch.rand(64, 64)])
-    result, _ = run(engine, content_image, colourful_style, preserve_colors=True, iterations=10, style_weight=1e4)
+    result, _ = run(engine, content_image, colourful_style, colors=Colors.LUMINANCE, iterations=10, style_weight=1e4)
     content_small = torch.nn.functional.interpolate(content_image[None], size=result.shape[-2:], mode="bicubic",
                                                     antialias=True)[0].clamp(0, 1)
     result_iq = colour.rgb_to_yiq(result)[1:]

@@ -15,7 +15,7 @@ from ..settings import Init, settings_for
 # The starting image on a command line: one of these, or an image file (then the setting is "image").
 INIT_NAMES = (Init.CONTENT.value, Init.NOISE.value)
 _INIT_METAVAR = "|".join((*INIT_NAMES, "FILE"))
-_METAVARS = {Kind.NUMBER: "X", Kind.INTEGER: "N", Kind.NUMBERS: "W"}
+_METAVARS = {Kind.NUMBER: "X", Kind.INTEGER: "N", Kind.NUMBERS: "W", Kind.INTEGERS: "N"}
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ class SettingOption:
             rules.update(action=argparse.BooleanOptionalAction if item.default else "store_true")
         elif item.kind is Kind.CHOICE:
             rules.update(choices=item.choice_values, default=item.plain_default())
-        elif item.kind is Kind.NUMBERS:
-            rules.update(type=float, nargs="+", metavar=_METAVARS[item.kind])
+        elif item.kind in (Kind.NUMBERS, Kind.INTEGERS):
+            rules.update(type=float if item.kind is Kind.NUMBERS else int, nargs="+", metavar=_METAVARS[item.kind])
         else:
             rules.update(type=float if item.kind is Kind.NUMBER else int, default=item.default,
                          metavar=_METAVARS[item.kind])
@@ -76,7 +76,7 @@ def _option(item: Setting) -> SettingOption:
     if item.kind is Kind.CHOICE:
         return SettingOption(item, f"{item.option} {'|'.join(item.choice_values)}",
                              f"{spec.help}: {_choices(item, item.choice_values)}", item.plain_default())
-    if item.kind is Kind.NUMBERS:
+    if item.kind in (Kind.NUMBERS, Kind.INTEGERS):
         return SettingOption(item, f"{item.option} {_METAVARS[item.kind]}…", spec.help, spec.none_means)
     unit = f", in {spec.unit}" if spec.unit else ""
     default = f"{item.default:g}" if item.kind is Kind.NUMBER else str(item.default)
