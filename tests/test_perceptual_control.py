@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from nst_engine import Colors, InvalidSettingsError, StyleSettings
+from nst_engine.cli.image_files import read_image, write_image
 from nst_engine.colour import colour_statistics
 from nst_engine.guides import guides_at_layers
 from nst_engine.losses import StyleTerm, style_loss
@@ -16,6 +20,7 @@ from nst_engine.tiling import TilePlan
 
 from .stand_ins import smooth_image
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = StyleSettings(size=64, scales=1, iterations=30)
 
 
@@ -245,3 +250,48 @@ def test_regions_and_scale_control_do_not_combine(engine, content_image, style_i
 def test_scale_control_names_only_existing_styles():
     with pytest.raises(InvalidSettingsError, match="names style image 3, but there are 2"):
         StyleSettings(style_layer_sources=(1, 2, 3, 1, 1)).validate(2)
+
+
+# -- the command line ----------------------------------------------------------------------------------
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nst_engine", *args, "--size", "64", "--scales", "1",
+                           "--iterations", "30", "-q"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+
+
+def test_the_command_line_takes_region_masks(engine, weights_file, tmp_path):
+    """--style-masks: one greyscale file per style image, resized to the content (here 32 px masks for a
+    64 px content), - for a style that applies everywhere."""
+    content = tmp_path / "content.png"
+    write_image(content, smooth_image(64, 64, seed=1), bits=8)
+    style_files = [tmp_path / "stripes.png", tmp_path / "noise.png"]
+    for path, image in zip(style_files, (stripes(), blue_noise())):
+        write_image(path, image, bits=8)
+    left, right = (tmp_path / "left.png", tmp_path / "right.png")
+    for path, mask in zip((left, right), halves(32)):
+        write_image(path, mask.expand(3, 32, 32), bits=8)
+    out = tmp_path / "out.png"
+    completed = run_cli(str(content), *map(str, style_files), "-o", str(out), "--weights", str(weights_file),
+                        "--style-masks", str(left), str(right))
+    assert completed.returncode == 0, completed.stderr
+    result = read_image(out).rgb
+    for half, owner in zip(halves(), (0, 1)):
+        losses = region_style_losses(engine, result, half, [stripes(), blue_noise()])
+        assert losses[1 - owner] >= 2 * losses[owner]
+    wrong = run_cli(str(content), *map(str, style_files), "-o", str(out), "--weights", str(weights_file),
+                    "--style-masks", str(left))
+    assert wrong.returncode == 1 and "--style-masks needs one mask (or -) per style image: 2, got 1" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+
+def test_the_command_line_takes_a_style_images_alpha_as_its_mask(weights_file, tmp_path):
+    clean, spoiled, mask = spoiled_half()
+    content, rgba, cropped = tmp_path / "content.png", tmp_path / "rgba.png", tmp_path / "cropped.png"
+    write_image(content, smooth_image(48, 64, seed=1), bits=8)
+    write_image(rgba, spoiled, mask[None], bits=8)
+    write_image(cropped, clean[:, :, :32], bits=8)
+    outputs = {}
+    for name, style in (("alpha", rgba), ("cropped", cropped)):
+        outputs[name] = tmp_path / f"{name}-out.png"
+        completed = run_cli(str(content), str(style), "-o", str(outputs[name]), "--weights", str(weights_file))
+        assert completed.returncode == 0, completed.stderr
+    assert psnr_db(read_image(outputs["alpha"]).rgb, read_image(outputs["cropped"]).rgb) >= 24

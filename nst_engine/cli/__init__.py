@@ -15,10 +15,11 @@ from ..settings import StyleSettings
 from ..transfer import StyleTransfer
 from ..weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict
 from .image_files import ImageFileError, read_image, write_image
+from .masks import add_mask_arguments, read_masks
 from .progress_bar import TerminalProgressBar
 from .setting_options import add_settings_arguments, init_image_path, settings_values
 
-__all__ = ["add_settings_arguments", "build_parser", "byte_size_argument", "init_image_path", "main", "settings_values"]
+__all__ = ["add_mask_arguments", "add_settings_arguments", "build_parser", "byte_size_argument", "init_image_path", "main", "read_masks", "settings_values"]
 
 
 def byte_size_argument(text: str) -> int:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("styles", nargs="*", type=Path, metavar="style", help="one or more style images")
     parser.add_argument("-o", "--output", type=Path, help="output image (.png for 16-bit)")
     add_settings_arguments(parser)
+    add_mask_arguments(parser)
     parser.add_argument("--weights", type=Path, help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, else torchvision's cached download)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
@@ -72,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stylize_files(args: argparse.Namespace) -> int:
     content = read_image(args.content)
-    styles = [read_image(path).rgb for path in args.styles]
+    loaded_styles = [read_image(path) for path in args.styles]
+    styles = [style.rgb for style in loaded_styles]
+    regions, style_image_masks = read_masks(args, content, loaded_styles)
     init_path = init_image_path(args)
     init_image = read_image(init_path).rgb if init_path is not None else None
     settings = StyleSettings.from_values(settings_values(args))
@@ -81,7 +85,7 @@ def _stylize_files(args: argparse.Namespace) -> int:
     bar = TerminalProgressBar(force=False) if not args.quiet else None
     try:
         result = engine.stylize(content.rgb, styles, settings, init_image=init_image, on_progress=bar, cancel=CancelToken(),
-                                memory_budget=args.memory_budget)
+                                memory_budget=args.memory_budget, regions=regions, style_image_masks=style_image_masks)
     finally:
         if bar is not None:
             bar.close()
