@@ -22,7 +22,8 @@ REPO_ROOT = Path(__file__).resolve().parent
 VENV_DIR = REPO_ROOT / ".venv"
 PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
 PLUGIN_FILES = ("neural_style.py", "pixels.py", "progress_text.py")
-CLIENT_MODULES = ("__init__.py", "records.py", "protocol.py", "client.py", "connection.py", "bridge.py")  # torch-free
+CLIENT_MODULES = ("__init__.py", "records.py", "limits.py", "private_files.py", "protocol.py", "client.py",
+                  "connection.py", "bridge.py")  # torch-free
 GIMP_WHEELS = ("pyzmq", "msgpack", "blake3")
 GIMP_WHEEL_MODULES = ("zmq", "msgpack", "blake3")
 SAMPLES = REPO_ROOT / "samples"  # drawn by samples/make_samples.py; public domain (CC0)

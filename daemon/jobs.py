@@ -31,7 +31,7 @@ class JobImage:
 @dataclass
 class Job:
     id: str
-    client: bytes  # ZeroMQ routing identity of the submitting client
+    client: bytes  # routing identity of the submitting client, its owner: only it may cancel, warm-start from or see it
     settings: dict[str, Any]
     content: JobImage
     styles: list[JobImage]
