@@ -34,7 +34,7 @@ class UnsafeFileError(Exception):
 
 def private_directory(directory: Path, *, create: bool = False) -> Path:
     """``directory`` resolved, after checking that no other user can change it or anything above it;
-    with ``create``, a missing directory is made with mode 0700 first."""
+    with ``create``, a missing directory is made with mode 0700 first, else FileNotFoundError."""
     if create and not os.path.lexists(directory):
         directory.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -42,10 +42,7 @@ def private_directory(directory: Path, *, create: bool = False) -> Path:
         except FileExistsError:
             pass
     resolved = Path(os.path.realpath(directory))
-    try:
-        info = os.stat(resolved)
-    except FileNotFoundError:
-        raise UnsafeFileError(f"The directory {directory} does not exist.") from None
+    info = os.stat(resolved)  # FileNotFoundError when missing: nothing there to trust or distrust
     if not stat.S_ISDIR(info.st_mode):
         raise UnsafeFileError(f"{directory} is not a directory.")
     if not _POSIX:

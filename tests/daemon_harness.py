@@ -14,7 +14,7 @@ import numpy as np
 import zmq
 
 from daemon.client import DaemonClient, Image, configure_socket
-from daemon.connection import ConnectionFileError, ConnectionInfo, read_connection_file
+from daemon.connection import ConnectionFileError, ConnectionInfo, CurveKeys, read_connection_file
 from daemon.protocol import DType, ImageSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +81,12 @@ def start_daemon(directory: Path, weights_file: Path, *extra: str, timeout_s: fl
         time.sleep(0.05)
     daemon.stop()
     raise RuntimeError(f"daemon did not start:\n{daemon.log()}")
+
+
+def random_curve_keys() -> CurveKeys:
+    """Keys of no daemon: for connection files that must be well-formed but lead nowhere."""
+    (server, _), (public, secret) = zmq.curve_keypair(), zmq.curve_keypair()
+    return CurveKeys(server.decode(), public.decode(), secret.decode())
 
 
 def rgb_image(height: int, width: int, seed: int, dtype: DType = DType.U8, channels: int = 3) -> Image:
