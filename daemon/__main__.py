@@ -209,7 +209,8 @@ def _remove_stale_files(files: DaemonFiles, info: ConnectionInfo) -> None:
     if info.endpoint.startswith("ipc://"):
         socket = Path(info.endpoint.removeprefix("ipc://"))
         try:
-            if stat.S_ISSOCK(os.lstat(socket).st_mode) and os.lstat(socket).st_uid == os.geteuid():
+            found = os.lstat(socket)
+            if stat.S_ISSOCK(found.st_mode) and found.st_uid == getattr(os, "geteuid", lambda: found.st_uid)():
                 socket.unlink()
                 if socket.parent.name.startswith("neural-style-") and not any(socket.parent.iterdir()):
                     socket.parent.rmdir()

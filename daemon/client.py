@@ -121,7 +121,7 @@ class DaemonClient:
         try:
             return self.codec.decode([part.buffer for part in parts])
         except ProtocolError as error:
-            raise DaemonError(f"The daemon sent a message that cannot be trusted: {error}") from None
+            raise DaemonError(f"The daemon sent a malformed message: {error}") from None
 
     def request(self, message_type: MessageType, body: dict[str, Any] | None = None, *,
                 expect: MessageType, frames: Sequence[Buffer] = ()) -> Message:
@@ -262,7 +262,7 @@ def _check_ipc_socket(path: str) -> None:
     except FileNotFoundError:
         raise DaemonUnreachableError(f"The daemon's socket {path} does not exist: the daemon is not running "
                                      "(start it with: python -m daemon start).") from None
-    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.geteuid():
+    if not stat.S_ISSOCK(info.st_mode) or (os.name == "posix" and info.st_uid != os.geteuid()):
         raise DaemonError(f"{path} is not a socket of this user's daemon; remove it and restart the daemon.")
 
 
