@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .service import AlreadyRunningError, DaemonConfig, DaemonService
+    from .service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -88,7 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
     except AlreadyRunningError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ALREADY_RUNNING
-    except OSError as error:
+    except (EndpointError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

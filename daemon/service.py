@@ -95,6 +95,10 @@ class AlreadyRunningError(Exception):
     pass
 
 
+class EndpointError(Exception):
+    """The endpoint cannot be served: a scheme other than ipc:// or tcp://, or the bind failed."""
+
+
 @dataclass
 class _Transport:
     """The bound ROUTER socket and what goes with it."""
@@ -206,7 +210,7 @@ class DaemonService:
     def _bind(self) -> _Transport:
         endpoint, made_directory = (self.config.endpoint, None) if self.config.endpoint else self._default_endpoint()
         if not endpoint.startswith(("ipc://", "tcp://")):
-            raise ValueError(f"the endpoint must be ipc://… or tcp://…, not {endpoint}")
+            raise EndpointError(f"The endpoint must be ipc://… or tcp://…, not {endpoint}.")
         tcp = endpoint.startswith("tcp://")
         caps = MessageCaps.for_images(self.max_pixels, TCP_MAX_FRAME_BYTES if tcp else None)
         router = self.context.socket(zmq.ROUTER)
@@ -234,7 +238,7 @@ class DaemonService:
                 zap.stop()
             if made_directory is not None:
                 made_directory.rmdir()
-            raise OSError(f"cannot listen on {endpoint}: {error}") from None
+            raise EndpointError(f"Cannot listen on {endpoint}: {error}.") from None
         bound = router.getsockopt_string(zmq.LAST_ENDPOINT)
         return _Transport(router, bound, caps, curve, zap, socket_file, made_directory)
 
