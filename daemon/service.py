@@ -160,7 +160,6 @@ class DaemonService:
         """Take the lock, bind, publish the connection file, serve until shutdown or SIGTERM/SIGINT,
         clean up.  AlreadyRunningError if a daemon already serves this connection file; UnsafeFileError
         if its directory is not private."""
-        os.umask(0o077)  # everything the daemon creates (socket, files) is its user's alone
         prepare_directory(self.files.connection)
         private_directory(self.files.connection.parent)
         try:
@@ -230,6 +229,9 @@ class DaemonService:
         else:
             socket_file = Path(endpoint.removeprefix("ipc://"))
             private_directory(socket_file.parent)  # nobody else may replace the socket
+        # The socket file is made by bind() with the umask's permissions: made private from the start, it
+        # leaves no moment in which another user could connect.  No other thread creates files yet.
+        umask = os.umask(0o077)
         try:
             router.bind(endpoint)
         except zmq.ZMQError as error:
@@ -239,6 +241,8 @@ class DaemonService:
             if made_directory is not None:
                 made_directory.rmdir()
             raise EndpointError(f"Cannot listen on {endpoint}: {error}.") from None
+        finally:
+            os.umask(umask)
         bound = router.getsockopt_string(zmq.LAST_ENDPOINT)
         return _Transport(router, bound, caps, curve, zap, socket_file, made_directory)
 
