@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .limits import TCP_MAX_FRAME_BYTES, MessageCaps
+from .limits import MessageCaps
 from .private_files import UnsafeFileError, read_private_file, write_private_file
 from .protocol import PROTOCOL_VERSION
 
@@ -158,8 +158,3 @@ def remove_connection_file(path: Path | None = None, *, pid: int | None = None) 
         except (ConnectionFileError, UnsafeFileError):
             return
     path.unlink(missing_ok=True)
-
-
-def tcp_frame_bytes(endpoint: str) -> int:
-    """The frame size images are split into on ``endpoint`` (0: one frame per image)."""
-    return TCP_MAX_FRAME_BYTES if endpoint.startswith("tcp://") else 0
