@@ -649,6 +649,8 @@ def test_a_recorded_tcp_session_replayed_does_nothing(tcp_daemon):
     with DaemonClient(relayed) as client:
         client.stylize(rgb_image(40, 48, 1), [rgb_image(40, 40, 2)], TINY_SETTINGS)
     with daemon.client() as observer:
+        # The worker counts a job once it has sent the result: wait until it is idle again.
+        wait_until(lambda: observer.status()["running"] is None, 10, "the recorded job is counted")
         done = observer.status()["jobs_done"]
     assert len(recorder.sent) > 1000
     replay = socket.create_connection(("127.0.0.1", tcp_port(daemon)))
