@@ -310,8 +310,6 @@ def test_queue_limit_gives_busy(daemon):
     try:
         for c in clients[:3]:  # one running, two queued (--queue 2)
             job_ids.append(c.submit(content, [style], LONG_SETTINGS))
-            if len(job_ids) == 1:  # the worker takes the first from the queue in its own time
-                wait_until(lambda: clients[0].status()["running"] is not None, 10)
         with pytest.raises(DaemonJobError) as raised:
             clients[3].submit(content, [style], LONG_SETTINGS)
         assert raised.value.code == "busy"
@@ -322,6 +320,22 @@ def test_queue_limit_gives_busy(daemon):
                 c.wait(job_id)
         for c in clients:
             c.close()
+
+
+def test_a_job_an_idle_worker_is_about_to_take_does_not_count_against_the_queue():
+    from daemon.jobs import JobQueue
+
+    queue = JobQueue(capacity=2)
+    assert [queue.put(object()) for _ in range(3)] == [0, 1, None]  # no worker: two may wait
+    queue = JobQueue(capacity=2)
+    taken = []
+    worker = threading.Thread(target=lambda: taken.append(queue.take()))
+    worker.start()
+    wait_until(lambda: queue._takers == 1, 5)
+    with queue._condition:  # the worker cannot wake meanwhile: the three arrive before it takes one
+        assert [queue.put(object()) for _ in range(4)] == [0, 1, 2, None]
+    worker.join(5)
+    assert len(taken) == 1 and len(queue.snapshot()) == 2
 
 
 def test_three_concurrent_clients_receive_only_their_own_replies(daemon):
@@ -379,7 +393,8 @@ def test_a_killed_client_has_its_job_cancelled_within_2_seconds(daemon, client):
     process = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                                text=True)
     job_id = process.stdout.readline().strip()
-    wait_until(lambda: client.status()["running"] is not None, 30)  # another client's job: shown without its id
+    # Another client's job: status shows it without its id, the daemon's log (-v) names it once it runs.
+    wait_until(lambda: f"Job {job_id}: " in daemon.log() and client.status()["running"] is not None, 30)
     process.kill()
     process.wait()
     elapsed = wait_until(lambda: client.status()["running"] is None, 5)
