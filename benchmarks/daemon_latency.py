@@ -4,8 +4,9 @@
 Prints: submit → first iteration on a warm daemon against the engine alone on the same inputs (the
 difference is the daemon's overhead), the cold path (a new process: import, load weights, first
 iteration), a second job with the same style (style-cache hit) against the first, and the transfer
-throughput of a 4096×4096 RGBA float32 image to the daemon (submit → accepted) and through the
-protocol's signed framing over loopback both ways.
+throughput of a 4096×4096 RGBA float32 image to the daemon on its default local transport (submit →
+accepted), and through the protocol's framing both ways, on that transport (an ipc socket) and over
+TCP with CURVE (the transport for Windows and sandboxed GIMPs).
 
     .venv/bin/python benchmarks/daemon_latency.py --random-weights      # or --weights FILE
 """
@@ -17,6 +18,7 @@ import os
 import statistics
 import subprocess
 import sys
+import shutil
 import tempfile
 import threading
 import time
@@ -29,10 +31,13 @@ import zmq
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRANSFERS = 5  # 4096² transfers timed, each way (this VM's loopback speed varies from one to the next)
+CURVE_TRANSFERS = 2  # CURVE encrypts every byte: slow enough that two tell
 sys.path.insert(0, str(REPO_ROOT))
 
+from daemon.auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server  # noqa: E402
 from daemon.client import DaemonClient, DaemonJobError, Image  # noqa: E402
-from daemon.protocol import Codec, DType, ImageSpec, MessageType, new_key  # noqa: E402
+from daemon.limits import TCP_MAX_FRAME_BYTES, MessageCaps  # noqa: E402
+from daemon.protocol import Codec, DType, ImageSpec, MessageType  # noqa: E402
 from nst_engine import CancelledError, CancelToken, StyleSettings, StyleTransfer  # noqa: E402
 from tests.daemon_harness import start_daemon  # noqa: E402
 
@@ -95,14 +100,32 @@ def engine_time_to_first_iteration(engine: StyleTransfer, content: torch.Tensor,
     return first[0]
 
 
-def protocol_round_trip(frame: memoryview) -> float:
-    """Seconds to send ``frame`` through a signed DEALER → ROUTER hop and back, verified both ways."""
-    context = zmq.Context.instance()
-    key = new_key()
+def protocol_round_trip(frame: memoryview, transport: str) -> float:
+    """Seconds to send ``frame`` through a DEALER → ROUTER hop and back, framed and checked as the
+    daemon and its clients do: over an ipc socket ("ipc"), or over TCP with CURVE and the daemon's ZAP
+    handler ("curve", images in 256 KiB frames)."""
+    context = zmq.Context()
     router, dealer = context.socket(zmq.ROUTER), context.socket(zmq.DEALER)
-    port = router.bind_to_random_port("tcp://127.0.0.1")
-    dealer.connect(f"tcp://127.0.0.1:{port}")
-    server_codec, client_codec = Codec(key), Codec(key)
+    directory, zap = None, None
+    if transport == "ipc":
+        directory = Path(tempfile.mkdtemp())
+        endpoint = f"ipc://{directory / 'bench.sock'}"
+        caps = MessageCaps.for_images()
+        router.bind(endpoint)
+    else:
+        keys = IssuedKeys()
+        zap = ZapHandler(context, keys, lambda reason: None)
+        zap.start()
+        server, client = KeyPair.generate(), keys.issue("benchmark")
+        make_curve_server(router, server)
+        dealer.curve_serverkey, dealer.curve_publickey = server.public.encode(), client.public.encode()
+        dealer.curve_secretkey = client.secret.encode()
+        caps = MessageCaps.for_images(max_frame_bytes=TCP_MAX_FRAME_BYTES)
+        endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+    for socket in (router, dealer):
+        socket.setsockopt(zmq.MAXMSGSIZE, caps.socket_max_bytes)
+    dealer.connect(endpoint)
+    server_codec, client_codec = Codec(caps), Codec(caps)
 
     def echo() -> None:
         identity, *parts = router.recv_multipart(copy=False)
@@ -119,6 +142,11 @@ def protocol_round_trip(frame: memoryview) -> float:
     assert memoryview(reply.frames[0]).nbytes == frame.nbytes
     router.close(0)
     dealer.close(0)
+    if zap is not None:
+        zap.stop()
+    context.term()
+    if directory is not None:
+        shutil.rmtree(directory)
     return elapsed
 
 
@@ -185,13 +213,15 @@ def main() -> None:
                     client.wait(job_id)
                 except DaemonJobError:
                     pass
-            print(f"4096×4096 RGBA f32 ({big.nbytes / 1e6:.0f} MB) to the daemon, submit → accepted: "
-                  f"{' '.join(f'{rate:.2f}' for rate in rates)} GB/s ({TRANSFERS} jobs; median {statistics.median(rates):.2f})")
+            print(f"4096×4096 RGBA f32 ({big.nbytes / 1e6:.0f} MB) to the daemon ({client.info.endpoint.split(':')[0]}), "
+                  f"submit → accepted: {' '.join(f'{rate:.2f}' for rate in rates)} GB/s "
+                  f"({TRANSFERS} jobs; median {statistics.median(rates):.2f})")
     finally:
         daemon.stop()
-    round_trips = [2 * big.nbytes / 1e9 / protocol_round_trip(big_image.data) for _ in range(TRANSFERS)]
-    print(f"signed protocol over loopback, there and back: {' '.join(f'{rate:.2f}' for rate in round_trips)} GB/s "
-          f"(median {statistics.median(round_trips):.2f})")
+    for transport, count in (("ipc", TRANSFERS), ("curve", CURVE_TRANSFERS)):
+        round_trips = [2 * big.nbytes / 1e9 / protocol_round_trip(big_image.data, transport) for _ in range(count)]
+        print(f"protocol framing over {'an ipc socket' if transport == 'ipc' else 'TCP with CURVE'}, there and back: "
+              f"{' '.join(f'{rate:.2f}' for rate in round_trips)} GB/s (median {statistics.median(round_trips):.2f})")
 
     cold = subprocess.run([sys.executable, "-c", COLD_SCRIPT, str(weights_file), str(side)], cwd=REPO_ROOT,
                           capture_output=True, text=True, check=True, env=dict(os.environ))

@@ -6,14 +6,26 @@ import argparse
 import json
 import logging
 import os
-import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from .client import DaemonClient, DaemonError, DaemonUnreachableError, connect
-from .connection import ConnectionFileError, connection_path, process_alive, read_connection_file, runtime_dir
+from .connection import (
+    ConnectionFileError,
+    ConnectionInfo,
+    DaemonFiles,
+    connection_path,
+    prepare_directory,
+    read_connection_file,
+    remove_connection_file,
+)
+from .lifecycle import probe, terminate
+from .private_files import UnsafeFileError, open_private
+
+EXIT_ALREADY_RUNNING = 4  # serve: another daemon holds this connection file's lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run in the foreground (the default)")
     start = commands.add_parser("start", help="start in the background, detached; a no-op when one already runs")
     for sub in (serve, start):
-        sub.add_argument("--endpoint", default="tcp://127.0.0.1:0", help="ZeroMQ endpoint; tcp://127.0.0.1:0 picks a free port, ipc:///path is also possible")
+        sub.add_argument("--endpoint", help="ZeroMQ endpoint (default: an ipc:// socket beside the connection file, "
+                         "tcp://127.0.0.1:0 where there is no ipc); tcp://… is always served with CURVE, :0 picks a free port")
         sub.add_argument("--weights", type=Path, help="VGG19 state dict (default: $NEURAL_STYLE_WEIGHTS, else torchvision's cache)")
         sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
         sub.add_argument("--lazy", action="store_true", help="load the model at the first job instead of at start")
@@ -54,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status()
         return _run(args)
-    except (DaemonError, ConnectionFileError) as error:
+    except (DaemonError, ConnectionFileError, UnsafeFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -62,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .service import AlreadyRunningError, DaemonConfig, DaemonService
+    from .service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -73,85 +86,140 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         DaemonService(config).serve()
     except AlreadyRunningError as error:
-        print(f"{error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ALREADY_RUNNING
+    except (EndpointError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def _live_daemon() -> DaemonClient | None:
+def _live_daemon(path: Path) -> DaemonClient | None:
+    """A client of the daemon the connection file names, if it answers; UnsafeFileError for a file that is
+    not private."""
     try:
-        info = read_connection_file()
+        info = read_connection_file(path)
     except ConnectionFileError:
-        return None
-    if not process_alive(info.pid):
         return None
     try:
         client = DaemonClient(info, timeout_s=2.0, retries=0)
-        client.ping()
-        return client
-    except DaemonError:
+    except DaemonUnreachableError:
         return None
+    try:
+        client.ping()
+    except DaemonUnreachableError:
+        client.close()
+        return None
+    return client
 
 
 def _start(args: argparse.Namespace) -> int:
-    if (client := _live_daemon()) is not None:
+    files = DaemonFiles.beside(connection_path())
+    if (client := _live_daemon(files.connection)) is not None:
         print(f"The daemon is already running (pid {client.info.pid}, {client.info.endpoint}).")
         client.close()
         return 0
-    log_path = runtime_dir() / "daemon.log"
-    log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "daemon", "serve", "--endpoint", args.endpoint, "--queue", str(args.queue),
-               "--max-image-side", str(args.max_image_side)]
-    for flag, value in (("--weights", args.weights), ("--device", args.device), ("--memory-budget", args.memory_budget)):
+    prepare_directory(files.connection)
+    command = [sys.executable, "-m", "daemon", "serve", "--queue", str(args.queue), "--max-image-side", str(args.max_image_side)]
+    for flag, value in (("--endpoint", args.endpoint), ("--weights", args.weights), ("--device", args.device),
+                        ("--memory-budget", args.memory_budget)):
         if value:
             command += [flag, str(value)]
     command += [flag for flag, on in (("--lazy", args.lazy), ("--test-faults", args.test_faults), ("-v", args.verbose)) if on]
-    with open(log_path, "ab") as log_file:
+    with os.fdopen(open_private(files.log, os.O_WRONLY | os.O_APPEND), "ab") as log_file:
         # Its own session and process group: GIMP killing the plug-in's group does not reach it.
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                    start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            print(f"error: the daemon exited at start (status {process.returncode}); see {log_path}", file=sys.stderr)
+            if process.returncode == EXIT_ALREADY_RUNNING:
+                return _await_running_daemon(files, deadline)
+            print(f"error: the daemon exited at start (status {process.returncode}); see {files.log}", file=sys.stderr)
             return 1
-        try:
-            if read_connection_file().pid == process.pid:
-                client = connect()
-                client.close()
-                print(f"Daemon started (pid {process.pid}); log: {log_path}")
+        if (client := _live_daemon(files.connection)) is not None:
+            client.close()
+            if client.info.pid == process.pid:
+                print(f"Daemon started (pid {process.pid}); log: {files.log}")
                 return 0
-        except (ConnectionFileError, DaemonUnreachableError):
-            pass
         time.sleep(0.1)
-    print(f"error: the daemon did not come up within 60 s; see {log_path}", file=sys.stderr)
+    print(f"error: the daemon did not come up within 60 s; see {files.log}", file=sys.stderr)
+    return 1
+
+
+def _await_running_daemon(files: DaemonFiles, deadline: float) -> int:
+    """Another daemon holds the lock: one that a concurrent start is bringing up, or one whose connection
+    file was removed and that writes it again within a second.  Wait for it to answer."""
+    while time.monotonic() < deadline:
+        if (client := _live_daemon(files.connection)) is not None:
+            print(f"The daemon is already running (pid {client.info.pid}, {client.info.endpoint}).")
+            client.close()
+            return 0
+        time.sleep(0.1)
+    owner = probe(files.lock).owner
+    who = f"pid {owner.pid}" if owner is not None else "another process"
+    print(f"error: a daemon ({who}) holds {files.lock} but does not answer; stop it with: python -m daemon stop",
+          file=sys.stderr)
     return 1
 
 
 def _stop() -> int:
+    """Ask the daemon to shut down; signal it only when it does not answer and the lock shows that the
+    process is that daemon (pid and start time); otherwise signal nothing and remove stale files."""
+    files = DaemonFiles.beside(connection_path())
+    info: ConnectionInfo | None = None
     try:
-        info = read_connection_file()
+        info = read_connection_file(files.connection)
     except ConnectionFileError:
-        print("No daemon is running.")
+        pass
+    asked = False
+    if info is not None:
+        try:
+            with DaemonClient(info, timeout_s=2.0, retries=0) as client:
+                client.shutdown()
+            asked = True
+        except DaemonError:
+            pass
+    state = probe(files.lock)
+    if not state.held and not asked:
+        if info is None:
+            print("No daemon is running.")
+            return 0
+        _remove_stale_files(files, info)
+        print(f"No daemon is running; removed its stale connection file {files.connection}.")
         return 0
-    try:
-        with DaemonClient(info, timeout_s=2.0, retries=0) as client:
-            client.shutdown()
-    except DaemonError:
-        if process_alive(info.pid):
-            os.kill(info.pid, signal.SIGTERM)
+    if state.held and not asked:
+        if state.owner is None or not terminate(state.owner):
+            print(f"error: a daemon holds {files.lock} but does not answer, and its process cannot be identified; "
+                  "nothing was signalled", file=sys.stderr)
+            return 1
     deadline = time.monotonic() + 15
-    while process_alive(info.pid) and time.monotonic() < deadline:
+    while probe(files.lock).held:
+        if time.monotonic() > deadline:
+            print(f"error: the daemon (pid {state.owner.pid if state.owner else '?'}) did not stop", file=sys.stderr)
+            return 1
         time.sleep(0.1)
-    if process_alive(info.pid):
-        print(f"error: the daemon (pid {info.pid}) did not stop", file=sys.stderr)
-        return 1
     print("Daemon stopped.")
     return 0
 
 
+def _remove_stale_files(files: DaemonFiles, info: ConnectionInfo) -> None:
+    """The connection file, and the ipc socket of a daemon that died without removing it."""
+    remove_connection_file(files.connection, pid=info.pid)
+    if info.endpoint.startswith("ipc://"):
+        socket = Path(info.endpoint.removeprefix("ipc://"))
+        try:
+            found = os.lstat(socket)
+            if stat.S_ISSOCK(found.st_mode) and found.st_uid == getattr(os, "geteuid", lambda: found.st_uid)():
+                socket.unlink()
+                if socket.parent.name.startswith("neural-style-") and not any(socket.parent.iterdir()):
+                    socket.parent.rmdir()
+        except OSError:
+            pass
+
+
 def _status() -> int:
-    client = _live_daemon()
+    client = _live_daemon(connection_path())
     if client is None:
         print("No daemon is running.")
         return 3

@@ -1,4 +1,4 @@
-"""A pipe bridge for a GIMP whose Python cannot load pyzmq (or msgpack, or blake3).
+"""A pipe bridge for a GIMP whose Python cannot load pyzmq (or msgpack).
 
 GIMP runs plug-ins with its own Python; where no wheel fits it (GIMP's bundled Python on Windows may
 refuse PyPI wheels), the plug-in starts ``python -m daemon.bridge`` with the project's own Python (the
@@ -18,7 +18,9 @@ binary frames whose byte lengths the object lists under ``"frames"``.  One job p
   the pixels, or one ``{"event": "error", "kind": "job" | "unreachable" | "daemon", "message", …}``.
 
 When the plug-in's end of stdin closes (GIMP kills a plug-in whose progress is cancelled), the bridge
-cancels the job and exits.
+cancels the job and exits.  A malformed request (bad framing, sizes over the limits of
+:mod:`daemon.limits`, bad JSON, specs that do not match the frames) gets one error event and exit
+status 2; a job that fails gets its error event and status 1.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from .limits import MAX_IMAGE_SIDE, MAX_IMAGES, MessageCaps
 from .records import (
     Buffer,
     DaemonError,
@@ -49,6 +53,15 @@ log = logging.getLogger(__name__)
 FORCE_BRIDGE_VARIABLE = "NEURAL_STYLE_BRIDGE"  # "1": use the bridge even where pyzmq would load
 _LENGTH = struct.Struct("<I")
 _MAX_JSON_BYTES = 1 << 20
+_CAPS = MessageCaps.for_images()
+_READ_CHUNK_BYTES = 16 * 2**20  # what is allocated ahead of the data actually arriving
+_SUBMIT_OPTIONS = frozenset({"output_size", "preview_every", "progress_every", "warm_start"})
+EXIT_FAILED = 1  # the daemon or the job failed; the error event says why
+EXIT_MALFORMED = 2  # the request itself was malformed
+
+
+class MalformedRequestError(ValueError):
+    pass
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -63,24 +76,36 @@ def write_message(stream: BinaryIO, fields: dict[str, Any], frames: Sequence[Buf
 
 
 def read_message(stream: BinaryIO) -> tuple[dict[str, Any], list[bytes]] | None:
-    """The next message, or None at a clean end of the stream; ValueError for anything malformed."""
+    """The next message, or None at a clean end of the stream; ValueError for anything malformed,
+    including declared sizes over the limits (checked before anything of that size is read)."""
     prefix = _read_exactly(stream, _LENGTH.size, at_start=True)
     if prefix is None:
         return None
     (length,) = _LENGTH.unpack(prefix)
     if length > _MAX_JSON_BYTES:
-        raise ValueError(f"bridge message header of {length} bytes is too large")
-    fields = json.loads(_read_exactly(stream, length))
+        raise ValueError(f"bridge message header of {length} bytes is too large (limit {_MAX_JSON_BYTES})")
+    try:
+        fields = json.loads(_read_exactly(stream, length))
+    except UnicodeDecodeError:
+        raise ValueError("bridge message header is not UTF-8 JSON") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"bridge message header is not valid JSON ({error})") from None
     sizes = fields.get("frames") if isinstance(fields, dict) else None
-    if not isinstance(sizes, list) or not all(isinstance(size, int) and size >= 0 for size in sizes):
+    if not isinstance(sizes, list) or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0
+                                              for size in sizes):
         raise ValueError("bridge message without a valid frame list")
+    if len(sizes) > MAX_IMAGES:
+        raise ValueError(f"bridge message with {len(sizes)} frames (limit {MAX_IMAGES})")
+    if max(sizes, default=0) > _CAPS.max_part_bytes or sum(sizes) > _CAPS.max_message_bytes:
+        raise ValueError(f"bridge message declares frames of {sum(sizes)} bytes, over the limit of "
+                         f"{_CAPS.max_part_bytes} per frame and {_CAPS.max_message_bytes} in all")
     return fields, [_read_exactly(stream, size) for size in sizes]
 
 
 def _read_exactly(stream: BinaryIO, count: int, at_start: bool = False) -> bytes | None:
     chunks, remaining = [], count
     while remaining:
-        chunk = stream.read(remaining)
+        chunk = stream.read(min(remaining, _READ_CHUNK_BYTES))
         if not chunk:
             if at_start and remaining == count:
                 return None
@@ -180,7 +205,7 @@ class BridgeClient:
 
 def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence[str] | None,
                 on_wait: Callable[[str], None] | None = None) -> Any:
-    """A DaemonClient where pyzmq, msgpack and blake3 load (and the bridge is not forced with
+    """A DaemonClient where pyzmq and msgpack load (and the bridge is not forced with
     NEURAL_STYLE_BRIDGE=1), else a BridgeClient running ``bridge_command``."""
     if os.environ.get(FORCE_BRIDGE_VARIABLE) != "1":
         try:
@@ -200,16 +225,17 @@ def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence
 # The bridge process
 # ---------------------------------------------------------------------------------------------------
 def serve(requests: BinaryIO, events: BinaryIO) -> int:
-    """Run the one job read from ``requests``, writing its events to ``events``."""
+    """Run the one job read from ``requests``, writing its events to ``events``; the exit status."""
     from .client import connect
 
-    message = read_message(requests)
-    if message is None:
-        return 0
-    fields, frames = message
-    if fields.get("op") != "stylize" or len(frames) != 1 + len(fields.get("styles", [])):
-        write_message(events, {"event": "error", "kind": "daemon", "message": "The bridge received a malformed request."})
-        return 2
+    try:
+        message = read_message(requests)
+        if message is None:
+            return 0
+        request = _parse_request(*message)
+    except ValueError as error:
+        _report_error(events, {"kind": "daemon", "message": f"The bridge received a malformed request ({error})."})
+        return EXIT_MALFORMED
 
     cancel = threading.Event()
 
@@ -230,18 +256,14 @@ def serve(requests: BinaryIO, events: BinaryIO) -> int:
         extra = {"image": preview.spec.to_wire()} if preview is not None else {}
         write_message(events, {"event": "progress", "body": progress.to_body(), **extra}, [preview.data] if preview else [])
 
-    options = dict(fields.get("options") or {})
-    if options.get("output_size") is not None:
-        options["output_size"] = tuple(options["output_size"])
     try:
-        content = Image(ImageSpec.from_wire(fields["content"]), frames[0])
-        styles = [Image(ImageSpec.from_wire(spec), frame) for spec, frame in zip(fields["styles"], frames[1:])]
-        with connect(start_command=fields.get("start_command"),
+        with connect(start_command=request.start_command,
                      on_wait=lambda text: write_message(events, {"event": "wait", "text": text})) as client:
-            result = client.stylize(content, styles, fields.get("settings"), on_progress=on_progress,
-                                    cancel=cancel, **options)
+            result = client.stylize(request.content, request.styles, request.settings, on_progress=on_progress,
+                                    cancel=cancel, **request.options)
         write_message(events, {"event": "result", "job_id": result.job_id, "image": result.image.spec.to_wire(),
                                "elapsed_s": result.elapsed_s}, [result.image.data])
+        return 0
     except DaemonJobError as error:
         _report_error(events, {"kind": "job", "code": error.code, "message": str(error),
                                "largest_size": error.largest_size})
@@ -249,9 +271,58 @@ def serve(requests: BinaryIO, events: BinaryIO) -> int:
         _report_error(events, {"kind": "unreachable", "message": str(error)})
     except DaemonError as error:
         _report_error(events, {"kind": "daemon", "message": str(error)})
-    except (KeyError, TypeError, ValueError) as error:
-        _report_error(events, {"kind": "daemon", "message": f"The bridge received a malformed request ({error})."})
-    return 0
+    return EXIT_FAILED
+
+
+@dataclass(frozen=True)
+class _Request:
+    content: Image
+    styles: list[Image]
+    settings: dict[str, Any]
+    options: dict[str, Any]
+    start_command: list[str] | None
+
+
+def _parse_request(fields: dict[str, Any], frames: list[bytes]) -> _Request:
+    """The stylize request, checked: MalformedRequestError (a ValueError) names what is wrong."""
+    if fields.get("op") != "stylize":
+        raise MalformedRequestError(f"unknown op {fields.get('op')!r}")
+    styles = fields.get("styles")
+    if not isinstance(styles, list) or not 1 <= len(styles) <= MAX_IMAGES - 2:
+        raise MalformedRequestError(f"styles must list 1 to {MAX_IMAGES - 2} image specs")
+    if len(frames) != 1 + len(styles):
+        raise MalformedRequestError(f"{1 + len(styles)} images described but {len(frames)} frames sent")
+    images = [_image(spec, frame, where) for spec, frame, where in
+              zip([fields.get("content"), *styles], frames, ["content", *(f"styles[{i}]" for i in range(len(styles)))])]
+    settings = fields.get("settings") or {}
+    options = dict(fields.get("options") or {})
+    start_command = fields.get("start_command")
+    if not isinstance(settings, dict):
+        raise MalformedRequestError("settings must be an object")
+    if not set(options) <= _SUBMIT_OPTIONS:
+        raise MalformedRequestError(f"unknown option {sorted(set(options) - _SUBMIT_OPTIONS)[0]!r}")
+    if options.get("output_size") is not None:
+        size = options["output_size"]
+        if not isinstance(size, list) or len(size) != 2 or not all(isinstance(side, int) for side in size):
+            raise MalformedRequestError("output_size must be [width, height]")
+        options["output_size"] = tuple(size)
+    if start_command is not None and (not isinstance(start_command, list)
+                                      or not all(isinstance(part, str) for part in start_command)):
+        raise MalformedRequestError("start_command must be a list of strings")
+    return _Request(images[0], images[1:], settings, options, start_command)
+
+
+def _image(spec: object, frame: bytes, where: str) -> Image:
+    try:
+        image_spec = ImageSpec.from_wire(spec)
+    except (KeyError, TypeError, ValueError):
+        raise MalformedRequestError(f"{where} is not an image spec (width, height, channels, dtype)") from None
+    if not (1 <= image_spec.width <= MAX_IMAGE_SIDE and 1 <= image_spec.height <= MAX_IMAGE_SIDE
+            and 1 <= image_spec.channels <= 4):
+        raise MalformedRequestError(f"{where} has an impossible size or channel count")
+    if image_spec.nbytes != len(frame):
+        raise MalformedRequestError(f"{where} needs {image_spec.nbytes} bytes but its frame has {len(frame)}")
+    return Image(image_spec, frame)
 
 
 def _report_error(events: BinaryIO, fields: dict[str, Any]) -> None:

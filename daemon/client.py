@@ -4,12 +4,18 @@ Requests are retried with the "Lazy Pirate" pattern: wait for the reply with a t
 time-out close the socket, open a fresh one and send again, a few times, before giving up with
 :class:`DaemonUnreachableError`.  While a job runs the client heartbeats every half second, which
 also tells it within a few seconds when the daemon has died.
+
+The client trusts a daemon only through a private connection file (:mod:`daemon.private_files`): over
+ipc:// it also checks that the socket is its own user's, over TCP it authenticates the daemon by its
+CURVE public key (and the daemon it, by the client key pair the file holds).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+import stat
 import subprocess
 import sys
 import threading
@@ -26,6 +32,7 @@ from .connection import (
     connection_path,
     read_connection_file,
 )
+from .private_files import UnsafeFileError, private_directory
 from .protocol import (
     PROTOCOL_VERSION,
     Buffer,
@@ -34,7 +41,6 @@ from .protocol import (
     Message,
     MessageType,
     ProtocolError,
-    ReplayGuard,
     validate_image_spec,
 )
 from .records import (
@@ -49,6 +55,7 @@ from .records import (
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 0.5
+SEND_TIMEOUT_MS = 5000
 DAEMON_SILENCE_LIMIT_S = 4.0
 
 
@@ -64,10 +71,15 @@ class DaemonClient:
                 f"The running daemon speaks protocol version {info.protocol_version}, this client "
                 f"{PROTOCOL_VERSION}: restart the daemon (python -m daemon stop, then start)."
             )
+        if info.curve is not None and not zmq.has("curve"):
+            raise DaemonError(f"This pyzmq ({zmq.__version__}) cannot use CURVE, which the daemon's TCP endpoint "
+                              "requires; install a pyzmq wheel from PyPI (they include it).")
+        if info.endpoint.startswith("ipc://"):
+            _check_ipc_socket(info.endpoint.removeprefix("ipc://"))
         self.info = info
         self.timeout_s = timeout_s
         self.retries = retries
-        self.codec = Codec(info.key_bytes, ReplayGuard())
+        self.codec = Codec(info.caps)
         self.context = context or zmq.Context.instance()
         self.socket: zmq.Socket | None = None
         self._open()
@@ -75,9 +87,10 @@ class DaemonClient:
     # -- socket handling --------------------------------------------------------------------------
     def _open(self) -> None:
         self.close()
-        self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.connect(self.info.endpoint)
+        socket = self.context.socket(zmq.DEALER)
+        configure_socket(socket, self.info)
+        socket.connect(self.info.endpoint)
+        self.socket = socket
 
     def close(self) -> None:
         if self.socket is not None:
@@ -92,7 +105,13 @@ class DaemonClient:
 
     def _send(self, message_type: MessageType, body: dict[str, Any] | None = None, frames: Sequence[Buffer] = ()) -> None:
         assert self.socket is not None
-        self.socket.send_multipart(self.codec.encode(message_type, body, frames), copy=False)
+        try:
+            self.socket.send_multipart(self.codec.encode(message_type, body, frames), copy=False)
+        except zmq.Again:
+            self._open()
+            raise DaemonUnreachableError(
+                f"The daemon at {self.info.endpoint} takes no messages (its connection was dropped); is it running?"
+            ) from None
 
     def _receive(self, timeout_s: float) -> Message | None:
         assert self.socket is not None
@@ -102,7 +121,7 @@ class DaemonClient:
         try:
             return self.codec.decode([part.buffer for part in parts])
         except ProtocolError as error:
-            raise DaemonError(f"The daemon sent a message that cannot be trusted: {error}") from None
+            raise DaemonError(f"The daemon sent a malformed message: {error}") from None
 
     def request(self, message_type: MessageType, body: dict[str, Any] | None = None, *,
                 expect: MessageType, frames: Sequence[Buffer] = ()) -> Message:
@@ -218,6 +237,35 @@ class DaemonClient:
         return self.wait(job_id, on_progress=on_progress, cancel=cancel)
 
 
+def configure_socket(socket: zmq.Socket, info: ConnectionInfo) -> None:
+    """Make a DEALER socket ready to connect to the daemon ``info`` describes (before connecting it)."""
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)  # a send never blocks for ever, say on a dropped connection
+    # Our own random routing id: the ROUTER never generates one for us (its generated ids are
+    # predictable, and a peer that took the next one could make libzmq abort).
+    socket.setsockopt(zmq.ROUTING_ID, b"c" + secrets.token_bytes(15))
+    socket.setsockopt(zmq.MAXMSGSIZE, info.caps.socket_max_bytes)
+    if info.curve is not None:
+        socket.curve_serverkey = info.curve.server_public.encode("ascii")
+        socket.curve_publickey = info.curve.client_public.encode("ascii")
+        socket.curve_secretkey = info.curve.client_secret.encode("ascii")
+
+
+def _check_ipc_socket(path: str) -> None:
+    """Refuse a socket another user could have put there (say, once the daemon's temporary directory was
+    gone); report a missing one as no daemon."""
+    try:
+        private_directory(Path(path).parent)
+        info = os.lstat(path)
+    except UnsafeFileError as error:
+        raise DaemonError(str(error)) from None
+    except FileNotFoundError:
+        raise DaemonUnreachableError(f"The daemon's socket {path} does not exist: the daemon is not running "
+                                     "(start it with: python -m daemon start).") from None
+    if not stat.S_ISSOCK(info.st_mode) or (os.name == "posix" and info.st_uid != os.geteuid()):
+        raise DaemonError(f"{path} is not a socket of this user's daemon; remove it and restart the daemon.")
+
+
 def _frame_image(body: dict[str, Any], frames: list[Buffer]) -> Image:
     try:
         spec = validate_image_spec(body.get("image"), "image", 1 << 20, 1 << 40)
@@ -245,13 +293,11 @@ def default_start_command() -> list[str]:
 def connect(path: Path | None = None, *, start_command: Sequence[str] | None = None, start_timeout_s: float = 120.0,
             on_wait: Callable[[str], None] | None = None, timeout_s: float = 5.0) -> DaemonClient:
     """A handshaken client for the daemon named by the connection file; with ``start_command``, start
-    the daemon when none answers and wait for it (calling ``on_wait`` with a message meanwhile)."""
+    the daemon when none answers and wait for it (calling ``on_wait`` with a message meanwhile).  A
+    connection file that is not private is never used and starts nothing (DaemonError)."""
     path = path or connection_path()
     try:
-        client = DaemonClient(read_connection_file(path), timeout_s=timeout_s, retries=0 if start_command else 2)
-        client.hello()
-        client.retries = 2
-        return client
+        return _handshake(path, timeout_s, retries=0 if start_command else 2)
     except (ConnectionFileError, DaemonUnreachableError) as error:
         if start_command is None:
             raise DaemonUnreachableError(str(error)) from None
@@ -269,11 +315,23 @@ def connect(path: Path | None = None, *, start_command: Sequence[str] | None = N
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            client = DaemonClient(read_connection_file(path), timeout_s=timeout_s, retries=0)
-            client.hello()
-            client.retries = 2
-            return client
+            return _handshake(path, timeout_s, retries=0)
         except (ConnectionFileError, DaemonUnreachableError) as error:
             last_error = error
             time.sleep(0.2)
     raise DaemonUnreachableError(f"The daemon did not start within {start_timeout_s:g} s ({last_error}).")
+
+
+def _handshake(path: Path, timeout_s: float, retries: int) -> DaemonClient:
+    try:
+        info = read_connection_file(path)
+    except UnsafeFileError as error:
+        raise DaemonError(str(error)) from None
+    client = DaemonClient(info, timeout_s=timeout_s, retries=retries)
+    try:
+        client.hello()
+    except BaseException:
+        client.close()
+        raise
+    client.retries = 2
+    return client

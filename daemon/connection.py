@@ -1,22 +1,29 @@
-"""The connection file: where the daemon listens and the key that signs its messages.  Torch-free.
+"""The connection file: where the daemon listens and, over TCP, the CURVE keys to reach it.  Torch-free.
 
-Written with mode 0600 inside a per-user 0700 directory, like Jupyter's kernel connection files;
-``$NEURAL_STYLE_CONNECTION`` overrides the path.
+The daemon writes it with mode 0600 into a directory only its user can change (a per-user 0700
+directory by default, like Jupyter's kernel connection files; ``$NEURAL_STYLE_CONNECTION`` overrides
+the path).  Clients refuse a file that another user could have planted, read or replaced
+(:mod:`daemon.private_files`).  Beside it live the daemon's lock file, log and, by default, its socket
+(:class:`DaemonFiles`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .protocol import PROTOCOL_VERSION, SIGNATURE_SCHEME
+from .limits import MessageCaps
+from .private_files import UnsafeFileError, read_private_file, write_private_file
+from .protocol import PROTOCOL_VERSION
 
 CONNECTION_ENV_VAR = "NEURAL_STYLE_CONNECTION"
 APP_DIR_NAME = "neural-style-gimp"
+_Z85_KEY = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 
 
 class ConnectionFileError(Exception):
@@ -24,16 +31,60 @@ class ConnectionFileError(Exception):
 
 
 @dataclass(frozen=True)
+class CurveKeys:
+    """A client's CurveZMQ key pair and the daemon's public key, Z85-encoded (40 characters each)."""
+
+    server_public: str
+    client_public: str
+    client_secret: str = field(repr=False)  # never in a log line or a traceback
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, str) or not _Z85_KEY.fullmatch(value):
+                raise ValueError(f"curve.{name} is not a Z85-encoded 32-byte key")
+
+
+@dataclass(frozen=True)
 class ConnectionInfo:
-    endpoint: str
-    key: str  # hex
-    signature_scheme: str = SIGNATURE_SCHEME
+    endpoint: str  # ipc://… (the file permissions authenticate) or tcp://… (CURVE authenticates)
     protocol_version: int = PROTOCOL_VERSION
     pid: int = 0
+    curve: CurveKeys | None = None
+    max_frame_bytes: int = 0  # 0: each image travels as one frame
+
+    def __post_init__(self) -> None:
+        if not self.endpoint.startswith(("ipc://", "tcp://")):
+            raise ValueError(f"endpoint {self.endpoint!r} is neither ipc:// nor tcp://")
+        if self.endpoint.startswith("tcp://") and self.curve is None:
+            raise ValueError("a tcp:// endpoint needs CURVE keys (an unauthenticated TCP endpoint is never used)")
+        if self.max_frame_bytes < 0:
+            raise ValueError("max_frame_bytes must not be negative")
 
     @property
-    def key_bytes(self) -> bytes:
-        return bytes.fromhex(self.key)
+    def caps(self) -> MessageCaps:
+        return MessageCaps.for_images(max_frame_bytes=self.max_frame_bytes or None)
+
+    def to_json(self) -> dict[str, Any]:
+        fields = asdict(self)
+        if self.curve is None:
+            del fields["curve"]
+        return fields
+
+
+@dataclass(frozen=True)
+class DaemonFiles:
+    """The files of the daemon that serves one connection file, all in that file's directory."""
+
+    connection: Path
+    lock: Path  # held (flock / msvcrt.locking) by the running daemon, which also records itself in it
+    log: Path  # the background daemon's output (python -m daemon start)
+    socket: Path  # the default ipc:// endpoint, when the directory is owner-only and the path short enough
+
+    @classmethod
+    def beside(cls, connection: Path) -> DaemonFiles:
+        stem = connection.stem if connection.suffix == ".json" else connection.name
+        return cls(connection, connection.with_name(f"{stem}.lock"), connection.with_name(f"{stem}.log"),
+                   connection.with_name(f"{stem}.sock"))
 
 
 def runtime_dir() -> Path:
@@ -52,52 +103,48 @@ def connection_path() -> Path:
     return Path(override) if override else runtime_dir() / "connection.json"
 
 
-def write_connection_file(info: ConnectionInfo, path: Path | None = None) -> Path:
-    """Atomically write ``info`` with mode 0600, creating the directory with mode 0700 if needed."""
-    path = path or connection_path()
-    _ensure_private_directory(path.parent)
-    descriptor, temporary = tempfile.mkstemp(prefix=".connection-", dir=path.parent)  # created 0600
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(asdict(info), handle)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _ensure_private_directory(directory: Path) -> None:
-    """Create the directory 0700; tighten our own application directory if it exists looser (but never
-    touch a directory the user chose through the environment variable, such as /tmp)."""
-    if not directory.exists():
+def prepare_directory(path: Path) -> None:
+    """Create the connection file's directory (0700) if missing, tightening our own application
+    directory to 0700; a directory others can change is refused (UnsafeFileError)."""
+    directory = path.parent
+    if not os.path.lexists(directory):
         directory.parent.mkdir(parents=True, exist_ok=True)
-        directory.mkdir(mode=0o700)
-    elif os.name == "posix" and directory.name == APP_DIR_NAME:
-        os.chmod(directory, 0o700)
+        directory.mkdir(mode=0o700, exist_ok=True)
+    elif os.name == "posix" and directory.name == APP_DIR_NAME and not directory.is_symlink():
+        if directory.stat().st_uid == os.geteuid():
+            os.chmod(directory, 0o700)
+
+
+def write_connection_file(info: ConnectionInfo, path: Path | None = None) -> Path:
+    """Atomically write ``info`` with mode 0600; UnsafeFileError if the directory is not private."""
+    path = path or connection_path()
+    prepare_directory(path)
+    return write_private_file(path, json.dumps(info.to_json()).encode())
 
 
 def read_connection_file(path: Path | None = None) -> ConnectionInfo:
+    """The connection file's content; ConnectionFileError when it is missing or malformed, UnsafeFileError
+    when another user could have planted, read or replaced it."""
     path = path or connection_path()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_private_file(path).decode("utf-8"))
     except FileNotFoundError:
         raise ConnectionFileError(f"No daemon connection file at {path}: the daemon is not running (start it with: python -m daemon start).") from None
+    except UnsafeFileError:
+        raise
     except (OSError, ValueError) as error:
         raise ConnectionFileError(f"The daemon connection file {path} cannot be read ({error}).") from None
     try:
+        curve = data.get("curve")
         info = ConnectionInfo(
             endpoint=str(data["endpoint"]),
-            key=str(data["key"]),
-            signature_scheme=str(data.get("signature_scheme", SIGNATURE_SCHEME)),
             protocol_version=int(data.get("protocol_version", 0)),
             pid=int(data.get("pid", 0)),
+            curve=CurveKeys(**curve) if curve is not None else None,
+            max_frame_bytes=int(data.get("max_frame_bytes", 0)),
         )
-        info.key_bytes  # noqa: B018  (validates the hex)
-    except (KeyError, TypeError, ValueError) as error:
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ConnectionFileError(f"The daemon connection file {path} is malformed ({error}).") from None
-    if info.signature_scheme != SIGNATURE_SCHEME:
-        raise ConnectionFileError(f"The daemon at {path} signs with {info.signature_scheme}, not {SIGNATURE_SCHEME}.")
     return info
 
 
@@ -108,20 +155,6 @@ def remove_connection_file(path: Path | None = None, *, pid: int | None = None) 
         try:
             if read_connection_file(path).pid != pid:
                 return
-        except ConnectionFileError:
+        except (ConnectionFileError, UnsafeFileError):
             return
     path.unlink(missing_ok=True)
-
-
-def process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if os.name != "posix":
-        return True  # cannot tell cheaply; the caller pings instead
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -31,7 +31,7 @@ class JobImage:
 @dataclass
 class Job:
     id: str
-    client: bytes  # ZeroMQ routing identity of the submitting client
+    client: bytes  # routing identity of the submitting client, its owner: only it may cancel, warm-start from or see it
     settings: dict[str, Any]
     content: JobImage
     styles: list[JobImage]
@@ -55,11 +55,14 @@ class JobQueue:
         self._jobs: deque[Job] = deque()
         self._condition = threading.Condition()
         self._closed = False
+        self._takers = 0  # workers waiting in take(): the jobs they are about to take do not wait
 
     def put(self, job: Job) -> int | None:
-        """Queue ``job`` and return its position (0 = next), or None when the queue is full."""
+        """Queue ``job`` and return its position (0 = next), or None when ``capacity`` jobs would be left
+        waiting.  A job that an idle worker is about to take does not count, however soon the next
+        submission arrives."""
         with self._condition:
-            if len(self._jobs) >= self.capacity:
+            if len(self._jobs) - self._takers >= self.capacity:
                 return None
             self._jobs.append(job)
             self._condition.notify()
@@ -68,8 +71,12 @@ class JobQueue:
     def take(self) -> Job | None:
         """The next job, waiting for one; None once the queue is closed."""
         with self._condition:
-            while not self._jobs and not self._closed:
-                self._condition.wait()
+            self._takers += 1
+            try:
+                while not self._jobs and not self._closed:
+                    self._condition.wait()
+            finally:
+                self._takers -= 1
             if self._closed:
                 return None
             return self._jobs.popleft()

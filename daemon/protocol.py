@@ -2,48 +2,36 @@
 
 Every message is a multipart ZeroMQ message (docs/protocol.md has the full description)::
 
-    [header, signature, frame_0, frame_1, ...]
+    [header, frame_0, frame_1, ...]
 
-``header`` is a msgpack map ``{"v": PROTOCOL_VERSION, "type": str, "id": str, "ts": float, "body": map}``;
-``signature`` is HMAC-SHA256 over the header and the BLAKE3 digest of every binary frame (each preceded
-by its length), and is verified before anything is unpacked.  Binary frames carry images as raw arrays, described in the
-body by :class:`ImageSpec`.  A message id seen before, or a timestamp outside the replay window, is
-rejected.  The daemon's ROUTER socket adds the peer's routing identity in front; that is not part of
-this format.
+``header`` is a msgpack map ``{"v": PROTOCOL_VERSION, "type": str, "body": map, "parts": [int, ...]}``.
+The binary parts (images, as raw arrays described in the body by :class:`ImageSpec`) follow as frames:
+each part as one frame, or over TCP as consecutive frames of at most the transport's frame size, which
+the receiver joins after checking the declared sizes against its caps.  The transport authenticates
+the peer (docs/security.md), so messages carry no signature of their own.  The daemon's ROUTER socket
+adds the peer's routing identity in front; that is not part of this format.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import hmac
 import math
-import secrets
-import struct
-import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import blake3
 import msgpack
 
 from nst_engine.errors import InvalidSettingsError
 from nst_engine.schema import FrontEnd
 from nst_engine.settings import check_values
 
+from .limits import MAX_HEADER_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGES, MessageCaps
 from .records import Buffer, DType, ImageSpec
 
-PROTOCOL_VERSION = 1
-SIGNATURE_SCHEME = "hmac-sha256-blake3"
-SIGNATURE_BYTES = 32
-MAX_HEADER_BYTES = 64 * 1024
-REPLAY_WINDOW_S = 300.0
-DEFAULT_MAX_IMAGE_SIDE = 16384
-DEFAULT_MAX_IMAGE_PIXELS = 64 * 2**20  # 8192 × 8192
-
-_PARALLEL_DIGEST_BYTES = 4 * 2**20
+PROTOCOL_VERSION = 2
+DEFAULT_MAX_IMAGE_SIDE = MAX_IMAGE_SIDE
+DEFAULT_MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 
 class MessageType(str, enum.Enum):
@@ -67,7 +55,6 @@ class MessageType(str, enum.Enum):
 
 class ErrorCode(str, enum.Enum):
     INVALID_REQUEST = "invalid_request"
-    UNAUTHORISED = "unauthorised"
     VERSION_MISMATCH = "version_mismatch"
     BUSY = "busy"
     WEIGHTS_UNAVAILABLE = "weights_unavailable"
@@ -88,9 +75,7 @@ class ProtocolError(Exception):
 class Message:
     type: MessageType
     body: dict[str, Any]
-    frames: list[Buffer] = field(default_factory=list)
-    id: str = ""
-    timestamp: float = 0.0
+    frames: list[Buffer] = field(default_factory=list)  # the binary parts, joined
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -136,85 +121,34 @@ def _invalid(message: str) -> ProtocolError:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Framing and signing
+# Framing
 # ---------------------------------------------------------------------------------------------------
-def new_key() -> bytes:
-    return secrets.token_bytes(32)
-
-
-def frame_digest(frame: Buffer) -> bytes:
-    """BLAKE3-256 of one binary frame, on several cores when the frame is large."""
-    threads = blake3.blake3.AUTO if memoryview(frame).nbytes >= _PARALLEL_DIGEST_BYTES else 1
-    return blake3.blake3(frame, max_threads=threads).digest()
-
-
-def sign(key: bytes, header: Buffer, frames: Sequence[Buffer]) -> bytes:
-    """HMAC-SHA256 over the header and each frame's digest, each preceded by the 8-byte length of the
-    part it stands for, so that bytes cannot be moved across a frame boundary unnoticed.
-
-    Hash-then-MAC rather than HMAC over the frames' bytes: SHA-256 runs at 0.2–0.4 GB/s on CPUs
-    without SHA extensions, which capped image transfer well below loopback speed, while BLAKE3
-    (collision-resistant, 256-bit) digests several GB/s.  Forging a message still needs either the
-    key or a BLAKE3 collision."""
-    mac = hmac.new(key, digestmod=hashlib.sha256)
-    mac.update(struct.pack("<Q", memoryview(header).nbytes))
-    mac.update(header)
-    for frame in frames:
-        mac.update(struct.pack("<Q", memoryview(frame).nbytes))
-        mac.update(frame_digest(frame))
-    return mac.digest()
-
-
-class ReplayGuard:
-    """Remembers message ids within the replay window; older timestamps are refused outright."""
-
-    def __init__(self, window_s: float = REPLAY_WINDOW_S, max_ids: int = 100_000) -> None:
-        self.window_s = window_s
-        self.max_ids = max_ids
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def check(self, message_id: str, timestamp: float, now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        while self._seen and (next(iter(self._seen.values())) < now - self.window_s or len(self._seen) > self.max_ids):
-            self._seen.popitem(last=False)
-        if abs(now - timestamp) > self.window_s:
-            raise ProtocolError(ErrorCode.UNAUTHORISED, "message timestamp is outside the replay window")
-        if message_id in self._seen:
-            raise ProtocolError(ErrorCode.UNAUTHORISED, "message id was already used (replayed message)")
-        self._seen[message_id] = now
-
-
 class Codec:
-    """Encodes and decodes signed messages with one connection's key."""
+    """Encodes and decodes messages within one transport's caps (:class:`MessageCaps`)."""
 
-    def __init__(self, key: bytes, replay_guard: ReplayGuard | None = None) -> None:
-        if len(key) < 16:
-            raise ValueError("the HMAC key must be at least 16 bytes")
-        self.key = key
-        self.replay_guard = replay_guard
+    def __init__(self, caps: MessageCaps | None = None) -> None:
+        self.caps = caps or MessageCaps.for_images()
 
     def encode(self, message_type: MessageType, body: Mapping[str, Any] | None = None,
                frames: Sequence[Buffer] = ()) -> list[Buffer]:
-        header = msgpack.packb({
-            "v": PROTOCOL_VERSION,
-            "type": message_type.value,
-            "id": secrets.token_hex(16),
-            "ts": time.time(),
-            "body": dict(body or {}),
-        }, use_bin_type=True)
-        return [header, sign(self.key, header, frames), *frames]
+        sizes = [memoryview(frame).nbytes for frame in frames]
+        header = msgpack.packb({"v": PROTOCOL_VERSION, "type": message_type.value, "body": dict(body or {}),
+                                "parts": sizes}, use_bin_type=True)
+        parts: list[Buffer] = [header]
+        for frame, size in zip(frames, sizes):
+            parts.extend(split_part(frame, size, self.caps.max_frame_bytes))
+        return parts
 
     def decode(self, parts: Sequence[Buffer]) -> Message:
-        """Verify, then unpack; raise ProtocolError (unauthorised / invalid_request / version_mismatch)."""
-        if len(parts) < 2:
-            raise _invalid(f"a message needs a header and a signature frame, got {len(parts)} frame(s)")
-        header, signature, *frames = parts
+        """Check the header against the caps, unpack it, then join the binary frames into its parts;
+        raise ProtocolError (invalid_request / version_mismatch)."""
+        if not parts:
+            raise _invalid("an empty message")
+        if len(parts) > self.caps.max_frames:
+            raise _invalid(f"a message of {len(parts)} frames; the limit is {self.caps.max_frames}")
+        header, *frames = parts
         if memoryview(header).nbytes > MAX_HEADER_BYTES:
             raise _invalid(f"the header frame is larger than {MAX_HEADER_BYTES} bytes")
-        if memoryview(signature).nbytes != SIGNATURE_BYTES:
-            raise ProtocolError(ErrorCode.UNAUTHORISED, "missing or malformed signature")
-        if not hmac.compare_digest(sign(self.key, header, frames), bytes(signature)):
-            raise ProtocolError(ErrorCode.UNAUTHORISED, "bad signature")
         fields = _unpack_header(bytes(header))
         version = fields.get("v")
         if version != PROTOCOL_VERSION:
@@ -226,16 +160,52 @@ class Codec:
             message_type = MessageType(fields.get("type"))
         except ValueError:
             raise _invalid(f"unknown message type {fields.get('type')!r}") from None
-        message_id, timestamp, body = fields.get("id"), fields.get("ts"), fields.get("body")
-        if not isinstance(message_id, str) or not 1 <= len(message_id) <= 64:
-            raise _invalid("header field id must be a string of 1 to 64 characters")
-        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float)) or not math.isfinite(timestamp):
-            raise _invalid("header field ts must be a number")
+        body = fields.get("body")
         if not isinstance(body, dict):
             raise _invalid("header field body must be a map")
-        if self.replay_guard is not None:
-            self.replay_guard.check(message_id, float(timestamp))
-        return Message(message_type, body, list(frames), message_id, float(timestamp))
+        sizes = self._part_sizes(fields.get("parts", []))
+        return Message(message_type, body, join_parts(frames, sizes))
+
+    def _part_sizes(self, sizes: object) -> list[int]:
+        if not isinstance(sizes, list) or len(sizes) > MAX_IMAGES:
+            raise _invalid(f"header field parts must list at most {MAX_IMAGES} sizes")
+        for size in sizes:
+            if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= self.caps.max_part_bytes:
+                raise _invalid(f"a binary part of {size!r} bytes; the limit is {self.caps.max_part_bytes}")
+        if sum(sizes) > self.caps.max_message_bytes:
+            raise _invalid(f"binary parts of {sum(sizes)} bytes in all; the limit is {self.caps.max_message_bytes}")
+        return sizes
+
+
+def split_part(part: Buffer, size: int, max_frame_bytes: int) -> list[Buffer]:
+    """``part`` as frames of at most ``max_frame_bytes`` (views, not copies); one frame if it fits."""
+    if size <= max_frame_bytes:
+        return [part]
+    view = memoryview(part)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return [view[start:start + max_frame_bytes] for start in range(0, size, max_frame_bytes)]
+
+
+def join_parts(frames: Sequence[Buffer], sizes: Sequence[int]) -> list[Buffer]:
+    """The parts of ``sizes`` bytes from consecutive ``frames``; a part in one frame is not copied."""
+    parts: list[Buffer] = []
+    index = 0
+    for size in sizes:
+        start, filled = index, 0
+        while True:
+            if index >= len(frames):
+                raise _invalid(f"the frames end before the declared parts ({len(sizes)} parts, {len(frames)} frames)")
+            filled += memoryview(frames[index]).nbytes
+            index += 1
+            if filled >= size:
+                break
+        if filled != size:
+            raise _invalid(f"frames of {filled} bytes do not make a part of {size} bytes")
+        parts.append(frames[start] if index - start == 1 else b"".join(frames[start:index]))
+    if index != len(frames):
+        raise _invalid(f"{len(frames) - index} frame(s) beyond the declared parts")
+    return parts
 
 
 def _unpack_header(data: bytes) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The main thread owns the ROUTER socket and answers ping/status/cancel at once; the worker thread runs
 jobs and hands its outgoing messages to the main thread through an inproc PUSH/PULL pair (ZeroMQ
-sockets must not be shared between threads).
+sockets must not be shared between threads).  Only authenticated peers reach the ROUTER: an ipc://
+socket that only the daemon's user can open, or TCP with CURVE and a ZAP handler (docs/security.md).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import platform
 import secrets
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -26,35 +28,39 @@ import torchvision
 import zmq
 
 from nst_engine import Optimizer, StyleSettings
+from nst_engine.geometry import fit_longest_side
 from nst_engine.memory import largest_fitting_side
 from nst_engine.tiling import largest_runnable_side
 
+from .auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server
 from .connection import (
-    ConnectionFileError,
     ConnectionInfo,
+    CurveKeys,
+    DaemonFiles,
     connection_path,
-    process_alive,
-    read_connection_file,
+    prepare_directory,
     remove_connection_file,
     write_connection_file,
 )
 from .jobs import Job, JobImage, JobQueue, JobState
+from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
+from .limits import TCP_MAX_FRAME_BYTES, MessageCaps
+from .private_files import private_directory
 from .protocol import (
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_IMAGE_SIDE,
-    MAX_HEADER_BYTES,
     PROTOCOL_VERSION,
     Buffer,
     Codec,
     ErrorCode,
+    ImageSpec,
     Message,
     MessageType,
     ProtocolError,
-    ReplayGuard,
-    new_key,
     validate_image_spec,
     validate_settings,
 )
+from .rejections import RejectionLog
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -62,11 +68,16 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 _EVENTS_ENDPOINT = "inproc://worker-events"
 _POLL_MS = 100
+_RECEIVE_HWM = 64  # messages queued per client before libzmq stops reading from it
+_UNIX_SOCKET_PATH_BYTES = 100  # sun_path holds 108 bytes on Linux, 104 on macOS, with the terminating NUL
+_CONNECTION_FILE_CHECK_S = 1.0
 
 
 @dataclass
 class DaemonConfig:
-    endpoint: str = "tcp://127.0.0.1:0"  # port 0: a free one, written to the connection file
+    # None: the default local transport, an ipc:// socket beside the connection file where the platform
+    # has one, else TCP on 127.0.0.1 (a free port).  A tcp:// endpoint is always served with CURVE.
+    endpoint: str | None = None
     connection_file: Path = field(default_factory=connection_path)
     weights: Path | None = None
     device: str | None = None
@@ -82,6 +93,30 @@ class DaemonConfig:
 
 class AlreadyRunningError(Exception):
     pass
+
+
+class EndpointError(Exception):
+    """The endpoint cannot be served: a scheme other than ipc:// or tcp://, or the bind failed."""
+
+
+@dataclass
+class _Transport:
+    """The bound ROUTER socket and what goes with it."""
+
+    router: zmq.Socket
+    endpoint: str
+    caps: MessageCaps
+    curve: CurveKeys | None
+    zap: ZapHandler | None
+    socket_file: Path | None  # an ipc socket the daemon made and removes
+    socket_directory: Path | None  # a directory made for it, removed too
+
+
+@dataclass
+class _Received:
+    client: bytes  # routing identity
+    frames: list[zmq.Frame]
+    refusal: str | None  # why the message was dropped unread, if it was
 
 
 class _WorkerSender:
@@ -103,14 +138,17 @@ class _WorkerSender:
 class DaemonService:
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.key = new_key()
-        self.codec = Codec(self.key, ReplayGuard())
+        self.files = DaemonFiles.beside(config.connection_file)
+        self.max_pixels = min(config.max_image_pixels, config.max_image_side**2)
+        self.codec = Codec(MessageCaps.for_images(self.max_pixels))  # replaced by the transport's at bind
         self.context = zmq.Context()
         self.queue = JobQueue(config.queue_capacity)
         self.jobs: dict[str, Job] = {}
         self.last_seen: dict[bytes, float] = {}
         self.started_at = time.monotonic()
         self.endpoint = ""
+        self.transport_name = ""
+        self.rejections = RejectionLog(log)
         self._stop = threading.Event()
         self.worker = Worker(
             self.queue, self._make_worker_sender, weights=config.weights, device=config.device, lazy=config.lazy,
@@ -119,48 +157,108 @@ class DaemonService:
 
     # -- life cycle -------------------------------------------------------------------------------
     def serve(self) -> None:
-        """Bind, publish the connection file, serve until shutdown or SIGTERM/SIGINT, clean up."""
-        self._refuse_if_live_daemon()
-        router = self.context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.SNDHWM, 1000)  # a client that never reads: its messages are dropped, not queued forever
-        router.setsockopt(zmq.MAXMSGSIZE, self._max_message_bytes())
-        router.bind(self.config.endpoint)
-        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        """Take the lock, bind, publish the connection file, serve until shutdown or SIGTERM/SIGINT,
+        clean up.  AlreadyRunningError if a daemon already serves this connection file; UnsafeFileError
+        if its directory is not private."""
+        prepare_directory(self.files.connection)
+        private_directory(self.files.connection.parent)
+        try:
+            lock = DaemonLock.acquire(self.files.lock)
+        except LockHeldError as error:
+            raise AlreadyRunningError(str(error)) from None
+        try:
+            lock.record(ProcessIdentity.current())
+            self._serve_locked()
+        finally:
+            lock.release()
+
+    def _serve_locked(self) -> None:
+        transport = self._bind()
+        self.endpoint, self.codec = transport.endpoint, Codec(transport.caps)
+        self.transport_name = "tcp+curve" if transport.curve is not None else "ipc"
         events = self.context.socket(zmq.PULL)
         events.bind(_EVENTS_ENDPOINT)
         self._install_signal_handlers()
-        info = ConnectionInfo(self.endpoint, self.key.hex(), pid=os.getpid())
-        write_connection_file(info, self.config.connection_file)
-        log.info("Listening on %s (connection file %s)", self.endpoint, self.config.connection_file)
+        info = ConnectionInfo(self.endpoint, pid=os.getpid(), curve=transport.curve,
+                              max_frame_bytes=TCP_MAX_FRAME_BYTES if transport.curve is not None else 0)
+        write_connection_file(info, self.files.connection)
+        log.info("Listening on %s (%s; connection file %s)", self.endpoint, self.transport_name, self.files.connection)
         self.worker.start()
         try:
-            self._loop(router, events)
+            self._loop(transport, events, info)
         finally:
             log.info("Shutting down")
             self.queue.close()
             if self.worker.running is not None:
                 self.worker.running.cancel_token.cancel()
             self.worker.join(timeout=10)
-            remove_connection_file(self.config.connection_file, pid=os.getpid())
-            router.close(0)
+            remove_connection_file(self.files.connection, pid=os.getpid())
+            transport.router.close(0)
+            if transport.socket_file is not None:
+                transport.socket_file.unlink(missing_ok=True)
+            if transport.socket_directory is not None:
+                transport.socket_directory.rmdir()
+            if transport.zap is not None:
+                transport.zap.stop()
             events.close(0)
             self.context.destroy(linger=0)  # also closes the worker's socket should it still be running
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _refuse_if_live_daemon(self) -> None:
+    def _bind(self) -> _Transport:
+        endpoint, made_directory = (self.config.endpoint, None) if self.config.endpoint else self._default_endpoint()
+        if not endpoint.startswith(("ipc://", "tcp://")):
+            raise EndpointError(f"The endpoint must be ipc://… or tcp://…, not {endpoint}.")
+        tcp = endpoint.startswith("tcp://")
+        caps = MessageCaps.for_images(self.max_pixels, TCP_MAX_FRAME_BYTES if tcp else None)
+        router = self.context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.SNDHWM, 1000)  # a client that never reads: its messages are dropped, not queued forever
+        router.setsockopt(zmq.RCVHWM, _RECEIVE_HWM)
+        router.setsockopt(zmq.MAXMSGSIZE, caps.socket_max_bytes)  # larger frames: libzmq drops the peer unread
+        zap = curve = None
+        socket_file = None
+        if tcp:
+            keys = IssuedKeys()
+            zap = ZapHandler(self.context, keys, lambda reason: self.rejections.count("connections", reason))
+            zap.start()  # bound before the ROUTER is, so that no handshake can precede it
+            server, client = KeyPair.generate(), keys.issue("connection-file")
+            make_curve_server(router, server)
+            curve = CurveKeys(server.public, client.public, client.secret)
+        else:
+            socket_file = Path(endpoint.removeprefix("ipc://"))
+            private_directory(socket_file.parent)  # nobody else may replace the socket
+        # The socket file is made by bind() with the umask's permissions: made private from the start, it
+        # leaves no moment in which another user could connect.  No other thread creates files yet.
+        umask = os.umask(0o077)
         try:
-            existing = read_connection_file(self.config.connection_file)
-        except ConnectionFileError:
-            return
-        if existing.pid != os.getpid() and process_alive(existing.pid):
-            raise AlreadyRunningError(
-                f"A daemon (pid {existing.pid}) already serves {existing.endpoint}; "
-                f"its connection file is {self.config.connection_file}."
-            )
-        log.info("Replacing the stale connection file of a dead daemon (pid %d)", existing.pid)
+            router.bind(endpoint)
+        except zmq.ZMQError as error:
+            router.close(0)
+            if zap is not None:
+                zap.stop()
+            if made_directory is not None:
+                made_directory.rmdir()
+            raise EndpointError(f"Cannot listen on {endpoint}: {error}.") from None
+        finally:
+            os.umask(umask)
+        bound = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        return _Transport(router, bound, caps, curve, zap, socket_file, made_directory)
+
+    def _default_endpoint(self) -> tuple[str, Path | None]:
+        """(endpoint, a directory made for it): an ipc socket beside the connection file if that directory
+        is its user's alone and the path fits in a socket address, else in a fresh 0700 directory of the
+        temporary directory; TCP where the platform has no ipc (Windows)."""
+        if os.name != "posix" or not zmq.has("ipc"):
+            return "tcp://127.0.0.1:0", None
+        socket = self.files.socket
+        directory = socket.parent.stat()
+        owner_only = directory.st_uid == os.geteuid() and not directory.st_mode & 0o077
+        if owner_only and len(os.fsencode(socket)) <= _UNIX_SOCKET_PATH_BYTES:
+            return f"ipc://{socket}", None  # a stale one is replaced: holding the lock, no other daemon uses it
+        made = Path(tempfile.mkdtemp(prefix="neural-style-"))  # mode 0700
+        return f"ipc://{made / 'daemon.sock'}", made
 
     def _install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -168,18 +266,16 @@ class DaemonService:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self._stop.set())
 
-    def _max_message_bytes(self) -> int:
-        largest_frame = self.config.max_image_pixels * 4 * 4  # RGBA float32
-        return largest_frame + MAX_HEADER_BYTES
-
     def _make_worker_sender(self) -> _WorkerSender:
         return _WorkerSender(self.context, self.codec)
 
     # -- main loop --------------------------------------------------------------------------------
-    def _loop(self, router: zmq.Socket, events: zmq.Socket) -> None:
+    def _loop(self, transport: _Transport, events: zmq.Socket, info: ConnectionInfo) -> None:
+        router = transport.router
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         poller.register(events, zmq.POLLIN)
+        next_file_check = 0.0
         while not self._stop.is_set():
             ready = dict(poller.poll(_POLL_MS))
             if events in ready:
@@ -187,21 +283,59 @@ class DaemonService:
                     router.send_multipart(events.recv_multipart(copy=False), copy=False)
             if router in ready:
                 while router.poll(0):
-                    parts = router.recv_multipart(copy=False)
-                    self._handle(router, parts)
+                    self._handle(router, self._receive(router, transport.caps))
             self._cancel_jobs_of_silent_clients()
             self._forget_finished_jobs()
+            self.rejections.flush()
+            if transport.zap is not None and not transport.zap.alive:
+                log.error("The ZAP handler stopped; shutting down rather than serve unauthenticated peers")
+                break
+            if time.monotonic() >= next_file_check:
+                self._restore_connection_file(info)
+                next_file_check = time.monotonic() + _CONNECTION_FILE_CHECK_S
+
+    def _restore_connection_file(self, info: ConnectionInfo) -> None:
+        """Write the connection file again if someone removed it: clients find the daemon through it, and
+        holding the lock, this daemon is the only one for it."""
+        if not os.path.lexists(self.files.connection):
+            log.warning("The connection file %s was removed; writing it again", self.files.connection)
+            write_connection_file(info, self.files.connection)
+
+    @staticmethod
+    def _receive(router: zmq.Socket, caps: MessageCaps) -> _Received:
+        """One message, frame by frame.  libzmq has already limited each frame to ZMQ_MAXMSGSIZE; frames
+        beyond the message caps are dropped as they are read, and none of them is parsed or copied."""
+        client = router.recv(copy=False)
+        frames: list[zmq.Frame] = []
+        size, count, refusal = 0, 0, None
+        more = client.more
+        while more:
+            frame = router.recv(copy=False)
+            more = frame.more
+            count += 1
+            size += len(frame)
+            if refusal is not None:
+                continue
+            if count > caps.max_frames or size > caps.max_message_bytes:
+                refusal = (f"a message of more than {caps.max_frames} frames or {caps.max_message_bytes} bytes "
+                           "(the daemon's limits)")
+                frames.clear()
+            else:
+                frames.append(frame)
+        return _Received(client.bytes, frames, refusal)
 
     def _reply(self, router: zmq.Socket, client: bytes, message_type: MessageType, body: dict[str, Any],
                frames: Sequence[Buffer] = ()) -> None:
         router.send_multipart([client, *self.codec.encode(message_type, body, frames)], copy=False)
 
-    def _handle(self, router: zmq.Socket, parts: list[zmq.Frame]) -> None:
-        client = parts[0].bytes
+    def _handle(self, router: zmq.Socket, received: _Received) -> None:
+        client = received.client
         try:
-            message = self.codec.decode([part.buffer for part in parts[1:]])
+            if received.refusal is not None:
+                raise ProtocolError(ErrorCode.INVALID_REQUEST, f"refused {received.refusal}")
+            message = self.codec.decode([frame.buffer for frame in received.frames])
         except ProtocolError as error:
-            log.warning("Refused a message from %s: %s", client.hex(), error)
+            self.rejections.count("messages", str(error))
             self._reply(router, client, MessageType.ERROR, {"code": error.code.value, "message": str(error)})
             return
         self.last_seen[client] = time.monotonic()
@@ -214,12 +348,17 @@ class DaemonService:
     def _dispatch(self, router: zmq.Socket, client: bytes, message: Message) -> None:
         kind = message.type
         if kind is MessageType.HELLO:
+            version = message.body.get("protocol_version")
+            if version != PROTOCOL_VERSION:
+                raise ProtocolError(ErrorCode.VERSION_MISMATCH,
+                                    f"hello: protocol version {version!r} is not supported; the daemon speaks version "
+                                    f"{PROTOCOL_VERSION}")
             self._reply(router, client, MessageType.WELCOME, {"protocol_version": PROTOCOL_VERSION, "version": VERSION,
                                                               "pid": os.getpid()})
         elif kind in (MessageType.PING, MessageType.HEARTBEAT):
             self._reply(router, client, MessageType.PONG, {})
         elif kind is MessageType.STATUS:
-            self._reply(router, client, MessageType.STATUS_REPLY, self.status())
+            self._reply(router, client, MessageType.STATUS_REPLY, self.status(client))
         elif kind is MessageType.SUBMIT:
             self._submit(router, client, message)
         elif kind is MessageType.CANCEL:
@@ -259,7 +398,7 @@ class DaemonService:
             where = f"images[{index}]"
             if not isinstance(description, dict):
                 raise _invalid(f"{where} must be a map")
-            spec = validate_image_spec(description, where, self.config.max_image_side, self.config.max_image_pixels)
+            spec = validate_image_spec(description, where, self.config.max_image_side, self.max_pixels)
             length = memoryview(frame).nbytes
             if length != spec.nbytes:
                 raise _invalid(
@@ -281,13 +420,7 @@ class DaemonService:
         warm_start = body.get("warm_start")
         if warm_start is not None and not isinstance(warm_start, str):
             raise _invalid("warm_start must be a job id (string)")
-        output = body.get("output")
-        output_size = None
-        if output is not None:
-            if not isinstance(output, dict):
-                raise _invalid("output must be a map with width and height")
-            output_size = (_int_field(output, "height", 1, 1, self.config.max_image_side),
-                           _int_field(output, "width", 1, 1, self.config.max_image_side))
+        output_size = self._output_size(body.get("output"), content.spec, settings)
         progress_every = _int_field(body, "progress_every", 1, 1, 100_000)
         preview_every = _int_field(body, "preview_every", 0, 0, 100_000)
         fault = body.get("fault") if self.config.test_faults else None
@@ -296,6 +429,24 @@ class DaemonService:
             warm_start=warm_start, progress_every=progress_every, preview_every=preview_every, fault=fault,
             output_size=output_size,
         )
+
+    def _output_size(self, output: object, content: ImageSpec, settings: dict[str, Any]) -> tuple[int, int] | None:
+        """(height, width) to resize the result to, or None; either way the image sent back (and each
+        preview) stays within the pixel limit that inputs have."""
+        if output is None:
+            longest = settings.get("size", StyleSettings.size) or max(content.height, content.width)
+            height, width = fit_longest_side(content.height, content.width, longest)
+            if height * width > self.max_pixels:
+                raise _invalid(f"settings.size {longest} makes a {width}×{height} result ({height * width} pixels); "
+                               f"the limit is {self.max_pixels}")
+            return None
+        if not isinstance(output, dict):
+            raise _invalid("output must be a map with width and height")
+        height = _int_field(output, "height", 1, 1, self.config.max_image_side)
+        width = _int_field(output, "width", 1, 1, self.config.max_image_side)
+        if height * width > self.max_pixels:
+            raise _invalid(f"output has {height * width} pixels ({width}×{height}); the limit is {self.max_pixels}")
+        return height, width
 
     def _cancel(self, router: zmq.Socket, client: bytes, job_id: object) -> None:
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None
@@ -330,7 +481,8 @@ class DaemonService:
                 del self.last_seen[client]
 
     # -- status -----------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self, client: bytes | None = None) -> dict[str, Any]:
+        """The daemon's state as ``client`` may see it: other clients' jobs are counted, not named."""
         running = self.worker.running
         memory: dict[str, Any] = {"rss_bytes": _rss_bytes()}
         if torch.cuda.is_available():
@@ -355,9 +507,12 @@ class DaemonService:
             "device": self.worker.device,
             "model": self.worker.model_state.value,
             "model_error": self.worker.model_error,
-            "queue": [job.id for job in self.queue.snapshot()],
+            "transport": self.transport_name,
+            "queue": [job.id if job.client == client else None for job in self.queue.snapshot()],
             "queue_capacity": self.queue.capacity,
-            "running": None if running is None else {"job_id": running.id, "progress": running.progress},
+            "running": None if running is None else (
+                {"job_id": running.id, "progress": running.progress} if running.client == client
+                else {"job_id": None, "progress": None}),
             "jobs_done": self.worker.jobs_done,
             "style_cache": {"hits": cache.hits, "misses": cache.misses, "entries": len(cache), "bytes": cache.nbytes},
             "kept_results": len(self.worker.results),

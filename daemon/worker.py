@@ -193,9 +193,9 @@ class Worker:
         style_keys = [fingerprint(image.spec, image.frame) for image in job.styles]
         init_image = frame_to_rgb(job.init.spec, job.init.frame) if job.init is not None else None
         if job.warm_start is not None:
-            init_image = self.results.get(job.warm_start)
+            init_image = self.results.get(_result_key(job.client, job.warm_start))
             if init_image is None:
-                raise JobFailure(ErrorCode.INVALID_REQUEST, f"warm_start: no kept result for job {job.warm_start}")
+                raise JobFailure(ErrorCode.INVALID_REQUEST, f"warm_start: no kept result of yours for job {job.warm_start}")
             settings = dataclasses.replace(settings, init=Init.IMAGE)
 
         def on_progress(progress: Progress) -> None:
@@ -221,7 +221,7 @@ class Worker:
             preview_every=job.preview_every, cancel=job.cancel_token, style_keys=style_keys,
             gram_cache=self.gram_cache, memory_budget=self.memory_budget,
         )
-        self.results.put(job.id, result)
+        self.results.put(_result_key(job.client, job.id), result)
         if job.output_size is not None:
             result = resize(result[None], *job.output_size)[0]
         spec, frame = rgb_to_frame(result)
@@ -254,6 +254,12 @@ class Worker:
             gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _result_key(client: bytes, job_id: str) -> str:
+    """Kept results are found by their client and job id together: a job id alone, which other clients
+    might learn, does not reach another client's result."""
+    return f"{client.hex()}/{job_id}"
 
 
 def _progress_body(job: Job, progress: Progress) -> dict[str, Any]:

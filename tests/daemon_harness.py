@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import zmq
 
-from daemon.client import DaemonClient, Image
-from daemon.connection import ConnectionFileError, ConnectionInfo, read_connection_file
+from daemon.client import DaemonClient, Image, configure_socket
+from daemon.connection import ConnectionFileError, ConnectionInfo, CurveKeys, read_connection_file
 from daemon.protocol import DType, ImageSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,13 @@ class RunningDaemon:
     def client(self, **options) -> DaemonClient:
         return DaemonClient(self.info, **options)
 
+    def raw_socket(self) -> zmq.Socket:
+        """A DEALER socket with this client's credentials, for sending whatever frames a test likes."""
+        socket = zmq.Context.instance().socket(zmq.DEALER)
+        configure_socket(socket, self.info)
+        socket.connect(self.info.endpoint)
+        return socket
+
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
 
@@ -43,6 +51,9 @@ class RunningDaemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+TCP = "tcp://127.0.0.1:0"  # the endpoint for tests that need TCP (with CURVE); the default is an ipc socket
 
 
 def start_daemon(directory: Path, weights_file: Path, *extra: str, timeout_s: float = 60) -> RunningDaemon:
@@ -70,6 +81,12 @@ def start_daemon(directory: Path, weights_file: Path, *extra: str, timeout_s: fl
         time.sleep(0.05)
     daemon.stop()
     raise RuntimeError(f"daemon did not start:\n{daemon.log()}")
+
+
+def random_curve_keys() -> CurveKeys:
+    """Keys of no daemon: for connection files that must be well-formed but lead nowhere."""
+    (server, _), (public, secret) = zmq.curve_keypair(), zmq.curve_keypair()
+    return CurveKeys(server.decode(), public.decode(), secret.decode())
 
 
 def rgb_image(height: int, width: int, seed: int, dtype: DType = DType.U8, channels: int = 3) -> Image:

@@ -13,7 +13,6 @@ import zmq
 
 from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, connect
 from daemon.connection import ConnectionInfo, read_connection_file
-from daemon.protocol import new_key
 from nst_engine.cli.image_files import read_image, write_image
 
 from .stand_ins import smooth_image
@@ -71,9 +70,9 @@ def test_connect_starts_a_daemon_when_none_answers(tmp_path, weights_file):
 
 def test_unreachable_daemon_is_retried_then_reported(tmp_path):
     silent = zmq.Context.instance().socket(zmq.ROUTER)
-    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    silent.bind(f"ipc://{tmp_path}/silent.sock")
     try:
-        client = DaemonClient(ConnectionInfo(f"tcp://127.0.0.1:{port}", new_key().hex(), pid=1), timeout_s=0.3, retries=2)
+        client = DaemonClient(ConnectionInfo(f"ipc://{tmp_path}/silent.sock", pid=1), timeout_s=0.3, retries=2)
         started = time.monotonic()
         with pytest.raises(DaemonUnreachableError, match="does not answer .*tried 3 times"):
             client.ping()

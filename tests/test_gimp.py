@@ -20,7 +20,7 @@ import pytest
 from daemon.connection import ConnectionInfo, write_connection_file
 from nst_engine.settings import StyleSettings
 
-from .daemon_harness import start_daemon
+from .daemon_harness import TCP, random_curve_keys, start_daemon
 from .gimp_harness import (
     CHROOT,
     PLUGIN_DIR,
@@ -57,7 +57,9 @@ def work_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(work_dir, weights_file):
-    running = start_daemon(work_dir, weights_file)
+    # GIMP runs in the chroot and cannot see the host's ipc sockets: TCP, and so CURVE, which makes
+    # these tests prove that the plug-in's bundled pyzmq does CURVE too.
+    running = start_daemon(work_dir, weights_file, "--endpoint", TCP)
     yield running
     running.stop()
 
@@ -239,7 +241,7 @@ def test_with_no_daemon_running_the_plug_in_starts_one_and_waits_for_it(work_dir
                 time.sleep(0.1)
             autostart = work_dir / "autostart"
             autostart.mkdir(exist_ok=True)
-            started = start_daemon(autostart, weights_file)
+            started = start_daemon(autostart, weights_file, "--endpoint", TCP)
             completed = batch.result(timeout=300)
     finally:
         record_path.write_text(saved)
@@ -253,7 +255,7 @@ def test_with_no_daemon_running_the_plug_in_starts_one_and_waits_for_it(work_dir
 
 def test_unreachable_daemon_is_a_clean_execution_error(work_dir, daemon):
     dead = work_dir / "dead.json"
-    write_connection_file(ConnectionInfo("tcp://127.0.0.1:9", "ab" * 32, pid=2**22 + 7), dead)
+    write_connection_file(ConnectionInfo("tcp://127.0.0.1:9", pid=2**22 + 7, curve=random_curve_keys()), dead)
     completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {
         "NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/dead.json", "NST_E2E_CASES": "rgb", "NST_E2E_OUTPUT": "dead-result.json"})
     facts = json.loads((work_dir / "dead-result.json").read_text())["rgb"]

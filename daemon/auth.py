@@ -1,0 +1,131 @@
+"""CurveZMQ for TCP endpoints: the daemon's key pair, the client keys it issued, and the ZAP handler that
+admits only those.
+
+A TCP port on 127.0.0.1 is open to every local user (and, bound elsewhere, to the network), so a TCP
+endpoint is always a CURVE server.  The handshake runs inside libzmq: a peer whose key the ZAP handler
+does not admit is disconnected before it is attached to the ROUTER socket, so it never gets a routing
+id, cannot queue a message and cannot make the daemon parse anything.  The handler answers from the
+keys in :class:`IssuedKeys`; today the daemon issues one client key pair per start and writes it into
+the connection file, and a later ``daemon invite/revoke`` (issue #16) can keep more, persistently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+from zmq.utils import z85
+
+log = logging.getLogger(__name__)
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
+ZAP_DOMAIN = b"neural-style"
+HANDSHAKE_TIMEOUT_MS = 5000  # a peer that has not finished the CURVE handshake by then is dropped
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    public: str  # Z85, 40 characters
+    secret: str
+
+    @classmethod
+    def generate(cls) -> KeyPair:
+        public, secret = zmq.curve_keypair()
+        return cls(public.decode("ascii"), secret.decode("ascii"))
+
+
+class IssuedKeys:
+    """The client public keys the daemon admits, each with a name (the ZAP User-Id its messages carry)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, name: str) -> KeyPair:
+        pair = KeyPair.generate()
+        with self._lock:
+            self._names[pair.public] = name
+        return pair
+
+    def name_of(self, public_key: str) -> str | None:
+        with self._lock:
+            return self._names.get(public_key)
+
+
+def make_curve_server(socket: zmq.Socket, server: KeyPair) -> None:
+    """Make ``socket`` a CURVE server whose peers need the ZAP handler's approval (fail closed: with
+    ZAP_ENFORCE_DOMAIN, no handler means no peer, instead of libzmq's default of admitting any key)."""
+    socket.curve_server = True
+    socket.curve_secretkey = server.secret.encode("ascii")
+    socket.curve_publickey = server.public.encode("ascii")
+    socket.zap_domain = ZAP_DOMAIN
+    socket.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+    socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
+
+
+class ZapHandler:
+    """The ZAP handler thread.  ``on_denied`` is called (from that thread) with the reason of each refusal."""
+
+    def __init__(self, context: zmq.Context, keys: IssuedKeys, on_denied: Callable[[str], None]) -> None:
+        self.context = context
+        self.keys = keys
+        self.on_denied = on_denied
+        self._stop = threading.Event()
+        self._bound = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="zap-handler", daemon=True)
+
+    def start(self) -> None:
+        """Start and return once the handler is bound, so that no handshake can happen before it."""
+        self._thread.start()
+        self._bound.wait(10)
+        if self._error is not None or not self._bound.is_set():
+            raise RuntimeError(f"the ZAP handler could not start: {self._error}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            socket = self.context.socket(zmq.REP)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.bind(ZAP_ENDPOINT)
+        except zmq.ZMQError as error:
+            self._error = error
+            return
+        self._bound.set()
+        try:
+            while not self._stop.is_set():
+                if socket.poll(100):
+                    socket.send_multipart(self._answer(socket.recv_multipart()))
+        finally:
+            socket.close(0)
+
+    def _answer(self, request: list[bytes]) -> list[bytes]:
+        """The reply to one ZAP request: [version, request id, status, text, user id, metadata]."""
+        request_id = request[1] if len(request) > 1 else b""
+        reason = self._refusal(request)
+        if reason is not None:
+            self.on_denied(reason)
+            return [b"1.0", request_id, b"400", reason.encode(), b"", b""]
+        name = self.keys.name_of(z85.encode(request[6]).decode("ascii"))
+        assert name is not None  # _refusal has checked
+        return [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
+
+    def _refusal(self, request: list[bytes]) -> str | None:
+        if len(request) != 7 or request[0] != b"1.0":
+            return "malformed ZAP request"
+        _, _, domain, _address, _routing_id, mechanism, key = request
+        if domain != ZAP_DOMAIN or mechanism != b"CURVE" or len(key) != 32:
+            return f"{mechanism.decode(errors='replace')} handshake outside the daemon's CURVE domain"
+        if self.keys.name_of(z85.encode(key).decode("ascii")) is None:
+            return "CURVE handshake with a key the daemon did not issue"
+        return None
