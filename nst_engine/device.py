@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,10 +46,17 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
 
 
+# oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA) below its first one with bf16 arithmetic.
+_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
+
+
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16, or AMX on Xeons since
-    Sapphire Rapids).  Without it, PyTorch emulates bf16 in float32, slower than plain fp32."""
+    Sapphire Rapids), and oneDNN is not held below it (ONEDNN_MAX_CPU_ISA=AVX2, say).  Without it,
+    PyTorch emulates bf16 in float32, slower than plain fp32."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ISAS_WITHOUT_BF16:
+        return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence looked up with care
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
