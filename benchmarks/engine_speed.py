@@ -2,11 +2,15 @@
 """Engine speed against a naive, PyTorch-tutorial-style baseline, in one run on the same machine and weights.
 
 Prints, per size: seconds per objective evaluation (one forward + backward to the image) of each, the
-achieved GFLOP/s against the machine's measured fp32 matrix-multiply throughput, and the time each needs
-to reach the loss the baseline reaches after --evals evaluations, judged by the same loss function.
+achieved GFLOP/s against the machine's measured matrix-multiply throughput in each precision (fp32, and
+bf16 or TF32 for those modes: the share of that precision's own peak), and the time each needs to reach
+the loss the baseline reaches after --evals evaluations, judged by the same loss function.  --profile
+adds, per precision, a split of one evaluation into convolutions, Gram products, casts and the rest.
 
     .venv/bin/python benchmarks/engine_speed.py --random-weights          # no real weights needed
     .venv/bin/python benchmarks/engine_speed.py --weights vgg19.pth --sizes 128 256
+    .venv/bin/python benchmarks/engine_speed.py --random-weights --size 256 --precisions fp32 bf16 \
+        --evals 0 --profile                                                # bf16 against fp32, with profiles
     .venv/bin/python benchmarks/engine_speed.py --random-weights --device cuda --size 512 \
         --precisions fp32 tf32 bf16 --evals 0 --json                       # one JSON object
 """
@@ -24,8 +28,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from evaluation_profile import profile_evaluations
 from nst_engine import CancelledError, CancelToken, Precision, StyleSettings, StyleTransfer
-from nst_engine.device import fp32_arithmetic, resolve_precision
+from nst_engine.device import compute_dtype, cpu_has_native_bf16, fp32_arithmetic, resolve_precision
 from nst_engine.layers import LAYER_NAMES, VGG19_CONVS
 from nst_engine.vgg import IMAGENET_MEAN, IMAGENET_STD
 
@@ -173,13 +178,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_gemm_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
-    """fp32 matrix-multiply throughput in IEEE float32 (no TF32)."""
+def measure_gemm_gflops(device: torch.device, precision: Precision = Precision.FP32, size: int = 2048,
+                        repeats: int = 10) -> float:
+    """Matrix-multiply throughput in a resolved ``precision``: IEEE float32 for fp32, TF32 for tf32 (on
+    CUDA; fp32 elsewhere), bf16 inputs for bf16."""
+    dtype = compute_dtype(precision)
     if device.type == "cuda":
         size *= 4  # a GPU needs a larger product to reach its peak
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    elif dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        size, repeats = 512, 2  # emulated at about 1 GFLOP/s: a 2048³ product would take 20 s
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
-    with fp32_arithmetic(device, Precision.FP32):
+    with fp32_arithmetic(device, precision):
         for _ in range(repeats + 1):
             synchronize(device)
             started = time.perf_counter()
@@ -203,7 +214,7 @@ def seconds_per_call(function: Callable[[], object], repeats: int, device: torch
 
 
 def engine_time_to_loss(engine: StyleTransfer, content, style, size: int, target_loss: float, scales: int,
-                        coarse_iterations: int, max_iterations: int) -> tuple[float, float]:
+                        coarse_iterations: int, max_iterations: int, precision: Precision) -> tuple[float, float]:
     """Seconds until the engine's final stage first reaches ``target_loss``, and the loss reached."""
     token = CancelToken()
     reached: list[tuple[float, float]] = []
@@ -213,7 +224,8 @@ def engine_time_to_loss(engine: StyleTransfer, content, style, size: int, target
             reached.append((progress.elapsed_s, progress.losses.total))
             token.cancel()
 
-    settings = StyleSettings(size=size, scales=scales, iterations=max_iterations, coarse_iterations=coarse_iterations)
+    settings = StyleSettings(size=size, scales=scales, iterations=max_iterations, coarse_iterations=coarse_iterations,
+                             precision=precision)
     try:
         engine.stylize(content, [style], settings, on_progress=on_progress, cancel=token)
     except CancelledError:
@@ -267,6 +279,9 @@ def main() -> None:
     parser.add_argument("--scales", type=int, default=2, help="engine stages for the time-to-loss run")
     parser.add_argument("--coarse-iterations", type=int, default=50, help="engine iterations at each coarser stage")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--profile", action="store_true",
+                        help="per precision, split an evaluation into convolutions, Gram products, casts and the rest")
+    parser.add_argument("--profile-evals", type=int, default=3, help="evaluations profiled per precision")
     parser.add_argument("--json", action="store_true", help="print one JSON object (the first size at top level, every size under 'sizes')")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -286,10 +301,16 @@ def main() -> None:
     from nst_engine.vgg import VGGFeatures
 
     engine = StyleTransfer(VGGFeatures(state), device)
-    gemm = measure_gemm_gflops(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} CPU threads"
+    peaks = {precision: measure_gemm_gflops(device, precision) for precision in dict.fromkeys([Precision.FP32, *precisions])}
+    gemm = peaks[Precision.FP32]
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        bf16_kind = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+        name = f"{torch.get_num_threads()} CPU threads, {bf16_kind}"
     say(f"torch {torch.__version__}, device {args.device} ({name}); weights: {weights_label}")
-    say(f"fp32 matrix multiply: {gemm:.1f} GFLOP/s")
+    for precision, peak in peaks.items():
+        say(f"{precision.value} matrix multiply: {peak:.1f} GFLOP/s")
 
     figures = []
     for size in size_list:
@@ -307,6 +328,7 @@ def main() -> None:
         with fp32_arithmetic(device, Precision.FP32):
             naive_s = seconds_per_call(naive_eval, args.repeats, device)
         record = {"size": size, "device": args.device, "device_name": name, "gemm_gflops": gemm,
+                  "gemm_gflops_by_precision": {precision.value: peak for precision, peak in peaks.items()},
                   "gflop_per_eval": flops / 1e9, "naive_s_per_eval": naive_s, "naive_gflops": flops / naive_s / 1e9,
                   "precisions": {}}
         say(f"\n{size}×{size}: {flops / 1e9:.1f} GFLOP per evaluation")
@@ -323,27 +345,35 @@ def main() -> None:
 
             with fp32_arithmetic(device, precision):
                 engine_s = seconds_per_call(engine_eval, args.repeats, device)
-            record["precisions"][precision.value] = {"s_per_eval": engine_s, "gflops": flops / engine_s / 1e9}
-            say(f"  engine ({precision.value}): {engine_s * 1000:7.2f} ms/eval  {flops / engine_s / 1e9:8.1f} GFLOP/s  "
-                f"({100 * flops / engine_s / 1e9 / gemm:.0f} % of fp32 matrix multiply)")
+                profiled = profile_evaluations(engine_eval, args.profile_evals, device) if args.profile else None
+            gflops = flops / engine_s / 1e9
+            record["precisions"][precision.value] = {
+                "s_per_eval": engine_s, "gflops": gflops, "share_of_own_peak": gflops / peaks[precision],
+                **({"profile_ms_per_eval": profiled.to_dict()} if profiled else {}),
+            }
+            own = f", {100 * gflops / peaks[precision]:.0f} % of {precision.value}'s" if precision is not Precision.FP32 else ""
+            say(f"  engine ({precision.value}): {engine_s * 1000:7.2f} ms/eval  {gflops:8.1f} GFLOP/s  "
+                f"({100 * gflops / gemm:.0f} % of fp32 matrix multiply{own})")
+            if profiled:
+                say(f"    profile per evaluation: {profiled.summary()}")
         first = record["precisions"][precisions[0].value]
         record.update(engine_precision=precisions[0].value, engine_s_per_eval=first["s_per_eval"],
                       engine_gflops=first["gflops"])
 
         if args.evals:
             naive_result, naive_seconds = run_naive(naive_model, naive_losses, content[None].to(device), args.evals)
-            judge = engine.objective(content, [style], SETTINGS, size, size)
+            judge = engine.objective(content, [style], StyleSettings(precision=Precision.FP32), size, size)
             with torch.no_grad():
                 target_loss = judge(engine.to_device(naive_result))[0].item()
             # Up to three times the baseline's evaluations: the question is how long the engine takes, and
             # capping it at the baseline's count reported "never" for runs a few iterations short.
             engine_seconds, engine_loss = engine_time_to_loss(
                 engine, content, style, size, target_loss, args.scales, args.coarse_iterations,
-                max_iterations=3 * args.evals,
+                max_iterations=3 * args.evals, precision=precisions[0],
             )
             record.update(naive_target_loss=target_loss, naive_seconds=naive_seconds, engine_seconds_to_loss=engine_seconds)
             say(f"  naive reaches loss {target_loss:.4g} after {args.evals} evaluations in {naive_seconds:.1f} s")
-            say(f"  engine ({args.scales} scales, {args.coarse_iterations} coarse iterations) reaches {engine_loss:.4g} "
+            say(f"  engine ({precisions[0].value}, {args.scales} scales, {args.coarse_iterations} coarse iterations) reaches {engine_loss:.4g} "
                 f"in {engine_seconds:.1f} s: {engine_seconds / naive_seconds:.2f}× the baseline's time")
         figures.append(record)
 

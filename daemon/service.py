@@ -27,7 +27,8 @@ import torch
 import torchvision
 import zmq
 
-from nst_engine import Optimizer, StyleSettings
+from nst_engine import Optimizer, Precision, StyleSettings
+from nst_engine.device import choose_precision
 from nst_engine.geometry import fit_longest_side
 from nst_engine.memory import largest_fitting_side
 from nst_engine.tiling import largest_runnable_side
@@ -505,6 +506,7 @@ class DaemonService:
             "endpoint": self.endpoint,
             "uptime_s": time.monotonic() - self.started_at,
             "device": self.worker.device,
+            "precision": precision_status(self.worker.memory_device()),
             "model": self.worker.model_state.value,
             "model_error": self.worker.model_error,
             "transport": self.transport_name,
@@ -526,6 +528,12 @@ class DaemonService:
                 "msgpack": ".".join(map(str, msgpack.version)),
             },
         }
+
+
+def precision_status(device: torch.device) -> dict[str, str]:
+    """What a job's ``auto`` precision runs in on ``device``, and why."""
+    choice = choose_precision(Precision.AUTO, device)
+    return {"auto": choice.precision.value, "reason": choice.reason}
 
 
 def _rss_bytes() -> int:

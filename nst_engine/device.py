@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -43,20 +46,65 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
 
 
+# oneDNN instruction-set caps (ONEDNN_MAX_CPU_ISA) below its first one with bf16 arithmetic.
+_ISAS_WITHOUT_BF16 = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"})
+
+
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU does bfloat16 arithmetic in hardware (AVX512-BF16, or AMX on Xeons since
-    Sapphire Rapids).  Without it, PyTorch emulates bf16 in float32, slower than plain fp32."""
+    Sapphire Rapids), and oneDNN is not held below it (ONEDNN_MAX_CPU_ISA=AVX2, say).  Without it,
+    PyTorch emulates bf16 in float32, slower than plain fp32."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _ISAS_WITHOUT_BF16:
+        return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence looked up with care
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a run uses on a device, and why: what ``status`` and the command line report."""
+
+    precision: Precision
+    reason: str
+
+    def describe(self, device: torch.device) -> str:
+        """One line for a person, e.g. "Running on cpu in fp32 (this CPU has no native bf16)"."""
+        return f"Running on {device} in {self.precision.value} ({self.reason})"
+
+
+def choose_precision(requested: Precision, device: torch.device) -> PrecisionChoice:
+    """What ``auto`` means on ``device``, with the reason.
+
+    - CPU with native bf16: bf16, faster per evaluation there than fp32 (2.2× even through autocast,
+      issue #19), and as good by the quality check (nst_engine.quality), which the suite runs natively
+      on such CPUs.
+    - Other CPUs and MPS: fp32.  PyTorch emulates bf16 on such CPUs, about 20× slower than fp32.
+    - CUDA: TF32, which keeps fp32's picture while using the tensor cores.  bf16 is faster still but
+      stays opt-in until its quality check (benchmarks/gpu.sh) has been run on a GPU.
+    """
+    if requested is not Precision.AUTO:
+        if requested is Precision.BF16 and device.type == "cpu" and not cpu_has_native_bf16():
+            return PrecisionChoice(requested, "as asked; this CPU has no native bf16, so it is emulated, slower than fp32")
+        return PrecisionChoice(requested, "as asked")
+    if device.type == "cuda":
+        return PrecisionChoice(Precision.TF32, "the CUDA default: tensor cores with fp32's picture")
+    if device.type == "cpu":
+        if cpu_has_native_bf16():
+            return PrecisionChoice(Precision.BF16, "this CPU has native bf16")
+        return PrecisionChoice(Precision.FP32, "this CPU has no native bf16")
+    return PrecisionChoice(Precision.FP32, f"the {device.type} default")
+
+
 def resolve_precision(precision: Precision, device: torch.device) -> Precision:
-    """What ``auto`` means on ``device``: fp32 on the CPU and MPS; TF32 on CUDA, which keeps fp32's
-    picture while using the tensor cores.  bf16 is faster still on CUDA but stays opt-in until its
-    quality check (benchmarks/gpu.sh) has been run on a GPU."""
-    if precision is not Precision.AUTO:
-        return precision
-    return Precision.TF32 if device.type == "cuda" else Precision.FP32
+    """The precision a run with ``precision`` uses on ``device`` (see :func:`choose_precision`)."""
+    return choose_precision(precision, device).precision
+
+
+def compute_dtype(precision: Precision) -> torch.dtype:
+    """The dtype of the VGG weights and activations in a resolved ``precision``; Gram matrices, losses
+    and the image stay float32 in every precision."""
+    return torch.bfloat16 if precision is Precision.BF16 else torch.float32
 
 
 @contextmanager

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import torch
+
+from .products import gram
 
 
 def _feature_matrix(features: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -21,18 +24,21 @@ def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
-def _guide_vector(guide: torch.Tensor | None, transposed: bool, device: torch.device) -> torch.Tensor | None:
-    """The guide (h×w) as a column or row along the positions of a :func:`_feature_matrix`."""
+def _guide_vector(guide: torch.Tensor | None, transposed: bool, like: torch.Tensor) -> torch.Tensor | None:
+    """The guide (h×w) as a column or row along the positions of a :func:`_feature_matrix`, in the
+    matrix's dtype (a no-op for guides already there: see :meth:`StyleTerm.in_dtype`)."""
     if guide is None:
         return None
-    weights = guide.reshape(-1).to(device, torch.float32)
+    weights = guide.reshape(-1).to(like.device, like.dtype)
     return weights[:, None] if transposed else weights[None, :]
 
 
-def _guided(features: torch.Tensor, guide: torch.Tensor | None) -> tuple[torch.Tensor, bool, torch.Tensor | None]:
-    """(F, transposed, g): F as :func:`_feature_matrix` gives it, in float32, and the guide vector."""
+def _guided(features: torch.Tensor, guide: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+    """(F∘g, transposed): the feature matrix as :func:`_feature_matrix` gives it, in its own dtype,
+    weighted by the guide."""
     matrix, transposed = _feature_matrix(features)
-    return _at_least_float32(matrix), transposed, _guide_vector(guide, transposed, matrix.device)
+    weights = _guide_vector(guide, transposed, matrix)
+    return (matrix if weights is None else matrix * weights), transposed
 
 
 def guide_weight(features: torch.Tensor, guide: torch.Tensor | None) -> float:
@@ -43,11 +49,10 @@ def guide_weight(features: torch.Tensor, guide: torch.Tensor | None) -> float:
 
 
 def guided_gram_sum(features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
-    """Σ_p g_p² f_p f_pᵀ over one image's (or one tile's) positions; F Fᵀ without a guide."""
-    matrix, transposed, weights = _guided(features, guide)
-    if weights is not None:
-        matrix = matrix * weights
-    return matrix.T @ matrix if transposed else matrix @ matrix.T
+    """Σ_p g_p² f_p f_pᵀ over one image's (or one tile's) positions; F Fᵀ without a guide.  float32,
+    accumulated in float32, from features in float32 or bf16."""
+    matrix, transposed = _guided(features, guide)
+    return gram(matrix, transposed)
 
 
 def mean_gram(features: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
@@ -74,31 +79,32 @@ def gram_error(difference: torch.Tensor, channels: int) -> torch.Tensor:
 
 class _StyleLayerLoss(torch.autograd.Function):
     """E_l with a hand-written backward: ∂E/∂F = (Ĝ − Â)·(F∘g)∘g / (N²·Σg²), one matrix product where
-    autograd would spend two (it does not know that Ĝ − Â is symmetric)."""
+    autograd would spend two (it does not know that Ĝ − Â is symmetric).
+
+    Both products stay in the features' dtype: the Gram matrix is accumulated and returned in float32
+    (nst_engine.products), the gradient, which flows on into the VGG's backward pass in that dtype, is
+    accumulated in float32 and rounded once."""
 
     @staticmethod
     def forward(ctx, matrix: torch.Tensor, transposed: bool, target: torch.Tensor,  # type: ignore[override]
                 weights: torch.Tensor | None, total_weight: float) -> torch.Tensor:
         channels = matrix.shape[1] if transposed else matrix.shape[0]
-        guided = _at_least_float32(matrix)
-        if weights is not None:
-            guided = guided * weights
-        gram = (guided.T @ guided if transposed else guided @ guided.T) / total_weight
-        difference = gram - target
+        guided = matrix if weights is None else matrix * weights
+        difference = gram(guided, transposed) / total_weight - target
         ctx.save_for_backward(guided, difference, weights)
         ctx.transposed = transposed
         ctx.scale = style_normaliser(channels) / total_weight
-        ctx.input_dtype = matrix.dtype
         return gram_error(difference, channels)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:  # type: ignore[override]
         guided, difference, weights = ctx.saved_tensors
-        scaled = difference * (grad_output * ctx.scale)  # N×N: cheaper to scale than the N×M result
+        # N×N: cheaper to scale (and round) than the N×M result.
+        scaled = (difference * (grad_output * ctx.scale)).to(guided.dtype)
         grad = guided @ scaled if ctx.transposed else scaled @ guided
         if weights is not None:
             grad = grad * weights
-        return grad.to(ctx.input_dtype), None, None, None, None
+        return grad, None, None, None, None
 
 
 def style_layer_loss(features: torch.Tensor, target: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,7 +115,7 @@ def style_layer_loss(features: torch.Tensor, target: torch.Tensor, guide: torch.
     if total_weight == 0:
         return features.new_zeros((), dtype=torch.float32)
     matrix, transposed = _feature_matrix(features)
-    weights = _guide_vector(guide, transposed, matrix.device)
+    weights = _guide_vector(guide, transposed, matrix)
     return _StyleLayerLoss.apply(matrix, transposed, target, weights, total_weight)
 
 
@@ -117,13 +123,13 @@ def gram_gradient_surrogate(features: torch.Tensor, difference: torch.Tensor, gu
     """⟨(Ĝ − Â)·H, H⟩ with (Ĝ − Â)·H held constant, H = F∘g being the guided feature maps of part of an
     image whose whole per-position Gram difference is ``difference``: its gradient with respect to F is
     (Ĝ − Â)·(F∘g)∘g, which is ∂E_l/∂F of the whole image's error, up to
-    :func:`style_normaliser` / Σg², at that part's positions."""
-    matrix, transposed, weights = _guided(features, guide)
-    if weights is not None:
-        matrix = matrix * weights
+    :func:`style_normaliser` / Σg², at that part's positions.  ``difference`` in the features' dtype
+    (the product rounds nothing else; cast it once per evaluation, not per tile)."""
+    matrix, transposed = _guided(features, guide)
     with torch.no_grad():
+        difference = difference.to(matrix.dtype)
         pulled = matrix @ difference if transposed else difference @ matrix
-    return (pulled * matrix).sum()
+    return (pulled * matrix).sum(dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,13 @@ class StyleTerm:
 
     def guide(self, layer: str) -> torch.Tensor | None:
         return None if self.guides is None else self.guides[layer]
+
+    def in_dtype(self, dtype: torch.dtype) -> StyleTerm:
+        """This term with its guides in ``dtype``, the features' (cast once per stage, not per evaluation);
+        the targets stay float32."""
+        if self.guides is None:
+            return self
+        return dataclasses.replace(self, guides={layer: guide.to(dtype) for layer, guide in self.guides.items()})
 
 
 def style_loss(

@@ -148,10 +148,11 @@ class StyleSettings:
     precision: Precision = setting(
         Precision.AUTO, "arithmetic of the VGG passes (Gram matrices and losses are always float32)",
         front_ends=_CLI_AND_WIRE, choices=(
-            Choice("auto", "Automatic", "tf32 on CUDA, fp32 elsewhere"),
+            Choice("auto", "Automatic", "tf32 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere"),
             Choice("fp32", "fp32", "IEEE float32 throughout"),
             Choice("tf32", "tf32", "convolutions and matrix products on TF32 tensor cores on CUDA; fp32 elsewhere"),
-            Choice("bf16", "bf16", "VGG forward and backward passes under bfloat16 autocast"),
+            Choice("bf16", "bf16", "VGG forward and backward passes in bfloat16, Gram matrices accumulated in float32; "
+                   "slower than fp32 on CPUs without native bf16"),
         ))
     tile_size: int = setting(
         0, "run every stage in tiles of this side", unit="pixels", minimum=MIN_TILE, maximum=MAX_SIZE,

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .device import resolve_precision
 from .errors import InsufficientMemoryError
 from .geometry import MIN_TILE, TILE_ALIGN
 from .layers import layer_channels, layer_downsampling
@@ -45,7 +44,7 @@ from .memory import (
     largest_side,
 )
 from .progress import CancelToken
-from .settings import Optimizer, Precision, StyleSettings
+from .settings import Optimizer, StyleSettings
 from .vgg import VGGFeatures
 
 # Context around each core: with 64 px the tiled gradient was within 0.5 % of the untiled one (relative
@@ -135,8 +134,9 @@ def _global_core(feature_map: torch.Tensor, rows: Span, cols: Span, layer: str) 
 @torch.no_grad()
 def _whole_feature_map(model: VGGFeatures, image: torch.Tensor, plan: TilePlan, layer: str, settings: StyleSettings,
                        cancel: CancelToken) -> torch.Tensor:
-    """One layer's feature map of the whole image, assembled from the tiles' cores (kept for the stage:
-    the content target, 8 floats per pixel at relu4_2, instead of a VGG pass per tile per evaluation)."""
+    """One layer's feature map of the whole image in float32, assembled from the tiles' cores (kept for
+    the stage: the content target, 8 floats per pixel at relu4_2, instead of a VGG pass per tile per
+    evaluation)."""
     height, width = image.shape[-2:]
     d = layer_downsampling(layer)
     whole: torch.Tensor | None = None
@@ -144,7 +144,7 @@ def _whole_feature_map(model: VGGFeatures, image: torch.Tensor, plan: TilePlan, 
         cancel.raise_if_cancelled()
         core = _core(model(image[..., rows.context, cols.context], [layer], settings.pooling)[layer], rows, cols, layer)
         if whole is None:
-            whole = core.new_zeros((*core.shape[:2], height // d, width // d))
+            whole = core.new_zeros((*core.shape[:2], height // d, width // d), dtype=torch.float32)
         _global_core(whole, rows, cols, layer).copy_(core)
     assert whole is not None
     return whole
@@ -221,7 +221,8 @@ def _tiled_bytes(height: int, width: int, tile: int, layers: Collection[str], op
 
 class TiledObjective:
     """α·content + β·style + tv_weight·TV of the whole image, evaluated over tiles (see the module); a
-    transfer.StageObjective, like transfer.Objective."""
+    transfer.StageObjective, like transfer.Objective, and like it computing the VGG passes in the
+    ``model``'s dtype and everything else in float32."""
 
     def __init__(
         self,
@@ -233,11 +234,10 @@ class TiledObjective:
         cancel: CancelToken | None = None,
     ) -> None:
         self.model, self.settings, self.plan = model, settings, plan
-        self.style_terms = style_terms
+        self.style_terms = [term.in_dtype(model.dtype) for term in style_terms]
         self.layer_weights = settings.layer_weights()
         self.layers: Collection[str] = settings.layers
         self.cancel = cancel or CancelToken()
-        self.bf16 = resolve_precision(settings.precision, content.device) is Precision.BF16
         self.iteration = 0
         self.content_target = _whole_feature_map(model, content, plan, settings.content_layer, settings, self.cancel)
 
@@ -265,14 +265,13 @@ class TiledObjective:
                 difference = term_means[layer] - term.targets[layer]
                 style += term.weight * weight * gram_error(difference, channels)
                 coefficient = s.style_weight * term.weight * weight * style_normaliser(channels) / total_weight
-                pulls.append((term, layer, coefficient, difference))
+                pulls.append((term, layer, coefficient, difference.to(self.model.dtype)))
         content_positions = layer_channels(s.content_layer) * feature_positions(height, width, s.content_layer)
         content = image.new_zeros((), dtype=torch.float32)
         for rows, cols in tiles:
             self.cancel.raise_if_cancelled()
             target = _global_core(self.content_target, rows, cols, s.content_layer)
-            with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                features = self.model(image[..., rows.context, cols.context], self.layers, s.pooling)
+            features = self.model(image[..., rows.context, cols.context], self.layers, s.pooling)
             surrogate = image.new_zeros((), dtype=torch.float32)
             for term, layer, coefficient, difference in pulls:
                 core_features = _core(features[layer], rows, cols, layer)

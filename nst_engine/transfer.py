@@ -14,6 +14,7 @@ import torch
 
 from . import colour
 from .device import (
+    compute_dtype,
     fp32_arithmetic,
     memory_format,
     prepare_device,
@@ -78,7 +79,11 @@ class StageObjective(Protocol):
 
 
 class Objective:
-    """α·content + β·style + tv_weight·TV of an image at one stage, against fixed targets."""
+    """α·content + β·style + tv_weight·TV of an image at one stage, against fixed targets.
+
+    The VGG passes run in the ``model``'s dtype (see :meth:`StyleTransfer.model_for`); the image, the
+    targets, the Gram matrices and the losses are float32 whatever it is.
+    """
 
     def __init__(
         self,
@@ -89,19 +94,16 @@ class Objective:
     ) -> None:
         self.model = model
         self.settings = settings
-        self.content_target = content_target
-        self.style_terms = style_terms
+        self.content_target = content_target.float()
+        self.style_terms = [term.in_dtype(model.dtype) for term in style_terms]
         self.layer_weights = settings.layer_weights()
         self.layers = settings.layers
         self.device = content_target.device
-        self.bf16 = resolve_precision(settings.precision, self.device) is Precision.BF16
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total, stacked weighted terms [content, style, tv]) for ``image``."""
         s = self.settings
-        # bf16 covers the VGG passes only; the loss functions take the features up to float32.
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            features = self.model(image, self.layers, s.pooling)
+        features = self.model(image, self.layers, s.pooling)
         content = s.content_weight * content_loss(features[s.content_layer], self.content_target)
         style = s.style_weight * style_loss(features, self.style_terms, self.layer_weights)
         tv = s.tv_weight * total_variation_loss(image) if s.tv_weight else torch.zeros_like(content)
@@ -125,6 +127,15 @@ class StyleTransfer:
         self.device = device
         prepare_device(device)
         self.model = model.to(device, memory_format=memory_format(device))
+        self._models: dict[torch.dtype, VGGFeatures] = {self.model.dtype: self.model}
+
+    def model_for(self, precision: Precision) -> VGGFeatures:
+        """VGG19 in the dtype that ``precision`` computes in on this device: the float32 model, or a
+        copy converted once per engine (bf16, in the same channels_last layout) and kept."""
+        dtype = compute_dtype(resolve_precision(precision, self.device))
+        if dtype not in self._models:
+            self._models[dtype] = self.model.converted(dtype)
+        return self._models[dtype]
 
     @classmethod
     def from_weights(
@@ -151,8 +162,11 @@ class StyleTransfer:
     def style_grams(self, style: torch.Tensor, settings: StyleSettings,
                     guides: LayerGuides | None = None) -> dict[str, torch.Tensor]:
         """Per-position Gram matrices Â_l of one style image (1×3×H×W on this device) at the style
-        layers, over the region its ``guides`` give (see nst_engine.guides), or all of it."""
-        features = self.model(style, settings.style_layers, settings.pooling)
+        layers, over the region its ``guides`` give (see nst_engine.guides), or all of it, from VGG
+        passes in ``settings.precision``."""
+        model = self.model_for(settings.precision)
+        guides = None if guides is None else {layer: guide.to(model.dtype) for layer, guide in guides.items()}
+        features = model(style, settings.style_layers, settings.pooling)
         return {layer: mean_gram(features[layer], None if guides is None else guides[layer])
                 for layer in settings.style_layers}
 
@@ -357,10 +371,13 @@ class StyleTransfer:
                                      None if style_keys is None else style_keys[index], gram_cache)
                  for index, (style, mask) in enumerate(zip(styles, masks))]
         terms = _style_terms(grams, settings, regions, height, width)
+        # The targets come from the same arithmetic as the image's features, so that the content
+        # image's content loss is zero in every precision and a bf16 bias cancels in the style term.
+        model = self.model_for(settings.precision)
         if plan.tiles is not None:
-            return TiledObjective(self.model, settings, stage_content, terms, plan.tiles, cancel)
-        content_target = self.model(stage_content, [settings.content_layer], settings.pooling)[settings.content_layer]
-        return Objective(self.model, settings, content_target.detach().clone(), terms)
+            return TiledObjective(model, settings, stage_content, terms, plan.tiles, cancel)
+        content_target = model(stage_content, [settings.content_layer], settings.pooling)[settings.content_layer]
+        return Objective(model, settings, content_target.to(torch.float32, copy=True), terms)
 
     def _style_targets(
         self, style: torch.Tensor, mask: torch.Tensor | None, settings: StyleSettings, height: int, width: int,
@@ -387,7 +404,8 @@ class StyleTransfer:
         if plan.tiles is None:
             targets = self.style_grams(style_image, settings, guides)
         else:
-            targets = sum_grams(self.model, style_image, plan.tiles.tiles(*style_size), settings, cancel, [guides])[0]
+            targets = sum_grams(self.model_for(settings.precision), style_image, plan.tiles.tiles(*style_size), settings,
+                                cancel, [guides])[0]
         if key is not None:
             gram_cache[key] = targets
         return targets

@@ -3,6 +3,7 @@ the names and shapes of its layers are in nst_engine.layers."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Mapping
 
 import torch
@@ -33,14 +34,29 @@ class VGGFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights, and of every feature map this model computes."""
+        return self.convs[0].weight.dtype
+
+    def converted(self, dtype: torch.dtype) -> VGGFeatures:
+        """A copy whose convolutions hold their weights in ``dtype`` (same device and memory format), so
+        that a reduced-precision pass casts nothing but its input.  The input normalisation stays
+        float32: the image is normalised before it is rounded."""
+        if dtype == self.dtype:
+            return self
+        twin = copy.deepcopy(self)
+        twin.convs.to(dtype)
+        return twin
+
     def forward(
         self, image: torch.Tensor, layers: Collection[str], pooling: Pooling = Pooling.MAX
     ) -> dict[str, torch.Tensor]:
-        """Feature maps of ``image`` (N×3×H×W, sRGB in [0, 1]) at each requested layer name."""
+        """Feature maps of ``image`` (N×3×H×W, sRGB in [0, 1]) at each requested layer name, in :attr:`dtype`."""
         wanted = set(layers)
         deepest = max(LAYER_DEPTH[name] for name in wanted)
         features: dict[str, torch.Tensor] = {}
-        x = (image - self.mean) / self.std
+        x = ((image - self.mean) / self.std).to(self.dtype)
         for spec, conv in zip(VGG19_CONVS, self.convs):
             if spec.position == 1 and spec.block > 1:
                 x = F.max_pool2d(x, 2) if pooling is Pooling.MAX else F.avg_pool2d(x, 2)

@@ -8,8 +8,18 @@ import pytest
 import torch
 
 from nst_engine import StyleTransfer
+from nst_engine import device as device_module
 
 from .stand_ins import features_state_dict, make_vgg19_state_dict, smooth_image
+
+
+@pytest.fixture(autouse=True)
+def auto_means_fp32_on_every_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs resolve ``auto`` as on a CPU without native bf16, whatever this one has, so that
+    the suite's tolerances, set in fp32, hold on every machine.  bf16 is tested where a test names it
+    (tests/test_bf16.py, the quality checks of tests/test_transfer.py); subprocesses (the command line,
+    the daemon, GIMP) see the real CPU."""
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
 
 
 @pytest.fixture(scope="session")

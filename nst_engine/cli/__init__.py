@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from ..device import choose_precision
 from ..errors import StyleTransferError
 from ..image_ops import resize
 from ..memory import parse_byte_size
@@ -82,6 +83,8 @@ def _stylize_files(args: argparse.Namespace) -> int:
     settings = StyleSettings.from_values(settings_values(args))
     settings.validate(len(styles))  # before the slow model load
     engine = StyleTransfer.from_weights(args.weights, args.device, progress=not args.quiet)
+    if not args.quiet:
+        print(choose_precision(settings.precision, engine.device).describe(engine.device), flush=True)
     bar = TerminalProgressBar(force=False) if not args.quiet else None
     try:
         result = engine.stylize(content.rgb, styles, settings, init_image=init_image, on_progress=bar, cancel=CancelToken(),
