@@ -46,6 +46,7 @@ from .connection import (
 from .jobs import Job, JobImage, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
 from .limits import TCP_MAX_FRAME_BYTES, MessageCaps
+from .peers import PeerConnections
 from .private_files import private_directory
 from .protocol import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -116,6 +117,7 @@ class _Transport:
 @dataclass
 class _Received:
     client: bytes  # routing identity
+    identity_frame: zmq.Frame  # carries the connection it arrived on
     frames: list[zmq.Frame]
     refusal: str | None  # why the message was dropped unread, if it was
 
@@ -273,27 +275,35 @@ class DaemonService:
     # -- main loop --------------------------------------------------------------------------------
     def _loop(self, transport: _Transport, events: zmq.Socket, info: ConnectionInfo) -> None:
         router = transport.router
+        peers = PeerConnections(router)
         poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
-        poller.register(events, zmq.POLLIN)
+        for socket in (router, events, peers.monitor):
+            poller.register(socket, zmq.POLLIN)
         next_file_check = 0.0
-        while not self._stop.is_set():
-            ready = dict(poller.poll(_POLL_MS))
-            if events in ready:
-                while events.poll(0):
-                    router.send_multipart(events.recv_multipart(copy=False), copy=False)
-            if router in ready:
+        try:
+            while not self._stop.is_set():
+                ready = dict(poller.poll(_POLL_MS))
+                if events in ready:
+                    while events.poll(0):
+                        router.send_multipart(events.recv_multipart(copy=False), copy=False)
+                self._cancel_jobs_of_closed_connections(peers)
                 while router.poll(0):
-                    self._handle(router, self._receive(router, transport.caps))
-            self._cancel_jobs_of_silent_clients()
-            self._forget_finished_jobs()
-            self.rejections.flush()
-            if transport.zap is not None and not transport.zap.alive:
-                log.error("The ZAP handler stopped; shutting down rather than serve unauthenticated peers")
-                break
-            if time.monotonic() >= next_file_check:
-                self._restore_connection_file(info)
-                next_file_check = time.monotonic() + _CONNECTION_FILE_CHECK_S
+                    received = self._receive(router, transport.caps)
+                    # Closes reported so far precede this message: its connection may reuse their descriptor.
+                    self._cancel_jobs_of_closed_connections(peers)
+                    peers.seen(received.client, received.identity_frame)
+                    self._handle(router, received)
+                self._cancel_jobs_of_silent_clients()
+                self._forget_finished_jobs(peers)
+                self.rejections.flush()
+                if transport.zap is not None and not transport.zap.alive:
+                    log.error("The ZAP handler stopped; shutting down rather than serve unauthenticated peers")
+                    break
+                if time.monotonic() >= next_file_check:
+                    self._restore_connection_file(info)
+                    next_file_check = time.monotonic() + _CONNECTION_FILE_CHECK_S
+        finally:
+            peers.close()
 
     def _restore_connection_file(self, info: ConnectionInfo) -> None:
         """Write the connection file again if someone removed it: clients find the daemon through it, and
@@ -323,7 +333,7 @@ class DaemonService:
                 frames.clear()
             else:
                 frames.append(frame)
-        return _Received(client.bytes, frames, refusal)
+        return _Received(client.bytes, client, frames, refusal)
 
     def _reply(self, router: zmq.Socket, client: bytes, message_type: MessageType, body: dict[str, Any],
                frames: Sequence[Buffer] = ()) -> None:
@@ -464,6 +474,17 @@ class DaemonService:
                             {"job_id": job.id, "code": ErrorCode.CANCELLED.value, "message": "Job cancelled."})
         # A running job stops within one iteration; the worker then sends the cancelled error.
 
+    def _cancel_jobs_of_closed_connections(self, peers: PeerConnections) -> None:
+        for client in peers.closed():
+            for job in self._live_jobs_of(client):
+                log.info("Client %s disconnected: cancelling job %s", client.hex(), job.id)
+                self._cancel_job(job, None)
+            self.last_seen.pop(client, None)
+
+    def _live_jobs_of(self, client: bytes) -> list[Job]:
+        return [job for job in self.jobs.values() if job.client == client
+                and job.state in (JobState.QUEUED, JobState.RUNNING) and not job.cancel_token.cancelled]
+
     def _cancel_jobs_of_silent_clients(self) -> None:
         deadline = time.monotonic() - self.config.client_timeout_s
         for job in list(self.jobs.values()):
@@ -472,7 +493,7 @@ class DaemonService:
                     log.info("Client %s went silent: cancelling job %s", job.client.hex(), job.id)
                     self._cancel_job(job, None)
 
-    def _forget_finished_jobs(self) -> None:
+    def _forget_finished_jobs(self, peers: PeerConnections) -> None:
         for job_id, job in list(self.jobs.items()):
             if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and job is not self.worker.running:
                 del self.jobs[job_id]
@@ -480,6 +501,7 @@ class DaemonService:
         for client in [c for c in self.last_seen if c not in active]:
             if self.last_seen[client] < time.monotonic() - 60:
                 del self.last_seen[client]
+                peers.forget(client)
 
     # -- status -----------------------------------------------------------------------------------
     def status(self, client: bytes | None = None) -> dict[str, Any]:

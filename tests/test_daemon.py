@@ -399,7 +399,32 @@ def test_a_killed_client_has_its_job_cancelled_within_2_seconds(daemon, client):
     process.wait()
     elapsed = wait_until(lambda: client.status()["running"] is None, 5)
     assert elapsed < 2.0
-    assert f"cancelling job {job_id}" in daemon.log()
+    # Noticed from the closed connection, not from missed heartbeats (up to 2 s by themselves).
+    assert f"disconnected: cancelling job {job_id}" in daemon.log()
+
+
+def test_a_connected_client_that_stops_heartbeating_has_its_job_cancelled(daemon, client):
+    with daemon.client() as hung:  # submits, then never waits: no heartbeats, connection still open
+        job_id = hung.submit(rgb_image(40, 48, 1), [rgb_image(40, 40, 2)], LONG_SETTINGS)
+        wait_until(lambda: f"went silent: cancelling job {job_id}" in daemon.log(), 10)
+        wait_until(lambda: client.status()["running"] is None, 5)
+
+
+def test_clients_coming_and_going_leave_another_clients_job_running(daemon, client):
+    """Closed connections are matched to clients by descriptor; reused descriptors must not cancel a job."""
+    job_id = client.submit(rgb_image(40, 48, 1), [rgb_image(40, 40, 2)], {**TINY_SETTINGS, "iterations": 60})
+    done = threading.Event()
+    result: list = []
+    waiter = threading.Thread(target=lambda: (result.append(client.wait(job_id)), done.set()))
+    waiter.start()
+    for _ in range(30):
+        if done.is_set():
+            break
+        with daemon.client() as passing:
+            passing.status()
+    waiter.join(60)
+    assert result and result[0].job_id == job_id
+    assert f"cancelling job {job_id}" not in daemon.log()
 
 
 def test_thirty_jobs_with_random_cancels_and_failures_do_not_grow_memory(daemon, client):
