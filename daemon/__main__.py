@@ -45,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--max-image-side", type=int, default=16384)
         sub.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
                          help="memory a job may use, e.g. 6GiB (default: what the device has free); larger jobs run in tiles")
+        sub.add_argument("--client-timeout", type=float, metavar="SECONDS",
+                         help="cancel a job whose client has been silent this long (default 1.5 on loopback and ipc, "
+                         "10 on an address other machines reach: a network has jitter)")
         sub.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
         sub.add_argument("-v", "--verbose", action="store_true")
     commands.add_parser("stop", help="stop the running daemon")
     commands.add_parser("status", help="show the daemon's state")
+    _add_invitation_commands(commands)
     run = commands.add_parser("run", help="stylise files through the daemon")
     run.add_argument("content", type=Path)
     run.add_argument("styles", nargs="+", type=Path, metavar="style")
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stop()
         if args.command == "status":
             return _status()
+        if args.command in ("invite", "revoke", "clients"):
+            return _invitation_command(args)
         return _run(args)
     except (DaemonError, ConnectionFileError, UnsafeFileError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -75,13 +81,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import zmq
+
+    from .remote import InsecureEndpointError, default_client_timeout_s, require_curve
     from .service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.endpoint:
+        try:
+            require_curve(args.endpoint, curve_available=zmq.has("curve"))
+        except InsecureEndpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     config = DaemonConfig(endpoint=args.endpoint, connection_file=connection_path(), weights=args.weights,
                           device=args.device, lazy=args.lazy, queue_capacity=args.queue,
                           max_image_side=args.max_image_side, memory_budget=args.memory_budget,
+                          client_timeout_s=args.client_timeout or default_client_timeout_s(args.endpoint),
                           test_faults=args.test_faults)
     try:
         DaemonService(config).serve()
@@ -122,7 +138,7 @@ def _start(args: argparse.Namespace) -> int:
     prepare_directory(files.connection)
     command = [sys.executable, "-m", "daemon", "serve", "--queue", str(args.queue), "--max-image-side", str(args.max_image_side)]
     for flag, value in (("--endpoint", args.endpoint), ("--weights", args.weights), ("--device", args.device),
-                        ("--memory-budget", args.memory_budget)):
+                        ("--memory-budget", args.memory_budget), ("--client-timeout", args.client_timeout)):
         if value:
             command += [flag, str(value)]
     command += [flag for flag, on in (("--lazy", args.lazy), ("--test-faults", args.test_faults), ("-v", args.verbose)) if on]
@@ -226,6 +242,76 @@ def _status() -> int:
     with client:
         print(json.dumps(client.status(), indent=2))
     return 0
+
+
+def _add_invitation_commands(commands: argparse._SubParsersAction) -> None:
+    invite = commands.add_parser("invite", help="issue a client key and write its connection file, for another machine")
+    invite.add_argument("-o", "--output", type=Path, required=True, help="the client connection file to write (0600)")
+    invite.add_argument("--name", help="the client's name, for revoke and clients (default: client-N)")
+    invite.add_argument("--endpoint", help="tcp://HOST:PORT as the client dials it (default: the running daemon's "
+                        "endpoint, unless it listens on every interface)")
+    invite.add_argument("--daemon-silence", type=float, metavar="SECONDS",
+                        help="how long the client waits for word from the daemon during a job (default 15)")
+    revoke = commands.add_parser("revoke", help="withdraw an invitation: that key is refused from its next connection")
+    revoke.add_argument("name")
+    commands.add_parser("clients", help="list the invited clients")
+
+
+def _invitation_command(args: argparse.Namespace) -> int:
+    from .invitations import InvitationError, InvitationStore, keys_path
+    from .limits import TCP_MAX_FRAME_BYTES
+    from .private_files import write_private_file
+    from .remote import REMOTE_DAEMON_SILENCE_S, invitation_info
+
+    path = connection_path()
+    store = InvitationStore(keys_path(path))
+    try:
+        if args.command == "clients":
+            clients = store.clients()
+            for client in clients:
+                issued = time.strftime("%Y-%m-%d %H:%M", time.localtime(client.issued_at))
+                print(f"{client.name}\tissued {issued}\tkey {client.public[:8]}…")
+            if not clients:
+                print(f"No client is invited (keys in {store.path}).")
+            return 0
+        if args.command == "revoke":
+            store.revoke(args.name)
+            print(f"Revoked {args.name}: its key is refused from its next connection (a running daemon reads "
+                  f"{store.path} again at each handshake); a connection it has open now is not cut.")
+            return 0
+        endpoint = args.endpoint or _running_endpoint(path)
+        if args.output.exists():
+            raise InvitationError(f"{args.output} exists; choose another file or remove it.")
+        taken = {client.name for client in store.clients()}
+        name = args.name or next(f"client-{n}" for n in range(1, len(taken) + 2) if f"client-{n}" not in taken)
+        # Checked before a key is issued: a wildcard or :0 endpoint is refused here.
+        invitation_info(endpoint, "0" * 40, "0" * 40, "0" * 40, name, max_frame_bytes=TCP_MAX_FRAME_BYTES)
+        server = store.server_key()
+        pair = store.invite(name)
+        info = invitation_info(endpoint, server.public, pair.public, pair.secret, name,
+                               max_frame_bytes=TCP_MAX_FRAME_BYTES,
+                               daemon_silence_s=args.daemon_silence or REMOTE_DAEMON_SILENCE_S)
+        write_private_file(args.output, json.dumps(info.to_json(), indent=2).encode())
+    except (InvitationError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Invited {name}: {args.output} (mode 0600) reaches {endpoint}. Copy it to the client's machine "
+          "privately, then use it there with NEURAL_STYLE_CONNECTION=FILE or python3 install.py --connect FILE.")
+    return 0
+
+
+def _running_endpoint(path: Path) -> str:
+    from .invitations import InvitationError
+
+    try:
+        endpoint = read_connection_file(path).endpoint
+    except ConnectionFileError:
+        raise InvitationError("No daemon is running here to take its endpoint from: give --endpoint "
+                              "tcp://HOST:PORT (the address clients dial and the port the daemon serves).") from None
+    if not endpoint.startswith("tcp://"):
+        raise InvitationError(f"The running daemon serves {endpoint}, which other machines cannot reach: start it "
+                              "with --endpoint tcp://ADDRESS:PORT (e.g. tcp://0.0.0.0:5557).")
+    return endpoint
 
 
 def _run(args: argparse.Namespace) -> int:

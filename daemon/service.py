@@ -33,7 +33,7 @@ from nst_engine.geometry import fit_longest_side
 from nst_engine.memory import largest_fitting_side
 from nst_engine.tiling import largest_runnable_side
 
-from .auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server
+from .auth import IssuedKeys, ZapHandler, make_curve_server
 from .connection import (
     ConnectionInfo,
     CurveKeys,
@@ -43,6 +43,7 @@ from .connection import (
     remove_connection_file,
     write_connection_file,
 )
+from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
 from .jobs import Job, JobImage, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
 from .limits import TCP_MAX_FRAME_BYTES, MessageCaps
@@ -223,10 +224,16 @@ class DaemonService:
         zap = curve = None
         socket_file = None
         if tcp:
-            keys = IssuedKeys()
+            store = InvitationStore(keys_path(self.files.connection))  # invited clients; read again when it changes
+            try:
+                server = store.server_key()  # kept across restarts, so that invitations stay valid
+            except InvitationError as error:
+                router.close(0)
+                raise EndpointError(str(error)) from None
+            keys = IssuedKeys(store)
             zap = ZapHandler(self.context, keys, lambda reason: self.rejections.count("connections", reason))
             zap.start()  # bound before the ROUTER is, so that no handshake can precede it
-            server, client = KeyPair.generate(), keys.issue("connection-file")
+            client = keys.issue(CONNECTION_FILE_CLIENT)
             make_curve_server(router, server)
             curve = CurveKeys(server.public, client.public, client.secret)
         else:
