@@ -29,6 +29,9 @@ EXIT_ALREADY_RUNNING = 4  # serve: another daemon holds this connection file's l
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] in _INVITATION_COMMANDS:
+        return _invitation_main(arguments)  # without the settings parser, which loads torch (seconds)
     from nst_engine.cli import add_settings_arguments, byte_size_argument
 
     parser = argparse.ArgumentParser(prog="python -m daemon", description="The Neural Style daemon.")
@@ -40,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
                          "tcp://127.0.0.1:0 where there is no ipc); tcp://… is always served with CURVE, :0 picks a free port")
         sub.add_argument("--weights", type=Path, help="VGG19 state dict (default: $NEURAL_STYLE_WEIGHTS, else torchvision's cache)")
         sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+        sub.add_argument("--devices", metavar="LIST",
+                         help="one worker per device, e.g. cuda:0,cuda:1 (default: every visible GPU, else the one "
+                         "--device names); each job goes to the first free one. cpu,cpu is for tests: it rarely helps")
         sub.add_argument("--lazy", action="store_true", help="load the model at the first job instead of at start")
         sub.add_argument("--queue", type=int, default=4, help="queued jobs beyond which submissions are refused as busy")
         sub.add_argument("--max-image-side", type=int, default=16384)
@@ -94,8 +100,13 @@ def _serve(args: argparse.Namespace) -> int:
         except InsecureEndpointError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+    try:
+        devices = _devices(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     config = DaemonConfig(endpoint=args.endpoint, connection_file=connection_path(), weights=args.weights,
-                          device=args.device, lazy=args.lazy, queue_capacity=args.queue,
+                          device=args.device, devices=devices, lazy=args.lazy, queue_capacity=args.queue,
                           max_image_side=args.max_image_side, memory_budget=args.memory_budget,
                           client_timeout_s=args.client_timeout or default_client_timeout_s(args.endpoint),
                           test_faults=args.test_faults)
@@ -108,6 +119,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _devices(args: argparse.Namespace) -> list[str | None]:
+    import torch
+
+    from .devices import resolve_devices
+
+    return resolve_devices(args.devices, args.device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def _live_daemon(path: Path) -> DaemonClient | None:
@@ -138,7 +157,8 @@ def _start(args: argparse.Namespace) -> int:
     prepare_directory(files.connection)
     command = [sys.executable, "-m", "daemon", "serve", "--queue", str(args.queue), "--max-image-side", str(args.max_image_side)]
     for flag, value in (("--endpoint", args.endpoint), ("--weights", args.weights), ("--device", args.device),
-                        ("--memory-budget", args.memory_budget), ("--client-timeout", args.client_timeout)):
+                        ("--memory-budget", args.memory_budget), ("--client-timeout", args.client_timeout),
+                        ("--devices", args.devices)):
         if value:
             command += [flag, str(value)]
     command += [flag for flag, on in (("--lazy", args.lazy), ("--test-faults", args.test_faults), ("-v", args.verbose)) if on]
@@ -242,6 +262,19 @@ def _status() -> int:
     with client:
         print(json.dumps(client.status(), indent=2))
     return 0
+
+
+_INVITATION_COMMANDS = ("invite", "revoke", "clients")
+
+
+def _invitation_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m daemon")
+    _add_invitation_commands(parser.add_subparsers(dest="command"))
+    try:
+        return _invitation_command(parser.parse_args(argv))
+    except (ConnectionFileError, UnsafeFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def _add_invitation_commands(commands: argparse._SubParsersAction) -> None:

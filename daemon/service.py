@@ -64,7 +64,7 @@ from .protocol import (
     validate_settings,
 )
 from .rejections import RejectionLog
-from .worker import Worker
+from .devices import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class DaemonConfig:
     connection_file: Path = field(default_factory=connection_path)
     weights: Path | None = None
     device: str | None = None
+    devices: list[str | None] = field(default_factory=list)  # one worker each; empty: one on ``device``
     lazy: bool = False
     queue_capacity: int = 4
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
@@ -154,9 +155,10 @@ class DaemonService:
         self.transport_name = ""
         self.rejections = RejectionLog(log)
         self._stop = threading.Event()
-        self.worker = Worker(
-            self.queue, self._make_worker_sender, weights=config.weights, device=config.device, lazy=config.lazy,
-            gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget, test_faults=config.test_faults,
+        self.worker = WorkerPool(  # one worker per device (daemon/devices.py)
+            self.queue, self._make_worker_sender, config.devices or [config.device], weights=config.weights,
+            lazy=config.lazy, gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget,
+            test_faults=config.test_faults,
         )
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -193,8 +195,8 @@ class DaemonService:
         finally:
             log.info("Shutting down")
             self.queue.close()
-            if self.worker.running is not None:
-                self.worker.running.cancel_token.cancel()
+            for running in self.worker.running_jobs():
+                running.cancel_token.cancel()
             self.worker.join(timeout=10)
             remove_connection_file(self.files.connection, pid=os.getpid())
             transport.router.close(0)
@@ -502,7 +504,7 @@ class DaemonService:
 
     def _forget_finished_jobs(self, peers: PeerConnections) -> None:
         for job_id, job in list(self.jobs.items()):
-            if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and job is not self.worker.running:
+            if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and not self.worker.is_running(job):
                 del self.jobs[job_id]
         active = {job.client for job in self.jobs.values()}
         for client in [c for c in self.last_seen if c not in active]:
@@ -513,7 +515,8 @@ class DaemonService:
     # -- status -----------------------------------------------------------------------------------
     def status(self, client: bytes | None = None) -> dict[str, Any]:
         """The daemon's state as ``client`` may see it: other clients' jobs are counted, not named."""
-        running = self.worker.running
+        running = next((job for job in self.worker.running_jobs() if job.client == client),
+                       next(iter(self.worker.running_jobs()), None))
         memory: dict[str, Any] = {"rss_bytes": _rss_bytes()}
         if torch.cuda.is_available():
             memory["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
@@ -545,6 +548,7 @@ class DaemonService:
                 {"job_id": running.id, "progress": running.progress} if running.client == client
                 else {"job_id": None, "progress": None}),
             "jobs_done": self.worker.jobs_done,
+            "devices": self.worker.device_status(client),
             "style_cache": {"hits": cache.hits, "misses": cache.misses, "entries": len(cache), "bytes": cache.nbytes},
             "kept_results": len(self.worker.results),
             "memory": memory,
