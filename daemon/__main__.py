@@ -309,8 +309,9 @@ def _invitation_command(args: argparse.Namespace) -> int:
             return 0
         if args.command == "revoke":
             store.revoke(args.name)
-            print(f"Revoked {args.name}: its key is refused from its next connection (a running daemon reads "
-                  f"{store.path} again at each handshake); a connection it has open now is not cut.")
+            print(f"Revoked {args.name}: a running daemon reads {store.path} again at each handshake and message, "
+                  "so its key is refused from its next connection, and a connection it has open is cut at its next "
+                  "message (its jobs cancelled).")
             return 0
         endpoint = args.endpoint or _running_endpoint(path)
         if args.output.exists():

@@ -42,12 +42,20 @@ class KeyPair:
 class KeyDirectory(Protocol):
     """Names the client keys admitted from elsewhere (the invitations file); None for any other key."""
 
+    def admits(self, frame: zmq.Frame) -> bool:
+        """Whether the key a received message was sent with (its ZAP User-Id) is still admitted."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            return False
+        return isinstance(user_id, str) and self.name_of(user_id) is not None
+
     def name_of(self, public_key: str) -> str | None: ...
 
 
 class IssuedKeys:
-    """The client public keys the daemon admits, each with a name (the ZAP User-Id its messages carry):
-    those issued in this process, and those ``invited`` names."""
+    """The client public keys the daemon admits, each with a name: those issued in this process, and
+    those ``invited`` names."""
 
     def __init__(self, invited: KeyDirectory | None = None) -> None:
         self._names: dict[str, str] = {}
@@ -59,6 +67,14 @@ class IssuedKeys:
         with self._lock:
             self._names[pair.public] = name
         return pair
+
+    def admits(self, frame: zmq.Frame) -> bool:
+        """Whether the key a received message was sent with (its ZAP User-Id) is still admitted."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            return False
+        return isinstance(user_id, str) and self.name_of(user_id) is not None
 
     def name_of(self, public_key: str) -> str | None:
         with self._lock:
@@ -134,7 +150,9 @@ class ZapHandler:
         if reason is not None or name is None:
             self.on_denied(reason or "refused")
             return [b"1.0", request_id, b"400", (reason or "refused").encode(), b"", b""]
-        return [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
+        # The User-Id libzmq attaches to this peer's messages is its key, so that each message can be
+        # checked against the current invitations (IssuedKeys.admits): a revoked key is cut off at once.
+        return [b"1.0", request_id, b"200", b"OK", z85.encode(request[6]), b""]
 
     def _refusal(self, request: list[bytes]) -> str | None:
         if len(request) != 7 or request[0] != b"1.0":

@@ -154,6 +154,7 @@ class DaemonService:
         self.endpoint = ""
         self.transport_name = ""
         self.rejections = RejectionLog(log)
+        self._issued_keys: IssuedKeys | None = None  # over TCP: each message's key is checked against them
         self._stop = threading.Event()
         self.worker = WorkerPool(  # one worker per device (daemon/devices.py)
             self.queue, self._make_worker_sender, config.devices or [config.device], weights=config.weights,
@@ -232,7 +233,7 @@ class DaemonService:
             except InvitationError as error:
                 router.close(0)
                 raise EndpointError(str(error)) from None
-            keys = IssuedKeys(store)
+            keys = self._issued_keys = IssuedKeys(store)
             zap = ZapHandler(self.context, keys, lambda reason: self.rejections.count("connections", reason))
             zap.start()  # bound before the ROUTER is, so that no handshake can precede it
             client = keys.issue(CONNECTION_FILE_CLIENT)
@@ -350,6 +351,9 @@ class DaemonService:
 
     def _handle(self, router: zmq.Socket, received: _Received) -> None:
         client = received.client
+        if self._issued_keys is not None and not self._issued_keys.admits(received.identity_frame):
+            self._refuse_revoked(router, client)
+            return
         try:
             if received.refusal is not None:
                 raise ProtocolError(ErrorCode.INVALID_REQUEST, f"refused {received.refusal}")
@@ -364,6 +368,15 @@ class DaemonService:
         except ProtocolError as error:
             self._reply(router, client, MessageType.ERROR, {"code": error.code.value, "message": str(error),
                                                             "request": message.type.value})
+
+    def _refuse_revoked(self, router: zmq.Socket, client: bytes) -> None:
+        """A message on a connection whose key was revoked (daemon revoke) since its handshake."""
+        self.rejections.count("messages", "a message from a client whose key was revoked")
+        for job in self._live_jobs_of(client):
+            self._cancel_job(job, None)
+        self._reply(router, client, MessageType.ERROR, {
+            "code": ErrorCode.INVALID_REQUEST.value,
+            "message": "This client's key was revoked (python -m daemon revoke); ask for a new invitation."})
 
     def _dispatch(self, router: zmq.Socket, client: bytes, message: Message) -> None:
         kind = message.type

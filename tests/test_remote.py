@@ -18,7 +18,7 @@ from daemon import __main__ as daemon_cli
 from daemon.client import connect
 from daemon.connection import ConnectionInfo, CurveKeys, read_connection_file, write_connection_file
 from daemon.invitations import InvitationError, InvitationStore, keys_path
-from daemon.records import DaemonUnreachableError
+from daemon.records import DaemonJobError, DaemonUnreachableError
 from daemon.remote import (
     Handshake,
     InsecureEndpointError,
@@ -31,7 +31,7 @@ from daemon.remote import (
     require_curve,
 )
 
-from .daemon_harness import REPO_ROOT, TINY_SETTINGS, rgb_image, start_daemon
+from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TINY_SETTINGS, rgb_image, start_daemon
 
 REMOTE = "tcp://127.0.0.2:0"
 
@@ -55,7 +55,9 @@ def private_dir(path):
 
 @pytest.fixture
 def remote_daemon(tmp_path, weights_file):
-    running = start_daemon(private_dir(tmp_path / "server"), weights_file, "--lazy", "--endpoint", REMOTE)
+    # A long client timeout: a test's client may sit between submit and wait while a command runs.
+    running = start_daemon(private_dir(tmp_path / "server"), weights_file, "--lazy", "--endpoint", REMOTE,
+                           "--client-timeout", "30")
     yield running
     running.stop()
 
@@ -96,10 +98,17 @@ def test_invited_clients_run_jobs_and_others_are_refused_while_the_daemon_keeps_
     with pytest.raises(DaemonUnreachableError, match="server key in the file is not that daemon's"):
         connect(impostor, timeout_s=1.0)
 
-    # Revoked: refused from the next connection on, without a restart; the daemon keeps serving the others.
+    # Revoked: refused from the next connection on, without a restart, and cut off on the connection it
+    # holds (its running job cancelled); the daemon keeps serving the others.
     second_file = tmp_path / "client" / "desk.json"
     invite(daemon, second_file, "desk")
-    assert daemon_command(daemon.connection_file, "revoke", "laptop").returncode == 0
+    held = connect(invitation_file)
+    job = held.submit(rgb_image(48, 48, 1), [rgb_image(32, 32, 2)], LONG_SETTINGS)
+    revoked = daemon_command(daemon.connection_file, "revoke", "laptop")
+    assert revoked.returncode == 0 and "is cut" in revoked.stdout
+    with pytest.raises(DaemonJobError, match="revoked"):
+        held.wait(job)
+    held.close()
     assert probe_handshake(info) is Handshake.KEY_REFUSED
     with pytest.raises(DaemonUnreachableError, match="revoked"):
         connect(invitation_file, timeout_s=1.0)
@@ -107,6 +116,8 @@ def test_invited_clients_run_jobs_and_others_are_refused_while_the_daemon_keeps_
     assert "desk" in listed and "laptop" not in listed
     with connect(second_file) as client:
         client.ping()
+        running = [d["running"] for d in client.status()["devices"]]
+        assert running == [None]  # the revoked client's job was cancelled
     assert daemon.process.poll() is None
     assert "did not issue" in daemon.log()
 
