@@ -86,7 +86,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _refuse_for_remote(path: Path, command: str) -> bool:
+    """True (with the error printed) when ``path`` is an invitation to a remote daemon: start, serve and
+    stop are for the daemon's own machine, and would overwrite or remove that file."""
+    from .remote import remote_info
+
+    if (info := remote_info(path)) is None:
+        return False
+    print(f"error: {path} is an invitation to the daemon at {info.endpoint}: {command} it on that machine "
+          f"(unset NEURAL_STYLE_CONNECTION to {command} a local one).", file=sys.stderr)
+    return True
+
+
 def _serve(args: argparse.Namespace) -> int:
+    if _refuse_for_remote(connection_path(), "serve"):
+        return 1
     import zmq
 
     from .remote import InsecureEndpointError, default_client_timeout_s, require_curve
@@ -149,6 +163,8 @@ def _live_daemon(path: Path) -> DaemonClient | None:
 
 
 def _start(args: argparse.Namespace) -> int:
+    if _refuse_for_remote(connection_path(), "start"):
+        return 1
     files = DaemonFiles.beside(connection_path())
     if (client := _live_daemon(files.connection)) is not None:
         print(f"The daemon is already running (pid {client.info.pid}, {client.info.endpoint}).")
@@ -202,6 +218,8 @@ def _await_running_daemon(files: DaemonFiles, deadline: float) -> int:
 def _stop() -> int:
     """Ask the daemon to shut down; signal it only when it does not answer and the lock shows that the
     process is that daemon (pid and start time); otherwise signal nothing and remove stale files."""
+    if _refuse_for_remote(connection_path(), "stop"):
+        return 1
     files = DaemonFiles.beside(connection_path())
     info: ConnectionInfo | None = None
     try:

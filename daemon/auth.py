@@ -50,6 +50,16 @@ class KeyDirectory(Protocol):
             return False
         return isinstance(user_id, str) and self.name_of(user_id) is not None
 
+    def issued_here(self, frame: zmq.Frame) -> bool:
+        """Whether a received message was sent with a key this process issued (its own connection file's),
+        rather than an invited one."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            return False
+        with self._lock:
+            return user_id in self._names
+
     def name_of(self, public_key: str) -> str | None: ...
 
 
@@ -75,6 +85,16 @@ class IssuedKeys:
         except zmq.ZMQError:
             return False
         return isinstance(user_id, str) and self.name_of(user_id) is not None
+
+    def issued_here(self, frame: zmq.Frame) -> bool:
+        """Whether a received message was sent with a key this process issued (its own connection file's),
+        rather than an invited one."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            return False
+        with self._lock:
+            return user_id in self._names
 
     def name_of(self, public_key: str) -> str | None:
         with self._lock:

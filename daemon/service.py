@@ -364,6 +364,10 @@ class DaemonService:
             return
         self.last_seen[client] = time.monotonic()
         try:
+            if message.type is MessageType.SHUTDOWN and self._issued_keys is not None \
+                    and not self._issued_keys.issued_here(received.identity_frame):
+                raise ProtocolError(ErrorCode.INVALID_REQUEST, "shutdown: an invited client cannot stop the daemon; "
+                                    "its user stops it on its machine (python -m daemon stop)")
             self._dispatch(router, client, message)
         except ProtocolError as error:
             self._reply(router, client, MessageType.ERROR, {"code": error.code.value, "message": str(error),

@@ -98,6 +98,16 @@ def test_invited_clients_run_jobs_and_others_are_refused_while_the_daemon_keeps_
     with pytest.raises(DaemonUnreachableError, match="server key in the file is not that daemon's"):
         connect(impostor, timeout_s=1.0)
 
+    # An invited client can use the daemon but not stop it, and the local commands leave its file alone.
+    with connect(invitation_file) as client, pytest.raises(DaemonJobError, match="cannot stop the daemon"):
+        client.shutdown()
+    for command in ("stop", "start", "serve"):
+        completed = daemon_command(invitation_file, command)
+        assert completed.returncode == 1 and f"{command} it on that machine" in completed.stderr, command
+    status = daemon_command(invitation_file, "status")
+    assert status.returncode == 0 and json.loads(status.stdout)["pid"] == daemon.process.pid
+    assert read_connection_file(invitation_file) == info and daemon.process.poll() is None
+
     # Revoked: refused from the next connection on, without a restart, and cut off on the connection it
     # holds (its running job cancelled); the daemon keeps serving the others.
     second_file = tmp_path / "client" / "desk.json"
