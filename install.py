@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"The plug-in is in {installed}: restart GIMP and use Filters → Neural Style….")
     if args.plugin_only:
         return 0
-    if not fetch_weights(args.weights):
+    # With --connect the weights are the remote daemon's business.
+    if args.connect is None and not fetch_weights(args.weights):
         step("Done, except for the weights (see above): with them, run python3 install.py again for the sample.")
     else:
         try:

@@ -33,7 +33,6 @@ from .connection import (
     read_connection_file,
 )
 from .private_files import UnsafeFileError, private_directory
-from .remote import daemon_silence_limit_s, probe_handshake, remote_info, unreachable_message
 from .protocol import (
     PROTOCOL_VERSION,
     Buffer,
@@ -52,6 +51,7 @@ from .records import (
     JobProgress,
     JobResult,
 )
+from .remote import daemon_silence_limit_s, probe_handshake, remote_info, unreachable_message
 
 log = logging.getLogger(__name__)
 
