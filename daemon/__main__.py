@@ -29,6 +29,9 @@ EXIT_ALREADY_RUNNING = 4  # serve: another daemon holds this connection file's l
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments and arguments[0] in _INVITATION_COMMANDS:
+        return _invitation_main(arguments)  # without the settings parser, which loads torch (seconds)
     from nst_engine.cli import add_settings_arguments, byte_size_argument
 
     parser = argparse.ArgumentParser(prog="python -m daemon", description="The Neural Style daemon.")
@@ -40,15 +43,22 @@ def main(argv: list[str] | None = None) -> int:
                          "tcp://127.0.0.1:0 where there is no ipc); tcp://… is always served with CURVE, :0 picks a free port")
         sub.add_argument("--weights", type=Path, help="VGG19 state dict (default: $NEURAL_STYLE_WEIGHTS, else torchvision's cache)")
         sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+        sub.add_argument("--devices", metavar="LIST",
+                         help="one worker per device, e.g. cuda:0,cuda:1 (default: every visible GPU, else the one "
+                         "--device names); each job goes to the first free one. cpu,cpu is for tests: it rarely helps")
         sub.add_argument("--lazy", action="store_true", help="load the model at the first job instead of at start")
         sub.add_argument("--queue", type=int, default=4, help="queued jobs beyond which submissions are refused as busy")
         sub.add_argument("--max-image-side", type=int, default=16384)
         sub.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
                          help="memory a job may use, e.g. 6GiB (default: what the device has free); larger jobs run in tiles")
+        sub.add_argument("--client-timeout", type=float, metavar="SECONDS",
+                         help="cancel a job whose client has been silent this long (default 1.5 on loopback and ipc, "
+                         "10 on an address other machines reach: a network has jitter)")
         sub.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
         sub.add_argument("-v", "--verbose", action="store_true")
     commands.add_parser("stop", help="stop the running daemon")
     commands.add_parser("status", help="show the daemon's state")
+    _add_invitation_commands(commands)
     run = commands.add_parser("run", help="stylise files through the daemon")
     run.add_argument("content", type=Path)
     run.add_argument("styles", nargs="+", type=Path, metavar="style")
@@ -66,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stop()
         if args.command == "status":
             return _status()
+        if args.command in ("invite", "revoke", "clients"):
+            return _invitation_command(args)
         return _run(args)
     except (DaemonError, ConnectionFileError, UnsafeFileError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -74,14 +86,43 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _refuse_for_remote(path: Path, command: str) -> bool:
+    """True (with the error printed) when ``path`` is an invitation to a remote daemon: start, serve and
+    stop are for the daemon's own machine, and would overwrite or remove that file."""
+    from .remote import remote_info
+
+    if (info := remote_info(path)) is None:
+        return False
+    print(f"error: {path} is an invitation to the daemon at {info.endpoint}: {command} it on that machine "
+          f"(unset NEURAL_STYLE_CONNECTION to {command} a local one).", file=sys.stderr)
+    return True
+
+
 def _serve(args: argparse.Namespace) -> int:
+    if _refuse_for_remote(connection_path(), "serve"):
+        return 1
+    import zmq
+
+    from .remote import InsecureEndpointError, default_client_timeout_s, require_curve
     from .service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.endpoint:
+        try:
+            require_curve(args.endpoint, curve_available=zmq.has("curve"))
+        except InsecureEndpointError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    try:
+        devices = _devices(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     config = DaemonConfig(endpoint=args.endpoint, connection_file=connection_path(), weights=args.weights,
-                          device=args.device, lazy=args.lazy, queue_capacity=args.queue,
+                          device=args.device, devices=devices, lazy=args.lazy, queue_capacity=args.queue,
                           max_image_side=args.max_image_side, memory_budget=args.memory_budget,
+                          client_timeout_s=args.client_timeout or default_client_timeout_s(args.endpoint),
                           test_faults=args.test_faults)
     try:
         DaemonService(config).serve()
@@ -92,6 +133,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _devices(args: argparse.Namespace) -> list[str | None]:
+    import torch
+
+    from .devices import resolve_devices
+
+    return resolve_devices(args.devices, args.device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def _live_daemon(path: Path) -> DaemonClient | None:
@@ -114,6 +163,8 @@ def _live_daemon(path: Path) -> DaemonClient | None:
 
 
 def _start(args: argparse.Namespace) -> int:
+    if _refuse_for_remote(connection_path(), "start"):
+        return 1
     files = DaemonFiles.beside(connection_path())
     if (client := _live_daemon(files.connection)) is not None:
         print(f"The daemon is already running (pid {client.info.pid}, {client.info.endpoint}).")
@@ -122,7 +173,8 @@ def _start(args: argparse.Namespace) -> int:
     prepare_directory(files.connection)
     command = [sys.executable, "-m", "daemon", "serve", "--queue", str(args.queue), "--max-image-side", str(args.max_image_side)]
     for flag, value in (("--endpoint", args.endpoint), ("--weights", args.weights), ("--device", args.device),
-                        ("--memory-budget", args.memory_budget)):
+                        ("--memory-budget", args.memory_budget), ("--client-timeout", args.client_timeout),
+                        ("--devices", args.devices)):
         if value:
             command += [flag, str(value)]
     command += [flag for flag, on in (("--lazy", args.lazy), ("--test-faults", args.test_faults), ("-v", args.verbose)) if on]
@@ -166,6 +218,8 @@ def _await_running_daemon(files: DaemonFiles, deadline: float) -> int:
 def _stop() -> int:
     """Ask the daemon to shut down; signal it only when it does not answer and the lock shows that the
     process is that daemon (pid and start time); otherwise signal nothing and remove stale files."""
+    if _refuse_for_remote(connection_path(), "stop"):
+        return 1
     files = DaemonFiles.beside(connection_path())
     info: ConnectionInfo | None = None
     try:
@@ -226,6 +280,90 @@ def _status() -> int:
     with client:
         print(json.dumps(client.status(), indent=2))
     return 0
+
+
+_INVITATION_COMMANDS = ("invite", "revoke", "clients")
+
+
+def _invitation_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m daemon")
+    _add_invitation_commands(parser.add_subparsers(dest="command"))
+    try:
+        return _invitation_command(parser.parse_args(argv))
+    except (ConnectionFileError, UnsafeFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _add_invitation_commands(commands: argparse._SubParsersAction) -> None:
+    invite = commands.add_parser("invite", help="issue a client key and write its connection file, for another machine")
+    invite.add_argument("-o", "--output", type=Path, required=True, help="the client connection file to write (0600)")
+    invite.add_argument("--name", help="the client's name, for revoke and clients (default: client-N)")
+    invite.add_argument("--endpoint", help="tcp://HOST:PORT as the client dials it (default: the running daemon's "
+                        "endpoint, unless it listens on every interface)")
+    invite.add_argument("--daemon-silence", type=float, metavar="SECONDS",
+                        help="how long the client waits for word from the daemon during a job (default 15)")
+    revoke = commands.add_parser("revoke", help="withdraw an invitation: that key is refused from its next connection")
+    revoke.add_argument("name")
+    commands.add_parser("clients", help="list the invited clients")
+
+
+def _invitation_command(args: argparse.Namespace) -> int:
+    from .invitations import InvitationError, InvitationStore, keys_path
+    from .limits import TCP_MAX_FRAME_BYTES
+    from .private_files import write_private_file
+    from .remote import REMOTE_DAEMON_SILENCE_S, invitation_info
+
+    path = connection_path()
+    store = InvitationStore(keys_path(path))
+    try:
+        if args.command == "clients":
+            clients = store.clients()
+            for client in clients:
+                issued = time.strftime("%Y-%m-%d %H:%M", time.localtime(client.issued_at))
+                print(f"{client.name}\tissued {issued}\tkey {client.public[:8]}…")
+            if not clients:
+                print(f"No client is invited (keys in {store.path}).")
+            return 0
+        if args.command == "revoke":
+            store.revoke(args.name)
+            print(f"Revoked {args.name}: a running daemon reads {store.path} again at each handshake and message, "
+                  "so its key is refused from its next connection, and a connection it has open is cut at its next "
+                  "message (its jobs cancelled).")
+            return 0
+        endpoint = args.endpoint or _running_endpoint(path)
+        if args.output.exists():
+            raise InvitationError(f"{args.output} exists; choose another file or remove it.")
+        taken = {client.name for client in store.clients()}
+        name = args.name or next(f"client-{n}" for n in range(1, len(taken) + 2) if f"client-{n}" not in taken)
+        # Checked before a key is issued: a wildcard or :0 endpoint is refused here.
+        invitation_info(endpoint, "0" * 40, "0" * 40, "0" * 40, name, max_frame_bytes=TCP_MAX_FRAME_BYTES)
+        server = store.server_key()
+        pair = store.invite(name)
+        info = invitation_info(endpoint, server.public, pair.public, pair.secret, name,
+                               max_frame_bytes=TCP_MAX_FRAME_BYTES,
+                               daemon_silence_s=args.daemon_silence or REMOTE_DAEMON_SILENCE_S)
+        write_private_file(args.output, json.dumps(info.to_json(), indent=2).encode())
+    except (InvitationError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Invited {name}: {args.output} (mode 0600) reaches {endpoint}. Copy it to the client's machine "
+          "privately, then use it there with NEURAL_STYLE_CONNECTION=FILE or python3 install.py --connect FILE.")
+    return 0
+
+
+def _running_endpoint(path: Path) -> str:
+    from .invitations import InvitationError
+
+    try:
+        endpoint = read_connection_file(path).endpoint
+    except ConnectionFileError:
+        raise InvitationError("No daemon is running here to take its endpoint from: give --endpoint "
+                              "tcp://HOST:PORT (the address clients dial and the port the daemon serves).") from None
+    if not endpoint.startswith("tcp://"):
+        raise InvitationError(f"The running daemon serves {endpoint}, which other machines cannot reach: start it "
+                              "with --endpoint tcp://ADDRESS:PORT (e.g. tcp://0.0.0.0:5557).")
+    return endpoint
 
 
 def _run(args: argparse.Namespace) -> int:

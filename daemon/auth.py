@@ -5,8 +5,9 @@ A TCP port on 127.0.0.1 is open to every local user (and, bound elsewhere, to th
 endpoint is always a CURVE server.  The handshake runs inside libzmq: a peer whose key the ZAP handler
 does not admit is disconnected before it is attached to the ROUTER socket, so it never gets a routing
 id, cannot queue a message and cannot make the daemon parse anything.  The handler answers from the
-keys in :class:`IssuedKeys`; today the daemon issues one client key pair per start and writes it into
-the connection file, and a later ``daemon invite/revoke`` (issue #16) can keep more, persistently.
+keys in :class:`IssuedKeys`: the key pair the daemon issues at each start for its own connection file, and
+the clients invited with ``daemon invite`` (:mod:`daemon.invitations`, read again whenever that file
+changes, so that ``daemon revoke`` refuses a key from its next handshake on).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import zmq
 from zmq.utils import z85
@@ -37,12 +39,38 @@ class KeyPair:
         return cls(public.decode("ascii"), secret.decode("ascii"))
 
 
-class IssuedKeys:
-    """The client public keys the daemon admits, each with a name (the ZAP User-Id its messages carry)."""
+class KeyDirectory(Protocol):
+    """Names the client keys admitted from elsewhere (the invitations file); None for any other key."""
 
-    def __init__(self) -> None:
+    def admits(self, frame: zmq.Frame) -> bool:
+        """Whether the key a received message was sent with (its ZAP User-Id) is still admitted."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            return False
+        return isinstance(user_id, str) and self.name_of(user_id) is not None
+
+    def issued_here(self, frame: zmq.Frame) -> bool:
+        """Whether a received message was sent with a key this process issued (its own connection file's),
+        rather than an invited one."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            return False
+        with self._lock:
+            return user_id in self._names
+
+    def name_of(self, public_key: str) -> str | None: ...
+
+
+class IssuedKeys:
+    """The client public keys the daemon admits, each with a name: those issued in this process, and
+    those ``invited`` names."""
+
+    def __init__(self, invited: KeyDirectory | None = None) -> None:
         self._names: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._invited = invited
 
     def issue(self, name: str) -> KeyPair:
         pair = KeyPair.generate()
@@ -50,9 +78,30 @@ class IssuedKeys:
             self._names[pair.public] = name
         return pair
 
+    def admits(self, frame: zmq.Frame) -> bool:
+        """Whether the key a received message was sent with (its ZAP User-Id) is still admitted."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            return False
+        return isinstance(user_id, str) and self.name_of(user_id) is not None
+
+    def issued_here(self, frame: zmq.Frame) -> bool:
+        """Whether a received message was sent with a key this process issued (its own connection file's),
+        rather than an invited one."""
+        try:
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            return False
+        with self._lock:
+            return user_id in self._names
+
     def name_of(self, public_key: str) -> str | None:
         with self._lock:
-            return self._names.get(public_key)
+            name = self._names.get(public_key)
+        if name is None and self._invited is not None:
+            return self._invited.name_of(public_key)
+        return name
 
 
 def make_curve_server(socket: zmq.Socket, server: KeyPair) -> None:
@@ -112,13 +161,18 @@ class ZapHandler:
     def _answer(self, request: list[bytes]) -> list[bytes]:
         """The reply to one ZAP request: [version, request id, status, text, user id, metadata]."""
         request_id = request[1] if len(request) > 1 else b""
-        reason = self._refusal(request)
-        if reason is not None:
-            self.on_denied(reason)
-            return [b"1.0", request_id, b"400", reason.encode(), b"", b""]
-        name = self.keys.name_of(z85.encode(request[6]).decode("ascii"))
-        assert name is not None  # _refusal has checked
-        return [b"1.0", request_id, b"200", b"OK", name.encode(), b""]
+        reason, name = self._refusal(request), None
+        if reason is None:
+            # Looked up once: the invitations file may change between two lookups.
+            name = self.keys.name_of(z85.encode(request[6]).decode("ascii"))
+            if name is None:
+                reason = "CURVE handshake with a key the daemon did not issue (never invited, or revoked)"
+        if reason is not None or name is None:
+            self.on_denied(reason or "refused")
+            return [b"1.0", request_id, b"400", (reason or "refused").encode(), b"", b""]
+        # The User-Id libzmq attaches to this peer's messages is its key, so that each message can be
+        # checked against the current invitations (IssuedKeys.admits): a revoked key is cut off at once.
+        return [b"1.0", request_id, b"200", b"OK", z85.encode(request[6]), b""]
 
     def _refusal(self, request: list[bytes]) -> str | None:
         if len(request) != 7 or request[0] != b"1.0":
@@ -126,6 +180,4 @@ class ZapHandler:
         _, _, domain, _address, _routing_id, mechanism, key = request
         if domain != ZAP_DOMAIN or mechanism != b"CURVE" or len(key) != 32:
             return f"{mechanism.decode(errors='replace')} handshake outside the daemon's CURVE domain"
-        if self.keys.name_of(z85.encode(key).decode("ascii")) is None:
-            return "CURVE handshake with a key the daemon did not issue"
         return None

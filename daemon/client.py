@@ -51,12 +51,12 @@ from .records import (
     JobProgress,
     JobResult,
 )
+from .remote import daemon_silence_limit_s, probe_handshake, remote_info, unreachable_message
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 0.5
 SEND_TIMEOUT_MS = 5000
-DAEMON_SILENCE_LIMIT_S = 4.0
 
 
 class DaemonClient:
@@ -79,6 +79,7 @@ class DaemonClient:
         self.info = info
         self.timeout_s = timeout_s
         self.retries = retries
+        self.silence_limit_s = daemon_silence_limit_s(info)
         self.codec = Codec(info.caps)
         self.context = context or zmq.Context.instance()
         self.socket: zmq.Socket | None = None
@@ -208,11 +209,11 @@ class DaemonClient:
             if now >= next_heartbeat:
                 self._send(MessageType.HEARTBEAT)
                 next_heartbeat = now + HEARTBEAT_INTERVAL_S
-            if now - last_heard > DAEMON_SILENCE_LIMIT_S:
+            if now - last_heard > self.silence_limit_s:
                 self._open()
                 raise DaemonUnreachableError(
                     f"The daemon at {self.info.endpoint} stopped answering during the job "
-                    f"(nothing for {DAEMON_SILENCE_LIMIT_S:g} s); it may have crashed."
+                    f"(nothing for {self.silence_limit_s:g} s); it may have crashed."
                 )
             reply = self._receive(max(0.01, next_heartbeat - time.monotonic()))
             if reply is None:
@@ -294,8 +295,14 @@ def connect(path: Path | None = None, *, start_command: Sequence[str] | None = N
             on_wait: Callable[[str], None] | None = None, timeout_s: float = 5.0) -> DaemonClient:
     """A handshaken client for the daemon named by the connection file; with ``start_command``, start
     the daemon when none answers and wait for it (calling ``on_wait`` with a message meanwhile).  A
-    connection file that is not private is never used and starts nothing (DaemonError)."""
+    connection file that is not private is never used and starts nothing (DaemonError).  An invitation to
+    a remote daemon (``daemon invite``) starts nothing either; its errors name the remote endpoint."""
     path = path or connection_path()
+    if (remote := remote_info(path)) is not None:
+        try:
+            return _handshake(path, timeout_s, retries=1)
+        except DaemonUnreachableError:
+            raise DaemonUnreachableError(unreachable_message(remote, path, probe_handshake(remote))) from None
     try:
         return _handshake(path, timeout_s, retries=0 if start_command else 2)
     except (ConnectionFileError, DaemonUnreachableError) as error:

@@ -51,6 +51,10 @@ class ConnectionInfo:
     pid: int = 0
     curve: CurveKeys | None = None
     max_frame_bytes: int = 0  # 0: each image travels as one frame
+    # Set in the files ``daemon invite`` writes (the client's name): such a daemon runs elsewhere and is
+    # never started from this file.
+    invitation: str | None = None
+    daemon_silence_s: float = 0.0  # how long a job's client waits for word from the daemon; 0: the default
 
     def __post_init__(self) -> None:
         if not self.endpoint.startswith(("ipc://", "tcp://")):
@@ -59,6 +63,13 @@ class ConnectionInfo:
             raise ValueError("a tcp:// endpoint needs CURVE keys (an unauthenticated TCP endpoint is never used)")
         if self.max_frame_bytes < 0:
             raise ValueError("max_frame_bytes must not be negative")
+        if not 0 <= self.daemon_silence_s <= 3600:
+            raise ValueError("daemon_silence_s must be from 0 to 3600 seconds")
+
+    @property
+    def remote(self) -> bool:
+        """An invitation to a daemon that this side must never start."""
+        return self.invitation is not None
 
     @property
     def caps(self) -> MessageCaps:
@@ -66,8 +77,9 @@ class ConnectionInfo:
 
     def to_json(self) -> dict[str, Any]:
         fields = asdict(self)
-        if self.curve is None:
-            del fields["curve"]
+        for name, unset in (("curve", None), ("invitation", None), ("daemon_silence_s", 0.0)):
+            if fields[name] == unset:
+                del fields[name]
         return fields
 
 
@@ -142,6 +154,8 @@ def read_connection_file(path: Path | None = None) -> ConnectionInfo:
             pid=int(data.get("pid", 0)),
             curve=CurveKeys(**curve) if curve is not None else None,
             max_frame_bytes=int(data.get("max_frame_bytes", 0)),
+            invitation=None if data.get("invitation") is None else str(data["invitation"]),
+            daemon_silence_s=float(data.get("daemon_silence_s", 0.0)),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ConnectionFileError(f"The daemon connection file {path} is malformed ({error}).") from None

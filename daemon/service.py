@@ -33,7 +33,7 @@ from nst_engine.geometry import fit_longest_side
 from nst_engine.memory import largest_fitting_side
 from nst_engine.tiling import largest_runnable_side
 
-from .auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server
+from .auth import IssuedKeys, ZapHandler, make_curve_server
 from .connection import (
     ConnectionInfo,
     CurveKeys,
@@ -43,6 +43,7 @@ from .connection import (
     remove_connection_file,
     write_connection_file,
 )
+from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
 from .jobs import Job, JobImage, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
 from .limits import TCP_MAX_FRAME_BYTES, MessageCaps
@@ -63,7 +64,7 @@ from .protocol import (
     validate_settings,
 )
 from .rejections import RejectionLog
-from .worker import Worker
+from .devices import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class DaemonConfig:
     connection_file: Path = field(default_factory=connection_path)
     weights: Path | None = None
     device: str | None = None
+    devices: list[str | None] = field(default_factory=list)  # one worker each; empty: one on ``device``
     lazy: bool = False
     queue_capacity: int = 4
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
@@ -152,10 +154,12 @@ class DaemonService:
         self.endpoint = ""
         self.transport_name = ""
         self.rejections = RejectionLog(log)
+        self._issued_keys: IssuedKeys | None = None  # over TCP: each message's key is checked against them
         self._stop = threading.Event()
-        self.worker = Worker(
-            self.queue, self._make_worker_sender, weights=config.weights, device=config.device, lazy=config.lazy,
-            gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget, test_faults=config.test_faults,
+        self.worker = WorkerPool(  # one worker per device (daemon/devices.py)
+            self.queue, self._make_worker_sender, config.devices or [config.device], weights=config.weights,
+            lazy=config.lazy, gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget,
+            test_faults=config.test_faults,
         )
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -192,8 +196,8 @@ class DaemonService:
         finally:
             log.info("Shutting down")
             self.queue.close()
-            if self.worker.running is not None:
-                self.worker.running.cancel_token.cancel()
+            for running in self.worker.running_jobs():
+                running.cancel_token.cancel()
             self.worker.join(timeout=10)
             remove_connection_file(self.files.connection, pid=os.getpid())
             transport.router.close(0)
@@ -223,10 +227,16 @@ class DaemonService:
         zap = curve = None
         socket_file = None
         if tcp:
-            keys = IssuedKeys()
+            store = InvitationStore(keys_path(self.files.connection))  # invited clients; read again when it changes
+            try:
+                server = store.server_key()  # kept across restarts, so that invitations stay valid
+            except InvitationError as error:
+                router.close(0)
+                raise EndpointError(str(error)) from None
+            keys = self._issued_keys = IssuedKeys(store)
             zap = ZapHandler(self.context, keys, lambda reason: self.rejections.count("connections", reason))
             zap.start()  # bound before the ROUTER is, so that no handshake can precede it
-            server, client = KeyPair.generate(), keys.issue("connection-file")
+            client = keys.issue(CONNECTION_FILE_CLIENT)
             make_curve_server(router, server)
             curve = CurveKeys(server.public, client.public, client.secret)
         else:
@@ -341,6 +351,9 @@ class DaemonService:
 
     def _handle(self, router: zmq.Socket, received: _Received) -> None:
         client = received.client
+        if self._issued_keys is not None and not self._issued_keys.admits(received.identity_frame):
+            self._refuse_revoked(router, client)
+            return
         try:
             if received.refusal is not None:
                 raise ProtocolError(ErrorCode.INVALID_REQUEST, f"refused {received.refusal}")
@@ -351,10 +364,23 @@ class DaemonService:
             return
         self.last_seen[client] = time.monotonic()
         try:
+            if message.type is MessageType.SHUTDOWN and self._issued_keys is not None \
+                    and not self._issued_keys.issued_here(received.identity_frame):
+                raise ProtocolError(ErrorCode.INVALID_REQUEST, "shutdown: an invited client cannot stop the daemon; "
+                                    "its user stops it on its machine (python -m daemon stop)")
             self._dispatch(router, client, message)
         except ProtocolError as error:
             self._reply(router, client, MessageType.ERROR, {"code": error.code.value, "message": str(error),
                                                             "request": message.type.value})
+
+    def _refuse_revoked(self, router: zmq.Socket, client: bytes) -> None:
+        """A message on a connection whose key was revoked (daemon revoke) since its handshake."""
+        self.rejections.count("messages", "a message from a client whose key was revoked")
+        for job in self._live_jobs_of(client):
+            self._cancel_job(job, None)
+        self._reply(router, client, MessageType.ERROR, {
+            "code": ErrorCode.INVALID_REQUEST.value,
+            "message": "This client's key was revoked (python -m daemon revoke); ask for a new invitation."})
 
     def _dispatch(self, router: zmq.Socket, client: bytes, message: Message) -> None:
         kind = message.type
@@ -495,7 +521,7 @@ class DaemonService:
 
     def _forget_finished_jobs(self, peers: PeerConnections) -> None:
         for job_id, job in list(self.jobs.items()):
-            if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and job is not self.worker.running:
+            if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and not self.worker.is_running(job):
                 del self.jobs[job_id]
         active = {job.client for job in self.jobs.values()}
         for client in [c for c in self.last_seen if c not in active]:
@@ -506,7 +532,8 @@ class DaemonService:
     # -- status -----------------------------------------------------------------------------------
     def status(self, client: bytes | None = None) -> dict[str, Any]:
         """The daemon's state as ``client`` may see it: other clients' jobs are counted, not named."""
-        running = self.worker.running
+        running = next((job for job in self.worker.running_jobs() if job.client == client),
+                       next(iter(self.worker.running_jobs()), None))
         memory: dict[str, Any] = {"rss_bytes": _rss_bytes()}
         if torch.cuda.is_available():
             memory["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
@@ -538,6 +565,7 @@ class DaemonService:
                 {"job_id": running.id, "progress": running.progress} if running.client == client
                 else {"job_id": None, "progress": None}),
             "jobs_done": self.worker.jobs_done,
+            "devices": self.worker.device_status(client),
             "style_cache": {"hits": cache.hits, "misses": cache.misses, "entries": len(cache), "bytes": cache.nbytes},
             "kept_results": len(self.worker.results),
             "memory": memory,

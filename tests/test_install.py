@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from nst_engine.cli.image_files import read_image
 
 from .daemon_harness import REPO_ROOT
@@ -17,6 +19,7 @@ from .daemon_harness import REPO_ROOT
 def load_install():
     spec = importlib.util.spec_from_file_location("install", REPO_ROOT / "install.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -83,3 +86,63 @@ def test_the_main_job_stylises_the_bundled_samples(tmp_path, weights_file, monke
     finally:
         subprocess.run([sys.executable, "-m", "daemon", "stop"], cwd=REPO_ROOT, env=dict(os.environ), check=False,
                        capture_output=True)
+
+
+def test_torch_build_for_each_machine():
+    install = load_install()
+    choose = install.choose_torch
+    url = "https://index.example/whl/cu124"  # a stand-in: the repository itself names no index
+    assert choose("linux").index_url is None and choose("linux").build == "pypi"  # PyPI's Linux wheels carry CUDA
+    assert choose("darwin", nvidia_gpu=False).build == "pypi"  # MPS
+    assert choose("win32").build == "pypi"  # no NVIDIA GPU: PyPI's CPU wheel is right
+    cuda = choose("win32", nvidia_gpu=True, index_url=url)
+    assert (cuda.build, cuda.index_url) == ("cuda", url)
+    assert cuda.pip_command("py") == ["py", "-m", "pip", "install", "--disable-pip-version-check", "-q", "torch",
+                                      "torchvision", "--index-url", url]
+    from_config = choose("win32", nvidia_gpu=True, pip_config_indexes=("https://mirror.example/simple",))
+    assert from_config.build == "cuda" and from_config.pip_command("py") is None  # pip's own configuration applies
+    assert "mirror.example" in from_config.reason
+    missing = choose("win32", nvidia_gpu=True)
+    assert missing.build == "pypi" and missing.pip_command("py") is None
+    assert "--torch-index-url" in missing.reason and "NEURAL_STYLE_TORCH_INDEX_URL" in missing.reason
+    rocm = choose("linux", amd_gpu=True, index_url=url)
+    assert rocm.build == "rocm" and rocm.index_url == url
+    assert choose("linux", amd_gpu=True, nvidia_gpu=True).build == "pypi"  # NVIDIA first
+    assert choose("linux", requested="cpu", index_url=url).build == "cpu"
+    assert choose("win32", requested="cpu", nvidia_gpu=True).build == "pypi"  # PyPI's Windows wheel is the CPU one
+    assert choose("linux", requested="cuda").build == "pypi"
+    with pytest.raises(ValueError):
+        choose("linux", requested="tpu")
+
+
+def test_pip_configuration_indexes_are_read_from_pip_config_list():
+    install = load_install()
+    listed = "global.index-url='https://a.example/simple'\ninstall.extra-index-url='https://b.example/x https://c.example/y'\nglobal.timeout='60'\n"
+    assert install.pip_config_indexes(listed) == ("https://a.example/simple", "https://b.example/x", "https://c.example/y")
+    assert install.pip_config_indexes("") == ()
+
+
+def test_install_names_no_package_index_host():
+    text = (REPO_ROOT / "install.py").read_text()
+    assert "http://" not in text and "https://" not in text and "pytorch.org" not in text
+
+
+def test_connect_records_the_remote_file_and_refuses_an_unsafe_one(tmp_path, monkeypatch, capsys):
+    import zmq
+
+    from daemon.connection import ConnectionInfo, CurveKeys, write_connection_file
+
+    install = load_install()
+    keys = CurveKeys(*(zmq.curve_keypair()[0].decode() for _ in range(3)))
+    remote = write_connection_file(ConnectionInfo("tcp://gpu-box:5557", curve=keys, invitation="laptop"),
+                                   tmp_path / "keys" / "laptop.json")
+    monkeypatch.setattr(install.subprocess, "run", lambda *a, **k: type("Done", (), {"returncode": 1})())  # no pip
+    plugin_dir = tmp_path / "plug-ins"
+    assert install.main(["--plugin-only", "--plugin-dir", str(plugin_dir), "--gimp-python", "3.13",
+                         "--connect", str(remote)]) == 0
+    record = json.loads((plugin_dir / "neural_style" / "install.json").read_text())
+    assert record["connection_file"] == str(remote.resolve())
+    assert "never starts one" in capsys.readouterr().out
+    os.chmod(remote, 0o644)
+    assert install.main(["--plugin-only", "--plugin-dir", str(plugin_dir), "--connect", str(remote)]) == 1
+    assert "chmod 600" in capsys.readouterr().err
