@@ -223,7 +223,7 @@ def _status() -> int:
         print("No daemon is running.")
         return 3
     with client:
-        print(json.dumps(client.status(), indent=2))
+        print(json.dumps(client.status().to_wire(), indent=2))
     return 0
 
 
