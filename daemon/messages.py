@@ -286,6 +286,8 @@ class Empty:
 
 @dataclass(frozen=True)
 class Hello:
+    """The client's handshake, its first message on a connection."""
+
     protocol_version: int = _doc("the client's protocol version; the daemon answers version_mismatch to another")
 
     def to_wire(self) -> dict[str, Any]:
@@ -303,6 +305,8 @@ class Hello:
 
 @dataclass(frozen=True)
 class Welcome(FieldAccess):
+    """The daemon's answer to a hello of its version."""
+
     protocol_version: int = _doc("the daemon's protocol version")
     version: str = _doc("the daemon's software version")
     pid: int = _doc("the daemon's process id")
@@ -318,6 +322,8 @@ class Welcome(FieldAccess):
 
 @dataclass(frozen=True)
 class Cancel:
+    """Stop a queued or running job of this client's."""
+
     job_id: str = _doc("a job of this client's")
 
     def to_wire(self) -> dict[str, Any]:
@@ -337,13 +343,13 @@ class Submit:
     images: tuple[ImageEntry, ...] = _doc(
         "one entry per binary part: `{role, width, height, channels, dtype, style?}`; role `content` (once), "
         "`style` (1 to 15), `init` (at most once), `region` or `style_mask` (at most one of each per style, with "
-        "`style`, the style's index from 0)")
+        "`style`, the style's index from 0)", wire_type="list of maps")
     settings: dict[str, Any] = _optional("the engine's settings (table below); any may be left out", default=None)
     progress_every: int = _optional("send `progress` every N iterations", default=1)
     preview_every: int = _optional("send `preview` images every N iterations (0: none)", default=0)
     warm_start: str | None = _optional("start from the kept result of a job of this client's")
     output: tuple[int, int] | None = _optional(
-        "`{width, height}`: resize the result (bicubic) to this size, within the pixel cap", wire="output")
+        "`{width, height}`: resize the result (bicubic) to this size, within the pixel cap", wire_type="map or null")
     # Test-only fault injection: honoured only by a daemon started with the hidden --test-faults, and not
     # part of the public schema (docs/protocol.md documents it as test-only).
     fault: str | None = field(default=None, metadata={"test_only": True})
@@ -435,6 +441,8 @@ def _check_roles(entries: Sequence[ImageEntry]) -> None:
 
 @dataclass(frozen=True)
 class Accepted:
+    """The job is queued."""
+
     job_id: str = _doc("the new job's id")
     position: int = _doc("its place in the queue (0: next)")
 
@@ -497,6 +505,8 @@ class Preview:
 
 @dataclass(frozen=True)
 class Result:
+    """The stylised image of a job that finished."""
+
     job_id: str = _doc("the job")
     image: ImageSpec = _doc("`{width, height, channels, dtype}` of the result (its one binary part): f32 RGB")
     elapsed_s: float = _doc("seconds the job ran")
@@ -512,6 +522,8 @@ class Result:
 
 @dataclass(frozen=True)
 class Error:
+    """A refused request, or a job that failed or was cancelled."""
+
     code: ErrorCode = _doc("for programs: " + ", ".join(f"`{code.value}`" for code in ErrorCode))
     message: str = _doc("for people: one line, fit to show to a user")
     job_id: str | None = _optional("the job it ends, for a job's error")
@@ -593,7 +605,7 @@ class Estimate:
     height: int = _doc("the content's height")
     settings: dict[str, Any] = _optional("the job's settings, as in `submit`", default=None)
     style_sizes: tuple[tuple[int, int], ...] = _optional(
-        "`[[width, height], ...]`, one per style image (checked as a submit's would be)", default=())
+        "`[[width, height], ...]`, one per style image", default=(), wire_type="list of [width, height]")
 
     def to_wire(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "settings": dict(self.settings or {}),
@@ -616,6 +628,8 @@ class Estimate:
 
 @dataclass(frozen=True)
 class EstimateReply(FieldAccess):
+    """What the job would cost now, on the daemon's device with the memory it has."""
+
     memory_bytes: int = _doc("peak memory of the largest stage, by the engine's memory model (nst_engine/memory.py)")
     available_bytes: int = _doc("the memory a job may use now (the budget, or what the device has free)")
     tiled: bool = _doc("whether some stage runs in tiles")
