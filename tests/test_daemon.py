@@ -17,6 +17,7 @@ import pytest
 import zmq
 
 from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, Image
+from daemon.limits import MessageCaps
 from daemon.protocol import PROTOCOL_VERSION, Codec, DType, ErrorCode, ImageSpec, MessageType
 
 from .test_protocol import BAD_HEADERS
@@ -174,8 +175,28 @@ def test_unknown_type_and_unsupported_version(daemon, raw):
 
 
 def test_a_frame_larger_than_the_maximum_message_size(daemon, raw):
-    huge = b"\x00" * (512 * 512 * 16 + 64 * 1024 + 1)  # one byte over the daemon's limit at --max-image-side 512
-    raw.send_multipart(Codec().encode(MessageType.SUBMIT, {}, [huge]))
+    """libzmq's ZMQ_MAXMSGSIZE stops a frame one byte over the daemon's frame cap before anything reads
+    it: the connection is dropped and no reply comes; a frame exactly at the cap still gets an answer
+    (the daemon's own refusal of a part that large), so the cap, not the size class, is what stopped it."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    caps = MessageCaps.for_images(512 * 512)  # the daemon runs with --max-image-side 512, over ipc
+    header = Codec().encode(MessageType.SUBMIT, {})[0]
+    at_cap = msgpack.packb({"v": PROTOCOL_VERSION, "type": "submit", "body": {}, "parts": [caps.socket_max_bytes]})
+    raw.send_multipart([at_cap, bytes(caps.socket_max_bytes)])
+    body = raw_reply(raw)
+    assert body["code"] == ErrorCode.INVALID_REQUEST.value and f"a binary part of {caps.socket_max_bytes} bytes" in body["message"]
+
+    monitor = raw.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        over = bytes(caps.socket_max_bytes + 1)
+        raw.send_multipart([header, over])
+        assert monitor.poll(5000), "the daemon kept the connection of a peer that sent an oversized frame"
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+        assert not raw.poll(1000), "a reply came to an oversized frame"
+    finally:
+        raw.disable_monitor()
+        monitor.close(0)
     still_serving(daemon)
 
 
