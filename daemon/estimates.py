@@ -15,6 +15,7 @@ from .messages import Estimate, EstimateReply, invalid
 # A style image's Gram targets cost one forward pass, about a third of an evaluation (forward and backward).
 _STYLE_PASS_FRACTION = 1 / 3
 _SMOOTHING = 0.2  # weight of the newest sample in the running figure
+_LARGEST_CHECKS = 16
 
 
 class EvaluationSpeed:
@@ -72,13 +73,27 @@ def estimate_job(request: Estimate, available: int, seconds_per_megapixel: float
         tiled = tiled or plan.tiles is not None
         styles = sum(_style_pixels(size, stage_h, stage_w, settings) for size in request.style_sizes)
         work += stage_iterations * pixels / 1e6 + _STYLE_PASS_FRACTION * styles / 1e6
+    largest = _largest_runnable(height, width, settings, available)
     final_h, final_w = stages[-1]
-    largest = largest_runnable_side(available, settings, min(final_h, final_w) / max(final_h, final_w))
     return EstimateReply(
         memory_bytes=memory, available_bytes=available, tiled=tiled, tiles=tiles, iterations=sum(iterations),
         seconds=None if seconds_per_megapixel is None else work * seconds_per_megapixel,
         runnable=runnable, largest_size=largest, output_width=final_w, output_height=final_h,
     )
+
+
+def _largest_runnable(height: int, width: int, settings: StyleSettings, available: int) -> int:
+    """The tiled planner's largest longest side for this shape, checked at the sizes a job of it would have:
+    the planner's short side is rounded differently from fit_longest_side's, which can make its answer
+    a pixel too large."""
+    largest = largest_runnable_side(available, settings, min(height, width) / max(height, width))
+    for candidate in range(largest, max(0, largest - _LARGEST_CHECKS), -1):
+        try:
+            plan_stage(*fit_longest_side(height, width, candidate), settings, available)
+        except InsufficientMemoryError:
+            continue
+        return candidate
+    return max(0, largest - _LARGEST_CHECKS)
 
 
 def _stage_cost(height: int, width: int, settings: StyleSettings, plan: StagePlan) -> tuple[int, int, int]:
