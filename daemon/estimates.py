@@ -14,7 +14,7 @@ from .messages import Estimate, EstimateReply, invalid
 
 # A style image's Gram targets cost one forward pass, about a third of an evaluation (forward and backward).
 _STYLE_PASS_FRACTION = 1 / 3
-_SMOOTHING = 0.2  # weight of the newest sample in the running figure
+_DECAY = 0.98  # per sample, of the running figure's sums
 _LARGEST_CHECKS = 16
 
 
@@ -23,14 +23,22 @@ class EvaluationSpeed:
 
     Measured from jobs rather than once at load, since it depends on the precision, the layers and the
     tiling a job uses, and a measurement at load would delay the first job.  Each sample is the time
-    between two progress reports of one stage over that stage's pixels (the first iteration of a stage
-    also computes its targets, so it is skipped); the figure is an exponential moving average.
+    between two progress reports of one stage and that stage's megapixels (the first iteration of a
+    stage also computes its targets, so it is skipped).  The figure is the ratio of the two sums, each
+    decaying by ``_DECAY`` per sample: recent jobs count most, and large stages more than small ones,
+    whose fixed costs per iteration would overstate the time per pixel of a large job.
     """
 
     def __init__(self) -> None:
-        self.seconds_per_megapixel: float | None = None
+        self._seconds = 0.0
+        self._megapixel_iterations = 0.0
         self._last: tuple[str, int, int, float] | None = None  # job, stage, iteration, elapsed
         self._lock = threading.Lock()
+
+    @property
+    def seconds_per_megapixel(self) -> float | None:
+        with self._lock:
+            return self._seconds / self._megapixel_iterations if self._megapixel_iterations > 0 else None
 
     def observe(self, job_id: str, progress: Progress) -> None:
         with self._lock:
@@ -41,9 +49,9 @@ class EvaluationSpeed:
             seconds = progress.elapsed_s - last[3]
             if iterations <= 0 or seconds <= 0:
                 return
-            sample = seconds / iterations / (progress.width * progress.height / 1e6)
-            current = self.seconds_per_megapixel
-            self.seconds_per_megapixel = sample if current is None else (1 - _SMOOTHING) * current + _SMOOTHING * sample
+            self._seconds = _DECAY * self._seconds + seconds
+            self._megapixel_iterations = (_DECAY * self._megapixel_iterations
+                                          + iterations * progress.width * progress.height / 1e6)
 
 
 def estimate_job(request: Estimate, available: int, seconds_per_megapixel: float | None) -> EstimateReply:
