@@ -6,9 +6,10 @@ from __future__ import annotations
 import threading
 
 from nst_engine import InsufficientMemoryError, InvalidSettingsError, Progress, StyleSettings
-from nst_engine.geometry import fit_longest_side
-from nst_engine.memory import estimate_bytes, estimate_tiled_bytes
-from nst_engine.tiling import StagePlan, largest_runnable_side, plan_stage
+from nst_engine.geometry import MIN_TILE, fit_longest_side
+from nst_engine.memory import LBFGS_HISTORY, estimate_bytes, estimate_tiled_bytes
+from nst_engine.settings import Optimizer
+from nst_engine.tiling import DEFAULT_MARGIN, StagePlan, largest_runnable_side, plan_stage
 
 from .messages import Estimate, EstimateReply, invalid
 
@@ -16,6 +17,7 @@ from .messages import Estimate, EstimateReply, invalid
 _STYLE_PASS_FRACTION = 1 / 3
 _DECAY = 0.98  # per sample, of the running figure's sums
 _LARGEST_CHECKS = 16
+LBFGS_SHORTEST_HISTORY = 5  # the shortest history nst_engine.tiling's planner falls back to
 
 
 class EvaluationSpeed:
@@ -66,7 +68,7 @@ def estimate_job(request: Estimate, available: int, seconds_per_megapixel: float
     longest = settings.size or max(height, width)
     stages = [fit_longest_side(height, width, side) for side in settings.stage_sizes(longest)]
     iterations = settings.stage_iterations(len(stages))
-    memory, runnable, tiled, tiles = 0, True, False, 1
+    memory, runnable, tiled, tiles, history = 0, True, False, 1, LBFGS_HISTORY
     work = 0.0  # megapixel-iterations, tiles' context margins included
     for (stage_h, stage_w), stage_iterations in zip(stages, iterations):
         try:
@@ -77,6 +79,7 @@ def estimate_job(request: Estimate, available: int, seconds_per_megapixel: float
             work += stage_iterations * stage_h * stage_w / 1e6
             continue
         stage_bytes, pixels, tiles = _stage_cost(stage_h, stage_w, settings, plan)
+        history = plan.lbfgs_history
         memory = max(memory, stage_bytes)
         tiled = tiled or plan.tiles is not None
         styles = sum(_style_pixels(size, stage_h, stage_w, settings) for size in request.style_sizes)
@@ -84,7 +87,8 @@ def estimate_job(request: Estimate, available: int, seconds_per_megapixel: float
     largest = _largest_runnable(height, width, settings, available)
     final_h, final_w = stages[-1]
     return EstimateReply(
-        memory_bytes=memory, available_bytes=available, tiled=tiled, tiles=tiles, iterations=sum(iterations),
+        memory_bytes=memory, available_bytes=available, tiled=tiled, tiles=tiles, lbfgs_history=history,
+        iterations=sum(iterations),
         seconds=None if seconds_per_megapixel is None else work * seconds_per_megapixel,
         runnable=runnable, largest_size=largest, output_width=final_w, output_height=final_h,
     )
@@ -96,12 +100,21 @@ def _largest_runnable(height: int, width: int, settings: StyleSettings, availabl
     a pixel too large."""
     largest = largest_runnable_side(available, settings, min(height, width) / max(height, width))
     for candidate in range(largest, max(0, largest - _LARGEST_CHECKS), -1):
-        try:
-            plan_stage(*fit_longest_side(height, width, candidate), settings, available)
-        except InsufficientMemoryError:
-            continue
-        return candidate
+        if _runs(*fit_longest_side(height, width, candidate), settings, available):
+            return candidate
     return max(0, largest - _LARGEST_CHECKS)
+
+
+def _runs(height: int, width: int, settings: StyleSettings, available: int) -> bool:
+    """Whether plan_stage finds a plan: the stage whole (unless tiles are forced), or else in the smallest
+    tiles with the shortest history (what largest_runnable_side assumes), without its search for the best."""
+    layers, optimizer = settings.layers, settings.optimizer
+    if not settings.tile_size and estimate_bytes(height, width, layers, optimizer) <= available:
+        return True
+    side = (settings.tile_size or MIN_TILE) + 2 * DEFAULT_MARGIN
+    history = LBFGS_SHORTEST_HISTORY if optimizer is Optimizer.LBFGS else LBFGS_HISTORY
+    context = min(height, side) * min(width, side)
+    return estimate_tiled_bytes(height, width, context, layers, optimizer, history) <= available
 
 
 def _stage_cost(height: int, width: int, settings: StyleSettings, plan: StagePlan) -> tuple[int, int, int]:

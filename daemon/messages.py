@@ -633,7 +633,8 @@ class EstimateReply(FieldAccess):
     memory_bytes: int = _doc("peak memory of the largest stage, by the engine's memory model (nst_engine/memory.py)")
     available_bytes: int = _doc("the memory a job may use now (the budget, or what the device has free)")
     tiled: bool = _doc("whether some stage runs in tiles")
-    tiles: int = _doc("tiles per evaluation at the final stage (1: whole)")
+    tiles: int = _doc("tiles per evaluation at the final stage (1: whole, or one tile over all of it)")
+    lbfgs_history: int = _doc("the L-BFGS history the final stage keeps: 50, shorter where memory is short")
     iterations: int = _doc("optimiser iterations over all stages")
     seconds: float | None = _doc("expected running time, from the daemon's measured seconds per iteration and "
                                  "megapixel (status's `seconds_per_megapixel_iteration`); null until it has run a job")
@@ -648,7 +649,8 @@ class EstimateReply(FieldAccess):
     @classmethod
     def from_wire(cls, body: Mapping[str, Any]) -> EstimateReply:
         return cls(_int(body, "memory_bytes", "", 0, 1 << 62), _int(body, "available_bytes", "", 0, 1 << 62),
-                   _bool(body, "tiled", ""), _int(body, "tiles", "", 1, 1 << 31), _int(body, "iterations", "", 0, 1 << 40),
+                   _bool(body, "tiled", ""), _int(body, "tiles", "", 1, 1 << 31), _int(body, "lbfgs_history", "", 0, 1 << 31),
+                   _int(body, "iterations", "", 0, 1 << 40),
                    _optional_number(body, "seconds", ""), _bool(body, "runnable", ""),
                    _int(body, "largest_size", "", 0, 1 << 31), _int(body, "output_width", "", 1, 1 << 31),
                    _int(body, "output_height", "", 1, 1 << 31))

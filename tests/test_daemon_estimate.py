@@ -79,3 +79,27 @@ def test_the_memory_figure_is_within_25_percent_of_the_measured_peak(client, siz
     reply = client.estimate({"size": size, "scales": 1, "optimizer": "adam", "iterations": 2}, size, size)
     measured = load_memory_benchmark().measure("random", "cpu", size, Optimizer.ADAM, 2) + MODEL_BYTES
     assert abs(reply.memory_bytes - measured) <= 0.25 * measured, (reply.memory_bytes / 2**20, measured / 2**20)
+
+
+def test_the_quick_feasibility_check_agrees_with_the_planner():
+    """estimates._runs (used to check the largest size cheaply) says what plan_stage would: a plan or none."""
+    import random
+
+    from daemon.estimates import _runs
+    from nst_engine import InsufficientMemoryError, StyleSettings
+    from nst_engine.tiling import plan_stage
+
+    rng = random.Random(0)
+    outcomes = set()
+    for _ in range(400):
+        height, width = rng.randint(16, 12000), rng.randint(16, 12000)
+        budget = rng.choice([2**28, 2**30, 2**32])
+        settings = StyleSettings(optimizer=rng.choice(["lbfgs", "adam"]), tile_size=rng.choice([0, 0, 256]))
+        try:
+            plan_stage(height, width, settings, budget)
+            planned = True
+        except InsufficientMemoryError:
+            planned = False
+        assert _runs(height, width, settings, budget) == planned, (height, width, budget, settings)
+        outcomes.add(planned)
+    assert outcomes == {True, False}

@@ -227,7 +227,7 @@ def sample_bodies():
         m.Error: m.Error(ErrorCode.OUT_OF_MEMORY, "no room", "j", 512, "submit"),
         m.StatusReply: m.StatusReply(**{name: None for name in m.StatusReply.__dataclass_fields__}),
         m.Estimate: m.Estimate(64, 48, {"size": 32}, ((16, 16),)),
-        m.EstimateReply: m.EstimateReply(2**20, 2**30, True, 4, 500, 1.25, True, 2048, 64, 48),
+        m.EstimateReply: m.EstimateReply(2**20, 2**30, True, 4, 20, 500, 1.25, True, 2048, 64, 48),
     }
 
 
