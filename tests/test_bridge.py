@@ -194,13 +194,17 @@ def test_both_clients_keep_the_client_protocol(daemon, bridge):
 
 
 def test_status_and_estimate_through_the_bridge_are_the_daemons(daemon, bridge):
+    from dataclasses import replace
+
     from daemon.records import EstimateReply, StatusReply
 
     status = bridge.status()
     assert isinstance(status, StatusReply) and status.pid == daemon.process.pid
     through_bridge = bridge.estimate({"size": 64, "scales": 1}, 80, 40, style_sizes=[(32, 32)])
     with daemon.client() as direct:
-        assert through_bridge == direct.estimate({"size": 64, "scales": 1}, 80, 40, style_sizes=[(32, 32)])
+        directly = direct.estimate({"size": 64, "scales": 1}, 80, 40, style_sizes=[(32, 32)])
+    # The same but for what depends on the memory free at that moment.
+    assert replace(through_bridge, available_bytes=0, largest_size=0) == replace(directly, available_bytes=0, largest_size=0)
     assert isinstance(through_bridge, EstimateReply) and (through_bridge.output_width, through_bridge.output_height) == (64, 32)
 
 
