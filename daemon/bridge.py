@@ -65,7 +65,8 @@ _LENGTH = struct.Struct("<I")
 _MAX_JSON_BYTES = 1 << 20
 _CAPS = MessageCaps.for_images()
 _READ_CHUNK_BYTES = 16 * 2**20  # what is allocated ahead of the data actually arriving
-_SUBMIT_OPTIONS = frozenset({"output_size", "preview_every", "progress_every", "warm_start"})
+_SUBMIT_OPTIONS = frozenset({"output_size", "preview_every", "progress_every", "warm_start", "result_dtype",
+                             "preview_max_side"})
 EXIT_FAILED = 1  # the daemon or the job failed; the error event says why
 EXIT_MALFORMED = 2  # the request itself was malformed
 

@@ -39,6 +39,7 @@ from .messages import (
     Accepted,
     Buffer,
     Cancel,
+    DType,
     Error,
     Estimate,
     EstimateReply,
@@ -181,6 +182,7 @@ class DaemonClient:
                regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
                init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
                preview_every: int = 0, output_size: tuple[int, int] | None = None,
+               result_dtype: DType = DType.F32, preview_max_side: int = 0,
                extra: dict[str, Any] | None = None) -> str:
         """Queue a job and return its id; follow it with :meth:`wait`.  ``output_size`` (width, height)
         has the daemon resize the result, e.g. back to the region the content came from.  ``regions``
@@ -188,7 +190,8 @@ class DaemonClient:
         body fields (the tests' fault injection)."""
         request, frames = submit_request(content, styles, settings, regions=regions, style_masks=style_masks, init=init,
                                          warm_start=warm_start, progress_every=progress_every,
-                                         preview_every=preview_every, output_size=output_size)
+                                         preview_every=preview_every, output_size=output_size,
+                                         result_dtype=result_dtype, preview_max_side=preview_max_side)
         # Submitting is not retried: a resent job could run twice.
         self._send(MessageType.SUBMIT, {**request.to_wire(), **(extra or {})}, frames)
         reply = self._receive(self.timeout_s)
@@ -254,7 +257,8 @@ class DaemonClient:
 def submit_request(content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
                    regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
                    init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
-                   preview_every: int = 0, output_size: tuple[int, int] | None = None) -> tuple[Submit, list[Buffer]]:
+                   preview_every: int = 0, output_size: tuple[int, int] | None = None,
+                   result_dtype: DType = DType.F32, preview_max_side: int = 0) -> tuple[Submit, list[Buffer]]:
     """A submit body and its binary parts.  ``regions``: one per style (None: everywhere), a 1-channel
     image of the content's size, white where that style applies in the output.  ``style_masks``: one
     per style (None: its alpha channel, if any, else all of it), a 1-channel image of that style's size,
@@ -272,7 +276,8 @@ def submit_request(content: Image, styles: Sequence[Image], settings: dict[str, 
     if init is not None:
         images.append((init, _entry(ImageRole.INIT, init)))
     request = Submit(tuple(entry for _, entry in images), dict(settings or {}), progress_every, preview_every,
-                     warm_start, None if output_size is None else (int(output_size[0]), int(output_size[1])))
+                     warm_start, None if output_size is None else (int(output_size[0]), int(output_size[1])),
+                     DType(result_dtype), preview_max_side)
     return request, [image.data for image, _ in images]
 
 

@@ -9,8 +9,8 @@ import torch
 
 from .messages import Buffer, DType, ImageSpec
 
-_TORCH_DTYPES = {DType.U8: torch.uint8, DType.U16: torch.uint16, DType.F32: torch.float32}
-_SCALE = {DType.U8: 255.0, DType.U16: 65535.0, DType.F32: 1.0}
+_TORCH_DTYPES = {DType.U8: torch.uint8, DType.U16: torch.uint16, DType.F32: torch.float32, DType.F16: torch.float16}
+_SCALE = {DType.U8: 255.0, DType.U16: 65535.0, DType.F32: 1.0, DType.F16: 1.0}
 
 
 def frame_to_rgb(spec: ImageSpec, frame: Buffer) -> torch.Tensor:
@@ -33,11 +33,19 @@ def frame_alpha(spec: ImageSpec, frame: Buffer) -> torch.Tensor | None:
     return None if bool((alpha >= 1.0).all()) else alpha.contiguous()
 
 
-def rgb_to_frame(image: torch.Tensor) -> tuple[ImageSpec, memoryview]:
-    """A 3×H×W float tensor as an f32 RGB frame (H×W×3), without a further copy."""
-    pixels = image.detach().to("cpu", torch.float32).permute(1, 2, 0).contiguous()
-    spec = ImageSpec(width=pixels.shape[1], height=pixels.shape[0], channels=3, dtype=DType.F32)
-    return spec, memoryview(pixels.numpy()).cast("B")
+def rgb_to_frame(image: torch.Tensor, dtype: DType = DType.F32) -> tuple[ImageSpec, memoryview]:
+    """A 3×H×W float tensor in [0, 1] as an RGB frame (H×W×3) of ``dtype`` (f32 without a further copy;
+    u16 rounded to the nearest of its 65536 levels)."""
+    pixels = image.detach().to("cpu", torch.float32).permute(1, 2, 0)
+    if dtype is DType.U16:
+        pixels = (pixels.clamp(0.0, 1.0) * 65535.0).round().to(torch.int32).to(torch.uint16)
+    elif dtype is DType.F16:
+        pixels = pixels.to(torch.float16)
+    elif dtype is not DType.F32:
+        raise ValueError(f"results are not sent as {dtype.value}")
+    pixels = pixels.contiguous()
+    spec = ImageSpec(width=pixels.shape[1], height=pixels.shape[0], channels=3, dtype=dtype)
+    return spec, memoryview(pixels.view(torch.uint8).numpy()).cast("B")
 
 
 def _pixels(spec: ImageSpec, frame: Buffer) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 
 from nst_engine import CancelToken
 
-from .messages import Buffer, ImageSpec
+from .messages import Buffer, DType, ImageSpec
 
 
 class JobState(str, enum.Enum):
@@ -43,6 +43,8 @@ class Job:
     progress_every: int = 1
     preview_every: int = 0
     output_size: tuple[int, int] | None = None  # (height, width) to resize the result to
+    result_dtype: DType = DType.F32
+    preview_max_side: int = 0  # 0: previews at the result's size
     fault: str | None = None  # test hook, honoured only when the daemon runs with --test-faults
     state: JobState = JobState.QUEUED
     cancel_token: CancelToken = field(default_factory=CancelToken)

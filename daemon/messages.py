@@ -141,10 +141,11 @@ class DType(str, enum.Enum):
     U8 = "u8"
     U16 = "u16"
     F32 = "f32"
+    F16 = "f16"  # IEEE half precision, in [0, 1] like f32
 
     @property
     def itemsize(self) -> int:
-        return {DType.U8: 1, DType.U16: 2, DType.F32: 4}[self]
+        return {DType.U8: 1, DType.U16: 2, DType.F32: 4, DType.F16: 2}[self]
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class ImageSpec:
         try:
             dtype = DType(spec.get("dtype"))
         except ValueError:
-            raise invalid(f"{where}.dtype must be one of u8, u16, f32, got {spec.get('dtype')!r}") from None
+            raise invalid(f"{where}.dtype must be one of {', '.join(d.value for d in DType)}, got {spec.get('dtype')!r}") from None
         return cls(width, height, channels, dtype)
 
 
@@ -210,6 +211,7 @@ class ImageRole(str, enum.Enum):
 
 
 MASK_ROLES = (ImageRole.REGION, ImageRole.STYLE_MASK)
+RESULT_DTYPES = (DType.F32, DType.U16, DType.F16)
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,11 @@ class Submit:
     warm_start: str | None = _optional("start from the kept result of a job of this client's")
     output: tuple[int, int] | None = _optional(
         "`{width, height}`: resize the result (bicubic) to this size, within the pixel cap", wire_type="map or null")
+    result_dtype: DType = _optional(
+        "dtype of the result and previews: `f32` (default), or the compact `u16` (steps of 1/65535, finer than "
+        "any u8 or u16 source's) or `f16`", default=DType.F32, wire_type="string")
+    preview_max_side: int = _optional("previews scaled down to at most this longest side (0: the result's size)",
+                                      default=0)
     # Test-only fault injection: honoured only by a daemon started with the hidden --test-faults, and not
     # part of the public schema (docs/protocol.md documents it as test-only).
     fault: str | None = field(default=None, metadata={"test_only": True})
@@ -362,6 +369,10 @@ class Submit:
             body["warm_start"] = self.warm_start
         if self.output is not None:
             body["output"] = {"width": self.output[0], "height": self.output[1]}
+        if self.result_dtype is not DType.F32:
+            body["result_dtype"] = self.result_dtype.value
+        if self.preview_max_side:
+            body["preview_max_side"] = self.preview_max_side
         if self.fault is not None:
             body["fault"] = self.fault
         return body
@@ -385,9 +396,17 @@ class Submit:
                 raise invalid(f"output has {output[0] * output[1]} pixels ({output[0]}×{output[1]}); "
                               f"the limit is {max_pixels}")
         fault = body.get("fault")
+        try:
+            result_dtype = DType(body.get("result_dtype", DType.F32.value))
+        except ValueError:
+            raise invalid(f"result_dtype must be one of {', '.join(d.value for d in RESULT_DTYPES)}, "
+                          f"got {body.get('result_dtype')!r}") from None
+        if result_dtype not in RESULT_DTYPES:
+            raise invalid(f"result_dtype must be one of {', '.join(d.value for d in RESULT_DTYPES)}, got {result_dtype.value!r}")
         return cls(entries, settings, _int(body, "progress_every", "", 1, cls.MAX_EVERY, 1),
                    _int(body, "preview_every", "", 0, cls.MAX_EVERY, 0), _optional_str(body, "warm_start", ""),
-                   output, fault if isinstance(fault, str) else None)
+                   output, result_dtype, _int(body, "preview_max_side", "", 0, max_side, 0),
+                   fault if isinstance(fault, str) else None)
 
     # -- the images by role ------------------------------------------------------------------------
     def indices(self, role: ImageRole) -> list[int]:
@@ -493,7 +512,7 @@ class Preview:
     """``progress``'s fields plus ``image``, the spec of the current image (its one binary part)."""
 
     progress: JobProgress = _doc("as `progress`", flatten=True)
-    image: ImageSpec = _doc("`{width, height, channels, dtype}` of the current image: f32 RGB")
+    image: ImageSpec = _doc("`{width, height, channels, dtype}` of the current image: RGB in the submit's `result_dtype`")
 
     def to_wire(self) -> dict[str, Any]:
         return {**self.progress.to_wire(), "image": self.image.to_wire()}
@@ -508,7 +527,8 @@ class Result:
     """The stylised image of a job that finished."""
 
     job_id: str = _doc("the job")
-    image: ImageSpec = _doc("`{width, height, channels, dtype}` of the result (its one binary part): f32 RGB")
+    image: ImageSpec = _doc("`{width, height, channels, dtype}` of the result (its one binary part): RGB in the submit's "
+                                   "`result_dtype`")
     elapsed_s: float = _doc("seconds the job ran")
 
     def to_wire(self) -> dict[str, Any]:

@@ -427,6 +427,7 @@ class DaemonService:
             style_masks=None if style_masks is None else [None if index is None else images[index] for index in style_masks],
             warm_start=submit.warm_start, progress_every=submit.progress_every, preview_every=submit.preview_every,
             fault=submit.fault if self.config.test_faults else None, output_size=output_size,
+            result_dtype=submit.result_dtype, preview_max_side=submit.preview_max_side,
         )
 
     def _output_size(self, output: tuple[int, int] | None, content: ImageSpec,

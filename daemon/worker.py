@@ -213,9 +213,12 @@ class Worker:
             self.speed.observe(job.id, progress)
             if job.preview_every and progress.image is not None:
                 preview = progress.image
-                if job.output_size is not None:
-                    preview = resize(preview[None], *job.output_size)[0]
-                spec, frame = rgb_to_frame(preview)
+                size = job.output_size or tuple(preview.shape[-2:])
+                if job.preview_max_side and max(size) > job.preview_max_side:
+                    size = fit_longest_side(*size, job.preview_max_side)
+                if size != tuple(preview.shape[-2:]):
+                    preview = resize(preview[None], *size)[0]
+                spec, frame = rgb_to_frame(preview, job.result_dtype)
                 self._send(job.client, MessageType.PREVIEW, Preview(record, spec), [frame])
             elif progress.stage_iteration % job.progress_every == 0 or progress.stage_iteration == progress.stage_iterations:
                 self._send(job.client, MessageType.PROGRESS, record, ())
@@ -231,7 +234,7 @@ class Worker:
         self.results.put(_result_key(job.client, job.id), result)
         if job.output_size is not None:
             result = resize(result[None], *job.output_size)[0]
-        spec, frame = rgb_to_frame(result)
+        spec, frame = rgb_to_frame(result, job.result_dtype)
         self._send(job.client, MessageType.RESULT, Result(job.id, spec, time.perf_counter() - started), [frame])
 
     def _out_of_memory_failure(self, job: Job) -> JobFailure:

@@ -105,7 +105,7 @@ def rgb_image(height: int, width: int, seed: int, dtype: DType = DType.U8, chann
 
 def image_array(image: Image) -> np.ndarray:
     spec = image.spec
-    dtype = {DType.U8: np.uint8, DType.U16: "<u2", DType.F32: "<f4"}[spec.dtype]
+    dtype = {DType.U8: np.uint8, DType.U16: "<u2", DType.F32: "<f4", DType.F16: "<f2"}[spec.dtype]
     return np.frombuffer(image.data, dtype=dtype).reshape(spec.height, spec.width, spec.channels)
 
 

@@ -157,6 +157,32 @@ def test_warm_start_from_an_earlier_result(client):
     assert raised.value.code == "invalid_request"
 
 
+@pytest.mark.parametrize(("dtype", "tolerance"), [(DType.U16, 0.5 / 65535 + 1e-7), (DType.F16, 2.0**-11)])
+def test_compact_results_round_trip_within_their_format(client, dtype, tolerance):
+    """The same seeded job as f32 and as the compact dtype: the compact result is the f32 one rounded to
+    its format (u16: to the nearest of 65536 levels, finer than any u8 or u16 source's; f16: 11 bits),
+    and the preview is scaled to at most the requested side."""
+    content, style = content_and_style()
+    settings = {**TINY_SETTINGS, "init": "noise", "seed": 7}
+    full = client.stylize(content, [style], settings)
+    previews = []
+    compact = client.stylize(content, [style], settings, result_dtype=dtype, preview_every=1, preview_max_side=16,
+                             on_progress=lambda progress: previews.append(progress.preview))
+    assert compact.image.spec == ImageSpec(full.image.spec.width, full.image.spec.height, 3, dtype)
+    assert len(compact.image.data) == full.image.spec.width * full.image.spec.height * 3 * 2  # half the bytes
+    scale = 65535.0 if dtype is DType.U16 else 1.0
+    difference = np.abs(image_array(compact.image).astype(np.float64) / scale - image_array(full.image).astype(np.float64))
+    assert difference.max() <= tolerance, difference.max()
+    assert previews and all(p is not None and p.spec.dtype is dtype and max(p.spec.width, p.spec.height) == 16
+                            for p in previews)
+
+
+def test_a_result_dtype_that_is_not_offered_is_refused(client):
+    content, style = content_and_style()
+    with pytest.raises(DaemonJobError, match="result_dtype must be one of f32, u16, f16, got 'u8'"):
+        client.stylize(content, [style], TINY_SETTINGS, extra={"result_dtype": "u8"})
+
+
 # -- malformed input -------------------------------------------------------------------------------
 
 

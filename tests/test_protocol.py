@@ -219,7 +219,7 @@ def sample_bodies():
         m.Cancel: m.Cancel("j"),
         m.Submit: m.Submit((m.ImageEntry(m.ImageRole.CONTENT, spec), m.ImageEntry(m.ImageRole.STYLE, spec),
                             m.ImageEntry(m.ImageRole.REGION, ImageSpec(4, 2, 1, DType.U8), 0)),
-                           {"size": 16}, 2, 5, "earlier", (8, 4)),
+                           {"size": 16}, 2, 5, "earlier", (8, 4), DType.U16, 32),
         m.Accepted: m.Accepted("j", 0),
         m.JobProgress: progress,
         m.Preview: m.Preview(progress, spec),
