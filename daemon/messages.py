@@ -14,7 +14,7 @@ import enum
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Protocol, TypeVar, Union
+from typing import Any, ClassVar, Protocol, Union
 
 from nst_engine.errors import InvalidSettingsError
 from nst_engine.schema import FrontEnd
@@ -254,9 +254,6 @@ def mask_name(role: ImageRole, style: int) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Bodies
 # ---------------------------------------------------------------------------------------------------
-R = TypeVar("R")
-
-
 class WireRecord(Protocol):
     def to_wire(self) -> dict[str, Any]: ...
 

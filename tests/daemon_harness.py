@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -111,3 +112,18 @@ def image_array(image: Image) -> np.ndarray:
 
 TINY_SETTINGS = {"size": 32, "iterations": 3, "scales": 1}
 LONG_SETTINGS = {"size": 48, "iterations": 100_000, "scales": 1, "optimizer": "adam"}
+
+
+# Header frames that must each be refused as invalid_request (by the codec, and by a running daemon).
+BAD_HEADERS = {
+    "not msgpack": b"\xc1",
+    "truncated": msgpack.packb({"v": 1, "type": "ping"})[:-2],
+    "trailing bytes": msgpack.packb({"v": 1, "type": "ping", "id": "a", "ts": 0.0, "body": {}}) + b"\x00",
+    "map claims more entries": b"\xde\x00\x04zzz",
+    "nesting deeper than 1024": b"\x91" * 1100 + b"\xc0",
+    "non-string keys": msgpack.packb({1: 2}),
+    "invalid utf-8": b"\x81\xa1v\xa2\xff\xfe",
+    "binary data": msgpack.packb({"v": b"bytes"}, use_bin_type=True),
+    "not a map": msgpack.packb([1, 2, 3]),
+    "huge declared array": b"\xdd\xff\xff\xff\xff",
+}

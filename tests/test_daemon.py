@@ -20,8 +20,8 @@ from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, 
 from daemon.limits import MessageCaps
 from daemon.protocol import PROTOCOL_VERSION, Codec, DType, ErrorCode, ImageSpec, MessageType
 
-from .test_protocol import BAD_HEADERS
 from .daemon_harness import (
+    BAD_HEADERS,
     LONG_SETTINGS,
     REPO_ROOT,
     TINY_SETTINGS,
