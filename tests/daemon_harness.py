@@ -99,6 +99,8 @@ def rgb_image(height: int, width: int, seed: int, dtype: DType = DType.U8, chann
         data = (pixels * 255).round().astype(np.uint8)
     elif dtype is DType.U16:
         data = (pixels * 65535).round().astype("<u2")
+    elif dtype is DType.F16:
+        data = pixels.astype("<f2")
     else:
         data = pixels.astype("<f4")
     return Image(ImageSpec(width, height, channels, dtype), memoryview(np.ascontiguousarray(data)).cast("B"))
