@@ -149,13 +149,13 @@ def fetch_weights(weights_file: Path | None) -> bool:
 
 
 def daemon_start_command(weights: Path | None) -> list[str]:
-    command = [str(venv_python()), "-m", "daemon", "start"]
+    command = launch.daemon_command("start", python=venv_python())
     return command + ["--weights", str(weights.resolve())] if weights is not None else command
 
 
 def bridge_command() -> list[str]:
     """How the plug-in reaches the daemon where GIMP's Python cannot load pyzmq (see daemon/bridge.py)."""
-    return [str(venv_python()), "-m", "daemon.bridge"]
+    return [str(venv_python()), "-m", "daemon.bridge"]  # a module of its own, not a daemon subcommand
 
 
 def run_sample_job(weights: Path | None, output: Path | None = None, size: int = 256, iterations: int = 100,
@@ -171,7 +171,7 @@ def run_sample_job(weights: Path | None, output: Path | None = None, size: int =
     else:
         step("Starting the daemon and stylising the bundled sample pair through it")
         subprocess.run(daemon_start_command(weights), check=True)
-    subprocess.run([str(venv_python()), "-m", "daemon", "run", str(SAMPLES / "content.png"), str(SAMPLES / "style.png"),
+    subprocess.run([*launch.daemon_command("run", python=venv_python()), str(SAMPLES / "content.png"), str(SAMPLES / "style.png"),
                     "-o", str(output), "--size", str(size), "--iterations", str(iterations)], check=True, env=environment)
     return output
 

@@ -6,9 +6,11 @@ difference is the daemon's overhead), the cold path (a new process: import, load
 iteration), a second job with the same style (style-cache hit) against the first, and the transfer
 throughput of a 4096×4096 RGBA float32 image to the daemon on its default local transport (submit →
 accepted), and through the protocol's framing both ways, on that transport (an ipc socket) and over
-TCP with CURVE (the transport for Windows and sandboxed GIMPs).
+TCP with CURVE (the transport for Windows and sandboxed GIMPs); and the round trip of an ``estimate``
+request (client call → typed reply) at a few sizes, before and after the daemon has measured its speed.
 
     .venv/bin/python benchmarks/daemon_latency.py --random-weights      # or --weights FILE
+    .venv/bin/python benchmarks/daemon_latency.py --random-weights --estimate-only
 """
 
 from __future__ import annotations
@@ -150,6 +152,27 @@ def protocol_round_trip(frame: memoryview, transport: str) -> float:
     return elapsed
 
 
+ESTIMATE_SIZES = ((512, 384), (3000, 2000), (8192, 8192))
+ESTIMATES = 200  # requests timed per size
+
+
+def estimate_latency(client: DaemonClient, label: str) -> None:
+    """Round trips of the estimate request: what the plug-in's dialog pays each time a value changes."""
+    for width, height in ESTIMATE_SIZES:
+        settings = {"size": 0}
+        client.estimate(settings, width, height, style_sizes=[(512, 512)])  # warm-up
+        times = []
+        for _ in range(ESTIMATES):
+            started = time.perf_counter()
+            reply = client.estimate(settings, width, height, style_sizes=[(512, 512)])
+            times.append(time.perf_counter() - started)
+        times.sort()
+        print(f"estimate {width}×{height} ({label}): median {statistics.median(times) * 1000:.2f} ms, "
+              f"99th percentile {times[int(0.99 * len(times))] * 1000:.2f} ms, max {times[-1] * 1000:.2f} ms "
+              f"({ESTIMATES} requests; {'tiled, ' + str(reply.tiles) + ' tiles' if reply.tiled else 'whole'}, "
+              f"{reply.memory_bytes / 2**20:.0f} MiB, runnable {reply.runnable}, seconds {reply.seconds})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = parser.add_mutually_exclusive_group(required=True)
@@ -157,6 +180,7 @@ def main() -> None:
     weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19 (timing does not depend on the values)")
     parser.add_argument("--megapixels", type=float, default=1.0, help="content and style size for the latency figures")
     parser.add_argument("--repeats", type=int, default=3, help="jobs per latency figure (median)")
+    parser.add_argument("--estimate-only", action="store_true", help="only the estimate request's round trips")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nst-bench-"))
@@ -173,8 +197,19 @@ def main() -> None:
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}; images {side}×{side}")
 
     daemon = start_daemon(work, weights_file)
+    if args.estimate_only:
+        try:
+            with daemon.client(timeout_s=60) as client:
+                estimate_latency(client, "nothing measured yet")
+                client.stylize(image_of(rng.random((64, 64, 3), dtype=np.float32)),
+                               [image_of(rng.random((64, 64, 3), dtype=np.float32))], {"size": 64, "scales": 1, "iterations": 5})
+                estimate_latency(client, "after one job")
+        finally:
+            daemon.stop()
+        return
     try:
         with daemon.client(timeout_s=60) as client:
+            estimate_latency(client, "nothing measured yet")
             styles = [rng.random((side, side, 3), dtype=np.float32) for _ in range(args.repeats)]
             engine = StyleTransfer.from_weights(weights_file, "cpu")
             as_tensor = lambda array: torch.from_numpy(array).permute(2, 0, 1).contiguous()  # noqa: E731

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .caches import ResultCache
+from .estimates import EvaluationSpeed
 from .jobs import Job, JobQueue
 from .worker import ModelState, Sender, Worker
 
@@ -92,6 +93,11 @@ class WorkerPool:
     @property
     def jobs_done(self) -> int:
         return sum(worker.jobs_done for worker in self.workers)
+
+    @property
+    def speed(self) -> EvaluationSpeed:
+        """The first device's measured speed, for estimates: jobs go to the first free device."""
+        return self.first.speed
 
     def available_memory(self) -> int:
         return self.first.available_memory()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import configparser
 import os
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,11 +82,17 @@ def is_flatpak_plugin_dir(plugin_dir: Path, home: Path, app_id: str = GIMP_FLATP
     return True
 
 
+def daemon_command(subcommand: str, *arguments: str, python: str | os.PathLike[str] = sys.executable) -> list[str]:
+    """The command line of ``python -m daemon SUBCOMMAND ARGUMENTS…``: the one place it is written (the
+    plug-in's start command, ``start`` starting ``serve``, install.py, the Flatpak host command)."""
+    return [os.fspath(python), "-m", "daemon", subcommand, *arguments]
+
+
 def host_start_command(python: str, connection_file: Path, extra: Sequence[str] = ()) -> list[str]:
     """The command that starts the daemon on the host for a Flatpak GIMP.  Its socket must be beside the
     connection file (the sandbox has its own /tmp): when that path is too long for a socket, TCP on
     loopback (with CURVE) instead, which a sandbox with network access shares with the host."""
-    command = [python, "-m", "daemon", "start", *extra]
+    command = daemon_command("start", *extra, python=python)
     socket = connection_file.with_name(f"{connection_file.stem}.sock")
     if len(os.fsencode(socket)) > _UNIX_SOCKET_PATH_BYTES and "--endpoint" not in extra:
         command += ["--endpoint", "tcp://127.0.0.1:0"]

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import zmq
 
@@ -98,6 +99,8 @@ def rgb_image(height: int, width: int, seed: int, dtype: DType = DType.U8, chann
         data = (pixels * 255).round().astype(np.uint8)
     elif dtype is DType.U16:
         data = (pixels * 65535).round().astype("<u2")
+    elif dtype is DType.F16:
+        data = pixels.astype("<f2")
     else:
         data = pixels.astype("<f4")
     return Image(ImageSpec(width, height, channels, dtype), memoryview(np.ascontiguousarray(data)).cast("B"))
@@ -105,9 +108,24 @@ def rgb_image(height: int, width: int, seed: int, dtype: DType = DType.U8, chann
 
 def image_array(image: Image) -> np.ndarray:
     spec = image.spec
-    dtype = {DType.U8: np.uint8, DType.U16: "<u2", DType.F32: "<f4"}[spec.dtype]
+    dtype = {DType.U8: np.uint8, DType.U16: "<u2", DType.F32: "<f4", DType.F16: "<f2"}[spec.dtype]
     return np.frombuffer(image.data, dtype=dtype).reshape(spec.height, spec.width, spec.channels)
 
 
 TINY_SETTINGS = {"size": 32, "iterations": 3, "scales": 1}
 LONG_SETTINGS = {"size": 48, "iterations": 100_000, "scales": 1, "optimizer": "adam"}
+
+
+# Header frames that must each be refused as invalid_request (by the codec, and by a running daemon).
+BAD_HEADERS = {
+    "not msgpack": b"\xc1",
+    "truncated": msgpack.packb({"v": 1, "type": "ping"})[:-2],
+    "trailing bytes": msgpack.packb({"v": 1, "type": "ping", "id": "a", "ts": 0.0, "body": {}}) + b"\x00",
+    "map claims more entries": b"\xde\x00\x04zzz",
+    "nesting deeper than 1024": b"\x91" * 1100 + b"\xc0",
+    "non-string keys": msgpack.packb({1: 2}),
+    "invalid utf-8": b"\x81\xa1v\xa2\xff\xfe",
+    "binary data": msgpack.packb({"v": b"bytes"}, use_bin_type=True),
+    "not a map": msgpack.packb([1, 2, 3]),
+    "huge declared array": b"\xdd\xff\xff\xff\xff",
+}

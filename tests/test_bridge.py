@@ -157,3 +157,78 @@ def test_malformed_pipe_messages_are_refused(damage):
         data = len(body).to_bytes(4, "little") + body
     with pytest.raises(ValueError):
         read_message(io.BytesIO(data))
+
+
+# -- the same calls as DaemonClient, through the bridge -------------------------------------------------------
+@pytest.fixture
+def bridge(daemon, monkeypatch):
+    from daemon.bridge import BridgeClient
+
+    monkeypatch.setenv("NEURAL_STYLE_CONNECTION", str(daemon.connection_file))
+    with BridgeClient([sys.executable, "-m", "daemon.bridge"]) as client:
+        yield client
+
+
+def grey(width: int, height: int, value: float = 1.0):
+    from array import array
+
+    from daemon.records import DType, Image, ImageSpec
+
+    return Image(ImageSpec(width, height, 1, DType.F32), array("f", [value] * (width * height)).tobytes())
+
+
+def rgba(width: int, height: int, seed: int):
+    from array import array
+
+    from daemon.records import DType, Image, ImageSpec
+
+    return Image(ImageSpec(width, height, 4, DType.F32),
+                 array("f", (((i * 7919 + seed) % 1000) / 1000.0 for i in range(width * height * 4))).tobytes())
+
+
+def test_both_clients_keep_the_client_protocol(daemon, bridge):
+    from daemon.client_protocol import StyleClient
+
+    with daemon.client() as direct:
+        assert isinstance(direct, StyleClient) and isinstance(bridge, StyleClient)
+
+
+def test_status_and_estimate_through_the_bridge_are_the_daemons(daemon, bridge):
+    from dataclasses import replace
+
+    from daemon.records import EstimateReply, StatusReply
+
+    status = bridge.status()
+    assert isinstance(status, StatusReply) and status.pid == daemon.process.pid
+    through_bridge = bridge.estimate({"size": 64, "scales": 1}, 80, 40, style_sizes=[(32, 32)])
+    with daemon.client() as direct:
+        directly = direct.estimate({"size": 64, "scales": 1}, 80, 40, style_sizes=[(32, 32)])
+    # The same but for what depends on the memory free at that moment.
+    assert replace(through_bridge, available_bytes=0, largest_size=0) == replace(directly, available_bytes=0, largest_size=0)
+    assert isinstance(through_bridge, EstimateReply) and (through_bridge.output_width, through_bridge.output_height) == (64, 32)
+
+
+def test_masks_travel_through_the_bridge_and_a_bad_one_is_a_job_error(bridge):
+    from daemon.records import DaemonJobError
+
+    settings = {"size": 32, "iterations": 2, "scales": 1}
+    result = bridge.stylize(rgba(40, 24, 1), [rgba(32, 32, 2)], settings, regions=[grey(40, 24)],
+                            style_masks=[grey(32, 32, 0.5)])
+    assert (result.image.spec.width, result.image.spec.height) == (32, 19)
+    with pytest.raises(DaemonJobError, match=r"regions\[0\]\) is 32×32 but must be the size of the content, 40×24") as raised:
+        bridge.stylize(rgba(40, 24, 1), [rgba(32, 32, 2)], settings, regions=[grey(32, 32)])
+    assert raised.value.code == "invalid_request"
+
+
+def test_cancel_through_the_bridge_means_what_it_means_directly(daemon, bridge):
+    from daemon.records import DaemonJobError
+
+    job_id = bridge.submit(rgba(48, 48, 1), [rgba(32, 32, 2)], {"size": 48, "iterations": 100_000, "scales": 1,
+                                                                "optimizer": "adam"})
+    bridge.cancel(job_id)
+    started = time.monotonic()
+    with pytest.raises(DaemonJobError) as raised:
+        bridge.wait(job_id)
+    assert raised.value.code == "cancelled" and time.monotonic() - started < 5
+    with daemon.client() as client:
+        assert client.status()["running"] is None

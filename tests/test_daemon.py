@@ -17,10 +17,11 @@ import pytest
 import zmq
 
 from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, Image
+from daemon.limits import MessageCaps
 from daemon.protocol import PROTOCOL_VERSION, Codec, DType, ErrorCode, ImageSpec, MessageType
 
-from .test_protocol import BAD_HEADERS
 from .daemon_harness import (
+    BAD_HEADERS,
     LONG_SETTINGS,
     REPO_ROOT,
     TINY_SETTINGS,
@@ -156,6 +157,32 @@ def test_warm_start_from_an_earlier_result(client):
     assert raised.value.code == "invalid_request"
 
 
+@pytest.mark.parametrize(("dtype", "tolerance"), [(DType.U16, 0.5 / 65535 + 1e-7), (DType.F16, 2.0**-11)])
+def test_compact_results_round_trip_within_their_format(client, dtype, tolerance):
+    """The same seeded job as f32 and as the compact dtype: the compact result is the f32 one rounded to
+    its format (u16: to the nearest of 65536 levels, finer than any u8 or u16 source's; f16: 11 bits),
+    and the preview is scaled to at most the requested side."""
+    content, style = content_and_style()
+    settings = {**TINY_SETTINGS, "init": "noise", "seed": 7}
+    full = client.stylize(content, [style], settings)
+    previews = []
+    compact = client.stylize(content, [style], settings, result_dtype=dtype, preview_every=1, preview_max_side=16,
+                             on_progress=lambda progress: previews.append(progress.preview))
+    assert compact.image.spec == ImageSpec(full.image.spec.width, full.image.spec.height, 3, dtype)
+    assert len(compact.image.data) == full.image.spec.width * full.image.spec.height * 3 * 2  # half the bytes
+    scale = 65535.0 if dtype is DType.U16 else 1.0
+    difference = np.abs(image_array(compact.image).astype(np.float64) / scale - image_array(full.image).astype(np.float64))
+    assert difference.max() <= tolerance, difference.max()
+    assert previews and all(p is not None and p.spec.dtype is dtype and max(p.spec.width, p.spec.height) == 16
+                            for p in previews)
+
+
+def test_a_result_dtype_that_is_not_offered_is_refused(client):
+    content, style = content_and_style()
+    with pytest.raises(DaemonJobError, match="result_dtype must be one of f32, u16, f16, got 'u8'"):
+        client.stylize(content, [style], TINY_SETTINGS, extra={"result_dtype": "u8"})
+
+
 # -- malformed input -------------------------------------------------------------------------------
 
 
@@ -174,8 +201,28 @@ def test_unknown_type_and_unsupported_version(daemon, raw):
 
 
 def test_a_frame_larger_than_the_maximum_message_size(daemon, raw):
-    huge = b"\x00" * (512 * 512 * 16 + 64 * 1024 + 1)  # one byte over the daemon's limit at --max-image-side 512
-    raw.send_multipart(Codec().encode(MessageType.SUBMIT, {}, [huge]))
+    """libzmq's ZMQ_MAXMSGSIZE stops a frame one byte over the daemon's frame cap before anything reads
+    it: the connection is dropped and no reply comes; a frame exactly at the cap still gets an answer
+    (the daemon's own refusal of a part that large), so the cap, not the size class, is what stopped it."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    caps = MessageCaps.for_images(512 * 512)  # the daemon runs with --max-image-side 512, over ipc
+    header = Codec().encode(MessageType.SUBMIT, {})[0]
+    at_cap = msgpack.packb({"v": PROTOCOL_VERSION, "type": "submit", "body": {}, "parts": [caps.socket_max_bytes]})
+    raw.send_multipart([at_cap, bytes(caps.socket_max_bytes)])
+    body = raw_reply(raw)
+    assert body["code"] == ErrorCode.INVALID_REQUEST.value and f"a binary part of {caps.socket_max_bytes} bytes" in body["message"]
+
+    monitor = raw.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        over = bytes(caps.socket_max_bytes + 1)
+        raw.send_multipart([header, over])
+        assert monitor.poll(5000), "the daemon kept the connection of a peer that sent an oversized frame"
+        assert recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED
+        assert not raw.poll(1000), "a reply came to an oversized frame"
+    finally:
+        raw.disable_monitor()
+        monitor.close(0)
     still_serving(daemon)
 
 

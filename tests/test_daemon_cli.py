@@ -113,3 +113,46 @@ def test_ipc_endpoint(tmp_path, weights_file):
             client.ping()
     finally:
         daemon.stop()
+
+
+def test_run_takes_the_engine_clis_masks_and_gives_its_result(tmp_path, weights_file):
+    """``python -m daemon run --style-masks … --style-image-masks …`` reads the masks as nst_engine's command
+    line does, and the daemon's result is the engine CLI's, pixel for pixel (8-bit files)."""
+    import torch
+
+    content, styles = tmp_path / "c.png", [tmp_path / "s1.png", tmp_path / "s2.png"]
+    write_image(content, smooth_image(40, 48, 1))
+    for number, style in enumerate(styles, start=2):
+        write_image(style, smooth_image(40, 40, number))
+    left = torch.zeros(3, 40, 48)
+    left[:, :, :24] = 1.0
+    write_image(tmp_path / "left.png", left)
+    write_image(tmp_path / "right.png", 1.0 - left)
+    write_image(tmp_path / "top.png", torch.cat([torch.ones(3, 20, 40), torch.zeros(3, 20, 40)], dim=1))
+    masks = ["--style-masks", str(tmp_path / "left.png"), str(tmp_path / "right.png"),
+             "--style-image-masks", str(tmp_path / "top.png"), "-"]
+    common = ["--size", "32", "--iterations", "3", "--scales", "1", "--init", "noise", "--seed", "5", "-q"]
+    (tmp_path / "d").mkdir()
+    daemon = start_daemon(tmp_path / "d", weights_file)
+    try:
+        run = daemon_cli("run", str(content), *map(str, styles), "-o", str(tmp_path / "daemon.png"), *masks, *common,
+                         connection_file=daemon.connection_file)
+        assert run.returncode == 0, run.stderr
+        wrong = daemon_cli("run", str(content), *map(str, styles), "-o", str(tmp_path / "x.png"), "--style-masks",
+                           str(tmp_path / "left.png"), *common, connection_file=daemon.connection_file)
+        assert wrong.returncode == 1 and wrong.stderr.strip().count("\n") == 0
+        assert "--style-masks needs one mask (or -) per style image: 2, got 1" in wrong.stderr
+    finally:
+        daemon.stop()
+    engine = subprocess.run([sys.executable, "-m", "nst_engine", str(content), *map(str, styles), "-o",
+                             str(tmp_path / "engine.png"), *masks, *common, "--weights", str(weights_file),
+                             "--device", "cpu"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert engine.returncode == 0, engine.stderr
+    through_daemon, alone = read_image(tmp_path / "daemon.png").rgb, read_image(tmp_path / "engine.png").rgb
+    assert through_daemon.shape == alone.shape == (3, 27, 32)
+    assert (through_daemon - alone).abs().max() <= 1.5 / 255
+    unmasked = tmp_path / "unmasked.png"
+    plain = subprocess.run([sys.executable, "-m", "nst_engine", str(content), *map(str, styles), "-o", str(unmasked),
+                            *common, "--weights", str(weights_file), "--device", "cpu"], cwd=REPO_ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0 and (read_image(unmasked).rgb - alone).abs().max() > 4 / 255  # the masks mattered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from array import array
 
 import pytest
@@ -20,6 +21,8 @@ def samples(channels: int, code) -> list[int]:
 
 
 def frame(dtype: DType, values: list) -> bytes:
+    if dtype is DType.F16:  # array has no half-precision type code; struct has
+        return struct.pack(f"<{len(values)}e", *values)
     typecode = {DType.U8: "B", DType.U16: "H", DType.F32: "f"}[dtype]
     return array(typecode, values).tobytes()
 
@@ -32,14 +35,14 @@ def expected_rgb(channels: int, code, scale: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
-@pytest.mark.parametrize(("dtype", "scale"), [(DType.U8, 255.0), (DType.U16, 65535.0), (DType.F32, 1.0)])
+@pytest.mark.parametrize(("dtype", "scale"), [(DType.U8, 255.0), (DType.U16, 65535.0), (DType.F32, 1.0), (DType.F16, 1.0)])
 def test_channels_are_scaled_to_0_1_gray_repeated_alpha_dropped(dtype, scale, channels):
-    top = {DType.U8: 255, DType.U16: 65535, DType.F32: 1.0}[dtype]
+    top = {DType.U8: 255, DType.U16: 65535, DType.F32: 1.0, DType.F16: 1.0}[dtype]
 
     def code(row: int, column: int, channel: int):
         # distinct per pixel and channel, within range, the first pixel's first channel at the top value
         value = top - (row * WIDTH + column) * (top / 8) - channel * (top / 64)
-        return value if dtype is DType.F32 else round(value)
+        return value if dtype in (DType.F32, DType.F16) else round(value)  # k/64 steps: exact in f16
 
     spec = ImageSpec(WIDTH, HEIGHT, channels, dtype)
     rgb = frame_to_rgb(spec, frame(dtype, samples(channels, code)))

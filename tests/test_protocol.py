@@ -20,9 +20,10 @@ from daemon.protocol import (
     ImageSpec,
     MessageType,
     ProtocolError,
-    validate_image_spec,
     validate_settings,
 )
+
+from .daemon_harness import BAD_HEADERS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +65,7 @@ def header(**fields) -> bytes:
         ([header(parts=[3]), b"ab", b"cd"], "do not make a part of 3 bytes"),
         ([header(parts=[2]), b"ab", b"cd"], "1 frame.s. beyond the declared parts"),
         ([header(parts=[]), b"x"], "beyond the declared parts"),
-        ([header(parts=[1] * 18)] + [b"x"] * 18, "at most 17 sizes"),
+        ([header(parts=[1] * 48)] + [b"x"] * 48, "at most 47 sizes"),
         ([header(parts=[2**40])], "a binary part of 1099511627776 bytes; the limit is"),
         ([header(parts=[-1])], "a binary part of -1 bytes"),
         ([header(parts=[True])], "a binary part of True bytes"),
@@ -93,22 +94,10 @@ def test_the_caps_bound_a_message():
     assert caps.max_part_bytes == 512 * 512 * 16
     assert caps.max_message_bytes == 3 * 512 * 512 * 16 + 64 * 1024
     assert caps.max_frame_bytes == 256 * 1024 < caps.socket_max_bytes <= 257 * 1024
-    assert caps.max_frames == 1 + 17 + -(-caps.max_message_bytes // caps.max_frame_bytes)
+    assert caps.max_frames == 1 + 47 + -(-caps.max_message_bytes // caps.max_frame_bytes)
     assert MessageCaps.for_images(16).max_frame_bytes == 64 * 1024  # never smaller than a header
 
 
-BAD_HEADERS = {
-    "not msgpack": b"\xc1",
-    "truncated": msgpack.packb({"v": 1, "type": "ping"})[:-2],
-    "trailing bytes": msgpack.packb({"v": 1, "type": "ping", "id": "a", "ts": 0.0, "body": {}}) + b"\x00",
-    "map claims more entries": b"\xde\x00\x04zzz",
-    "nesting deeper than 1024": b"\x91" * 1100 + b"\xc0",
-    "non-string keys": msgpack.packb({1: 2}),
-    "invalid utf-8": b"\x81\xa1v\xa2\xff\xfe",
-    "binary data": msgpack.packb({"v": b"bytes"}, use_bin_type=True),
-    "not a map": msgpack.packb([1, 2, 3]),
-    "huge declared array": b"\xdd\xff\xff\xff\xff",
-}
 
 
 @pytest.mark.parametrize("header", BAD_HEADERS.values(), ids=BAD_HEADERS.keys())
@@ -172,7 +161,7 @@ def test_settings_errors_name_the_field(settings, match):
 )
 def test_image_spec_errors_name_the_field(spec, match):
     with pytest.raises(ProtocolError, match=match):
-        validate_image_spec(spec, "img", 16384, 64 * 2**20)
+        ImageSpec.from_wire(spec, "img", 16384, 64 * 2**20)
 
 
 def test_image_spec_byte_length():
@@ -194,3 +183,117 @@ def test_no_pickle_anywhere():
                 names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
                 assert not any("pickle" in name for name in names), f"{path} imports pickle"
         assert "recv_pyobj" not in path.read_text() and "send_pyobj" not in path.read_text(), path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Message bodies (daemon/messages.py) and their tables in docs/protocol.md
+# ---------------------------------------------------------------------------------------------------
+def load_message_tables():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("message_tables", REPO_ROOT / "docs" / "message_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sample_bodies():
+    """One instance of each body record, every optional field set."""
+    from daemon import messages as m
+
+    spec = ImageSpec(4, 2, 3, DType.F32)
+    progress = m.JobProgress("j", 1, 2, 3, 8, 24, 16, {"content": 1.0, "style": 2.0, "tv": 0.0, "total": 3.0}, 0.5, 3, 4)
+    return {
+        m.Hello: m.Hello(PROTOCOL_VERSION),
+        m.Welcome: m.Welcome(PROTOCOL_VERSION, "0.1.0", 42),
+        m.Cancel: m.Cancel("j"),
+        m.Submit: m.Submit((m.ImageEntry(m.ImageRole.CONTENT, spec), m.ImageEntry(m.ImageRole.STYLE, spec),
+                            m.ImageEntry(m.ImageRole.REGION, ImageSpec(4, 2, 1, DType.U8), 0)),
+                           {"size": 16}, 2, 5, "earlier", (8, 4), DType.U16, 32),
+        m.Accepted: m.Accepted("j", 0),
+        m.JobProgress: progress,
+        m.Preview: m.Preview(progress, spec),
+        m.Result: m.Result("j", spec, 1.5),
+        m.Error: m.Error(ErrorCode.OUT_OF_MEMORY, "no room", "j", 512, "submit"),
+        m.StatusReply: m.StatusReply(**{name: None for name in m.StatusReply.__dataclass_fields__}),
+        m.Estimate: m.Estimate(64, 48, {"size": 32}, ((16, 16),)),
+        m.EstimateReply: m.EstimateReply(2**20, 2**30, True, 4, 20, 500, 1.25, True, 2048, 64, 48),
+    }
+
+
+def test_every_body_has_a_record_and_each_round_trips():
+    from daemon import messages as m
+
+    samples = sample_bodies()
+    assert {kind.record for kind in m.MESSAGES.values()} - {m.Empty} == set(samples)
+    for record, sample in samples.items():
+        if record is m.StatusReply:
+            assert record.from_wire(sample.to_wire()) == sample
+            continue
+        wire = msgpack.unpackb(msgpack.packb(sample.to_wire()))  # as it travels
+        assert record.from_wire(wire) == sample, record.__name__
+
+
+def test_the_documented_fields_are_the_fields_sent(capsys):
+    """docs/protocol.md's tables are generated from the records and up to date, and each record's
+    documented fields are exactly the keys its body has on the wire."""
+    tables = load_message_tables()
+    assert tables.main(["--check"]) == 0, capsys.readouterr().err
+    document = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    for record, sample in sample_bodies().items():
+        assert set(tables.field_names(record)) == set(sample.to_wire()), record.__name__
+        for name in tables.field_names(record):
+            assert f"| `{name}` |" in document, f"{record.__name__}.{name} is not in docs/protocol.md"
+
+
+def test_fault_injection_is_not_in_the_public_schema():
+    from daemon import messages as m
+
+    tables = load_message_tables()
+    assert "fault" not in tables.field_names(m.Submit)
+    generated = tables.tables()
+    assert "`fault`" not in generated and "\"fault\"" not in generated
+    document = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    assert "**Test-only:** a `submit` body may carry `\"fault\"" in document and "--test-faults" in document
+
+
+def test_heartbeat_is_documented_as_answered_with_pong():
+    from daemon import messages as m
+
+    assert "`pong`" in m.MESSAGES[MessageType.HEARTBEAT].answer
+    document = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    assert "| `heartbeat` | `{}` | `pong`" in document
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ({"images": [{"role": "content", "width": 4, "height": 4, "channels": 3, "dtype": "u8"}]}, "images must list"),
+        ({"images": [{"role": "style", "width": 4, "height": 4, "channels": 3, "dtype": "u8"}] * 2},
+         "needs one content image"),
+        ({"images": [{"role": "content", "width": 4, "height": 4, "channels": 3, "dtype": "u8"},
+                     {"role": "style", "width": 4, "height": 4, "channels": 3, "dtype": "u8", "style": 0}]},
+         r"images\[1\].style is only for a region or style_mask"),
+        ({"images": [{"role": "content", "width": 4, "height": 4, "channels": 3, "dtype": "u8"},
+                     {"role": "style", "width": 4, "height": 4, "channels": 3, "dtype": "u8"},
+                     {"role": "region", "width": 4, "height": 4, "channels": 1, "dtype": "u8", "style": 0},
+                     {"role": "region", "width": 4, "height": 4, "channels": 1, "dtype": "u8", "style": 0}]},
+         r"images\[3\] \(regions\[0\]\): a second region for style 0"),
+        ({"images": [{"role": "content", "width": 4, "height": 4, "channels": 3, "dtype": "u8"},
+                     {"role": "style", "width": 4, "height": 4, "channels": 3, "dtype": "u8"}], "output": {"width": 0}},
+         "output.width must be an integer from 1"),
+        ({"images": [], "progress_every": 0}, "images must list"),
+    ],
+)
+def test_submit_bodies_are_checked_by_their_record(body, match):
+    from daemon.messages import Submit
+
+    with pytest.raises(ProtocolError, match=match):
+        Submit.from_wire(body)
+
+
+def test_a_malformed_error_body_still_reads_as_an_error():
+    from daemon.messages import Error
+
+    error = Error.from_wire({"code": "teleported", "message": 3, "largest_size": "big"})
+    assert error.code is ErrorCode.INTERNAL and error.message and error.largest_size is None

@@ -598,7 +598,7 @@ def test_another_clients_job_cannot_be_warm_started_from_cancelled_or_seen(daemo
             wait_until(lambda: (owner.status()["running"] or {}).get("job_id") == running, 30, "the job runs")
             seen = other.status()
             assert seen["running"] == {"job_id": None, "progress": None}
-            assert running not in json.dumps(seen)
+            assert running not in json.dumps(seen.to_wire())
             assert owner.status()["running"]["job_id"] == running
             other._send(MessageType.CANCEL, {"job_id": running})
             reply = other._receive(5)
