@@ -28,7 +28,8 @@ VENV_DIR = REPO_ROOT / ".venv"
 PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
 PLUGIN_FILES = ("neural_style.py", "arguments.py", "pixels.py", "progress_text.py")
 # Torch-free modules the plug-in imports: the daemon's client, and the engine's settings schema.
-CLIENT_MODULES = ("__init__.py", "records.py", "limits.py", "private_files.py", "protocol.py", "client.py",
+CLIENT_MODULES = ("__init__.py", "records.py", "messages.py", "limits.py", "private_files.py", "protocol.py", "client.py",
+                  "client_protocol.py",
                   "connection.py", "bridge.py", "remote.py", "launch.py")
 SCHEMA_MODULES = ("__init__.py", "errors.py", "layers.py", "geometry.py", "schema.py", "settings.py")
 GIMP_WHEELS = ("pyzmq", "msgpack", "blake3")
