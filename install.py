@@ -2,7 +2,7 @@
 """One-shot set-up for Neural Style for GIMP.
 
 Creates ``.venv/`` beside this file, installs the project (editable) with its test extras into it,
-makes sure the VGG19 weights are available, and installs the GIMP 3 plug-in (with pyzmq, msgpack and blake3
+makes sure the VGG19 weights are available, and installs the GIMP 3 plug-in (with pyzmq and msgpack
 built for GIMP's own Python) into GIMP's user plug-in folder.  Run it again at any time: every step is
 idempotent.  ``--uninstall`` removes the plug-in.
 
@@ -32,8 +32,8 @@ CLIENT_MODULES = ("__init__.py", "records.py", "messages.py", "limits.py", "priv
                   "client_protocol.py",
                   "connection.py", "bridge.py", "remote.py", "launch.py")
 SCHEMA_MODULES = ("__init__.py", "errors.py", "layers.py", "geometry.py", "schema.py", "settings.py")
-GIMP_WHEELS = ("pyzmq", "msgpack", "blake3")
-GIMP_WHEEL_MODULES = ("zmq", "msgpack", "blake3")
+GIMP_WHEELS = ("pyzmq", "msgpack")
+GIMP_WHEEL_MODULES = ("zmq", "msgpack")
 SAMPLES = REPO_ROOT / "samples"  # drawn by samples/make_samples.py; public domain (CC0)
 TORCH_INDEX_ENV_VAR = "NEURAL_STYLE_TORCH_INDEX_URL"
 

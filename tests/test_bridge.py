@@ -1,6 +1,6 @@
 """The pipe bridge that stands in for pyzmq when GIMP's Python has no wheels for it.
 
-The "plug-in side" runs in a subprocess in which zmq, msgpack and blake3 cannot be imported, as in such
+The "plug-in side" runs in a subprocess in which zmq and msgpack cannot be imported, as in such
 a GIMP; it reaches a real daemon through a real bridge process.
 """
 
@@ -23,7 +23,7 @@ from .daemon_harness import REPO_ROOT, start_daemon
 
 PLUGIN_SIDE = r"""
 import json, sys, threading
-for name in ("zmq", "msgpack", "blake3"):
+for name in ("zmq", "msgpack"):
     sys.modules[name] = None  # import fails, as in a GIMP whose Python has no wheels for them
 from array import array
 from daemon.bridge import connect_any

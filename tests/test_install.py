@@ -36,7 +36,7 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
                  "daemon/client.py", "daemon/connection.py", "daemon/bridge.py", "nst_engine/settings.py", "install.json"):
         assert (folder / name).is_file(), name
     assert_self_contained_and_torch_free(folder)
-    for module in ("zmq", "msgpack", "blake3"):
+    for module in ("zmq", "msgpack"):
         assert (folder / "lib" / module).is_dir(), module
     # Built for GIMP's Python (3.13 here), not for the Python running install.py.
     (msgpack_wheel,) = (folder / "lib").glob("msgpack-*.dist-info/WHEEL")
@@ -65,7 +65,7 @@ assert not any(m.partition(".")[0] == "torch" for m in sys.modules), "torch was 
 
 
 def test_without_wheels_for_gimps_python_the_plugin_is_installed_for_the_bridge(tmp_path):
-    # No pyzmq, msgpack or blake3 wheel exists for Python 2.7's tags: the install goes on without them.
+    # No pyzmq or msgpack wheel exists for Python 2.7's tags: the install goes on without them.
     completed = subprocess.run([sys.executable, str(REPO_ROOT / "install.py"), "--plugin-only", "--plugin-dir",
                                 str(tmp_path), "--gimp-python", "2.7"], capture_output=True, text=True, check=True)
     folder = tmp_path / "neural_style"
