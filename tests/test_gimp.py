@@ -191,9 +191,11 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     last_values = PLUGIN_DIR.parent / "plug-in-settings" / "GimpProcedureConfigRun-plug-in-neural-style.last"
     last_values.unlink(missing_ok=True)  # as on first use: the dialog opens with the caller's values
     output = run_with_interface(work_dir, "/tmp/nst-e2e/ui.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
-        KeyPress("dialog", "^Neural Style$", "Return"),
+        KeyPress("dialog", "^Neural Style$", "Return", screenshot="dialog.png"),
         KeyPress("undo-1", "Untitled.*GIMP", "ctrl+z"),
         KeyPress("undo-2", "Untitled.*GIMP", "ctrl+z"),
+        KeyPress("re-edit", "^Neural Style$", "Return", screenshot="dialog-re-edit.png"),
+        KeyPress("undo-3", "Untitled.*GIMP", "ctrl+z"),
     ])
     path = work_dir / "ui-result.json"
     assert path.exists(), output
@@ -218,6 +220,23 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
 
     assert facts["undo-1"] == interactive["after"], "one undo takes exactly the second run away"
     assert facts["undo-2"] == facts["before"], "a second undo takes the first run away"
+
+    # On a result, the dialog opens with the result's stored values (not the caller's) and re-runs in place.
+    first, re_edit = facts["re_edit_first"], facts["re_edit"]
+    assert re_edit["status"] == "success", re_edit["error"]
+    assert names(re_edit["after"]) == names(first["after"]), "replaced, not added"
+    stored = json.loads(re_edit["after"][0]["parasite"])
+    assert (stored["iterations"], stored["seed"], stored["style_weight"], stored["size"]) == (3, 11, 250.0, 32)
+
+    # Two selected layers: both results go with one Ctrl+Z.
+    two = facts["two"]
+    assert two["status"] == "success", two["error"]
+    assert len(two["after"]) == len(facts["before_two"]) + 2
+    assert facts["undo-3"] == facts["before_two"], "one undo step removes both results"
+
+    # GIMP warns on stderr about clashing access keys ("duplicate mnemonic"): none.
+    assert "mnemonic" not in output, [line for line in output.splitlines() if "mnemonic" in line]
+    assert (work_dir / "dialog.png").stat().st_size > 1000
 
 
 def test_with_no_daemon_running_the_plug_in_starts_one_and_waits_for_it(work_dir, weights_file):
@@ -286,3 +305,84 @@ def test_killing_the_plug_in_stops_its_job_within_2_seconds(work_dir, daemon):
                 time.sleep(0.05)
             assert time.monotonic() - killed < 2.0
         gimp.wait(60)
+
+
+def names(layers: list[dict]) -> list[str]:
+    return [layer["name"] for layer in layers]
+
+
+def test_two_selected_layers_each_get_their_result_directly_above_them(results):
+    facts = case(results, "two_layers")
+    after = facts["after"]
+    assert names(after) == ["top (Neural Style)", "top", "bottom (Neural Style)", "bottom", "style"]
+    assert (after[0]["width"], after[0]["height"], after[0]["offsets"]) == (48, 40, [0, 0])
+    assert (after[2]["width"], after[2]["height"], after[2]["offsets"]) == (40, 32, [8, 6])
+    assert [after[1], after[3], after[4]] == facts["before"], "sources and style unchanged"
+    assert after[0]["digest"] != after[2]["digest"]
+
+
+def test_re_running_a_result_replaces_it_in_place(results):
+    facts = results["rerun"]
+    assert "exception" not in facts, facts
+    for key in ("first", "other_seed", "other_seed_again", "kept"):
+        assert facts[key]["status"] == "success", (key, facts[key]["error"])
+    moved, other = facts["moved"], facts["other_seed"]["after"]
+    assert names(other) == names(moved) == ["content (Neural Style)", "content", "style"], "layer count unchanged"
+    assert other[0]["offsets"] == moved[0]["offsets"] == [6, 9], "the result stays where the user put it"
+    assert other[0]["digest"] != moved[0]["digest"], "another seed (noise start) gives other pixels"
+    assert other[1:] == moved[1:]
+    record = json.loads(other[0]["parasite"])
+    assert record["seed"] == 2 and record["init"] == "noise" and record["source_tattoo"] == facts["source_tattoo"]
+    again = facts["other_seed_again"]["after"]
+    assert again[0]["digest"] == other[0]["digest"], "the same seed again: the same pixels (the re-run is from the source)"
+    kept = facts["kept"]["after"]
+    assert len(kept) == len(other) + 1 and facts["kept_visible"][:2] == [True, False], \
+        "Keep the previous result: the new one above, the previous one hidden"
+    gone = facts["source_gone"]
+    assert gone["status"] == "execution-error" and "no longer in the image" in gone["error"]
+
+
+def test_style_scale_a_second_style_layer_and_its_region_change_the_result(results):
+    facts = results["controls"]
+    assert "exception" not in facts, facts
+    for key in ("plain", "scaled", "two_styles", "region"):
+        assert facts[key]["status"] == "success", (key, facts[key]["error"])
+    plain, scaled, two = facts["plain_pixels"], facts["scaled_pixels"], facts["two_styles_pixels"]
+    assert plain != scaled, "style-scale changes the result"
+    assert plain != two, "a second style layer changes the result"
+    record = json.loads(facts["two_styles"]["after"][0]["parasite"])
+    assert record["style_blend_weights"] == [1.0, 1.0]
+    region = facts["region_pixels"]
+    width = 48
+    inside = [i for i in range(len(region)) if (i // 4) % width < 24 and i % 4 != 3]
+    outside = [i for i in range(len(region)) if (i // 4) % width >= 32 and i % 4 != 3]
+
+    def mean_difference(a, b, where):
+        return sum(abs(a[i] - b[i]) for i in where) / len(where)
+
+    # Style 2 applies only in the channel's left half: the right half moves towards the first style alone.
+    assert mean_difference(region, plain, outside) < mean_difference(two, plain, outside)
+    assert region != two
+
+
+TRANSPARENT_HALF_TOLERANCE = 0.02  # mean absolute difference, in the [0, 1] range, over the result's colours
+
+
+def test_a_transparent_half_of_the_style_layer_adds_nothing(results):
+    facts = results["transparent_half"]
+    assert "exception" not in facts, facts
+    assert facts["half"]["status"] == "success" and facts["cropped"]["status"] == "success"
+    assert facts["cropped_size"] == [20, 40]
+    half, cropped = facts["half_pixels"], facts["cropped_pixels"]
+    colours = [i for i in range(len(half)) if i % 4 != 3]
+    difference = sum(abs(half[i] - cropped[i]) for i in colours) / len(colours)
+    assert difference < TRANSPARENT_HALF_TOLERANCE, difference
+
+
+@pytest.mark.parametrize(("drawable", "words"), [("group", "layer group"), ("channel", "channel"), ("mask", "layer mask")])
+def test_a_group_a_channel_or_a_mask_gets_a_clear_message(results, drawable, words):
+    facts = results["not_layers"]
+    assert "exception" not in facts, facts
+    outcome = facts[drawable]
+    assert outcome["status"] == "execution-error" and words in outcome["error"], outcome["error"]
+    assert outcome["after"] == facts["before"]
