@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .client import DaemonClient, DaemonError, DaemonUnreachableError, connect
+from .client import DaemonClient, DaemonError, DaemonUnreachableError, connect, daemon_command, default_start_command
 from .connection import (
     ConnectionFileError,
     ConnectionInfo,
@@ -30,6 +30,7 @@ EXIT_ALREADY_RUNNING = 4  # serve: another daemon holds this connection file's l
 
 def main(argv: list[str] | None = None) -> int:
     from nst_engine.cli import add_settings_arguments, byte_size_argument
+    from nst_engine.cli.masks import add_mask_arguments
 
     parser = argparse.ArgumentParser(prog="python -m daemon", description="The Neural Style daemon.")
     commands = parser.add_subparsers(dest="command")
@@ -56,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--bits", type=int, choices=(8, 16))
     run.add_argument("-q", "--quiet", action="store_true")
     add_settings_arguments(run)
+    add_mask_arguments(run)
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     try:
         if args.command in (None, "serve"):
             return _serve(args if args.command else serve.parse_args([]))
         if args.command == "start":
-            return _start(args)
+            return _start(argv[argv.index("start") + 1:])
         if args.command == "stop":
             return _stop()
         if args.command == "status":
@@ -113,19 +116,15 @@ def _live_daemon(path: Path) -> DaemonClient | None:
     return client
 
 
-def _start(args: argparse.Namespace) -> int:
+def _start(serve_arguments: list[str]) -> int:
+    """Start ``serve`` with the same arguments (start takes serve's), detached."""
     files = DaemonFiles.beside(connection_path())
     if (client := _live_daemon(files.connection)) is not None:
         print(f"The daemon is already running (pid {client.info.pid}, {client.info.endpoint}).")
         client.close()
         return 0
     prepare_directory(files.connection)
-    command = [sys.executable, "-m", "daemon", "serve", "--queue", str(args.queue), "--max-image-side", str(args.max_image_side)]
-    for flag, value in (("--endpoint", args.endpoint), ("--weights", args.weights), ("--device", args.device),
-                        ("--memory-budget", args.memory_budget)):
-        if value:
-            command += [flag, str(value)]
-    command += [flag for flag, on in (("--lazy", args.lazy), ("--test-faults", args.test_faults), ("-v", args.verbose)) if on]
+    command = daemon_command("serve", *serve_arguments)
     with os.fdopen(open_private(files.log, os.O_WRONLY | os.O_APPEND), "ab") as log_file:
         # Its own session and process group: GIMP killing the plug-in's group does not reach it.
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -224,31 +223,36 @@ def _status() -> int:
         print("No daemon is running.")
         return 3
     with client:
-        print(json.dumps(client.status(), indent=2))
+        print(json.dumps(client.status().to_wire(), indent=2))
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     from nst_engine.cli import init_image_path, settings_values
     from nst_engine.cli.image_files import ImageFileError, read_image, write_image
+    from nst_engine.cli.masks import read_masks
     from nst_engine.cli.progress_bar import TerminalProgressBar
 
     from .client import Image
-    from .images import frame_to_rgb, rgb_to_frame
+    from .images import frame_to_rgb, mask_to_frame, rgb_to_frame
 
     def as_wire_image(tensor) -> Image:
         return Image(*rgb_to_frame(tensor))
+
+    def as_wire_masks(masks):
+        return None if masks is None else [None if mask is None else Image(*mask_to_frame(mask)) for mask in masks]
 
     try:
         content = read_image(args.content)
         styles = [read_image(path) for path in args.styles]
         init_path = init_image_path(args)
         init = read_image(init_path) if init_path else None
+        regions, style_masks = read_masks(args, content, styles)
     except ImageFileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     bar = None if args.quiet else TerminalProgressBar()
-    client = connect(start_command=[sys.executable, "-m", "daemon", "start"],
+    client = connect(start_command=default_start_command(),
                      on_wait=None if args.quiet else lambda message: print(message, file=sys.stderr))
     # On Ctrl-C the client stops heartbeating and the daemon cancels the job within two seconds.
     with client:
@@ -256,6 +260,7 @@ def _run(args: argparse.Namespace) -> int:
             result = client.stylize(
                 as_wire_image(content.rgb), [as_wire_image(style.rgb) for style in styles], settings_values(args),
                 init=as_wire_image(init.rgb) if init else None,
+                regions=as_wire_masks(regions), style_masks=as_wire_masks(style_masks),
                 on_progress=(lambda p: bar.update(p.stage, p.stages, p.width, p.height, p.iteration, p.total_iterations,
                                                   p.losses["total"], p.elapsed_s)) if bar else None,
             )

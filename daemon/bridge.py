@@ -9,18 +9,22 @@ This module's plug-in side (:class:`BridgeClient`, :func:`connect_any`) uses the
 the bridge side imports :mod:`daemon.client` when it runs.
 
 Pipe format, both ways: a 4-byte little-endian length, that many bytes of a JSON object, then the raw
-binary frames whose byte lengths the object lists under ``"frames"``.  One job per bridge process:
+binary frames whose byte lengths the object lists under ``"frames"``.  One request per bridge process:
 
-- plug-in → bridge: ``{"op": "stylize", "content": spec, "styles": [spec…], "settings": {…},
-  "options": {…}, "start_command": [...] | null}`` with the content and style pixels as frames;
-- bridge → plug-in: any number of ``{"event": "wait", "text"}`` and ``{"event": "progress", …}``
-  (a preview image as a frame), then one ``{"event": "result", "job_id", "image", "elapsed_s"}`` with
-  the pixels, or one ``{"event": "error", "kind": "job" | "unreachable" | "daemon", "message", …}``.
+- plug-in → bridge: ``{"op": "stylize", "content": spec, "styles": [spec…], "regions": [spec | null…] | null,
+  "style_masks": [spec | null…] | null, "settings": {…}, "options": {…}, "start_command": [...] | null}``
+  with the content, style, region and style-mask pixels as frames in that order (masks that are null
+  have none); later, optionally, ``{"op": "cancel"}``, which cancels the job as DaemonClient.cancel does;
+  or ``{"op": "status", "start_command"}``, or ``{"op": "estimate", "estimate": {…estimate body…},
+  "start_command"}``;
+- bridge → plug-in, for stylize: any number of ``{"event": "wait", "text"}``, then ``{"event": "accepted",
+  "job_id"}``, any number of ``{"event": "progress", "body": {…progress body…}}`` (a preview image as a
+  frame, its spec under ``"image"``), then one ``{"event": "result", …result body…}`` with the pixels;
+  for status and estimate one ``{"event": "status" | "estimate", "body": {…reply body…}}``; in place of
+  any of the last, one ``{"event": "error", "kind": "job" | "unreachable" | "daemon", "message", …}``,
+  a job's carrying the daemon's error body (``code``, ``largest_size``…).
 
-When the plug-in's end of stdin closes (GIMP kills a plug-in whose progress is cancelled), the bridge
-cancels the job and exits.  A malformed request (bad framing, sizes over the limits of
-:mod:`daemon.limits`, bad JSON, specs that do not match the frames) gets one error event and exit
-status 2; a job that fails gets its error event and status 1.
+The bodies are those of :mod:`daemon.messages`, checked by its records on both sides.
 """
 
 from __future__ import annotations
@@ -34,21 +38,27 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from .limits import MAX_IMAGE_SIDE, MAX_IMAGES, MessageCaps
-from .records import (
+from .client_protocol import StyleClient
+from .limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGES, MAX_STYLES, MessageCaps
+from .messages import (
     Buffer,
-    DaemonError,
-    DaemonJobError,
-    DaemonUnreachableError,
+    Error,
+    Estimate,
+    EstimateReply,
     Image,
     ImageSpec,
     JobProgress,
-    JobResult,
+    ProtocolError,
+    Result,
+    StatusReply,
+    invalid,
 )
+from .records import DaemonError, DaemonJobError, DaemonUnreachableError, JobResult
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 FORCE_BRIDGE_VARIABLE = "NEURAL_STYLE_BRIDGE"  # "1": use the bridge even where pyzmq would load
 _LENGTH = struct.Struct("<I")
@@ -119,7 +129,8 @@ def _read_exactly(stream: BinaryIO, count: int, at_start: bool = False) -> bytes
 # The plug-in's side
 # ---------------------------------------------------------------------------------------------------
 class BridgeClient:
-    """Runs jobs through a bridge process; offers the part of DaemonClient the plug-in uses."""
+    """Runs requests through a bridge process, one process per request; the same calls, with the same
+    meaning, as DaemonClient (:class:`daemon.client_protocol.StyleClient`)."""
 
     transport = "bridge"
 
@@ -129,6 +140,7 @@ class BridgeClient:
         self.start_command = list(start_command) if start_command else None
         self.on_wait = on_wait
         self.process: subprocess.Popen[bytes] | None = None
+        self._job_id: str | None = None
 
     def __enter__(self) -> BridgeClient:
         return self
@@ -137,7 +149,7 @@ class BridgeClient:
         self.close()
 
     def close(self) -> None:
-        process, self.process = self.process, None
+        process, self.process, self._job_id = self.process, None, None
         if process is None:
             return
         for stream in (process.stdin, process.stdout):
@@ -149,19 +161,13 @@ class BridgeClient:
             process.kill()
             process.wait()
 
-    def stylize(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
-                on_progress: Callable[[JobProgress], None] | None = None,
-                cancel: threading.Event | None = None, **submit_options: Any) -> JobResult:
-        # ``cancel`` is accepted for DaemonClient's signature; the plug-in is killed rather than cancelled,
-        # which closes the pipe, which makes the bridge cancel the job.
-        try:
-            self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        except OSError as error:
-            raise DaemonUnreachableError(
-                f"The bridge to the daemon could not be started ({error}); run python3 install.py again."
-            ) from None
-        assert self.process.stdin is not None and self.process.stdout is not None
-        request = {
+    # -- requests ---------------------------------------------------------------------------------
+    def submit(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
+               regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
+               **submit_options: Any) -> str:
+        """Start a bridge for the job and return its id once the daemon accepted it; follow with :meth:`wait`."""
+        frames: list[Buffer] = [content.data, *(style.data for style in styles)]
+        request: dict[str, Any] = {
             "op": "stylize",
             "content": content.spec.to_wire(),
             "styles": [style.spec.to_wire() for style in styles],
@@ -169,42 +175,151 @@ class BridgeClient:
             "options": submit_options,
             "start_command": self.start_command,
         }
+        for name, masks in (("regions", regions), ("style_masks", style_masks)):
+            if masks is not None:
+                request[name] = [None if mask is None else mask.spec.to_wire() for mask in masks]
+                frames += [mask.data for mask in masks if mask is not None]
+        self._start(request, frames)
+        while (event := self._next()) is not None:
+            fields, _ = event
+            if fields.get("event") == "accepted":
+                self._job_id = str(fields.get("job_id"))
+                return self._job_id
+        raise self._stopped()
+
+    def wait(self, job_id: str, *, on_progress: Callable[[JobProgress], None] | None = None,
+             cancel: threading.Event | None = None) -> JobResult:
+        """The job's progress until its result.  ``cancel``: set, the job is cancelled as by :meth:`cancel`
+        (GIMP usually kills the plug-in instead, which closes the pipe, which cancels the job too)."""
+        if self.process is None or job_id != self._job_id:
+            raise DaemonJobError("invalid_request", f"no job {job_id!r} runs through this bridge")
+        if cancel is not None:
+            threading.Thread(target=self._cancel_when_set, args=(cancel,), daemon=True).start()
+        while (event := self._next()) is not None:
+            fields, frames = event
+            if fields.get("event") == "progress" and on_progress is not None:
+                preview = None
+                if frames:
+                    preview = Image(_spec(fields.get("image")), frames[0])
+                on_progress(_record(JobProgress, fields.get("body"), preview))
+            elif fields.get("event") == "result":
+                result = _record(Result, fields)
+                if len(frames) != 1 or len(frames[0]) != result.image.nbytes:
+                    raise DaemonError("The bridge sent an image whose size does not match its description.")
+                return JobResult(result.job_id, Image(result.image, frames[0]), result.elapsed_s)
+        raise self._stopped()
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the daemon to stop the job; :meth:`wait` then raises DaemonJobError with code ``cancelled``."""
+        if self.process is not None and self.process.stdin is not None and job_id == self._job_id:
+            try:
+                write_message(self.process.stdin, {"op": "cancel"})
+            except (OSError, ValueError):
+                pass  # the bridge has gone: its job is cancelled as its pipe closed
+
+    def stylize(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
+                on_progress: Callable[[JobProgress], None] | None = None,
+                cancel: threading.Event | None = None, **submit_options: Any) -> JobResult:
+        job_id = self.submit(content, styles, settings, **submit_options)
+        return self.wait(job_id, on_progress=on_progress, cancel=cancel)
+
+    def status(self) -> StatusReply:
+        return _record(StatusReply, self._one_reply({"op": "status"}, "status"))
+
+    def estimate(self, settings: dict[str, Any] | None, width: int, height: int, *,
+                 style_sizes: Sequence[tuple[int, int]] = ()) -> EstimateReply:
+        request = Estimate(width, height, dict(settings or {}), tuple((int(w), int(h)) for w, h in style_sizes))
+        return _record(EstimateReply, self._one_reply({"op": "estimate", "estimate": request.to_wire()}, "estimate"))
+
+    # -- the pipe ---------------------------------------------------------------------------------
+    def _one_reply(self, request: dict[str, Any], event: str) -> Any:
+        self.close()
+        self._start({**request, "start_command": self.start_command}, [])
         try:
-            write_message(self.process.stdin, request, [content.data, *(style.data for style in styles)])
-            while (message := read_message(self.process.stdout)) is not None:
-                result = self._handle(*message, on_progress)
-                if result is not None:
-                    return result
-        except (OSError, ValueError) as error:
+            while (message := self._next()) is not None:
+                if message[0].get("event") == event:
+                    return message[0].get("body")
+            raise self._stopped()
+        finally:
+            self.close()
+
+    def _start(self, request: dict[str, Any], frames: Sequence[Buffer]) -> None:
+        self.close()
+        try:
+            self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        except OSError as error:
+            raise DaemonUnreachableError(
+                f"The bridge to the daemon could not be started ({error}); run python3 install.py again."
+            ) from None
+        assert self.process.stdin is not None
+        try:
+            write_message(self.process.stdin, request, frames)
+        except OSError as error:
             log.info("Bridge pipe failed: %s", error)
-        code = self.process.poll()
-        raise DaemonUnreachableError(
+
+    def _next(self) -> tuple[dict[str, Any], list[bytes]] | None:
+        """The next event other than wait (those go to on_wait); errors raised; None when the pipe ends."""
+        assert self.process is not None and self.process.stdout is not None
+        while True:
+            try:
+                message = read_message(self.process.stdout)
+            except (OSError, ValueError) as error:
+                log.info("Bridge pipe failed: %s", error)
+                return None
+            if message is None:
+                return None
+            fields = message[0]
+            if fields.get("event") == "wait":
+                if self.on_wait is not None:
+                    self.on_wait(str(fields.get("text", "")))
+            elif fields.get("event") == "error":
+                raise _bridge_error(fields)
+            else:
+                return message
+
+    def _cancel_when_set(self, cancel: threading.Event) -> None:
+        while self.process is not None and self._job_id is not None:
+            if cancel.wait(0.1):
+                if self._job_id is not None:
+                    self.cancel(self._job_id)
+                return
+
+    def _stopped(self) -> DaemonUnreachableError:
+        code = self.process.poll() if self.process is not None else None
+        return DaemonUnreachableError(
             f"The bridge to the daemon stopped without a result (exit status {code}); "
             "see GIMP's error console or run: python -m daemon status"
         )
 
-    def _handle(self, fields: dict[str, Any], frames: list[bytes],
-                on_progress: Callable[[JobProgress], None] | None) -> JobResult | None:
-        event = fields.get("event")
-        if event == "wait" and self.on_wait is not None:
-            self.on_wait(str(fields.get("text", "")))
-        elif event == "progress" and on_progress is not None:
-            preview = Image(ImageSpec.from_wire(fields["image"]), frames[0]) if frames else None
-            on_progress(JobProgress.from_body(fields["body"], preview))
-        elif event == "result":
-            return JobResult(fields["job_id"], Image(ImageSpec.from_wire(fields["image"]), frames[0]), fields["elapsed_s"])
-        elif event == "error":
-            message = str(fields.get("message", "The daemon reported an error."))
-            if fields.get("kind") == "job":
-                raise DaemonJobError(str(fields.get("code")), message, fields.get("largest_size"))
-            if fields.get("kind") == "unreachable":
-                raise DaemonUnreachableError(message)
-            raise DaemonError(message)
-        return None
+
+def _bridge_error(fields: dict[str, Any]) -> DaemonError:
+    message = str(fields.get("message", "The daemon reported an error."))
+    if fields.get("kind") == "job":
+        error = Error.from_wire(fields)
+        return DaemonJobError(error.code.value, error.message, error.largest_size)
+    if fields.get("kind") == "unreachable":
+        return DaemonUnreachableError(message)
+    return DaemonError(message)
+
+
+def _record(record: type[_R], body: object, *extra: Any) -> _R:
+    try:
+        if not isinstance(body, dict):
+            raise invalid("the body is not a map")
+        return record.from_wire(body, *extra)  # type: ignore[attr-defined]
+    except ProtocolError as error:
+        raise DaemonError(f"The bridge sent a malformed message: {error}") from None
+
+
+def _spec(fields: object) -> ImageSpec:
+    try:
+        return ImageSpec.from_wire(fields)
+    except ProtocolError as error:
+        raise DaemonError(f"The bridge sent a malformed image: {error}") from None
 
 
 def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence[str] | None,
-                on_wait: Callable[[str], None] | None = None) -> Any:
+                on_wait: Callable[[str], None] | None = None) -> StyleClient:
     """A DaemonClient where pyzmq and msgpack load (and the bridge is not forced with
     NEURAL_STYLE_BRIDGE=1), else a BridgeClient running ``bridge_command``."""
     if os.environ.get(FORCE_BRIDGE_VARIABLE) != "1":
@@ -225,7 +340,7 @@ def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence
 # The bridge process
 # ---------------------------------------------------------------------------------------------------
 def serve(requests: BinaryIO, events: BinaryIO) -> int:
-    """Run the one job read from ``requests``, writing its events to ``events``; the exit status."""
+    """Answer the one request read from ``requests``, writing its events to ``events``; the exit status."""
     from .client import connect
 
     try:
@@ -238,31 +353,31 @@ def serve(requests: BinaryIO, events: BinaryIO) -> int:
         return EXIT_MALFORMED
 
     cancel = threading.Event()
-
-    def watch_for_close() -> None:
-        # The raw descriptor, not the buffered stream: a thread blocked inside a buffered read would
-        # hold its lock when the interpreter shuts down.
-        try:
-            while os.read(requests.fileno(), 4096):
-                pass
-        except (OSError, ValueError):
-            pass
-        cancel.set()  # the plug-in is gone
-
-    threading.Thread(target=watch_for_close, daemon=True).start()
+    if isinstance(request, _Stylize):
+        threading.Thread(target=_watch_for_cancel, args=(requests, cancel), daemon=True).start()
 
     def on_progress(progress: JobProgress) -> None:
         preview = progress.preview
         extra = {"image": preview.spec.to_wire()} if preview is not None else {}
-        write_message(events, {"event": "progress", "body": progress.to_body(), **extra}, [preview.data] if preview else [])
+        write_message(events, {"event": "progress", "body": progress.to_wire(), **extra}, [preview.data] if preview else [])
 
     try:
         with connect(start_command=request.start_command,
                      on_wait=lambda text: write_message(events, {"event": "wait", "text": text})) as client:
-            result = client.stylize(request.content, request.styles, request.settings, on_progress=on_progress,
-                                    cancel=cancel, **request.options)
-        write_message(events, {"event": "result", "job_id": result.job_id, "image": result.image.spec.to_wire(),
-                               "elapsed_s": result.elapsed_s}, [result.image.data])
+            if isinstance(request, _Estimate):
+                reply = client.estimate(request.estimate.settings, request.estimate.width, request.estimate.height,
+                                        style_sizes=request.estimate.style_sizes)
+                write_message(events, {"event": "estimate", "body": reply.to_wire()})
+                return 0
+            if isinstance(request, _Status):
+                write_message(events, {"event": "status", "body": client.status().to_wire()})
+                return 0
+            job_id = client.submit(request.content, request.styles, request.settings, regions=request.regions,
+                                   style_masks=request.style_masks, **request.options)
+            write_message(events, {"event": "accepted", "job_id": job_id})
+            result = client.wait(job_id, on_progress=on_progress, cancel=cancel)
+        write_message(events, {"event": "result", **Result(result.job_id, result.image.spec, result.elapsed_s).to_wire()},
+                      [result.image.data])
         return 0
     except DaemonJobError as error:
         _report_error(events, {"kind": "job", "code": error.code, "message": str(error),
@@ -274,29 +389,91 @@ def serve(requests: BinaryIO, events: BinaryIO) -> int:
     return EXIT_FAILED
 
 
+class _RawStream:
+    """Reads the raw descriptor, not the buffered stream: a thread blocked inside a buffered read would
+    hold its lock when the interpreter shuts down."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.descriptor = stream.fileno()
+
+    def read(self, count: int) -> bytes:
+        return os.read(self.descriptor, count)
+
+
+def _watch_for_cancel(requests: BinaryIO, cancel: threading.Event) -> None:
+    """Cancel the job on a ``cancel`` message, or when the plug-in's end of the pipe closes (it is gone)."""
+    stream = _RawStream(requests)
+    try:
+        while (message := read_message(stream)) is not None:  # type: ignore[arg-type]
+            if message[0].get("op") == "cancel":
+                break
+    except (OSError, ValueError):
+        pass
+    cancel.set()
+
+
 @dataclass(frozen=True)
-class _Request:
+class _Stylize:
     content: Image
     styles: list[Image]
+    regions: list[Image | None] | None
+    style_masks: list[Image | None] | None
     settings: dict[str, Any]
     options: dict[str, Any]
     start_command: list[str] | None
 
 
-def _parse_request(fields: dict[str, Any], frames: list[bytes]) -> _Request:
-    """The stylize request, checked: MalformedRequestError (a ValueError) names what is wrong."""
-    if fields.get("op") != "stylize":
-        raise MalformedRequestError(f"unknown op {fields.get('op')!r}")
+@dataclass(frozen=True)
+class _Status:
+    start_command: list[str] | None
+
+
+@dataclass(frozen=True)
+class _Estimate:
+    estimate: Estimate
+    start_command: list[str] | None
+
+
+def _parse_request(fields: dict[str, Any], frames: list[bytes]) -> _Stylize | _Status | _Estimate:
+    """The request, checked: MalformedRequestError (a ValueError) names what is wrong."""
+    start_command = fields.get("start_command")
+    if start_command is not None and (not isinstance(start_command, list)
+                                      or not all(isinstance(part, str) for part in start_command)):
+        raise MalformedRequestError("start_command must be a list of strings")
+    op = fields.get("op")
+    if op in ("status", "estimate") and frames:
+        raise MalformedRequestError(f"{op} takes no frames")
+    if op == "status":
+        return _Status(start_command)
+    if op == "estimate":
+        try:
+            return _Estimate(Estimate.from_wire(fields.get("estimate") if isinstance(fields.get("estimate"), dict) else {}),
+                             start_command)
+        except ProtocolError as error:
+            raise MalformedRequestError(str(error)) from None
+    if op != "stylize":
+        raise MalformedRequestError(f"unknown op {op!r}")
     styles = fields.get("styles")
-    if not isinstance(styles, list) or not 1 <= len(styles) <= MAX_IMAGES - 2:
-        raise MalformedRequestError(f"styles must list 1 to {MAX_IMAGES - 2} image specs")
-    if len(frames) != 1 + len(styles):
-        raise MalformedRequestError(f"{1 + len(styles)} images described but {len(frames)} frames sent")
-    images = [_image(spec, frame, where) for spec, frame, where in
-              zip([fields.get("content"), *styles], frames, ["content", *(f"styles[{i}]" for i in range(len(styles)))])]
+    if not isinstance(styles, list) or not 1 <= len(styles) <= MAX_STYLES:
+        raise MalformedRequestError(f"styles must list 1 to {MAX_STYLES} image specs")
+    specs: list[tuple[object, str]] = [(fields.get("content"), "content")]
+    specs += [(spec, f"styles[{index}]") for index, spec in enumerate(styles)]
+    masks: dict[str, list[object] | None] = {}
+    for name in ("regions", "style_masks"):
+        listed = fields.get(name)
+        if listed is not None and (not isinstance(listed, list) or len(listed) != len(styles)):
+            raise MalformedRequestError(f"{name} must list one spec (or null) per style image")
+        masks[name] = listed
+        specs += [(spec, f"{name}[{index}]") for index, spec in enumerate(listed or []) if spec is not None]
+    if len(frames) != len(specs):
+        raise MalformedRequestError(f"{len(specs)} images described but {len(frames)} frames sent")
+    images = iter([_image(spec, frame, where) for (spec, where), frame in zip(specs, frames)])
+    content = next(images)
+    style_images = [next(images) for _ in styles]
+    mask_images = {name: None if listed is None else [None if spec is None else next(images) for spec in listed]
+                   for name, listed in masks.items()}
     settings = fields.get("settings") or {}
     options = dict(fields.get("options") or {})
-    start_command = fields.get("start_command")
     if not isinstance(settings, dict):
         raise MalformedRequestError("settings must be an object")
     if not set(options) <= _SUBMIT_OPTIONS:
@@ -306,20 +483,15 @@ def _parse_request(fields: dict[str, Any], frames: list[bytes]) -> _Request:
         if not isinstance(size, list) or len(size) != 2 or not all(isinstance(side, int) for side in size):
             raise MalformedRequestError("output_size must be [width, height]")
         options["output_size"] = tuple(size)
-    if start_command is not None and (not isinstance(start_command, list)
-                                      or not all(isinstance(part, str) for part in start_command)):
-        raise MalformedRequestError("start_command must be a list of strings")
-    return _Request(images[0], images[1:], settings, options, start_command)
+    return _Stylize(content, style_images, mask_images["regions"], mask_images["style_masks"], settings, options,
+                    start_command)
 
 
 def _image(spec: object, frame: bytes, where: str) -> Image:
     try:
-        image_spec = ImageSpec.from_wire(spec)
-    except (KeyError, TypeError, ValueError):
-        raise MalformedRequestError(f"{where} is not an image spec (width, height, channels, dtype)") from None
-    if not (1 <= image_spec.width <= MAX_IMAGE_SIDE and 1 <= image_spec.height <= MAX_IMAGE_SIDE
-            and 1 <= image_spec.channels <= 4):
-        raise MalformedRequestError(f"{where} has an impossible size or channel count")
+        image_spec = ImageSpec.from_wire(spec, where, MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS)
+    except ProtocolError as error:
+        raise MalformedRequestError(f"{where} is not an image spec ({error})") from None
     if image_spec.nbytes != len(frame):
         raise MalformedRequestError(f"{where} needs {image_spec.nbytes} bytes but its frame has {len(frame)}")
     return Image(image_spec, frame)

@@ -12,6 +12,7 @@ CURVE public key (and the daemon it, by the client key pair the file holds).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import zmq
 
@@ -33,26 +34,34 @@ from .connection import (
     read_connection_file,
 )
 from .private_files import UnsafeFileError, private_directory
-from .protocol import (
+from .messages import (
     PROTOCOL_VERSION,
+    Accepted,
     Buffer,
-    Codec,
-    ErrorCode,
-    Message,
-    MessageType,
-    ProtocolError,
-    validate_image_spec,
-)
-from .records import (
-    DaemonError,
-    DaemonJobError,
-    DaemonUnreachableError,
+    Cancel,
+    Error,
+    Estimate,
+    EstimateReply,
+    Hello,
     Image,
+    ImageEntry,
+    ImageRole,
+    ImageSpec,
     JobProgress,
-    JobResult,
+    MessageType,
+    Preview,
+    ProtocolError,
+    Result,
+    StatusReply,
+    Submit,
+    Welcome,
+    WireRecord,
 )
+from .protocol import Codec, Message
+from .records import DaemonError, DaemonJobError, DaemonUnreachableError, JobResult
 
 log = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 HEARTBEAT_INTERVAL_S = 0.5
 SEND_TIMEOUT_MS = 5000
@@ -103,10 +112,12 @@ class DaemonClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _send(self, message_type: MessageType, body: dict[str, Any] | None = None, frames: Sequence[Buffer] = ()) -> None:
+    def _send(self, message_type: MessageType, body: WireRecord | dict[str, Any] | None = None,
+              frames: Sequence[Buffer] = ()) -> None:
         assert self.socket is not None
+        fields = body if body is None or isinstance(body, dict) else body.to_wire()
         try:
-            self.socket.send_multipart(self.codec.encode(message_type, body, frames), copy=False)
+            self.socket.send_multipart(self.codec.encode(message_type, fields, frames), copy=False)
         except zmq.Again:
             self._open()
             raise DaemonUnreachableError(
@@ -123,7 +134,7 @@ class DaemonClient:
         except ProtocolError as error:
             raise DaemonError(f"The daemon sent a malformed message: {error}") from None
 
-    def request(self, message_type: MessageType, body: dict[str, Any] | None = None, *,
+    def request(self, message_type: MessageType, body: WireRecord | None = None, *,
                 expect: MessageType, frames: Sequence[Buffer] = ()) -> Message:
         """Send and wait for the reply of type ``expect`` (or an error), retrying on time-out."""
         for attempt in range(self.retries + 1):
@@ -134,7 +145,7 @@ class DaemonClient:
                 if reply is None:
                     break
                 if reply.type is MessageType.ERROR and "job_id" not in reply.body:
-                    raise _job_error(reply.body)
+                    raise _job_error(Error.from_wire(reply.body))
                 if reply.type is expect:
                     return reply
                 # anything else (a late reply to an earlier request) is skipped
@@ -146,40 +157,40 @@ class DaemonClient:
         )
 
     # -- requests ---------------------------------------------------------------------------------
-    def hello(self) -> dict[str, Any]:
-        return self.request(MessageType.HELLO, {"protocol_version": PROTOCOL_VERSION}, expect=MessageType.WELCOME).body
+    def hello(self) -> Welcome:
+        reply = self.request(MessageType.HELLO, Hello(PROTOCOL_VERSION), expect=MessageType.WELCOME)
+        return _parse(Welcome, reply.body)
 
     def ping(self) -> None:
         self.request(MessageType.PING, expect=MessageType.PONG)
 
-    def status(self) -> dict[str, Any]:
-        return self.request(MessageType.STATUS, expect=MessageType.STATUS_REPLY).body
+    def status(self) -> StatusReply:
+        return _parse(StatusReply, self.request(MessageType.STATUS, expect=MessageType.STATUS_REPLY).body)
+
+    def estimate(self, settings: dict[str, Any] | None, width: int, height: int, *,
+                 style_sizes: Sequence[tuple[int, int]] = ()) -> EstimateReply:
+        """What a job of these settings on a width×height content (and styles of ``style_sizes``) would
+        cost now: memory, whole or tiled, seconds, whether it can run and the largest size that can."""
+        request = Estimate(width, height, dict(settings or {}), tuple((int(w), int(h)) for w, h in style_sizes))
+        return _parse(EstimateReply, self.request(MessageType.ESTIMATE, request, expect=MessageType.ESTIMATE_REPLY).body)
 
     def shutdown(self) -> None:
         self.request(MessageType.SHUTDOWN, expect=MessageType.SHUTTING_DOWN)
 
     def submit(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
+               regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
                init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
                preview_every: int = 0, output_size: tuple[int, int] | None = None,
                extra: dict[str, Any] | None = None) -> str:
         """Queue a job and return its id; follow it with :meth:`wait`.  ``output_size`` (width, height)
-        has the daemon resize the result, e.g. back to the region the content came from."""
-        images = [(content, "content"), *((style, "style") for style in styles)]
-        if init is not None:
-            images.append((init, "init"))
-        body: dict[str, Any] = {
-            "settings": dict(settings or {}),
-            "images": [{**image.spec.to_wire(), "role": role} for image, role in images],
-            "progress_every": progress_every,
-            "preview_every": preview_every,
-            **(extra or {}),
-        }
-        if warm_start is not None:
-            body["warm_start"] = warm_start
-        if output_size is not None:
-            body["output"] = {"width": output_size[0], "height": output_size[1]}
+        has the daemon resize the result, e.g. back to the region the content came from.  ``regions``
+        and ``style_masks`` (spatial control) are explained by :func:`submit_request`; ``extra`` adds raw
+        body fields (the tests' fault injection)."""
+        request, frames = submit_request(content, styles, settings, regions=regions, style_masks=style_masks, init=init,
+                                         warm_start=warm_start, progress_every=progress_every,
+                                         preview_every=preview_every, output_size=output_size)
         # Submitting is not retried: a resent job could run twice.
-        self._send(MessageType.SUBMIT, body, [image.data for image, _ in images])
+        self._send(MessageType.SUBMIT, {**request.to_wire(), **(extra or {})}, frames)
         reply = self._receive(self.timeout_s)
         while reply is not None and reply.type not in (MessageType.ACCEPTED, MessageType.ERROR):
             reply = self._receive(self.timeout_s)
@@ -187,11 +198,12 @@ class DaemonClient:
             self._open()
             raise DaemonUnreachableError(f"The daemon at {self.info.endpoint} did not accept the job within {self.timeout_s:g} s.")
         if reply.type is MessageType.ERROR:
-            raise _job_error(reply.body)
-        return reply.body["job_id"]
+            raise _job_error(Error.from_wire(reply.body))
+        return _parse(Accepted, reply.body).job_id
 
     def cancel(self, job_id: str) -> None:
-        self._send(MessageType.CANCEL, {"job_id": job_id})
+        """Ask the daemon to stop the job; :meth:`wait` then raises DaemonJobError with code ``cancelled``."""
+        self._send(MessageType.CANCEL, Cancel(job_id))
 
     def wait(self, job_id: str, *, on_progress: Callable[[JobProgress], None] | None = None,
              cancel: threading.Event | None = None) -> JobResult:
@@ -219,22 +231,53 @@ class DaemonClient:
                 continue
             last_heard = time.monotonic()
             body = reply.body
-            if reply.body.get("job_id") not in (None, job_id):
+            if body.get("job_id") not in (None, job_id):
                 continue
             if reply.type is MessageType.PROGRESS and on_progress is not None:
-                on_progress(JobProgress.from_body(body))
+                on_progress(_parse(JobProgress, body))
             elif reply.type is MessageType.PREVIEW and on_progress is not None:
-                on_progress(JobProgress.from_body(body, _frame_image(body, reply.frames)))
+                preview = _parse(Preview, body)
+                on_progress(dataclasses.replace(preview.progress, preview=_frame_image(preview.image, reply.frames)))
             elif reply.type is MessageType.RESULT:
-                return JobResult(job_id, _frame_image(body, reply.frames), body.get("elapsed_s", 0.0))
+                result = _parse(Result, body)
+                return JobResult(job_id, _frame_image(result.image, reply.frames), result.elapsed_s)
             elif reply.type is MessageType.ERROR:
-                raise _job_error(body)
+                raise _job_error(Error.from_wire(body))
 
     def stylize(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
                 on_progress: Callable[[JobProgress], None] | None = None, cancel: threading.Event | None = None,
                 **submit_options: Any) -> JobResult:
         job_id = self.submit(content, styles, settings, **submit_options)
         return self.wait(job_id, on_progress=on_progress, cancel=cancel)
+
+
+def submit_request(content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
+                   regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
+                   init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
+                   preview_every: int = 0, output_size: tuple[int, int] | None = None) -> tuple[Submit, list[Buffer]]:
+    """A submit body and its binary parts.  ``regions``: one per style (None: everywhere), a 1-channel
+    image of the content's size, white where that style applies in the output.  ``style_masks``: one
+    per style (None: its alpha channel, if any, else all of it), a 1-channel image of that style's size,
+    white where its statistics are taken.  The daemon checks them (sizes, channels, counts)."""
+    images: list[tuple[Image, ImageEntry]] = [(content, _entry(ImageRole.CONTENT, content))]
+    images += [(style, _entry(ImageRole.STYLE, style)) for style in styles]
+    for role, masks in ((ImageRole.REGION, regions), (ImageRole.STYLE_MASK, style_masks)):
+        if masks is None:
+            continue
+        name = "regions" if role is ImageRole.REGION else "style_masks"
+        if len(masks) != len(styles):
+            raise DaemonJobError("invalid_request", f"{name} needs one mask (or None) per style image: "
+                                 f"{len(styles)}, got {len(masks)}")
+        images += [(mask, _entry(role, mask, index)) for index, mask in enumerate(masks) if mask is not None]
+    if init is not None:
+        images.append((init, _entry(ImageRole.INIT, init)))
+    request = Submit(tuple(entry for _, entry in images), dict(settings or {}), progress_every, preview_every,
+                     warm_start, None if output_size is None else (int(output_size[0]), int(output_size[1])))
+    return request, [image.data for image, _ in images]
+
+
+def _entry(role: ImageRole, image: Image, style: int | None = None) -> ImageEntry:
+    return ImageEntry(role, image.spec, style)
 
 
 def configure_socket(socket: zmq.Socket, info: ConnectionInfo) -> None:
@@ -266,28 +309,35 @@ def _check_ipc_socket(path: str) -> None:
         raise DaemonError(f"{path} is not a socket of this user's daemon; remove it and restart the daemon.")
 
 
-def _frame_image(body: dict[str, Any], frames: list[Buffer]) -> Image:
+def _parse(record: type[_R], body: dict[str, Any]) -> _R:
     try:
-        spec = validate_image_spec(body.get("image"), "image", 1 << 20, 1 << 40)
+        return record.from_wire(body)  # type: ignore[attr-defined]
     except ProtocolError as error:
-        raise DaemonError(f"The daemon sent a malformed image: {error}") from None
+        raise DaemonError(f"The daemon sent a malformed message: {error}") from None
+
+
+def _frame_image(spec: ImageSpec, frames: list[Buffer]) -> Image:
     if len(frames) != 1 or memoryview(frames[0]).nbytes != spec.nbytes:
         raise DaemonError("The daemon sent an image whose size does not match its description.")
     return Image(spec, frames[0])
 
 
-def _job_error(body: dict[str, Any]) -> DaemonJobError:
-    code = str(body.get("code", ErrorCode.INTERNAL.value))
-    message = str(body.get("message", "The daemon reported an error."))
-    largest = body.get("largest_size")
-    return DaemonJobError(code, message, largest if isinstance(largest, int) else None)
+def _job_error(error: Error) -> DaemonJobError:
+    return DaemonJobError(error.code.value, error.message, error.largest_size)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Finding or starting the daemon
 # ---------------------------------------------------------------------------------------------------
-def default_start_command() -> list[str]:
-    return [sys.executable, "-m", "daemon", "start"]
+def daemon_command(subcommand: str, *arguments: str, python: str | os.PathLike[str] = sys.executable) -> list[str]:
+    """The command line of ``python -m daemon SUBCOMMAND ARGUMENTS…``: the one place it is written (the
+    plug-in's start command, ``python -m daemon start`` starting ``serve``, install.py)."""
+    return [os.fspath(python), "-m", "daemon", subcommand, *arguments]
+
+
+def default_start_command(python: str | os.PathLike[str] = sys.executable) -> list[str]:
+    """What starts the daemon in the background when none answers."""
+    return daemon_command("start", python=python)
 
 
 def connect(path: Path | None = None, *, start_command: Sequence[str] | None = None, start_timeout_s: float = 120.0,

@@ -11,7 +11,7 @@ from typing import Any
 
 from nst_engine import CancelToken
 
-from .protocol import Buffer, ImageSpec
+from .messages import Buffer, ImageSpec
 
 
 class JobState(str, enum.Enum):
@@ -36,6 +36,9 @@ class Job:
     content: JobImage
     styles: list[JobImage]
     init: JobImage | None = None
+    # Spatial control, one entry per style (None: that style has none), or None when no style has one.
+    regions: list[JobImage | None] | None = None  # 1 channel, the content's size: where the style applies
+    style_masks: list[JobImage | None] | None = None  # 1 channel, its style's size: where its statistics come from
     warm_start: str | None = None
     progress_every: int = 1
     preview_every: int = 0

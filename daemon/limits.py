@@ -14,7 +14,9 @@ MAX_IMAGE_SIDE = 16384
 MAX_IMAGE_PIXELS = 64 * 2**20  # 8192 × 8192
 BYTES_PER_PIXEL = 4 * 4  # the largest pixel: RGBA float32
 MAX_HEADER_BYTES = 64 * 1024
-MAX_IMAGES = 17  # content, up to 15 styles, an init image
+MAX_STYLES = 15
+# Binary parts of a message: content, up to 15 styles each with a region and a style mask, an init image
+MAX_IMAGES = 1 + 3 * MAX_STYLES + 1
 IMAGES_PER_MESSAGE_AT_FULL_SIZE = 3  # content, a style and an init image, each at the pixel limit
 
 # Over TCP a peer can send bytes before CURVE has authenticated it, and libzmq buffers a whole frame of

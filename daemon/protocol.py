@@ -1,6 +1,7 @@
 """The wire protocol between clients (plug-in, CLI, tests) and the daemon.  Torch-free.
 
-Every message is a multipart ZeroMQ message (docs/protocol.md has the full description)::
+Every message is a multipart ZeroMQ message (docs/protocol.md has the full description; the bodies are
+the records of :mod:`daemon.messages`)::
 
     [header, frame_0, frame_1, ...]
 
@@ -14,61 +15,27 @@ adds the peer's routing identity in front; that is not part of this format.
 
 from __future__ import annotations
 
-import enum
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
-from nst_engine.errors import InvalidSettingsError
-from nst_engine.schema import FrontEnd
-from nst_engine.settings import check_values
-
 from .limits import MAX_HEADER_BYTES, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGES, MessageCaps
-from .records import Buffer, DType, ImageSpec
+from .messages import (  # noqa: F401  (re-exported: the protocol's vocabulary, defined with the bodies)
+    PROTOCOL_VERSION,
+    Buffer,
+    DType,
+    ErrorCode,
+    ImageSpec,
+    MessageType,
+    ProtocolError,
+    invalid,
+    validate_settings,
+)
 
-PROTOCOL_VERSION = 2
 DEFAULT_MAX_IMAGE_SIDE = MAX_IMAGE_SIDE
 DEFAULT_MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-
-
-class MessageType(str, enum.Enum):
-    HELLO = "hello"  # client → daemon: version handshake
-    WELCOME = "welcome"  # daemon → client: handshake accepted
-    SUBMIT = "submit"  # client → daemon: a job, with its images as frames
-    ACCEPTED = "accepted"  # daemon → client: job queued (job id, queue position)
-    PROGRESS = "progress"
-    PREVIEW = "preview"  # progress plus the current image as a frame
-    RESULT = "result"  # the stylised image as a frame
-    ERROR = "error"  # machine-readable code plus a human message
-    CANCEL = "cancel"
-    STATUS = "status"
-    STATUS_REPLY = "status_reply"
-    PING = "ping"
-    PONG = "pong"
-    HEARTBEAT = "heartbeat"  # client → daemon while it has jobs; no reply
-    SHUTDOWN = "shutdown"
-    SHUTTING_DOWN = "shutting_down"
-
-
-class ErrorCode(str, enum.Enum):
-    INVALID_REQUEST = "invalid_request"
-    VERSION_MISMATCH = "version_mismatch"
-    BUSY = "busy"
-    WEIGHTS_UNAVAILABLE = "weights_unavailable"
-    OUT_OF_MEMORY = "out_of_memory"
-    CANCELLED = "cancelled"
-    INTERNAL = "internal"
-
-
-class ProtocolError(Exception):
-    """A message that must be refused; ``code`` says why in machine-readable form."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -78,46 +45,7 @@ class Message:
     frames: list[Buffer] = field(default_factory=list)  # the binary parts, joined
 
 
-# ---------------------------------------------------------------------------------------------------
-# Settings of a job: checked against the engine's settings schema (torch-free) here, so that the
-# message can name the field; the engine validates again.
-# ---------------------------------------------------------------------------------------------------
-def validate_settings(settings: object) -> dict[str, Any]:
-    """Check a submit's ``settings`` map; raise ProtocolError naming the first bad field."""
-    if not isinstance(settings, Mapping):
-        raise _invalid("settings must be a map")
-    try:
-        check_values(settings, FrontEnd.WIRE, prefix="settings.")
-    except InvalidSettingsError as error:
-        raise _invalid(str(error)) from None
-    return dict(settings)
-
-
-def validate_image_spec(spec: object, where: str, max_side: int, max_pixels: int) -> ImageSpec:
-    if not isinstance(spec, Mapping):
-        raise _invalid(f"{where} must be a map with width, height, channels and dtype")
-    values: dict[str, int] = {}
-    for name in ("width", "height", "channels"):
-        value = spec.get(name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _invalid(f"{where}.{name} must be an integer")
-        values[name] = value
-    for name in ("width", "height"):
-        if not 1 <= values[name] <= max_side:
-            raise _invalid(f"{where}.{name} must be from 1 to {max_side}, got {values[name]}")
-    if values["width"] * values["height"] > max_pixels:
-        raise _invalid(f"{where} has {values['width'] * values['height']} pixels; the limit is {max_pixels}")
-    if not 1 <= values["channels"] <= 4:
-        raise _invalid(f"{where}.channels must be 1 to 4, got {values['channels']}")
-    try:
-        dtype = DType(spec.get("dtype"))
-    except ValueError:
-        raise _invalid(f"{where}.dtype must be one of u8, u16, f32, got {spec.get('dtype')!r}") from None
-    return ImageSpec(values["width"], values["height"], values["channels"], dtype)
-
-
-def _invalid(message: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.INVALID_REQUEST, message)
+_invalid = invalid
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -48,20 +48,29 @@ from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
 from .limits import TCP_MAX_FRAME_BYTES, MessageCaps
 from .peers import PeerConnections
 from .private_files import private_directory
-from .protocol import (
-    DEFAULT_MAX_IMAGE_PIXELS,
-    DEFAULT_MAX_IMAGE_SIDE,
+from .estimates import estimate_job
+from .messages import (
     PROTOCOL_VERSION,
+    Accepted,
     Buffer,
-    Codec,
+    Cancel,
+    Empty,
+    Error,
     ErrorCode,
+    Estimate,
+    EstimateReply,
+    Hello,
+    ImageRole,
     ImageSpec,
-    Message,
     MessageType,
     ProtocolError,
-    validate_image_spec,
-    validate_settings,
+    StatusReply,
+    Submit,
+    Welcome,
+    WireRecord,
+    invalid,
 )
+from .protocol import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, Codec, Message
 from .rejections import RejectionLog
 from .worker import Worker
 
@@ -131,8 +140,8 @@ class _WorkerSender:
         self.push.setsockopt(zmq.LINGER, 0)
         self.push.connect(_EVENTS_ENDPOINT)
 
-    def __call__(self, client: bytes, message_type: MessageType, body: dict[str, Any], frames: Sequence[Buffer]) -> None:
-        self.push.send_multipart([client, *self.codec.encode(message_type, body, frames)], copy=False)
+    def __call__(self, client: bytes, message_type: MessageType, body: WireRecord, frames: Sequence[Buffer]) -> None:
+        self.push.send_multipart([client, *self.codec.encode(message_type, body.to_wire(), frames)], copy=False)
 
     def close(self) -> None:
         self.push.close(0)
@@ -335,9 +344,9 @@ class DaemonService:
                 frames.append(frame)
         return _Received(client.bytes, client, frames, refusal)
 
-    def _reply(self, router: zmq.Socket, client: bytes, message_type: MessageType, body: dict[str, Any],
+    def _reply(self, router: zmq.Socket, client: bytes, message_type: MessageType, body: WireRecord,
                frames: Sequence[Buffer] = ()) -> None:
-        router.send_multipart([client, *self.codec.encode(message_type, body, frames)], copy=False)
+        router.send_multipart([client, *self.codec.encode(message_type, body.to_wire(), frames)], copy=False)
 
     def _handle(self, router: zmq.Socket, received: _Received) -> None:
         client = received.client
@@ -347,35 +356,32 @@ class DaemonService:
             message = self.codec.decode([frame.buffer for frame in received.frames])
         except ProtocolError as error:
             self.rejections.count("messages", str(error))
-            self._reply(router, client, MessageType.ERROR, {"code": error.code.value, "message": str(error)})
+            self._reply(router, client, MessageType.ERROR, Error.of(error))
             return
         self.last_seen[client] = time.monotonic()
         try:
             self._dispatch(router, client, message)
         except ProtocolError as error:
-            self._reply(router, client, MessageType.ERROR, {"code": error.code.value, "message": str(error),
-                                                            "request": message.type.value})
+            self._reply(router, client, MessageType.ERROR, Error.of(error, message.type))
 
     def _dispatch(self, router: zmq.Socket, client: bytes, message: Message) -> None:
         kind = message.type
         if kind is MessageType.HELLO:
-            version = message.body.get("protocol_version")
-            if version != PROTOCOL_VERSION:
-                raise ProtocolError(ErrorCode.VERSION_MISMATCH,
-                                    f"hello: protocol version {version!r} is not supported; the daemon speaks version "
-                                    f"{PROTOCOL_VERSION}")
-            self._reply(router, client, MessageType.WELCOME, {"protocol_version": PROTOCOL_VERSION, "version": VERSION,
-                                                              "pid": os.getpid()})
+            Hello.from_wire(message.body)
+            self._reply(router, client, MessageType.WELCOME, Welcome(PROTOCOL_VERSION, VERSION, os.getpid()))
         elif kind in (MessageType.PING, MessageType.HEARTBEAT):
-            self._reply(router, client, MessageType.PONG, {})
+            self._reply(router, client, MessageType.PONG, Empty())
         elif kind is MessageType.STATUS:
             self._reply(router, client, MessageType.STATUS_REPLY, self.status(client))
+        elif kind is MessageType.ESTIMATE:
+            request = Estimate.from_wire(message.body, self.config.max_image_side)
+            self._reply(router, client, MessageType.ESTIMATE_REPLY, self.estimate(request))
         elif kind is MessageType.SUBMIT:
             self._submit(router, client, message)
         elif kind is MessageType.CANCEL:
-            self._cancel(router, client, message.body.get("job_id"))
+            self._cancel(router, client, Cancel.from_wire(message.body).job_id)
         elif kind is MessageType.SHUTDOWN:
-            self._reply(router, client, MessageType.SHUTTING_DOWN, {})
+            self._reply(router, client, MessageType.SHUTTING_DOWN, Empty())
             self._stop.set()
         else:
             raise ProtocolError(ErrorCode.INVALID_REQUEST, f"{kind.value} is not a request the daemon takes")
@@ -387,63 +393,46 @@ class DaemonService:
         if position is None:
             raise ProtocolError(ErrorCode.BUSY, f"The daemon's queue is full ({self.queue.capacity} jobs); try again later.")
         self.jobs[job.id] = job
-        self._reply(router, client, MessageType.ACCEPTED, {"job_id": job.id, "position": position})
+        self._reply(router, client, MessageType.ACCEPTED, Accepted(job.id, position))
 
     def _parse_job(self, client: bytes, message: Message) -> Job:
-        body = message.body
-        unknown = set(body) - {"settings", "images", "warm_start", "progress_every", "preview_every", "output", "fault"}
-        if unknown:
-            raise _invalid(f"submit: unknown field {sorted(unknown)[0]}")
-        settings = validate_settings(body.get("settings", {}))
-        if settings.get("size", 0) > self.config.max_image_side:
-            raise _invalid(f"settings.size must be at most {self.config.max_image_side}")
-        images = body.get("images")
-        if not isinstance(images, list) or not 2 <= len(images) <= 17:
-            raise _invalid("submit: images must list the content, 1 to 15 styles and an optional init image")
-        if len(message.frames) != len(images):
-            raise _invalid(f"submit: {len(images)} images described but {len(message.frames)} binary frames sent")
-        content: JobImage | None = None
-        styles: list[JobImage] = []
-        init: JobImage | None = None
-        for index, (description, frame) in enumerate(zip(images, message.frames)):
-            where = f"images[{index}]"
-            if not isinstance(description, dict):
-                raise _invalid(f"{where} must be a map")
-            spec = validate_image_spec(description, where, self.config.max_image_side, self.max_pixels)
-            length = memoryview(frame).nbytes
+        submit = Submit.from_wire(message.body, self.config.max_image_side, self.max_pixels)
+        if len(message.frames) != len(submit.images):
+            raise _invalid(f"submit: {len(submit.images)} images described but {len(message.frames)} binary frames sent")
+        images: list[JobImage] = []
+        for index, (entry, frame) in enumerate(zip(submit.images, message.frames)):
+            spec, length = entry.spec, memoryview(frame).nbytes
             if length != spec.nbytes:
                 raise _invalid(
-                    f"{where}: {spec.width}×{spec.height}×{spec.channels} {spec.dtype.value} needs {spec.nbytes} "
+                    f"images[{index}]: {spec.width}×{spec.height}×{spec.channels} {spec.dtype.value} needs {spec.nbytes} "
                     f"bytes but its frame has {length}"
                 )
-            role = description.get("role")
-            image = JobImage(spec, frame)
-            if role == "content" and content is None:
-                content = image
-            elif role == "style":
-                styles.append(image)
-            elif role == "init" and init is None:
-                init = image
-            else:
-                raise _invalid(f"{where}.role must be content (once), style or init (once), got {role!r}")
-        if content is None or not styles:
-            raise _invalid("submit: needs one content image and at least one style image")
-        warm_start = body.get("warm_start")
-        if warm_start is not None and not isinstance(warm_start, str):
-            raise _invalid("warm_start must be a job id (string)")
-        output_size = self._output_size(body.get("output"), content.spec, settings)
-        progress_every = _int_field(body, "progress_every", 1, 1, 100_000)
-        preview_every = _int_field(body, "preview_every", 0, 0, 100_000)
-        fault = body.get("fault") if self.config.test_faults else None
+            images.append(JobImage(spec, frame))
+        settings = submit.settings
+        if settings.get("size", 0) > self.config.max_image_side:
+            raise _invalid(f"settings.size must be at most {self.config.max_image_side}")
+        regions = submit.masks(ImageRole.REGION)
+        if regions is not None and settings.get("style_layer_sources") is not None:
+            raise _invalid("regions: masks over the output cannot be combined with settings.style_layer_sources; "
+                           "choose one kind of control")
+        content = images[submit.indices(ImageRole.CONTENT)[0]]
+        inits = submit.indices(ImageRole.INIT)
+        style_masks = submit.masks(ImageRole.STYLE_MASK)
+        output_size = self._output_size(submit.output, content.spec, settings)
         return Job(
-            id=secrets.token_hex(8), client=client, settings=settings, content=content, styles=styles, init=init,
-            warm_start=warm_start, progress_every=progress_every, preview_every=preview_every, fault=fault,
-            output_size=output_size,
+            id=secrets.token_hex(8), client=client, settings=settings, content=content,
+            styles=[images[index] for index in submit.indices(ImageRole.STYLE)],
+            init=images[inits[0]] if inits else None,
+            regions=None if regions is None else [None if index is None else images[index] for index in regions],
+            style_masks=None if style_masks is None else [None if index is None else images[index] for index in style_masks],
+            warm_start=submit.warm_start, progress_every=submit.progress_every, preview_every=submit.preview_every,
+            fault=submit.fault if self.config.test_faults else None, output_size=output_size,
         )
 
-    def _output_size(self, output: object, content: ImageSpec, settings: dict[str, Any]) -> tuple[int, int] | None:
+    def _output_size(self, output: tuple[int, int] | None, content: ImageSpec,
+                     settings: dict[str, Any]) -> tuple[int, int] | None:
         """(height, width) to resize the result to, or None; either way the image sent back (and each
-        preview) stays within the pixel limit that inputs have."""
+        preview) stays within the pixel limit that inputs have (Submit.from_wire checked ``output``'s)."""
         if output is None:
             longest = settings.get("size", StyleSettings.size) or max(content.height, content.width)
             height, width = fit_longest_side(content.height, content.width, longest)
@@ -451,16 +440,11 @@ class DaemonService:
                 raise _invalid(f"settings.size {longest} makes a {width}×{height} result ({height * width} pixels); "
                                f"the limit is {self.max_pixels}")
             return None
-        if not isinstance(output, dict):
-            raise _invalid("output must be a map with width and height")
-        height = _int_field(output, "height", 1, 1, self.config.max_image_side)
-        width = _int_field(output, "width", 1, 1, self.config.max_image_side)
-        if height * width > self.max_pixels:
-            raise _invalid(f"output has {height * width} pixels ({width}×{height}); the limit is {self.max_pixels}")
+        width, height = output
         return height, width
 
-    def _cancel(self, router: zmq.Socket, client: bytes, job_id: object) -> None:
-        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+    def _cancel(self, router: zmq.Socket, client: bytes, job_id: str) -> None:
+        job = self.jobs.get(job_id)
         if job is None or job.client != client:
             raise _invalid(f"cancel: no job {job_id!r} of yours")
         self._cancel_job(job, router)
@@ -471,7 +455,7 @@ class DaemonService:
             job.state = JobState.CANCELLED
             if router is not None:
                 self._reply(router, job.client, MessageType.ERROR,
-                            {"job_id": job.id, "code": ErrorCode.CANCELLED.value, "message": "Job cancelled."})
+                            Error(ErrorCode.CANCELLED, "Job cancelled.", job_id=job.id))
         # A running job stops within one iteration; the worker then sends the cancelled error.
 
     def _cancel_jobs_of_closed_connections(self, peers: PeerConnections) -> None:
@@ -504,7 +488,7 @@ class DaemonService:
                 peers.forget(client)
 
     # -- status -----------------------------------------------------------------------------------
-    def status(self, client: bytes | None = None) -> dict[str, Any]:
+    def status(self, client: bytes | None = None) -> StatusReply:
         """The daemon's state as ``client`` may see it: other clients' jobs are counted, not named."""
         running = self.worker.running
         memory: dict[str, Any] = {"rss_bytes": _rss_bytes()}
@@ -521,27 +505,28 @@ class DaemonService:
             name: largest_fitting_side(available, settings.layers, settings.optimizer) for name, settings in defaults.items()
         }
         cache = self.worker.gram_cache
-        return {
-            "version": VERSION,
-            "protocol_version": PROTOCOL_VERSION,
-            "pid": os.getpid(),
-            "endpoint": self.endpoint,
-            "uptime_s": time.monotonic() - self.started_at,
-            "device": self.worker.device,
-            "precision": precision_status(self.worker.memory_device()),
-            "model": self.worker.model_state.value,
-            "model_error": self.worker.model_error,
-            "transport": self.transport_name,
-            "queue": [job.id if job.client == client else None for job in self.queue.snapshot()],
-            "queue_capacity": self.queue.capacity,
-            "running": None if running is None else (
+        return StatusReply(
+            version=VERSION,
+            protocol_version=PROTOCOL_VERSION,
+            pid=os.getpid(),
+            endpoint=self.endpoint,
+            transport=self.transport_name,
+            uptime_s=time.monotonic() - self.started_at,
+            device=self.worker.device,
+            precision=precision_status(self.worker.memory_device()),
+            model=self.worker.model_state.value,
+            model_error=self.worker.model_error,
+            queue=[job.id if job.client == client else None for job in self.queue.snapshot()],
+            queue_capacity=self.queue.capacity,
+            running=None if running is None else (
                 {"job_id": running.id, "progress": running.progress} if running.client == client
                 else {"job_id": None, "progress": None}),
-            "jobs_done": self.worker.jobs_done,
-            "style_cache": {"hits": cache.hits, "misses": cache.misses, "entries": len(cache), "bytes": cache.nbytes},
-            "kept_results": len(self.worker.results),
-            "memory": memory,
-            "versions": {
+            jobs_done=self.worker.jobs_done,
+            style_cache={"hits": cache.hits, "misses": cache.misses, "entries": len(cache), "bytes": cache.nbytes},
+            kept_results=len(self.worker.results),
+            memory=memory,
+            seconds_per_megapixel_iteration=self.worker.speed.seconds_per_megapixel,
+            versions={
                 "python": platform.python_version(),
                 "torch": torch.__version__,
                 "torchvision": torchvision.__version__,
@@ -549,7 +534,10 @@ class DaemonService:
                 "libzmq": zmq.zmq_version(),
                 "msgpack": ".".join(map(str, msgpack.version)),
             },
-        }
+        )
+
+    def estimate(self, request: Estimate) -> EstimateReply:
+        return estimate_job(request, self.worker.available_memory(), self.worker.speed.seconds_per_megapixel)
 
 
 def precision_status(device: torch.device) -> dict[str, str]:
@@ -569,12 +557,6 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def _invalid(message: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.INVALID_REQUEST, message)
+_invalid = invalid
 
 
-def _int_field(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _invalid(f"{name} must be an integer from {low} to {high}, got {value!r}")
-    return value

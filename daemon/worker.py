@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
@@ -32,16 +32,17 @@ from nst_engine.memory import available_bytes
 from nst_engine.tiling import plan_stage
 
 from .caches import GramCache, ResultCache
-from .images import fingerprint, frame_to_rgb, rgb_to_frame
-from .jobs import Job, JobQueue, JobState
-from .protocol import Buffer, ErrorCode, MessageType
+from .estimates import EvaluationSpeed
+from .images import fingerprint, frame_alpha, frame_to_mask, frame_to_rgb, rgb_to_frame
+from .jobs import Job, JobImage, JobQueue, JobState
+from .messages import Buffer, Error, ErrorCode, JobProgress, MessageType, Preview, Result, WireRecord
 
 log = logging.getLogger(__name__)
 
 class Sender(Protocol):
     """Sends one message to a client (routing identity, type, body, frames); closed when the worker ends."""
 
-    def __call__(self, client: bytes, message_type: MessageType, body: dict[str, Any], frames: Sequence[Buffer]) -> None: ...
+    def __call__(self, client: bytes, message_type: MessageType, body: WireRecord, frames: Sequence[Buffer]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -93,6 +94,7 @@ class Worker:
         self.engine: StyleTransfer | None = None
         self.running: Job | None = None
         self.jobs_done = 0
+        self.speed = EvaluationSpeed()
         self._thread = threading.Thread(target=self._run, name="style-worker", daemon=True)
 
     def start(self) -> None:
@@ -149,7 +151,7 @@ class Worker:
     def _execute(self, job: Job) -> None:
         if job.cancel_token.cancelled:
             job.state = JobState.CANCELLED
-            self._send(job.client, MessageType.ERROR, _error_body(job, ErrorCode.CANCELLED, "Job cancelled."), ())
+            self._send(job.client, MessageType.ERROR, Error(ErrorCode.CANCELLED, "Job cancelled.", job_id=job.id), ())
             return
         job.state = JobState.RUNNING
         self.running = job
@@ -180,16 +182,19 @@ class Worker:
             self._release_memory(collect=False)
         if failure is not None:
             job.state = JobState.CANCELLED if failure.code is ErrorCode.CANCELLED else JobState.FAILED
-            body = _error_body(job, failure.code, failure.message)
-            if failure.largest_size is not None:
-                body["largest_size"] = failure.largest_size
-            self._send(job.client, MessageType.ERROR, body, ())
+            error = Error(failure.code, failure.message, job_id=job.id, largest_size=failure.largest_size)
+            self._send(job.client, MessageType.ERROR, error, ())
 
     def _run_job(self, job: Job) -> None:
         engine = self._ensure_engine()
         settings = StyleSettings.from_values(job.settings)
         content = frame_to_rgb(job.content.spec, job.content.frame)
         styles = [frame_to_rgb(image.spec, image.frame) for image in job.styles]
+        regions = _masks(job.regions)
+        # A style sent with alpha takes its statistics where it is opaque, unless a style mask is given.
+        given = job.style_masks or [None] * len(job.styles)
+        style_masks = [frame_to_mask(mask.spec, mask.frame) if mask is not None else frame_alpha(image.spec, image.frame)
+                       for image, mask in zip(job.styles, given)]
         style_keys = [fingerprint(image.spec, image.frame) for image in job.styles]
         init_image = frame_to_rgb(job.init.spec, job.init.frame) if job.init is not None else None
         if job.warm_start is not None:
@@ -203,16 +208,17 @@ class Worker:
                 if job.fault == "oom":
                     raise torch.cuda.OutOfMemoryError("injected out-of-memory error (--test-faults)")
                 raise InjectedFault("injected failure (--test-faults)")
-            body = _progress_body(job, progress)
-            job.progress = body
+            record = progress_record(job.id, progress)
+            job.progress = record.to_wire()
+            self.speed.observe(job.id, progress)
             if job.preview_every and progress.image is not None:
                 preview = progress.image
                 if job.output_size is not None:
                     preview = resize(preview[None], *job.output_size)[0]
                 spec, frame = rgb_to_frame(preview)
-                self._send(job.client, MessageType.PREVIEW, {**body, "image": spec.to_wire()}, [frame])
+                self._send(job.client, MessageType.PREVIEW, Preview(record, spec), [frame])
             elif progress.stage_iteration % job.progress_every == 0 or progress.stage_iteration == progress.stage_iterations:
-                self._send(job.client, MessageType.PROGRESS, body, ())
+                self._send(job.client, MessageType.PROGRESS, record, ())
 
         started = time.perf_counter()
         log.debug("Job %s: %.1f ms from submission to the engine", job.id, 1000 * (time.monotonic() - job.submitted_at))
@@ -220,13 +226,13 @@ class Worker:
             content, styles, settings, init_image=init_image, on_progress=on_progress,
             preview_every=job.preview_every, cancel=job.cancel_token, style_keys=style_keys,
             gram_cache=self.gram_cache, memory_budget=self.memory_budget,
+            regions=regions, style_image_masks=None if all(mask is None for mask in style_masks) else style_masks,
         )
         self.results.put(_result_key(job.client, job.id), result)
         if job.output_size is not None:
             result = resize(result[None], *job.output_size)[0]
         spec, frame = rgb_to_frame(result)
-        body = {"job_id": job.id, "image": spec.to_wire(), "elapsed_s": time.perf_counter() - started}
-        self._send(job.client, MessageType.RESULT, body, [frame])
+        self._send(job.client, MessageType.RESULT, Result(job.id, spec, time.perf_counter() - started), [frame])
 
     def _out_of_memory_failure(self, job: Job) -> JobFailure:
         self._release_memory(collect=True)
@@ -262,26 +268,18 @@ def _result_key(client: bytes, job_id: str) -> str:
     return f"{client.hex()}/{job_id}"
 
 
-def _progress_body(job: Job, progress: Progress) -> dict[str, Any]:
-    return {
-        "job_id": job.id,
-        "stage": progress.stage,
-        "stages": progress.stages,
-        "width": progress.width,
-        "height": progress.height,
-        "stage_iteration": progress.stage_iteration,
-        "stage_iterations": progress.stage_iterations,
-        "iteration": progress.iteration,
-        "total_iterations": progress.total_iterations,
-        "losses": {
-            "content": progress.losses.content,
-            "style": progress.losses.style,
-            "tv": progress.losses.tv,
-            "total": progress.losses.total,
-        },
-        "elapsed_s": progress.elapsed_s,
-    }
+def progress_record(job_id: str, progress: Progress) -> JobProgress:
+    """The engine's progress report as the wire's record."""
+    losses = progress.losses
+    return JobProgress(
+        job_id=job_id, stage=progress.stage, stages=progress.stages, iteration=progress.iteration,
+        total_iterations=progress.total_iterations, width=progress.width, height=progress.height,
+        losses={"content": losses.content, "style": losses.style, "tv": losses.tv, "total": losses.total},
+        elapsed_s=progress.elapsed_s, stage_iteration=progress.stage_iteration,
+        stage_iterations=progress.stage_iterations,
+    )
 
 
-def _error_body(job: Job, code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"job_id": job.id, "code": code.value, "message": message}
+def _masks(images: list[JobImage | None] | None) -> list[torch.Tensor | None] | None:
+    return None if images is None else [None if image is None else frame_to_mask(image.spec, image.frame)
+                                        for image in images]

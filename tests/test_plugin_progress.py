@@ -36,9 +36,7 @@ def test_the_fraction_stays_between_0_and_1(iteration, total, expected):
 def test_progress_rises_through_a_real_jobs_reports(engine):
     """The engine's own records, turned into wire records by the daemon's worker, give a rising bar that
     ends full."""
-    from daemon.jobs import Job, JobImage
-    from daemon.records import DType, ImageSpec
-    from daemon.worker import _progress_body
+    from daemon.worker import progress_record
     from nst_engine import StyleSettings
 
     from .stand_ins import smooth_image
@@ -46,8 +44,7 @@ def test_progress_rises_through_a_real_jobs_reports(engine):
     reports = []
     engine.stylize(smooth_image(48, 48, 1), [smooth_image(48, 48, 2)], StyleSettings(size=48, scales=2, iterations=4),
                    on_progress=reports.append)
-    job = Job("job", b"client", {}, JobImage(ImageSpec(48, 48, 3, DType.F32), b""), [])
-    statuses = [progress_status(JobProgress.from_body(_progress_body(job, report))) for report in reports]
+    statuses = [progress_status(JobProgress.from_wire(progress_record("job", report).to_wire())) for report in reports]
     fractions = [fraction for _, fraction in statuses]
     assert len(set(fractions)) == len(fractions) == 8 and fractions == sorted(fractions) and fractions[-1] == 1.0
     assert statuses[0][0] == "Neural Style: stage 1/2 at 24×24, iteration 1/8"
