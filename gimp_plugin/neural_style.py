@@ -86,8 +86,10 @@ class NeuralStyle(Gimp.PlugIn):
             if run_mode == Gimp.RunMode.INTERACTIVE:
                 from dialog import run_dialog
 
-                status = _daemon_status()
-                if not run_dialog(procedure, config, _device_kind(status), re_editing=re_edit is not None):
+                with _DialogDaemon(image, targets, config) as daemon:
+                    accepted = run_dialog(procedure, config, _device_kind(daemon.status), re_editing=re_edit is not None,
+                                          estimate=daemon.estimate_text if daemon.client is not None else None)
+                if not accepted:
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
             from stylise import stylise
 
@@ -122,17 +124,49 @@ def _add_argument(procedure, argument) -> None:
         procedure.add_choice_argument(name, label, help_text, choice, argument.default, flags)
 
 
-def _daemon_status() -> dict | None:
-    """The running daemon's status, or None (none running, or only the bridge works): the dialog
-    never starts a daemon."""
-    try:
-        from daemon.client import connect
+class _DialogDaemon:
+    """The running daemon while the dialog is open, for its device and its cost estimates; without one
+    (none running, or only the bridge works) the dialog says the device is unknown and shows no
+    estimate.  The dialog never starts a daemon."""
 
-        with connect(timeout_s=STATUS_TIMEOUT_S) as client:
-            client.retries = 0
-            return client.status()
-    except Exception:  # no daemon, no pyzmq: the dialog says the device is unknown
-        return None
+    def __init__(self, image, targets, config) -> None:
+        self.image, self.targets, self.config = image, targets, config
+        self.client, self.status = None, None
+
+    def __enter__(self):
+        try:
+            from daemon.client import connect
+
+            self.client = connect(timeout_s=STATUS_TIMEOUT_S)
+            self.client.retries = 0
+            self.status = self.client.status()
+        except Exception:  # no daemon, no pyzmq: no device, no estimate
+            self.__exit__()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def estimate_text(self) -> str:
+        from arguments import STYLE_LAYERS, settings_from_arguments
+        from cost_text import cost_text
+
+        target = self.targets[0]
+        if target.record is not None:
+            width, height = target.record.region.width, target.record.region.height
+        else:
+            found, _, _, width, height = target.source.mask_intersect()
+            if not found:
+                return ""
+        styles = [self.config.get_property(name) for name in STYLE_LAYERS]
+        sizes = [(layer.get_width(), layer.get_height()) for layer in styles if layer is not None]
+        try:
+            settings = settings_from_arguments(self.config.get_property, width, height, max(1, len(sizes)))
+            return cost_text(self.client.estimate(settings, width, height, style_sizes=sizes), len(self.targets))
+        except Exception as error:  # the estimate is a help, never a reason to fail
+            return f"No estimate: {error}"
 
 
 def _device_kind(status):

@@ -65,14 +65,18 @@ def device_kind(status: dict | None) -> DeviceKind | None:
     """GPU or CPU from the daemon's status; None when it cannot tell (no status, or the model not yet
     loaded on an 'auto' device).  Until the model is loaded the status names the device asked for, so
     'auto' falls back on its automatic precision, which is tf32 only on CUDA."""
-    if not status:
+    if status is None:
         return None
-    device = str(status.get("device") or "")
+
+    def field(name: str):
+        return status[name] if name in status else None  # a dict, or the client's StatusReply record
+
+    device = str(field("device") or "")
     if device.startswith(("cuda", "mps", "xpu")):
         return DeviceKind.GPU
     if device.startswith("cpu"):
         return DeviceKind.CPU
-    precision = status.get("precision") or {}
+    precision = field("precision") or {}
     if isinstance(precision, dict) and precision.get("auto") == "tf32":
         return DeviceKind.GPU
     return None
