@@ -342,27 +342,29 @@ def test_re_running_a_result_replaces_it_in_place(results):
     assert gone["status"] == "execution-error" and "no longer in the image" in gone["error"]
 
 
-def test_style_scale_a_second_style_layer_and_its_region_change_the_result(results):
+def test_style_scale_a_second_style_layer_and_regions_change_the_result(results):
     facts = results["controls"]
     assert "exception" not in facts, facts
-    for key in ("plain", "scaled", "two_styles", "region"):
+    for key in ("plain", "scaled", "two_styles", "only_two", "split"):
         assert facts[key]["status"] == "success", (key, facts[key]["error"])
     plain, scaled, two = facts["plain_pixels"], facts["scaled_pixels"], facts["two_styles_pixels"]
     assert plain != scaled, "style-scale changes the result"
     assert plain != two, "a second style layer changes the result"
     record = json.loads(facts["two_styles"]["after"][0]["parasite"])
     assert record["style_blend_weights"] == [1.0, 1.0]
-    region = facts["region_pixels"]
-    width = 48
-    inside = [i for i in range(len(region)) if (i // 4) % width < 24 and i % 4 != 3]
-    outside = [i for i in range(len(region)) if (i // 4) % width >= 32 and i % 4 != 3]
 
-    def mean_difference(a, b, where):
+    # The first style's region is a channel over the right half, the second's over the left half: each
+    # half of the result is nearer to that half of the run with its own style alone than with the other.
+    split, only_one, only_two = facts["split_pixels"], plain, facts["only_two_pixels"]
+    width = 48  # a margin of 8 px either side of the middle, where the receptive fields see both halves
+    left = [i for i in range(len(split)) if (i // 4) % width < 16 and i % 4 != 3]
+    right = [i for i in range(len(split)) if (i // 4) % width >= 32 and i % 4 != 3]
+
+    def distance(a, b, where):
         return sum(abs(a[i] - b[i]) for i in where) / len(where)
 
-    # Style 2 applies only in the channel's left half: the right half moves towards the first style alone.
-    assert mean_difference(region, plain, outside) < mean_difference(two, plain, outside)
-    assert region != two
+    assert distance(split, only_two, left) < distance(split, only_one, left)
+    assert distance(split, only_one, right) < distance(split, only_two, right)
 
 
 TRANSPARENT_HALF_TOLERANCE = 0.02  # mean absolute difference, in the [0, 1] range, over the result's colours

@@ -130,22 +130,27 @@ def rerun_case():
 
 
 def controls_case():
-    """style-scale and a second style layer change the result; a channel as the second style's region."""
+    """style-scale and a second style layer change the result; each style layer with a channel as its
+    region (complementary halves) against each style alone."""
     image, layers = new_image([("content", 48, 40, 1, (0, 0), False), ("style", 40, 40, 5, (0, 0), False),
                                ("style two", 40, 40, 9, (0, 0), False)])
     content, style, two = layers["content"], layers["style"], layers["style two"]
-    facts = {}
-    for key, extra in (("plain", {}), ("scaled", {"style_scale": 0.5}), ("two_styles", {"style_layer_2": two})):
-        facts[key] = run_plugin(image, [content], style_layer=style, **extra)
-        facts[key + "_pixels"] = result_floats(image, "content (Neural Style)")
-        image.remove_layer(image.get_layers()[0])
-    image.select_rectangle(Gimp.ChannelOps.REPLACE, 0, 0, 24, 56)
-    left = Gimp.Selection.save(image)
-    image.select_rectangle(Gimp.ChannelOps.REPLACE, 0, 0, 1, 1)
+    channels = {}
+    for name, x in (("left", 0), ("right", 24)):
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, x, 0, 24, 56)
+        channels[name] = Gimp.Selection.save(image)
+        channels[name].set_name(name)
     Gimp.Selection.none(image)
-    facts["region"] = run_plugin(image, [content], style_layer=style, style_layer_2=two, style_region_2=left)
-    if facts["region"]["status"] == "success":
-        facts["region_pixels"] = result_floats(image, "content (Neural Style)")
+    facts = {}
+    runs = (("plain", {"style_layer": style}), ("scaled", {"style_layer": style, "style_scale": 0.5}),
+            ("two_styles", {"style_layer": style, "style_layer_2": two}), ("only_two", {"style_layer": two}),
+            ("split", {"style_layer": style, "style_region": channels["right"], "style_layer_2": two,
+                       "style_region_2": channels["left"]}))
+    for key, options in runs:
+        facts[key] = run_plugin(image, [content], iterations=20, **options)
+        if facts[key]["status"] == "success":
+            facts[key + "_pixels"] = result_floats(image, "content (Neural Style)")
+            image.remove_layer(image.get_layers()[0])
     image.delete()
     return facts
 
