@@ -50,7 +50,7 @@ class Argument:
 
 
 def _from_setting(item: Setting, label: str | None = None, excluded: tuple[str, ...] = ()) -> Argument:
-    label = label or item.spec.label
+    label = label or _LABEL_OVERRIDES.get(item.name) or item.spec.label
     if item.kind not in _KIND_OF or not label:
         raise TypeError(f"the setting {item.name} cannot be a GIMP argument: it needs a label and a plain type")
     minimum = 0 if item.spec.zero_means else item.spec.minimum
@@ -74,33 +74,44 @@ def _sentence(text: str) -> str:
 # dialog's label (the schema gives these no label).  Init "image" needs an image the plug-in has no way
 # to pass, so it is left out.
 _ALSO_OFFERED: dict[str, str] = {
-    "style_scale": "Style sc_ale",
+    "style_scale": "S_tyle scale",
     "tv_weight": "Total _variation",
     "init": "Start _from",
-    "scales": "S_tages",
-    "coarse_iterations": "Coarse-stage iterations",
+    "scales": "Nu_mber of stages",
+    "coarse_iterations": "Iterations at smaller sta_ges",
     "precision": "_Precision",
 }
 _EXCLUDED_CHOICES = {"init": ("image",)}
+# The schema's labels whose access key is one of the dialog buttons' (see _LABELS).
+_LABEL_OVERRIDES = {"colors": "Colo_urs"}
+DIALOG_BUTTON_KEYS = "lsr"
 
+# Every label needs an access key of its own, and none may be a key of the dialog's buttons: l (Load
+# Saved Settings), s (Save Settings), r (Reset); GIMP warns of a missing or a duplicate one.  Hence the
+# scattered letters.
+_LABELS = {
+    "style layer": ("Style layer _2", "Style layer _3"),
+    "blend weight": ("Blen_d weight", "Blend weig_ht 2", "_Blend weight 3"),
+    "region": ("Zone _1", "Zo_ne 2", "_Zone 3"),
+}
 _SIZE = SETTINGS["size"]
 _BLEND = SETTINGS["style_blend_weights"]
 _OWN = (
-    Argument("style-layer", ArgumentKind.LAYER, "_Style layer", "Layer whose style is applied"),
-    Argument("max-size", ArgumentKind.INT, "_Max size",
+    Argument("style-layer", ArgumentKind.LAYER, "Style l_ayer", "Layer whose style is applied"),
+    Argument("max-size", ArgumentKind.INT, "Ma_x size",
              "Longest side to optimise at, in pixels; 0 = the layer's own size (the result is scaled to the layer)",
              _SIZE.default, 0, _SIZE.spec.maximum),
     Argument("live-preview", ArgumentKind.BOOLEAN, "Live previe_w", "Update the result layer while it runs", False),
-    *(Argument(name, ArgumentKind.LAYER, f"Style layer _{n}",
-               f"A further style layer, blended with the first by the blend weights (none: not used)")
-      for n, name in enumerate(STYLE_LAYERS[1:], start=2)),
-    *(Argument(name, ArgumentKind.DOUBLE, "_Blend weight" if n == 1 else f"Blend weight {n}",
+    *(Argument(name, ArgumentKind.LAYER, label,
+               "A further style layer, blended with the first by the blend weights (none: not used)")
+      for name, label in zip(STYLE_LAYERS[1:], _LABELS["style layer"])),
+    *(Argument(name, ArgumentKind.DOUBLE, label,
                f"Style layer {n}'s share of the style: {_BLEND.spec.help}", 1.0, 0.0, MAX_WEIGHT)
-      for n, name in enumerate(BLEND_WEIGHTS, start=1)),
-    *(Argument(name, ArgumentKind.CHANNEL, "Re_gion" if n == 1 else f"Region {n}",
+      for n, (name, label) in enumerate(zip(BLEND_WEIGHTS, _LABELS["blend weight"]), start=1)),
+    *(Argument(name, ArgumentKind.CHANNEL, label,
                f"Where style layer {n} applies: a channel (a saved selection) or a layer mask, white where it "
                "applies (none: everywhere)")
-      for n, name in enumerate(REGIONS, start=1)),
+      for n, (name, label) in enumerate(zip(REGIONS, _LABELS["region"]), start=1)),
     Argument("preset", ArgumentKind.CHOICE, "_Quality",
              "A preset that sets the size, iterations and stages below; Custom keeps them as they are",
              Preset.CUSTOM.value, choices=PRESET_CHOICES),

@@ -16,7 +16,7 @@ from presets import DeviceKind, Preset, describe, quality  # noqa: E402
 
 _QUALITY_VALUES = ("max-size", "iterations", "scales", "coarse-iterations")
 _GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("style", "Style", ("style-layer", "style-weight", "style-scale", "style-blend-weight", "style-region",
+    ("style", "Style", ("style-line", "style-layer", "style-weight", "style-scale", "style-blend-weight", "style-region",
                         *(name for names in zip(STYLE_LAYERS[1:], BLEND_WEIGHTS[1:], REGIONS[1:]) for name in names))),
     ("quality", "Quality", ("preset", "device-line", *_QUALITY_VALUES, "estimate-line", "live-preview")),
     ("colour", "Colour", ("colors",)),
@@ -30,6 +30,7 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     GimpUi.init("neural_style")
     dialog = GimpUi.ProcedureDialog.new(procedure, config, "Neural Style")
     dialog.get_label("device-line", describe(kind), False, False)
+    style_label = dialog.get_label("style-line", "", False, False)
     estimate_label = dialog.get_label("estimate-line", "", False, False)
     for group, title, names in _GROUPS:
         dialog.get_label(f"{group}-title", f"<b>{title}</b>", True, False)
@@ -41,6 +42,14 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     frames = [f"{group}-frame" for group, _, _ in _GROUPS]
     dialog.fill([*frames, "keep-previous"] if re_editing else frames)
     _PresetBinding(config, kind)
+
+    # GIMP 3.0's layer chooser shows a thumbnail at most, often an empty one: the names, in words.
+    def refresh_styles(*_: object) -> None:
+        style_label.set_text(styles_text(config))
+
+    for name in STYLE_LAYERS:
+        config.connect(f"notify::{name}", refresh_styles)
+    refresh_styles()
 
     def refresh_estimate(*_: object) -> None:
         if estimate is not None:
@@ -55,6 +64,15 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     accepted = dialog.run()
     dialog.destroy()
     return bool(accepted)
+
+
+def styles_text(config) -> str:
+    chosen = []
+    for number, name in enumerate(STYLE_LAYERS, start=1):
+        layer = config.get_property(name)
+        if layer is not None:
+            chosen.append(f"{number}: “{layer.get_name()}” ({layer.get_width()}×{layer.get_height()})")
+    return "Style layers — " + ", ".join(chosen) if chosen else "Choose a style layer."
 
 
 class _PresetBinding:

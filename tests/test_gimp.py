@@ -197,6 +197,7 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
         KeyPress("re-edit", "^Neural Style$", "Return", screenshot="dialog-re-edit.png"),
         KeyPress("undo-3", "Untitled.*GIMP", "ctrl+z"),
     ])
+    (work_dir / "ui-output.txt").write_text(output)
     path = work_dir / "ui-result.json"
     assert path.exists(), output
     facts = json.loads(path.read_text())
@@ -367,18 +368,21 @@ def test_style_scale_a_second_style_layer_and_regions_change_the_result(results)
     assert distance(split, only_one, right) < distance(split, only_two, right)
 
 
-TRANSPARENT_HALF_TOLERANCE = 0.02  # mean absolute difference, in the [0, 1] range, over the result's colours
-
-
 def test_a_transparent_half_of_the_style_layer_adds_nothing(results):
+    """The style's left half is green and transparent.  The result against the style cropped to its right
+    half, as the mean absolute difference of the colours ([0, 1] range), must be under half of what the
+    same green half left opaque gives (the alpha ignored).  The halves cannot match exactly at 64 px:
+    VGG's deeper layers see across the edge (see tests/test_perceptual_control.py)."""
     facts = results["transparent_half"]
     assert "exception" not in facts, facts
-    assert facts["half"]["status"] == "success" and facts["cropped"]["status"] == "success"
-    assert facts["cropped_size"] == [20, 40]
-    half, cropped = facts["half_pixels"], facts["cropped_pixels"]
+    for key in ("half", "cropped", "opaque"):
+        assert facts[key]["status"] == "success", (key, facts[key]["error"])
+    assert facts["cropped_size"] == [32, 64]
+    half, cropped, opaque = facts["half_pixels"], facts["cropped_pixels"], facts["opaque_pixels"]
     colours = [i for i in range(len(half)) if i % 4 != 3]
-    difference = sum(abs(half[i] - cropped[i]) for i in colours) / len(colours)
-    assert difference < TRANSPARENT_HALF_TOLERANCE, difference
+    masked = sum(abs(half[i] - cropped[i]) for i in colours) / len(colours)
+    ignored = sum(abs(opaque[i] - cropped[i]) for i in colours) / len(colours)
+    assert masked < 0.5 * ignored, (masked, ignored)
 
 
 @pytest.mark.parametrize(("drawable", "words"), [("group", "layer group"), ("channel", "channel"), ("mask", "layer mask")])

@@ -156,18 +156,24 @@ def controls_case():
 
 
 def transparent_half_case():
-    """A style layer whose left half is transparent against the same style cropped to its right half."""
-    image, layers = new_image([("content", 48, 40, 1, (0, 0), False), ("half", 40, 40, 5, (0, 0), True)])
+    """A style layer whose left half is green and transparent, against its right half cropped, and
+    against the same green half left opaque (what ignoring the alpha would give)."""
+    image, layers = new_image([("content", 64, 64, 1, (0, 0), False), ("half", 64, 64, 5, (0, 0), False)],
+                              size=(64, 64))
     content, half = layers["content"], layers["half"]
+    fill(half, 64, 64, 4, seed=5, transparent_half=True, green_half=True)
     cropped = half.copy()
     image.insert_layer(cropped, None, 0)
-    cropped.resize(20, 40, -20, 0)
-    facts = {"half": run_plugin(image, [content], style_layer=half)}
-    facts["half_pixels"] = result_floats(image, "content (Neural Style)")
-    image.remove_layer(image.get_layers()[[l.get_name() for l in image.get_layers()].index("content (Neural Style)")])
-    facts["cropped"] = run_plugin(image, [content], style_layer=cropped)
-    facts["cropped_pixels"] = result_floats(image, "content (Neural Style)")
-    facts["cropped_size"] = [cropped.get_width(), cropped.get_height()]
+    cropped.resize(32, 64, -32, 0)
+    options = {"iterations": 30, "max_size": 64}  # enough for the style's statistics to show
+    facts = {"cropped_size": [cropped.get_width(), cropped.get_height()]}
+    for key, style in (("half", half), ("cropped", cropped), ("opaque", half)):
+        if key == "opaque":
+            fill(half, 64, 64, 4, seed=5, green_half=True)
+        facts[key] = run_plugin(image, [content], style_layer=style, **options)
+        if facts[key]["status"] == "success":
+            facts[key + "_pixels"] = result_floats(image, "content (Neural Style)")
+            image.remove_layer(next(layer for layer in image.get_layers() if layer.get_name() == "content (Neural Style)"))
     image.delete()
     return facts
 
