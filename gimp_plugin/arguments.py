@@ -78,17 +78,17 @@ _ALSO_OFFERED: dict[str, str] = {
     "tv_weight": "Total _variation",
     "init": "Start _from",
     "scales": "Nu_mber of stages",
-    "coarse_iterations": "Iterations at smaller sta_ges",
-    "precision": "_Precision",
+    "coarse_iterations": "Iterations, coarser stages (_0: same)",
+    "precision": "Precision (fp32, tf32, bf1_6)",
 }
 _EXCLUDED_CHOICES = {"init": ("image",)}
 # The schema's labels whose access key is one of the dialog buttons' (see _LABELS).
-_LABEL_OVERRIDES = {"colors": "Colo_urs"}
-DIALOG_BUTTON_KEYS = "lsr"
+_LABEL_OVERRIDES = {"colors": "Colo_urs", "content_weight": "Content wei_ght", "optimizer": "O_ptimizer"}
+DIALOG_BUTTON_KEYS = "lsrco"
 
 # Every label needs an access key of its own, and none may be a key of the dialog's buttons: l (Load
-# Saved Settings), s (Save Settings), r (Reset); GIMP warns of a missing or a duplicate one.  Hence the
-# scattered letters.
+# Saved Settings), s (Save Settings), r (Reset), c (Cancel), o (OK); GIMP warns of a missing or a
+# duplicate one.  25 labels leave few letters, hence the scattered keys and the digits.
 _LABELS = {
     "style layer": ("Style layer _2", "Style layer _3"),
     "blend weight": ("Blen_d weight", "Blend weig_ht 2", "_Blend weight 3"),

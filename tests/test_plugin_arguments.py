@@ -62,8 +62,8 @@ def test_access_keys_are_unique():
     assert all("_" in argument.label for argument in ARGUMENTS), "GIMP warns of a property without an access key"
     keys = [argument.label[argument.label.index("_") + 1].lower() for argument in ARGUMENTS]
     assert len(keys) == len(set(keys)), keys
-    # GimpProcedureDialog's own buttons Load Saved Settings (l), Save Settings (s) and Reset (r), which
-    # the live-preview, style-layer and colours labels once clashed with
+    # GimpProcedureDialog's own buttons Load Saved Settings (l), Save Settings (s), Reset (r), Cancel (c)
+    # and OK (o), which the schema's and the plug-in's labels once clashed with
     assert not set(DIALOG_BUTTON_KEYS) & set(keys)
 
 
