@@ -11,8 +11,8 @@ import gi
 gi.require_version("GimpUi", "3.0")
 from gi.repository import GimpUi  # noqa: E402
 
-from arguments import BLEND_WEIGHTS, REGIONS, STYLE_LAYERS  # noqa: E402
-from presets import DeviceKind, Preset, describe, quality  # noqa: E402
+from arguments import BLEND_WEIGHTS, BY_NAME, REGIONS, STYLE_LAYERS  # noqa: E402
+from presets import DeviceKind, Preset, describe, opening_preset, quality  # noqa: E402
 
 _QUALITY_VALUES = ("max-size", "iterations", "scales", "coarse-iterations")
 _GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -42,6 +42,9 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     frames = [f"{group}-frame" for group, _, _ in _GROUPS]
     dialog.fill([*frames, "keep-previous"] if re_editing else frames)
     _PresetBinding(config, kind)
+    values = {name: config.get_property(name) for name in _QUALITY_VALUES}
+    defaults = {name: BY_NAME[name].default for name in _QUALITY_VALUES}
+    config.set_property("preset", opening_preset(Preset(config.get_property("preset")), values, defaults).value)
 
     # GIMP 3.0's layer chooser shows a thumbnail at most, often an empty one: the names, in words.
     def refresh_styles(*_: object) -> None:

@@ -91,6 +91,8 @@ class NeuralStyle(Gimp.PlugIn):
                                           estimate=daemon.estimate_text if daemon.client is not None else None)
                 if not accepted:
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+            elif config.get_property("preset") != "custom":
+                _apply_preset(config)
             from stylise import stylise
 
             stylise(image, targets, config)
@@ -167,6 +169,18 @@ class _DialogDaemon:
             return cost_text(self.client.estimate(settings, width, height, style_sizes=sizes), len(self.targets))
         except Exception as error:  # the estimate is a help, never a reason to fail
             return f"No estimate: {error}"
+
+
+def _apply_preset(config) -> None:
+    """A script's (or Repeat's) preset other than Custom sets the size, iterations and stages for the
+    daemon's device, as choosing it in the dialog does."""
+    from presets import Preset, quality
+
+    with _DialogDaemon(None, [], config) as daemon:
+        chosen = quality(Preset(config.get_property("preset")), _device_kind(daemon.status))
+    if chosen is not None:
+        for name, value in chosen.arguments().items():
+            config.set_property(name, value)
 
 
 def _device_kind(status):

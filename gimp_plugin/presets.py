@@ -89,6 +89,13 @@ def quality(preset: Preset, kind: DeviceKind | None) -> Quality | None:
     return PRESETS[kind or DeviceKind.CPU][preset]
 
 
+def opening_preset(preset: Preset, values: dict[str, int], defaults: dict[str, int]) -> Preset:
+    """The preset the dialog opens with: the device's default preset while the size, iterations and
+    stages are untouched defaults (first use, with nothing remembered), else the one given."""
+    untouched = all(values[name] == defaults[name] for name in Quality(0, 0, 0, 0).arguments())
+    return DEFAULT_PRESET if preset is Preset.CUSTOM and untouched else preset
+
+
 def describe(kind: DeviceKind | None) -> str:
     """A line for the dialog that says which default applies."""
     if kind is DeviceKind.GPU:

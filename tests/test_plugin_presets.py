@@ -86,3 +86,12 @@ def test_the_cost_line_says_memory_plan_and_time_or_the_largest_size_that_runs()
     too_big = EstimateReply(9_000_000_000, 1_000_000_000, True, 40, 200, None, False, 1200, 9000, 6000)
     text = cost_text(too_big)
     assert text.startswith("Cannot run") and "1200 px" in text
+
+
+def test_the_dialog_opens_at_the_default_preset_only_while_the_quality_values_are_untouched():
+    from presets import opening_preset
+
+    defaults = {"max-size": 512, "iterations": 500, "scales": 0, "coarse-iterations": 0}
+    assert opening_preset(Preset.CUSTOM, dict(defaults), defaults) is DEFAULT_PRESET
+    assert opening_preset(Preset.CUSTOM, defaults | {"iterations": 3}, defaults) is Preset.CUSTOM
+    assert opening_preset(Preset.FINE, dict(defaults), defaults) is Preset.FINE
