@@ -39,3 +39,14 @@ def rgb_with_alpha(rgb: bytes | memoryview, source: bytes | memoryview, source_c
     out[2::4] = colour[2::3]
     out[3::4] = original[source_channels - 1 :: source_channels]
     return out.tobytes()
+
+
+def with_mask_in_alpha(pixels: bytes | memoryview, mask: bytes | memoryview, channels: int) -> bytes:
+    """RGBA/YA floats with their alpha multiplied by a 1-channel float mask of the same size."""
+    values = floats(pixels)
+    weights = floats(mask)
+    if len(values) != len(weights) * channels:
+        raise ValueError("image and mask sizes differ")
+    alpha = values[channels - 1 :: channels]
+    values[channels - 1 :: channels] = array("f", (a * w for a, w in zip(alpha, weights)))
+    return values.tobytes()

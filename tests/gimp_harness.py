@@ -64,6 +64,23 @@ class KeyPress:
     step: str
     window: str
     key: str
+    screenshot: str | None = None  # first save that window as this PNG in the work directory
+
+
+# Runs inside the chroot (python3-gi's Gdk): saves the window named argv[1] as the PNG argv[2].
+_SCREENSHOT = """
+import subprocess, sys
+import gi
+gi.require_version("Gdk", "3.0")
+from gi.repository import Gdk
+window_id = subprocess.run(["xdotool", "search", "--sync", "--name", sys.argv[1]], capture_output=True,
+                           text=True, check=True).stdout.split()[0]
+geometry = dict(line.strip().split("=") for line in subprocess.run(
+    ["xdotool", "getwindowgeometry", "--shell", window_id], capture_output=True, text=True, check=True).stdout.split())
+root = Gdk.get_default_root_window()
+Gdk.pixbuf_get_from_window(root, int(geometry["X"]), int(geometry["Y"]), int(geometry["WIDTH"]),
+                           int(geometry["HEIGHT"])).savev(sys.argv[2], "png", [], [])
+"""
 
 
 def run_with_interface(work_dir: Path, script: str, env: dict[str, str], presses: Sequence[KeyPress],
@@ -88,6 +105,11 @@ def run_with_interface(work_dir: Path, script: str, env: dict[str, str], presses
                     if gimp.poll() is not None or time.monotonic() > deadline:
                         return gimp.communicate(timeout=30)[0] if gimp.poll() is not None else "timed out"
                     time.sleep(0.1)
+                if press.screenshot:
+                    time.sleep(2.0)  # let the dialog draw itself (and its status line fill in)
+                    subprocess.run(["chroot", str(CHROOT), "env", f"DISPLAY={display}", "python3", "-c", _SCREENSHOT,
+                                    press.window, inside_path(work_dir / press.screenshot)],
+                                   check=True, timeout=60, capture_output=True)
                 subprocess.run(["chroot", str(CHROOT), "env", f"DISPLAY={display}", "xdotool", "search", "--sync",
                                 "--name", press.window, "windowfocus", "--sync", "key", press.key],
                                check=True, timeout=60, capture_output=True)

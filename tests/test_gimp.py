@@ -191,10 +191,13 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     last_values = PLUGIN_DIR.parent / "plug-in-settings" / "GimpProcedureConfigRun-plug-in-neural-style.last"
     last_values.unlink(missing_ok=True)  # as on first use: the dialog opens with the caller's values
     output = run_with_interface(work_dir, "/tmp/nst-e2e/ui.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
-        KeyPress("dialog", "^Neural Style$", "Return"),
+        KeyPress("dialog", "^Neural Style$", "Return", screenshot="dialog.png"),
         KeyPress("undo-1", "Untitled.*GIMP", "ctrl+z"),
         KeyPress("undo-2", "Untitled.*GIMP", "ctrl+z"),
+        KeyPress("re-edit", "^Neural Style$", "Return", screenshot="dialog-re-edit.png"),
+        KeyPress("undo-3", "Untitled.*GIMP", "ctrl+z"),
     ])
+    (work_dir / "ui-output.txt").write_text(output)
     path = work_dir / "ui-result.json"
     assert path.exists(), output
     facts = json.loads(path.read_text())
@@ -218,6 +221,23 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
 
     assert facts["undo-1"] == interactive["after"], "one undo takes exactly the second run away"
     assert facts["undo-2"] == facts["before"], "a second undo takes the first run away"
+
+    # On a result, the dialog opens with the result's stored values (not the caller's) and re-runs in place.
+    first, re_edit = facts["re_edit_first"], facts["re_edit"]
+    assert re_edit["status"] == "success", re_edit["error"]
+    assert names(re_edit["after"]) == names(first["after"]), "replaced, not added"
+    stored = json.loads(re_edit["after"][0]["parasite"])
+    assert (stored["iterations"], stored["seed"], stored["style_weight"], stored["size"]) == (3, 11, 250.0, 32)
+
+    # Two selected layers: both results go with one Ctrl+Z.
+    two = facts["two"]
+    assert two["status"] == "success", two["error"]
+    assert len(two["after"]) == len(facts["before_two"]) + 2
+    assert facts["undo-3"] == facts["before_two"], "one undo step removes both results"
+
+    # GIMP warns on stderr about clashing access keys ("duplicate mnemonic"): none.
+    assert "mnemonic" not in output, [line for line in output.splitlines() if "mnemonic" in line]
+    assert (work_dir / "dialog.png").stat().st_size > 1000
 
 
 def test_with_no_daemon_running_the_plug_in_starts_one_and_waits_for_it(work_dir, weights_file):
@@ -286,3 +306,89 @@ def test_killing_the_plug_in_stops_its_job_within_2_seconds(work_dir, daemon):
                 time.sleep(0.05)
             assert time.monotonic() - killed < 2.0
         gimp.wait(60)
+
+
+def names(layers: list[dict]) -> list[str]:
+    return [layer["name"] for layer in layers]
+
+
+def test_two_selected_layers_each_get_their_result_directly_above_them(results):
+    facts = case(results, "two_layers")
+    after = facts["after"]
+    assert names(after) == ["top (Neural Style)", "top", "bottom (Neural Style)", "bottom", "style"]
+    assert (after[0]["width"], after[0]["height"], after[0]["offsets"]) == (48, 40, [0, 0])
+    assert (after[2]["width"], after[2]["height"], after[2]["offsets"]) == (40, 32, [8, 6])
+    assert [after[1], after[3], after[4]] == facts["before"], "sources and style unchanged"
+    assert after[0]["digest"] != after[2]["digest"]
+
+
+def test_re_running_a_result_replaces_it_in_place(results):
+    facts = results["rerun"]
+    assert "exception" not in facts, facts
+    for key in ("first", "other_seed", "other_seed_again", "kept"):
+        assert facts[key]["status"] == "success", (key, facts[key]["error"])
+    moved, other = facts["moved"], facts["other_seed"]["after"]
+    assert names(other) == names(moved) == ["content (Neural Style)", "content", "style"], "layer count unchanged"
+    assert other[0]["offsets"] == moved[0]["offsets"] == [6, 9], "the result stays where the user put it"
+    assert other[0]["digest"] != moved[0]["digest"], "another seed (noise start) gives other pixels"
+    assert other[1:] == moved[1:]
+    record = json.loads(other[0]["parasite"])
+    assert record["seed"] == 2 and record["init"] == "noise" and record["source_tattoo"] == facts["source_tattoo"]
+    again = facts["other_seed_again"]["after"]
+    assert again[0]["digest"] == other[0]["digest"], "the same seed again: the same pixels (the re-run is from the source)"
+    kept = facts["kept"]["after"]
+    assert len(kept) == len(other) + 1 and facts["kept_visible"][:2] == [True, False], \
+        "Keep the previous result: the new one above, the previous one hidden"
+    gone = facts["source_gone"]
+    assert gone["status"] == "execution-error" and "no longer in the image" in gone["error"]
+
+
+def test_style_scale_a_second_style_layer_and_regions_change_the_result(results):
+    facts = results["controls"]
+    assert "exception" not in facts, facts
+    for key in ("plain", "scaled", "two_styles", "only_two", "split"):
+        assert facts[key]["status"] == "success", (key, facts[key]["error"])
+    plain, scaled, two = facts["plain_pixels"], facts["scaled_pixels"], facts["two_styles_pixels"]
+    assert plain != scaled, "style-scale changes the result"
+    assert plain != two, "a second style layer changes the result"
+    record = json.loads(facts["two_styles"]["after"][0]["parasite"])
+    assert record["style_blend_weights"] == [1.0, 1.0]
+
+    # The first style's region is a channel over the right half, the second's over the left half: each
+    # half of the result is nearer to that half of the run with its own style alone than with the other.
+    split, only_one, only_two = facts["split_pixels"], plain, facts["only_two_pixels"]
+    width = 48  # a margin of 8 px either side of the middle, where the receptive fields see both halves
+    left = [i for i in range(len(split)) if (i // 4) % width < 16 and i % 4 != 3]
+    right = [i for i in range(len(split)) if (i // 4) % width >= 32 and i % 4 != 3]
+
+    def distance(a, b, where):
+        return sum(abs(a[i] - b[i]) for i in where) / len(where)
+
+    assert distance(split, only_two, left) < distance(split, only_one, left)
+    assert distance(split, only_one, right) < distance(split, only_two, right)
+
+
+def test_a_transparent_half_of_the_style_layer_adds_nothing(results):
+    """The style's left half is green and transparent.  The result against the style cropped to its right
+    half, as the mean absolute difference of the colours ([0, 1] range), must be under half of what the
+    same green half left opaque gives (the alpha ignored).  The halves cannot match exactly at 64 px:
+    VGG's deeper layers see across the edge (see tests/test_perceptual_control.py)."""
+    facts = results["transparent_half"]
+    assert "exception" not in facts, facts
+    for key in ("half", "cropped", "opaque"):
+        assert facts[key]["status"] == "success", (key, facts[key]["error"])
+    assert facts["cropped_size"] == [32, 64]
+    half, cropped, opaque = facts["half_pixels"], facts["cropped_pixels"], facts["opaque_pixels"]
+    colours = [i for i in range(len(half)) if i % 4 != 3]
+    masked = sum(abs(half[i] - cropped[i]) for i in colours) / len(colours)
+    ignored = sum(abs(opaque[i] - cropped[i]) for i in colours) / len(colours)
+    assert masked < 0.5 * ignored, (masked, ignored)
+
+
+@pytest.mark.parametrize(("drawable", "words"), [("group", "layer group"), ("channel", "channel"), ("mask", "layer mask")])
+def test_a_group_a_channel_or_a_mask_gets_a_clear_message(results, drawable, words):
+    facts = results["not_layers"]
+    assert "exception" not in facts, facts
+    outcome = facts[drawable]
+    assert outcome["status"] == "execution-error" and words in outcome["error"], outcome["error"]
+    assert outcome["after"] == facts["before"]

@@ -22,6 +22,12 @@ def test_the_bar_names_the_stage_its_size_and_the_iteration():
     assert fraction == 0.25
 
 
+def test_with_several_layers_the_bar_names_the_layer_and_counts_the_whole_run():
+    text, fraction = progress_status(progress(1, 2, 50, 100, 128), layer=2, layers=4)
+    assert text == "Neural Style: layer 2/4 · stage 1/2 at 128×128, iteration 50/100"
+    assert fraction == pytest.approx((1 + 0.5) / 4)
+
+
 @pytest.mark.parametrize(("iteration", "total", "expected"), [(0, 10, 0.0), (10, 10, 1.0), (12, 10, 1.0), (3, 0, 0.0)])
 def test_the_fraction_stays_between_0_and_1(iteration, total, expected):
     assert progress_status(progress(1, 1, iteration, total, 64))[1] == expected

@@ -9,13 +9,15 @@ from gi.repository import Gegl, Gimp
 PDB = Gimp.get_pdb()
 
 
-def fill(layer, width, height, channels, seed, alpha_hole=False):
+def fill(layer, width, height, channels, seed, alpha_hole=False, transparent_half=False, green_half=False):
     values = array("f")
     for y in range(height):
         for x in range(width):
             base = ((x * 7 + y * 13 + seed * 31) % 97) / 96.0
             pixel = [base, ((x + seed) % 16) / 15.0, ((y * 3 + seed) % 11) / 10.0][: channels - 1]
-            alpha = 0.0 if alpha_hole and x < width // 4 else 1.0
+            if green_half and x < width // 2:
+                pixel = [0.0, 1.0, 0.0][: channels - 1]
+            alpha = 0.0 if (alpha_hole and x < width // 4) or (transparent_half and x < width // 2) else 1.0
             values.extend(pixel + [alpha])
     fmt = "R'G'B'A float" if channels == 4 else "Y'A float"
     layer.get_buffer().set(Gegl.Rectangle.new(0, 0, width, height), fmt, values.tobytes())
@@ -41,7 +43,7 @@ def snapshot(image):
     for layer in image.get_layers():
         layers.append({"name": layer.get_name(), "width": layer.get_width(), "height": layer.get_height(),
                        "offsets": list(layer.get_offsets()[1:]), "digest": digest(layer),
-                       "has_mask": layer.get_mask() is not None,
+                       "has_mask": layer.get_mask() is not None, "visible": layer.get_visible(),
                        "parasite": (lambda p: bytes(p.get_data()).decode() if p else None)(layer.get_parasite("neural-style-settings"))})
     return layers
 

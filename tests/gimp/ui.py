@@ -34,7 +34,7 @@ def run(procedure, run_mode, image, content, **properties):
     config = procedure.create_config()
     config.set_property("run-mode", run_mode)
     config.set_property("image", image)
-    config.set_core_object_array("drawables", [content])
+    config.set_core_object_array("drawables", content if isinstance(content, list) else [content])
     for name, value in properties.items():
         config.set_property(name.replace("_", "-"), value)
     result = procedure.run(config)
@@ -67,6 +67,25 @@ try:
         ready(step)
         wait_for_layer_count(image, count)
         facts[step] = snapshot(image)
+
+    # The dialog on a result opens with the result's values, not the caller's; OK re-runs it in place.
+    first = run(procedure, Gimp.RunMode.NONINTERACTIVE, image, content, style_layer=style, iterations=3,
+                max_size=32, seed=11, style_weight=250.0)
+    ready("re-edit")
+    facts["re_edit"] = run(procedure, Gimp.RunMode.INTERACTIVE, image, image.get_layers()[0], iterations=4,
+                           max_size=24, seed=12, style_weight=999.0)
+    facts["re_edit_first"] = first
+
+    # Two layers in one run: one undo step takes both results away.
+    second = Gimp.Layer.new(image, "second", 40, 32, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(second, None, len(image.get_layers()))
+    fill(second, 40, 32, 4, seed=2)
+    facts["before_two"] = snapshot(image)
+    facts["two"] = run(procedure, Gimp.RunMode.NONINTERACTIVE, image, [content, second], style_layer=style,
+                       iterations=3, max_size=32)
+    ready("undo-3")
+    wait_for_layer_count(image, len(facts["before_two"]))
+    facts["undo-3"] = snapshot(image)
 except Exception as error:  # recorded for the test to report
     facts["exception"] = f"{type(error).__name__}: {error}"
 with open(os.path.join(WORK, "ui-result.json"), "w") as handle:

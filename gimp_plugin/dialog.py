@@ -1,0 +1,107 @@
+"""The plug-in's dialog: the procedure's arguments grouped in frames (Style, Quality, Colour, Advanced),
+the line that says which device the daemon runs on, and the quality preset that fills in the size,
+iterations and stages.  Needs GIMP's UI; neural_style.py opens it for interactive runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gi
+
+gi.require_version("GimpUi", "3.0")
+from gi.repository import GimpUi  # noqa: E402
+
+from arguments import BLEND_WEIGHTS, BY_NAME, REGIONS, STYLE_LAYERS  # noqa: E402
+from presets import DeviceKind, Preset, describe, opening_preset, quality  # noqa: E402
+
+_QUALITY_VALUES = ("max-size", "iterations", "scales", "coarse-iterations")
+_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("style", "Style", ("style-line", "style-layer", "style-weight", "style-scale", "style-blend-weight", "style-region",
+                        *(name for names in zip(STYLE_LAYERS[1:], BLEND_WEIGHTS[1:], REGIONS[1:]) for name in names))),
+    ("quality", "Quality", ("preset", "device-line", *_QUALITY_VALUES, "estimate-line", "live-preview")),
+    ("colour", "Colour", ("colors",)),
+    ("advanced", "Advanced", ("content-weight", "tv-weight", "init", "seed", "optimizer", "precision")),
+)
+
+
+def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
+               estimate: Callable[[], str] | None = None) -> bool:
+    """Show the dialog; True when the user pressed OK."""
+    GimpUi.init("neural_style")
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, "Neural Style")
+    dialog.get_label("device-line", describe(kind), False, False)
+    style_label = dialog.get_label("style-line", "", False, False)
+    estimate_label = dialog.get_label("estimate-line", "", False, False)
+    for group, title, names in _GROUPS:
+        dialog.get_label(f"{group}-title", f"<b>{title}</b>", True, False)
+        dialog.fill_box(f"{group}-box", list(names))
+        if group == "advanced":
+            dialog.fill_expander(f"{group}-frame", f"{group}-title", False, f"{group}-box")
+        else:
+            dialog.fill_frame(f"{group}-frame", f"{group}-title", False, f"{group}-box")
+    frames = [f"{group}-frame" for group, _, _ in _GROUPS]
+    dialog.fill([*frames, "keep-previous"] if re_editing else frames)
+    _PresetBinding(config, kind)
+    values = {name: config.get_property(name) for name in _QUALITY_VALUES}
+    defaults = {name: BY_NAME[name].default for name in _QUALITY_VALUES}
+    config.set_property("preset", opening_preset(Preset(config.get_property("preset")), values, defaults).value)
+
+    # GIMP 3.0's layer chooser shows a thumbnail at most, often an empty one: the names, in words.
+    def refresh_styles(*_: object) -> None:
+        style_label.set_text(styles_text(config))
+
+    for name in STYLE_LAYERS:
+        config.connect(f"notify::{name}", refresh_styles)
+    refresh_styles()
+
+    def refresh_estimate(*_: object) -> None:
+        if estimate is not None:
+            estimate_label.set_text(estimate())
+
+    if estimate is not None:
+        for name in (*_QUALITY_VALUES, "preset", "style-scale", "optimizer", "precision"):
+            config.connect(f"notify::{name}", refresh_estimate)
+        refresh_estimate()
+    else:
+        estimate_label.set_visible(False)
+    accepted = dialog.run()
+    dialog.destroy()
+    return bool(accepted)
+
+
+def styles_text(config) -> str:
+    chosen = []
+    for number, name in enumerate(STYLE_LAYERS, start=1):
+        layer = config.get_property(name)
+        if layer is not None:
+            chosen.append(f"{number}: “{layer.get_name()}” ({layer.get_width()}×{layer.get_height()})")
+    return "Style layers — " + ", ".join(chosen) if chosen else "Choose a style layer."
+
+
+class _PresetBinding:
+    """Choosing a preset writes its values; editing one of them by hand makes the preset Custom."""
+
+    def __init__(self, config, kind: DeviceKind | None) -> None:
+        self.config, self.kind, self.writing = config, kind, False
+        config.connect("notify::preset", self.preset_changed)
+        for name in _QUALITY_VALUES:
+            config.connect(f"notify::{name}", self.value_changed)
+
+    def preset_changed(self, *_: object) -> None:
+        chosen = quality(Preset(self.config.get_property("preset")), self.kind)
+        if chosen is None:
+            return
+        self.writing = True
+        try:
+            for name, value in chosen.arguments().items():
+                self.config.set_property(name, value)
+        finally:
+            self.writing = False
+
+    def value_changed(self, *_: object) -> None:
+        if self.writing:
+            return
+        chosen = quality(Preset(self.config.get_property("preset")), self.kind)
+        if chosen is not None and any(self.config.get_property(name) != value
+                                      for name, value in chosen.arguments().items()):
+            self.config.set_property("preset", Preset.CUSTOM.value)

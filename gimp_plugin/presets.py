@@ -1,0 +1,109 @@
+"""Quality presets: each sets the size, the iterations and the stages, for the kind of device the
+daemon runs on.  GIMP-free, so that tests can check them.
+
+On a GPU the result is optimised at the layer's own size (max-size 0, the engine tiles what does not
+fit); on a CPU the default preset is sized to finish in about a minute (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from nst_engine.schema import Choice
+
+
+class Preset(str, enum.Enum):
+    CUSTOM = "custom"
+    DRAFT = "draft"
+    BALANCED = "balanced"
+    FINE = "fine"
+
+
+class DeviceKind(str, enum.Enum):
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The values a preset writes into the procedure's arguments."""
+
+    max_size: int  # 0: the layer's own size
+    iterations: int
+    scales: int  # 0: automatic
+    coarse_iterations: int  # 0: as many as iterations
+
+    def arguments(self) -> dict[str, int]:
+        return {"max-size": self.max_size, "iterations": self.iterations, "scales": self.scales,
+                "coarse-iterations": self.coarse_iterations}
+
+
+PRESETS: dict[DeviceKind, dict[Preset, Quality]] = {
+    # Measured 2026-11-29 with random stand-in weights on this project's 2-core machine, load average 3
+    # from other jobs: 256 px and 100 iterations took 276 s, 192 px and 80 iterations (Balanced) 114 s;
+    # on the same machine idle, or on any 4-core desktop, Balanced should take about a minute.
+    DeviceKind.CPU: {
+        Preset.DRAFT: Quality(128, 50, 1, 0),
+        Preset.BALANCED: Quality(192, 80, 1, 0),
+        Preset.FINE: Quality(384, 200, 2, 100),
+    },
+    DeviceKind.GPU: {
+        Preset.DRAFT: Quality(512, 200, 0, 100),
+        Preset.BALANCED: Quality(0, 500, 0, 200),
+        Preset.FINE: Quality(0, 1000, 0, 500),
+    },
+}
+DEFAULT_PRESET = Preset.BALANCED
+
+PRESET_CHOICES = (
+    Choice(Preset.CUSTOM.value, "Custom", "the size, iterations and stages as set below"),
+    Choice(Preset.DRAFT.value, "Draft", "a quick look: small and few iterations"),
+    Choice(Preset.BALANCED.value, "Balanced",
+           "the layer's own size on a GPU; on a CPU small enough to finish in about a minute"),
+    Choice(Preset.FINE.value, "Fine", "more iterations (and on a CPU a larger size): slow"),
+)
+
+
+def device_kind(status: dict | None) -> DeviceKind | None:
+    """GPU or CPU from the daemon's status; None when it cannot tell (no status, or the model not yet
+    loaded on an 'auto' device).  Until the model is loaded the status names the device asked for, so
+    'auto' falls back on its automatic precision, which is tf32 only on CUDA."""
+    if status is None:
+        return None
+
+    def field(name: str):
+        return status[name] if name in status else None  # a dict, or the client's StatusReply record
+
+    device = str(field("device") or "")
+    if device.startswith(("cuda", "mps", "xpu")):
+        return DeviceKind.GPU
+    if device.startswith("cpu"):
+        return DeviceKind.CPU
+    precision = field("precision") or {}
+    if isinstance(precision, dict) and precision.get("auto") == "tf32":
+        return DeviceKind.GPU
+    return None
+
+
+def quality(preset: Preset, kind: DeviceKind | None) -> Quality | None:
+    """What ``preset`` sets on ``kind`` (a CPU when unknown); None for Custom."""
+    if preset is Preset.CUSTOM:
+        return None
+    return PRESETS[kind or DeviceKind.CPU][preset]
+
+
+def opening_preset(preset: Preset, values: dict[str, int], defaults: dict[str, int]) -> Preset:
+    """The preset the dialog opens with: the device's default preset while the size, iterations and
+    stages are untouched defaults (first use, with nothing remembered), else the one given."""
+    untouched = all(values[name] == defaults[name] for name in Quality(0, 0, 0, 0).arguments())
+    return DEFAULT_PRESET if preset is Preset.CUSTOM and untouched else preset
+
+
+def describe(kind: DeviceKind | None) -> str:
+    """A line for the dialog that says which default applies."""
+    if kind is DeviceKind.GPU:
+        return "The daemon runs on a GPU: Balanced works at the layer's full size."
+    if kind is DeviceKind.CPU:
+        size = PRESETS[DeviceKind.CPU][DEFAULT_PRESET].max_size
+        return f"The daemon runs on a CPU: Balanced works at up to {size} px and takes about a minute."
+    return "The daemon's device is not known yet: the presets assume a CPU."

@@ -1,0 +1,46 @@
+"""What a result layer remembers of the run that made it (its settings parasite), so that running the
+filter on the result re-runs it from its source.  GIMP-free, so that tests can check it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pixels import Region
+
+RECORD_VERSION = 2
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """``arguments``: the procedure's plain argument values (layers and channels by tattoo, under
+    ``tattoos``); ``settings``: what went to the daemon; ``region``: the processed rectangle in the
+    source layer's coordinates."""
+
+    source_tattoo: int
+    region: Region
+    arguments: dict[str, Any]
+    tattoos: dict[str, int | None] = field(default_factory=dict)  # argument name → tattoo of its item
+    settings: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # job id, transport, live-preview updates
+
+    def to_json(self) -> str:
+        # The settings stay at the top level, as version 1 wrote them, for anyone reading the parasite.
+        return json.dumps({**self.settings, **self.details, "version": RECORD_VERSION,
+                           "source_tattoo": self.source_tattoo, "region": asdict(self.region),
+                           "arguments": self.arguments, "tattoos": self.tattoos, "settings": self.settings})
+
+    @classmethod
+    def from_json(cls, text: str) -> ResultRecord | None:
+        """The record, or None for a parasite that does not hold one (written by version 1, or damaged)."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+                return None
+            region = Region(**{key: int(data["region"][key]) for key in ("x", "y", "width", "height")})
+            return cls(int(data["source_tattoo"]), region, dict(data["arguments"]),
+                       {str(k): (None if v is None else int(v)) for k, v in dict(data["tattoos"]).items()},
+                       dict(data.get("settings", {})))
+        except (ValueError, TypeError, KeyError):
+            return None

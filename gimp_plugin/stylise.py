@@ -1,0 +1,261 @@
+"""One run of the filter: a job per target, one after another, and their results put into the image
+as one undo step.  Nothing of the image changes unless every job succeeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+
+from gi.repository import Gegl, Gimp
+
+from arguments import ARGUMENTS, BLEND_WEIGHTS, REGIONS, STYLE_LAYERS, ArgumentKind, settings_from_arguments
+from pixels import Region, rgb_with_alpha, with_mask_in_alpha
+from plan import PARASITE, Target
+from progress_text import progress_status
+from result_record import ResultRecord
+from user_error import UserError
+
+STYLE_LAYER_PARASITE = "neural-style-style-layer"
+FLOAT_FORMAT = {False: "R'G'B'A float", True: "Y'A float"}  # by "is grayscale"
+LIVE_PREVIEW_EVERY = 10  # iterations between updates of the result layer while it runs
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class _Style:
+    layer: object
+    region: object | None  # a channel or layer mask: where this style applies in the output
+
+
+def _install_record() -> dict:
+    try:
+        with open(os.path.join(_HERE, "install.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def _styles(config) -> list[_Style]:
+    first = config.get_property(STYLE_LAYERS[0])
+    if first is None:
+        raise UserError("Choose a style layer.")
+    styles = [_Style(first, config.get_property(REGIONS[0]))]
+    for name, region in zip(STYLE_LAYERS[1:], REGIONS[1:]):
+        layer = config.get_property(name)
+        if layer is not None:
+            styles.append(_Style(layer, config.get_property(region)))
+    for style in styles:
+        if not style.layer.is_valid():
+            raise UserError("Neural Style: a chosen style layer is no longer in the image.")
+    return styles
+
+
+def _mask_format(image) -> str:
+    linear = "LINEAR" in str(image.get_precision()) and "NON_LINEAR" not in str(image.get_precision())
+    return "Y float" if linear else "Y' float"
+
+
+def _read(drawable, region: Region, fmt: str) -> bytes:
+    rectangle = Gegl.Rectangle.new(region.x, region.y, region.width, region.height)
+    return bytes(drawable.get_buffer().get(rectangle, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
+
+
+def _style_pixels(image, layer, grayscale: bool) -> bytes:
+    """The style layer with its layer mask multiplied into its alpha: where either is 0, the style's
+    statistics take nothing (the daemon weights the Gram matrices by the alpha)."""
+    whole = Region(0, 0, layer.get_width(), layer.get_height())
+    pixels = _read(layer, whole, FLOAT_FORMAT[grayscale])
+    mask = layer.get_mask()
+    if mask is None:
+        return pixels
+    return with_mask_in_alpha(pixels, _read(mask, whole, _mask_format(image)), 2 if grayscale else 4)
+
+
+def _region_pixels(image, item, source, region: Region) -> bytes:
+    """``item`` (a channel, or a layer mask) over the part of the image the source's ``region`` covers."""
+    source_x, source_y = source.get_offsets()[1:]
+    item_x, item_y = item.get_offsets()[1:]
+    placed = Region(source_x + region.x - item_x, source_y + region.y - item_y, region.width, region.height)
+    return _read(item, placed, _mask_format(image))
+
+
+def _tattoo(item) -> int | None:
+    return None if item is None else item.get_tattoo()
+
+
+def _plain_arguments(config) -> tuple[dict, dict]:
+    plain, tattoos = {}, {}
+    for argument in ARGUMENTS:
+        value = config.get_property(argument.name)
+        if argument.kind in (ArgumentKind.LAYER, ArgumentKind.CHANNEL):
+            tattoos[argument.name] = _tattoo(value)
+        else:
+            plain[argument.name] = value
+    return plain, tattoos
+
+
+def stylise(image, targets: list[Target], config) -> None:
+    from daemon.bridge import connect_any
+    from daemon.records import DType, Image, ImageSpec
+
+    grayscale = image.get_base_type() == Gimp.ImageBaseType.GRAY
+    channels = 2 if grayscale else 4
+    styles = _styles(config)
+    style_images = []
+    for style in styles:
+        pixels = _style_pixels(image, style.layer, grayscale)
+        style_images.append(Image(ImageSpec(style.layer.get_width(), style.layer.get_height(), channels, DType.F32),
+                                  pixels))
+    uses_regions = any(style.region is not None for style in styles)
+    plain, tattoos = _plain_arguments(config)
+    live = config.get_property("live-preview")
+    keep_previous = config.get_property("keep-previous")
+    record = _install_record()
+
+    Gimp.progress_init("Neural Style: connecting to the daemon…")
+    made: list[_ResultLayer] = []
+    # Everything that changes the image happens inside one undo group; on any failure the layers made
+    # for the results are taken out again, so the image is left as it was.
+    image.undo_group_start()
+    try:
+        for number, target in enumerate(targets, start=1):
+            source = target.source
+            region = target.record.region if target.record is not None else _selected_region(source)
+            source_pixels = _read(source, region, FLOAT_FORMAT[grayscale])
+            settings = settings_from_arguments(config.get_property, region.width, region.height, len(styles))
+            result_layer = _ResultLayer(image, target, region, grayscale, source_pixels, channels)
+            made.append(result_layer)
+            previews_shown = 0
+
+            def on_progress(progress, number=number, result_layer=result_layer) -> None:
+                nonlocal previews_shown
+                text, fraction = progress_status(progress, number, len(targets))
+                Gimp.progress_set_text(text)
+                Gimp.progress_update(fraction)
+                if live and progress.preview is not None:
+                    result_layer.show(progress.preview.data)
+                    previews_shown += 1
+
+            options = {}
+            if uses_regions:
+                options["regions"] = [
+                    None if style.region is None else Image(ImageSpec(region.width, region.height, 1, DType.F32),
+                                                            _region_pixels(image, style.region, source, region))
+                    for style in styles]
+            if live:
+                result_layer.insert()
+            client = connect_any(start_command=record.get("start_command"),
+                                 bridge_command=record.get("bridge_command"),
+                                 on_wait=lambda text: Gimp.progress_set_text(text))
+            with client:
+                try:
+                    result = client.stylize(
+                        Image(ImageSpec(region.width, region.height, channels, DType.F32), source_pixels),
+                        style_images, settings, on_progress=on_progress, cancel=threading.Event(),
+                        output_size=(region.width, region.height),
+                        preview_every=LIVE_PREVIEW_EVERY if live else 0, **options)
+                except TypeError as error:
+                    if "regions" in str(error):
+                        raise UserError("Neural Style: this daemon's client cannot take style regions yet; "
+                                        "clear the regions, or update Neural Style.") from None
+                    raise
+            result_layer.insert()
+            result_layer.show(result.image.data)
+            details = {"style_layer": styles[0].layer.get_name(), "job_id": result.job_id,
+                       "live_preview_updates": previews_shown, "transport": client.transport}
+            result_layer.record = ResultRecord(source.get_tattoo(), region, plain, tattoos, settings, details)
+        for result_layer in made:
+            result_layer.finish(keep_previous)
+        _remember_style_layers(image, tattoos)
+    except BaseException:
+        for result_layer in made:
+            result_layer.remove()
+        raise
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+
+
+def _selected_region(layer) -> Region:
+    found, x, y, width, height = layer.mask_intersect()
+    if not found or width == 0 or height == 0:
+        raise UserError(f"Neural Style: the selection does not overlap the layer “{layer.get_name()}”.")
+    return Region(x, y, width, height)
+
+
+def _remember_style_layers(image, tattoos: dict) -> None:
+    # Not persistent: a remembered choice is not worth a change to the saved file.
+    remembered = {name: tattoos.get(name) for name in (*STYLE_LAYERS, *REGIONS)}
+    image.attach_parasite(Gimp.Parasite.new(STYLE_LAYER_PARASITE, 0, json.dumps(remembered).encode()))
+
+
+class _ResultLayer:
+    """The new layer: directly above the source, sized and placed like the processed region; for a
+    re-run, where the previous result is, which it replaces (or hides) when every job has succeeded."""
+
+    def __init__(self, image, target: Target, region: Region, grayscale: bool, source_pixels: bytes,
+                 channels: int) -> None:
+        self.image, self.target, self.region = image, target, region
+        self.grayscale, self.source_pixels, self.channels = grayscale, source_pixels, channels
+        self.layer = None
+        self.record: ResultRecord | None = None
+
+    def insert(self) -> None:
+        if self.layer is not None:
+            return
+        region, source, previous = self.region, self.target.source, self.target.previous
+        layer_type = Gimp.ImageType.GRAYA_IMAGE if self.grayscale else Gimp.ImageType.RGBA_IMAGE
+        self.layer = Gimp.Layer.new(self.image, f"{source.get_name()} (Neural Style)", region.width,
+                                    region.height, layer_type, 100.0, Gimp.LayerMode.NORMAL)
+        above = previous if previous is not None else source
+        self.image.insert_layer(self.layer, above.get_parent(), self.image.get_item_position(above))
+        if previous is not None:
+            self.layer.set_offsets(*previous.get_offsets()[1:])
+        else:
+            offset_x, offset_y = source.get_offsets()[1:]
+            self.layer.set_offsets(offset_x + region.x, offset_y + region.y)
+
+    def show(self, rgb) -> None:
+        pixels = rgb_with_alpha(rgb, self.source_pixels, self.channels)
+        buffer = self.layer.get_buffer()
+        buffer.set(Gegl.Rectangle.new(0, 0, self.region.width, self.region.height), "R'G'B'A float", pixels)
+        buffer.flush()
+        self.layer.update(0, 0, self.region.width, self.region.height)
+        Gimp.displays_flush()
+
+    def finish(self, keep_previous: bool) -> None:
+        previous = self.target.previous
+        if previous is None:
+            if not Gimp.Selection.is_empty(self.image):
+                self.layer.add_mask(self.layer.create_mask(Gimp.AddMaskType.SELECTION))
+        else:
+            self._take_over(previous, keep_previous)
+        assert self.record is not None
+        self.layer.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT,
+                                                     self.record.to_json().encode()))
+
+    def _take_over(self, previous, keep_previous: bool) -> None:
+        """The previous result's mask, visibility, opacity and mode; its name, unless it stays beside."""
+        mask = previous.get_mask()
+        if mask is not None and (mask.get_width(), mask.get_height()) == (self.region.width, self.region.height):
+            new_mask = self.layer.create_mask(Gimp.AddMaskType.WHITE)
+            self.layer.add_mask(new_mask)
+            whole = Gegl.Rectangle.new(0, 0, self.region.width, self.region.height)
+            fmt = "Y float"
+            new_mask.get_buffer().set(whole, fmt, bytes(mask.get_buffer().get(whole, 1.0, fmt, Gegl.AbyssPolicy.NONE)))
+            new_mask.get_buffer().flush()
+        self.layer.set_opacity(previous.get_opacity())
+        self.layer.set_mode(previous.get_mode())
+        if keep_previous:
+            previous.set_visible(False)
+            return
+        name = previous.get_name()
+        self.image.remove_layer(previous)
+        self.layer.set_name(name)
+
+    def remove(self) -> None:
+        if self.layer is not None and self.layer.is_valid():
+            self.image.remove_layer(self.layer)
+        self.layer = None
