@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[0:0] = [os.path.join(_HERE, "lib"), _HERE]  # bundled pyzmq/msgpack/blake3, and the torch-free client
+sys.path[0:0] = [os.path.join(_HERE, "lib"), _HERE]  # bundled pyzmq/msgpack, and the torch-free client
 
 import gi  # noqa: E402
 
@@ -31,14 +30,6 @@ STYLE_LAYER_PARASITE = "neural-style-style-layer"
 FLOAT_FORMAT = {False: "R'G'B'A float", True: "Y'A float"}  # by "is grayscale"
 LIVE_PREVIEW_EVERY = 10  # iterations between updates of the result layer while it runs
 STATUS_TIMEOUT_S = 1.0  # how long the dialog waits for the daemon's status
-
-
-def _install_record() -> dict:
-    try:
-        with open(os.path.join(_HERE, "install.json"), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return {}
 
 
 class NeuralStyle(Gimp.PlugIn):
@@ -72,7 +63,9 @@ class NeuralStyle(Gimp.PlugIn):
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         try:
             from plan import plan_targets
+            from stylise import follow_launch_plan
 
+            follow_launch_plan()  # before any connection: which connection file (remote, Flatpak)
             if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
                 raise UserError("Neural Style does not work on indexed images: use Image → Mode → RGB first.")
             targets = plan_targets(image, drawables)

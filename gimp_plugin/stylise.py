@@ -37,6 +37,30 @@ def _install_record() -> dict:
         return {}
 
 
+def follow_launch_plan():
+    """Where the daemon is and whether this plug-in may start it (a remote daemon: never; a Flatpak GIMP:
+    through flatpak-spawn on the host, or not at all), from install.json; points the client at the plan's
+    connection file."""
+    from daemon.launch import CONNECTION_ENV_VAR, plan_launch
+
+    plan = plan_launch(_install_record())
+    if plan.connection_file is not None:
+        os.environ[CONNECTION_ENV_VAR] = str(plan.connection_file)
+    return plan
+
+
+def _connect(plan, on_wait):
+    from daemon.bridge import connect_any
+    from daemon.records import DaemonUnreachableError
+
+    try:
+        return connect_any(start_command=plan.start_command, bridge_command=plan.bridge_command, on_wait=on_wait)
+    except DaemonUnreachableError as error:
+        if plan.start_command is None:  # nothing was started: say how to start it
+            raise UserError(f"{error} {plan.advice}") from None
+        raise
+
+
 def _styles(config) -> list[_Style]:
     first = config.get_property(STYLE_LAYERS[0])
     if first is None:
@@ -97,7 +121,6 @@ def _plain_arguments(config) -> tuple[dict, dict]:
 
 
 def stylise(image, targets: list[Target], config) -> None:
-    from daemon.bridge import connect_any
     from daemon.records import DType, Image, ImageSpec
 
     grayscale = image.get_base_type() == Gimp.ImageBaseType.GRAY
@@ -112,7 +135,7 @@ def stylise(image, targets: list[Target], config) -> None:
     plain, tattoos = _plain_arguments(config)
     live = config.get_property("live-preview")
     keep_previous = config.get_property("keep-previous")
-    record = _install_record()
+    plan = follow_launch_plan()
 
     Gimp.progress_init("Neural Style: connecting to the daemon…")
     made: list[_ResultLayer] = []
@@ -146,21 +169,13 @@ def stylise(image, targets: list[Target], config) -> None:
                     for style in styles]
             if live:
                 result_layer.insert()
-            client = connect_any(start_command=record.get("start_command"),
-                                 bridge_command=record.get("bridge_command"),
-                                 on_wait=lambda text: Gimp.progress_set_text(text))
+            client = _connect(plan, on_wait=lambda text: Gimp.progress_set_text(text))
             with client:
-                try:
-                    result = client.stylize(
-                        Image(ImageSpec(region.width, region.height, channels, DType.F32), source_pixels),
-                        style_images, settings, on_progress=on_progress, cancel=threading.Event(),
-                        output_size=(region.width, region.height),
-                        preview_every=LIVE_PREVIEW_EVERY if live else 0, **options)
-                except TypeError as error:
-                    if "regions" in str(error):
-                        raise UserError("Neural Style: this daemon's client cannot take style regions yet; "
-                                        "clear the regions, or update Neural Style.") from None
-                    raise
+                result = client.stylize(
+                    Image(ImageSpec(region.width, region.height, channels, DType.F32), source_pixels),
+                    style_images, settings, on_progress=on_progress, cancel=threading.Event(),
+                    output_size=(region.width, region.height),
+                    preview_every=LIVE_PREVIEW_EVERY if live else 0, **options)
             result_layer.insert()
             result_layer.show(result.image.data)
             details = {"style_layer": styles[0].layer.get_name(), "job_id": result.job_id,
