@@ -50,7 +50,7 @@ class Argument:
 
 
 def _from_setting(item: Setting, label: str | None = None, excluded: tuple[str, ...] = ()) -> Argument:
-    label = label or _LABEL_OVERRIDES.get(item.name) or item.spec.label
+    label = label or item.spec.label
     if item.kind not in _KIND_OF or not label:
         raise TypeError(f"the setting {item.name} cannot be a GIMP argument: it needs a label and a plain type")
     minimum = 0 if item.spec.zero_means else item.spec.minimum
@@ -70,20 +70,8 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] if text[:1].isascii() else text
 
 
-# Settings the schema offers on the command line and the wire that the plug-in shows as well, with the
-# dialog's label (the schema gives these no label).  Init "image" needs an image the plug-in has no way
-# to pass, so it is left out.
-_ALSO_OFFERED: dict[str, str] = {
-    "style_scale": "S_tyle scale",
-    "tv_weight": "Total _variation",
-    "init": "Start _from",
-    "scales": "Nu_mber of stages",
-    "coarse_iterations": "Iterations, coarser stages (_0: same)",
-    "precision": "Precision (fp32, tf32, bf1_6)",
-}
+# Init "image" needs an image the plug-in has no way to pass, so it is left out.
 _EXCLUDED_CHOICES = {"init": ("image",)}
-# The schema's labels whose access key is one of the dialog buttons' (see _LABELS).
-_LABEL_OVERRIDES = {"colors": "Colo_urs", "content_weight": "Content wei_ght", "optimizer": "O_ptimizer"}
 DIALOG_BUTTON_KEYS = "lsrco"
 
 # Every label needs an access key of its own, and none may be a key of the dialog's buttons: l (Load
@@ -125,10 +113,9 @@ _POSITIONS = ("style-layer", "style-weight", "content-weight", "iterations", "ma
 
 
 def _arguments() -> tuple[Argument, ...]:
-    from_schema = [_from_setting(item) for item in settings_for(FrontEnd.GIMP)]
-    also = [_from_setting(SETTINGS[name], label, _EXCLUDED_CHOICES.get(name, ()))
-            for name, label in _ALSO_OFFERED.items() if not SETTINGS[name].shown_in(FrontEnd.GIMP)]
-    by_name = {argument.name: argument for argument in (*_OWN, *from_schema, *also)}
+    from_schema = [_from_setting(item, excluded=_EXCLUDED_CHOICES.get(item.name, ()))
+                   for item in settings_for(FrontEnd.GIMP)]
+    by_name = {argument.name: argument for argument in (*_OWN, *from_schema)}
     unplaced = [name for name in by_name if name not in _POSITIONS]
     return tuple(by_name[name] for name in (*_POSITIONS, *unplaced))
 

@@ -80,13 +80,14 @@ class StyleSettings:
     """
 
     content_weight: float = setting(
-        1.0, "α, the weight of the content term", label="_Content weight",
+        1.0, "α, the weight of the content term", label="Content wei_ght",
         minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
     style_weight: float = setting(
         1000.0, "β, the weight of the style term", label="St_yle weight",
         minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
     tv_weight: float = setting(
-        0.0, "weight of total-variation smoothing", minimum=0.0, maximum=MAX_WEIGHT, front_ends=_CLI_AND_WIRE)
+        0.0, "weight of total-variation smoothing", label="Total _variation",
+        minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
     content_layer: str = setting(DEFAULT_CONTENT_LAYER, "the VGG19 layer whose features the content term compares")
     style_layers: tuple[str, ...] = setting(
         DEFAULT_STYLE_LAYERS, "the VGG19 layers whose Gram matrices the style term compares")
@@ -101,22 +102,23 @@ class StyleSettings:
         "(e.g. 1 1 1 2 2: fine texture from the first style, coarse structure from the second)",
         minimum=1, maximum=MAX_STYLES, none_means="every layer from the blend of all styles", front_ends=_CLI_AND_WIRE)
     style_scale: float = setting(
-        1.0, "longest side of the style images relative to the content's, at each stage",
-        minimum=0.01, maximum=100.0, front_ends=_CLI_AND_WIRE)
+        1.0, "longest side of the style images relative to the content's, at each stage", label="S_tyle scale",
+        minimum=0.01, maximum=100.0, front_ends=_EVERYWHERE)
     size: int = setting(
         512, "longest side of the output", unit="pixels", minimum=1, maximum=MAX_SIZE,
         zero_means="the content's own size", front_ends=_CLI_AND_WIRE)
     scales: int = setting(
-        0, "coarse-to-fine stages, each twice the size of the one before", minimum=1, maximum=MAX_SCALES,
-        zero_means=f"automatic: halve down to about {MIN_AUTO_STAGE_SIZE} px", front_ends=_CLI_AND_WIRE)
+        0, "coarse-to-fine stages, each twice the size of the one before", label="Nu_mber of stages",
+        minimum=1, maximum=MAX_SCALES,
+        zero_means=f"automatic: halve down to about {MIN_AUTO_STAGE_SIZE} px", front_ends=_EVERYWHERE)
     iterations: int = setting(
         500, "optimiser iterations at the final stage", label="_Iterations",
         minimum=1, maximum=MAX_ITERATIONS, front_ends=_EVERYWHERE)
     coarse_iterations: int = setting(
-        0, "optimiser iterations at each coarser stage", minimum=1, maximum=MAX_ITERATIONS,
-        zero_means="as many as iterations", front_ends=_CLI_AND_WIRE)
+        0, "optimiser iterations at each coarser stage", label="Iterations, coarser stages (_0: same)",
+        minimum=1, maximum=MAX_ITERATIONS, zero_means="as many as iterations", front_ends=_EVERYWHERE)
     optimizer: Optimizer = setting(
-        Optimizer.LBFGS, "the optimiser", label="_Optimizer", front_ends=_EVERYWHERE, choices=(
+        Optimizer.LBFGS, "the optimiser", label="O_ptimizer", front_ends=_EVERYWHERE, choices=(
             Choice("lbfgs", "L-BFGS", "quasi-Newton, the paper's choice"),
             Choice("adam", "Adam", "first-order, steadier on huge images"),
         ))
@@ -124,7 +126,7 @@ class StyleSettings:
         0.02, "Adam's step size, in units of the [0, 1] pixel range", minimum=1e-6, maximum=10.0,
         front_ends=_CLI_AND_WIRE)
     init: Init = setting(
-        Init.CONTENT, "the starting image", front_ends=_CLI_AND_WIRE, choices=(
+        Init.CONTENT, "the starting image", label="Start _from", front_ends=_EVERYWHERE, choices=(
             Choice("content", "Content", "the content image"),
             Choice("noise", "Noise", "white noise drawn from the seed, as in the paper"),
             Choice("image", "Image", "an image the caller supplies"),
@@ -133,7 +135,7 @@ class StyleSettings:
         0, "seed of the noise start; the same inputs and seed on the CPU give identical output", label="S_eed",
         minimum=0, maximum=MAX_SEED, front_ends=_EVERYWHERE)
     colors: Colors = setting(
-        Colors.STYLE, "whose colours the result takes", label="Colou_rs", front_ends=_EVERYWHERE, choices=(
+        Colors.STYLE, "whose colours the result takes", label="Colo_urs", front_ends=_EVERYWHERE, choices=(
             Choice("style", "The style's", "the style images' colours, as in the 2016 paper"),
             Choice("luminance", "The content's, by luminance",
                    "stylise the luminance alone and keep the content's colours"),
@@ -147,7 +149,7 @@ class StyleSettings:
         ))
     precision: Precision = setting(
         Precision.AUTO, "arithmetic of the VGG passes (Gram matrices and losses are always float32)",
-        front_ends=_CLI_AND_WIRE, choices=(
+        label="Precision (fp32, tf32, bf1_6)", front_ends=_EVERYWHERE, choices=(
             Choice("auto", "Automatic", "tf32 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere"),
             Choice("fp32", "fp32", "IEEE float32 throughout"),
             Choice("tf32", "tf32", "convolutions and matrix products on TF32 tensor cores on CUDA; fp32 elsewhere"),
