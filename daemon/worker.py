@@ -105,7 +105,7 @@ class Worker:
 
     @property
     def device(self) -> str:
-        return str(self.engine.device) if self.engine is not None else str(self.device_preference or "auto")
+        return str(self.memory_device())  # before the model loads: the device it will load on
 
     def available_memory(self) -> int:
         """Bytes a job may use now: the configured budget, else what its device has free."""

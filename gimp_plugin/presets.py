@@ -65,9 +65,8 @@ PRESET_CHOICES = (
 
 
 def device_kind(status: dict | None) -> DeviceKind | None:
-    """GPU or CPU from the daemon's status; None when it cannot tell (no status, or the model not yet
-    loaded on an 'auto' device).  Until the model is loaded the status names the device asked for, so
-    'auto' falls back on its automatic precision, which is tf32 only on CUDA."""
+    """GPU or CPU from the daemon's status (which names the device jobs run on, or will once the model
+    is loaded); None when there is no status."""
     if status is None:
         return None
 
@@ -79,9 +78,6 @@ def device_kind(status: dict | None) -> DeviceKind | None:
         return DeviceKind.GPU
     if device.startswith("cpu"):
         return DeviceKind.CPU
-    precision = field("precision") or {}
-    if isinstance(precision, dict) and precision.get("auto") == "tf32":
-        return DeviceKind.GPU
     return None
 
 

@@ -504,6 +504,16 @@ def test_a_second_daemon_does_not_take_over(daemon):
     still_serving(daemon)
 
 
+def test_status_names_the_device_before_the_model_is_loaded(tmp_path, weights_file):
+    own = start_daemon(tmp_path, weights_file, "--lazy")  # the plug-in picks its preset from it
+    try:
+        with own.client() as fresh:
+            status = fresh.status()
+        assert status["model"] == "not_loaded" and status["device"] == "cpu"
+    finally:
+        own.stop()
+
+
 def test_sigterm_exits_cleanly_and_removes_the_connection_file(tmp_path, weights_file):
     own = start_daemon(tmp_path, weights_file, "--lazy")
     own.process.send_signal(signal.SIGTERM)

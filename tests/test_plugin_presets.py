@@ -21,8 +21,7 @@ from result_record import ResultRecord  # noqa: E402
 @pytest.mark.parametrize(("status", "kind"), [
     ({"device": "cuda:0", "precision": {"auto": "tf32"}}, DeviceKind.GPU),
     ({"device": "cpu", "precision": {"auto": "fp32"}}, DeviceKind.CPU),
-    ({"device": "auto", "precision": {"auto": "tf32"}}, DeviceKind.GPU),  # model not loaded yet, on CUDA
-    ({"device": "auto", "precision": {"auto": "bf16"}}, None),
+    ({"device": "mps", "precision": {"auto": "fp32"}}, DeviceKind.GPU),
     (None, None),
 ])
 def test_the_device_kind_comes_from_the_daemons_status(status, kind):
