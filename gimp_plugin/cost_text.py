@@ -13,6 +13,8 @@ def _bytes(count: int) -> str:
 
 
 def _seconds(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -29,7 +31,7 @@ def cost_text(estimate: Any, layers: int = 1) -> str:
                 f"{estimate.largest_size} px (Max size).")
     plan = f"in {estimate.tiles} tiles" if estimate.tiled else "whole"
     time = "time known after the daemon's first job" if estimate.seconds is None else \
-        f"about {_seconds(estimate.seconds * layers)}"
+        ("" if estimate.seconds * layers < 1 else "about ") + _seconds(estimate.seconds * layers)
     several = f" for {layers} layers" if layers > 1 and estimate.seconds is not None else ""
     return (f"{estimate.output_width}×{estimate.output_height}, {_bytes(estimate.memory_bytes)} {plan}, "
             f"{time}{several}")

@@ -85,6 +85,7 @@ def test_the_cost_line_says_memory_plan_and_time_or_the_largest_size_that_runs()
     whole = reply(300_000_000, 8_000_000_000, False, 1, 40.0, True, 4000, 512, 384)
     assert cost_text(whole) == "512×384, 300.0 MB whole, about 40 s"
     assert cost_text(whole, layers=3).endswith("about 2 min for 3 layers")
+    assert cost_text(reply(300_000_000, 8_000_000_000, False, 1, 0.2, True, 4000, 32, 27)).endswith("whole, under 1 s")
     tiled = reply(2_000_000_000, 8_000_000_000, True, 6, None, True, 4000, 3000, 2000)
     assert cost_text(tiled) == "3000×2000, 2.0 GB in 6 tiles, time known after the daemon's first job"
     too_big = reply(9_000_000_000, 1_000_000_000, True, 40, None, False, 1200, 9000, 6000)
