@@ -59,7 +59,9 @@ def run_batch(work_dir: Path, script: str, env: dict[str, str], timeout_s: float
 
 @dataclass(frozen=True)
 class KeyPress:
-    """When ``work_dir/ready-<step>`` appears, press ``key`` in the window whose title matches ``window``."""
+    """When ``work_dir/ready-<step>`` appears, press ``key`` in the window whose title matches ``window``;
+    press it again every few seconds until ``work_dir/done-<step>`` appears (GIMP ignores a key that
+    arrives before the window can act on it, e.g. Ctrl+Z before Edit → Undo is enabled)."""
 
     step: str
     window: str
@@ -81,6 +83,19 @@ root = Gdk.get_default_root_window()
 Gdk.pixbuf_get_from_window(root, int(geometry["X"]), int(geometry["Y"]), int(geometry["WIDTH"]),
                            int(geometry["HEIGHT"])).savev(sys.argv[2], "png", [], [])
 """
+
+
+_KEY_RETRIES = 5
+_KEY_RETRY_S = 5.0
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def run_with_interface(work_dir: Path, script: str, env: dict[str, str], presses: Sequence[KeyPress],
@@ -113,6 +128,13 @@ def run_with_interface(work_dir: Path, script: str, env: dict[str, str], presses
                 subprocess.run(["chroot", str(CHROOT), "env", f"DISPLAY={display}", "xdotool", "search", "--sync",
                                 "--name", press.window, "windowfocus", "--sync", "key", press.key],
                                check=True, timeout=60, capture_output=True)
+                for _ in range(_KEY_RETRIES):
+                    if _wait_for(work_dir / f"done-{press.step}", gimp, _KEY_RETRY_S):
+                        break
+                    # Not acted on: press again if the window is still there (without --sync: it may be gone).
+                    subprocess.run(["chroot", str(CHROOT), "env", f"DISPLAY={display}", "xdotool", "search",
+                                    "--name", press.window, "windowfocus", "--sync", "key", press.key],
+                                   timeout=60, capture_output=True)
             return gimp.communicate(timeout=max(1.0, deadline - time.monotonic()))[0]
         finally:
             for process in (gimp, xvfb):  # with whatever they started (plug-ins)

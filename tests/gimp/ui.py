@@ -24,6 +24,19 @@ def ready(step):
         handle.write(step)
 
 
+def done(step):
+    with open(os.path.join(WORK, f"done-{step}"), "w") as handle:
+        handle.write(step)
+
+
+def ready_to_undo(step):
+    # The image window enables Edit → Undo (and so Ctrl+Z) from its idle handlers once a plug-in has
+    # returned; a key pressed before then is ignored.
+    Gimp.displays_flush()
+    time.sleep(1.0)
+    ready(step)
+
+
 def wait_for_layer_count(image, count):
     deadline = time.monotonic() + KEY_WAIT_S
     while len(image.get_layers()) != count and time.monotonic() < deadline:
@@ -59,13 +72,15 @@ try:
     ready("dialog")
     facts["interactive"] = run(procedure, Gimp.RunMode.INTERACTIVE, image, content,
                                style_layer=style, iterations=3, max_size=32, seed=11)
+    done("dialog")
     # Filters → Repeat: no dialog, the last values (style layer included) instead of these.
     facts["last_values"] = run(procedure, Gimp.RunMode.WITH_LAST_VALS, image, content, iterations=7, seed=0)
 
     # The test presses Ctrl+Z in the image window, once per step.
     for step, count in (("undo-1", len(facts["interactive"]["after"])), ("undo-2", len(facts["before"]))):
-        ready(step)
+        ready_to_undo(step)
         wait_for_layer_count(image, count)
+        done(step)
         facts[step] = snapshot(image)
 
     # The dialog on a result opens with the result's values, not the caller's; OK re-runs it in place.
@@ -74,6 +89,7 @@ try:
     ready("re-edit")
     facts["re_edit"] = run(procedure, Gimp.RunMode.INTERACTIVE, image, image.get_layers()[0], iterations=4,
                            max_size=24, seed=12, style_weight=999.0)
+    done("re-edit")
     facts["re_edit_first"] = first
 
     # Two layers in one run: one undo step takes both results away.
@@ -83,8 +99,9 @@ try:
     facts["before_two"] = snapshot(image)
     facts["two"] = run(procedure, Gimp.RunMode.NONINTERACTIVE, image, [content, second], style_layer=style,
                        iterations=3, max_size=32)
-    ready("undo-3")
+    ready_to_undo("undo-3")
     wait_for_layer_count(image, len(facts["before_two"]))
+    done("undo-3")
     facts["undo-3"] = snapshot(image)
 except Exception as error:  # recorded for the test to report
     facts["exception"] = f"{type(error).__name__}: {error}"
