@@ -42,24 +42,6 @@ class KeyPair:
 class KeyDirectory(Protocol):
     """Names the client keys admitted from elsewhere (the invitations file); None for any other key."""
 
-    def admits(self, frame: zmq.Frame) -> bool:
-        """Whether the key a received message was sent with (its ZAP User-Id) is still admitted."""
-        try:
-            user_id = frame.get("User-Id")
-        except zmq.ZMQError:
-            return False
-        return isinstance(user_id, str) and self.name_of(user_id) is not None
-
-    def issued_here(self, frame: zmq.Frame) -> bool:
-        """Whether a received message was sent with a key this process issued (its own connection file's),
-        rather than an invited one."""
-        try:
-            user_id = frame.get("User-Id")
-        except zmq.ZMQError:
-            return False
-        with self._lock:
-            return user_id in self._names
-
     def name_of(self, public_key: str) -> str | None: ...
 
 
