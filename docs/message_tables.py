@@ -15,8 +15,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "docs"))
 
 from daemon.messages import MESSAGES, Empty, MessageKind, Sender  # noqa: E402
+from settings_tables import between_markers  # noqa: E402  (docs/settings_tables.py)
 
 DOC = REPO_ROOT / "docs" / "protocol.md"
 BEGIN = "<!-- message tables: made by docs/message_tables.py from daemon/messages.py; do not edit -->"
@@ -94,12 +96,7 @@ def tables() -> str:
 
 
 def with_tables(text: str, generated: str) -> str:
-    try:
-        head, rest = text.split(BEGIN + "\n", 1)
-        _, tail = rest.split(END, 1)
-    except ValueError:
-        raise SystemExit(f"{DOC}: the message tables' markers are missing") from None
-    return f"{head}{BEGIN}\n{generated}\n{END}{tail}"
+    return between_markers(text, BEGIN, END, generated, f"{DOC} (message tables)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,14 +52,19 @@ TABLES: dict[Path, Callable[[], str]] = {
 }
 
 
-def with_table(text: str, table: str, path: Path) -> str:
-    """``text`` with the lines between the markers replaced by ``table``."""
+def between_markers(text: str, begin: str, end: str, generated: str, where: str) -> str:
+    """``text`` with the lines between the ``begin`` and ``end`` marker lines replaced by ``generated``."""
     try:
-        head, rest = text.split(BEGIN + "\n", 1)
-        _, tail = rest.split(END, 1)
+        head, rest = text.split(begin + "\n", 1)
+        _, tail = rest.split(end, 1)
     except ValueError:
-        raise SystemExit(f"{path}: the settings table's markers are missing") from None
-    return f"{head}{BEGIN}\n{table}\n{END}{tail}"
+        raise SystemExit(f"{where}: the markers are missing") from None
+    return f"{head}{begin}\n{generated}\n{end}{tail}"
+
+
+def with_table(text: str, table: str, path: Path) -> str:
+    """``text`` with the lines between the settings table's markers replaced by ``table``."""
+    return between_markers(text, BEGIN, END, table, f"{path} (settings table)")
 
 
 def main(argv: list[str] | None = None) -> int:
