@@ -107,7 +107,7 @@ def build_naive_model(state: dict[str, torch.Tensor], content: torch.Tensor, sty
             model.add_module(f"content_loss_{name}", loss)
             content_losses.append(loss)
         if name in layer_weights:
-            loss = StyleLoss(model(style).detach(), SETTINGS.style_weight * layer_weights[name])
+            loss = StyleLoss(model(style).detach(), SETTINGS.effective_style_weight * layer_weights[name])
             model.add_module(f"style_loss_{name}", loss)
             style_losses.append(loss)
         if isinstance(model[-1], (ContentLoss, StyleLoss)):

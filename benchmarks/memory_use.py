@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Peak memory of a run per size and optimiser, measured against the engine's estimate, in one run.
 
-Each measurement runs in a fresh process: the peak resident set (CPU, Linux: VmHWM, restarted once the
-model is loaded) or torch's peak allocation (CUDA) above what the process held with the model loaded, over a few iterations at one stage.
+Each measurement runs in a fresh process (one-stage runs, then a style image's VGG pass alone): the peak
+resident set (CPU, Linux: VmHWM, restarted once the model is loaded) or torch's peak allocation (CUDA)
+above what the process held with the model loaded, over a few iterations at one stage.
 L-BFGS's history grows by two image-sized vectors per iteration up to 50 pairs; a short run does
 not reach that, so its full-history peak is the measured peak plus the pairs not yet stored
 (computed, and printed separately).
@@ -23,7 +24,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from nst_engine.memory import BYTES_PER_FLOAT, LBFGS_HISTORY, MODEL_BYTES, estimate_bytes  # noqa: E402
+from nst_engine.memory import (  # noqa: E402
+    BYTES_PER_FLOAT,
+    LBFGS_HISTORY,
+    MODEL_BYTES,
+    estimate_bytes,
+    estimate_style_pass_bytes,
+)
 from nst_engine.settings import DEFAULT_CONTENT_LAYER, DEFAULT_STYLE_LAYERS, Optimizer  # noqa: E402
 
 MEASURE = r"""
@@ -50,8 +57,11 @@ else:
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")  # Linux: restart the peak (VmHWM) from the resident set now, model loaded
     baseline = status_bytes("VmRSS")
-settings = StyleSettings(size=size, scales=1, iterations=iterations, optimizer=optimizer)
-engine.stylize(content, [style], settings, memory_budget=2**62)
+if optimizer == "style-pass":  # one style image's Gram targets, computed whole
+    engine.style_grams(style[None].to(device), StyleSettings())
+else:
+    settings = StyleSettings(size=size, scales=1, iterations=iterations, optimizer=optimizer)
+    engine.stylize(content, [style], settings, memory_budget=2**62)
 if device.startswith("cuda"):
     peak = torch.cuda.max_memory_allocated()
 else:
@@ -60,8 +70,11 @@ print(json.dumps({"above_model": peak - baseline}))
 """
 
 
-def measure(weights: str, device: str, size: int, optimizer: Optimizer, iterations: int) -> int:
-    completed = subprocess.run([sys.executable, "-c", MEASURE, weights, device, str(size), optimizer.value,
+def measure(weights: str, device: str, size: int, optimizer: Optimizer | None, iterations: int) -> int:
+    """Peak bytes above the loaded model of a one-stage run at size × size, or with ``optimizer`` None of
+    one style image's Gram targets (the VGG pass before a stage)."""
+    what = "style-pass" if optimizer is None else optimizer.value
+    completed = subprocess.run([sys.executable, "-c", MEASURE, weights, device, str(size), what,
                                 str(iterations)], cwd=REPO_ROOT, capture_output=True, text=True, check=True,
                                env=dict(os.environ))
     return json.loads(completed.stdout.strip().splitlines()[-1])["above_model"]
@@ -95,8 +108,16 @@ def main() -> None:
                 print(f"{optimizer.value:6} {size:5} px: measured {measured / 2**20:8.0f} MiB, with full L-BFGS "
                       f"history {row['full_history_bytes'] / 2**20:8.0f} MiB, estimate {estimate / 2**20:8.0f} MiB "
                       f"({estimate / row['full_history_bytes']:.2f}×)", flush=True)
+    passes = []
+    for size in args.sizes:
+        measured = measure(weights_arg, args.device, size, None, 0)
+        estimate = estimate_style_pass_bytes(size, size, DEFAULT_STYLE_LAYERS) - MODEL_BYTES
+        passes.append({"size": size, "measured_bytes": measured, "estimate_bytes": estimate})
+        if not args.json:
+            print(f"style pass {size:5} px: measured {measured / 2**20:8.0f} MiB, estimate {estimate / 2**20:8.0f} MiB "
+                  f"({estimate / measured:.2f}×)", flush=True)
     if args.json:
-        print(json.dumps({"device": args.device, "iterations": args.iterations, "rows": rows}))
+        print(json.dumps({"device": args.device, "iterations": args.iterations, "rows": rows, "style_passes": passes}))
 
 
 if __name__ == "__main__":

@@ -4,43 +4,78 @@ plan the engine would follow (whole or tiles), and seconds from the daemon's mea
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from nst_engine import InsufficientMemoryError, InvalidSettingsError, Progress, StyleSettings
-from nst_engine.geometry import MIN_TILE, fit_longest_side
+from nst_engine.geometry import MIN_TILE, fit_longest_side, style_size_at
 from nst_engine.memory import LBFGS_HISTORY, estimate_bytes, estimate_tiled_bytes
 from nst_engine.settings import Optimizer
-from nst_engine.tiling import DEFAULT_MARGIN, StagePlan, largest_runnable_side, plan_stage
+from nst_engine.tiling import DEFAULT_MARGIN, StagePlan, largest_runnable_side, plan_stage, whole_stage_bytes
 
 from .messages import Estimate, EstimateReply, invalid
 
 # A style image's Gram targets cost one forward pass, about a third of an evaluation (forward and backward).
 _STYLE_PASS_FRACTION = 1 / 3
-_DECAY = 0.98  # per sample, of the running figure's sums
+_DECAY = 0.98  # per sample, of the running fit's sums
+_MIN_SIZE_SPREAD = 0.1  # the samples' sizes' standard deviation, relative to their mean, that a slope needs
 _LARGEST_CHECKS = 16
 LBFGS_SHORTEST_HISTORY = 5  # the shortest history nst_engine.tiling's planner falls back to
 
 
+@dataclass(frozen=True)
+class SpeedModel:
+    """Seconds of one optimiser iteration: a fixed part (per evaluation, whatever the size: dispatch,
+    the optimiser's own work) and a part per megapixel the evaluation passes through VGG."""
+
+    seconds_per_iteration: float
+    seconds_per_megapixel: float
+
+    def seconds(self, iterations: float, megapixel_iterations: float) -> float:
+        return iterations * self.seconds_per_iteration + megapixel_iterations * self.seconds_per_megapixel
+
+
 class EvaluationSpeed:
-    """A running figure of seconds per optimiser iteration per megapixel, from the jobs the daemon runs.
+    """A running fit of seconds per optimiser iteration against megapixels, from the jobs the daemon runs.
 
     Measured from jobs rather than once at load, since it depends on the precision, the layers and the
     tiling a job uses, and a measurement at load would delay the first job.  Each sample is the time
-    between two progress reports of one stage and that stage's megapixels (the first iteration of a
-    stage also computes its targets, so it is skipped).  The figure is the ratio of the two sums, each
-    decaying by ``_DECAY`` per sample: recent jobs count most, and large stages more than small ones,
-    whose fixed costs per iteration would overstate the time per pixel of a large job.
+    between two progress reports of one stage, per iteration, at that stage's megapixels (the first
+    iteration of a stage also computes its targets, so it is skipped).  The fit is a weighted least-squares
+    line through the samples, each weighted by its iterations and all decaying by ``_DECAY`` per sample, so
+    that recent jobs count most.  A line rather than a ratio through zero: a tiny job's time is mostly
+    fixed costs, and a ratio learnt from it overstated a large job many times over.  While every sample
+    has about the same size (one single-stage job), the slope cannot be told from the fixed part, and the
+    ratio through zero is all there is.
     """
 
     def __init__(self) -> None:
-        self._seconds = 0.0
-        self._megapixel_iterations = 0.0
+        self._sums = [0.0] * 5  # weight, Σw·x, Σw·y, Σw·x², Σw·x·y
         self._last: tuple[str, int, int, float] | None = None  # job, stage, iteration, elapsed
         self._lock = threading.Lock()
 
+    def model(self) -> SpeedModel | None:
+        with self._lock:
+            weight, sum_x, sum_y, sum_xx, sum_xy = self._sums
+        if weight <= 0 or sum_x <= 0:
+            return None
+        mean_x, mean_y = sum_x / weight, sum_y / weight
+        spread = sum_xx / weight - mean_x * mean_x
+        if spread > (_MIN_SIZE_SPREAD * mean_x) ** 2:
+            slope = (sum_xy / weight - mean_x * mean_y) / spread
+            fixed = mean_y - slope * mean_x
+            if slope > 0 and fixed >= 0:
+                return SpeedModel(fixed, slope)
+        return SpeedModel(0.0, sum_xy / sum_xx)  # least squares through zero
+
     @property
     def seconds_per_megapixel(self) -> float | None:
-        with self._lock:
-            return self._seconds / self._megapixel_iterations if self._megapixel_iterations > 0 else None
+        model = self.model()
+        return None if model is None else model.seconds_per_megapixel
+
+    @property
+    def seconds_per_iteration(self) -> float | None:
+        model = self.model()
+        return None if model is None else model.seconds_per_iteration
 
     def observe(self, job_id: str, progress: Progress) -> None:
         with self._lock:
@@ -51,12 +86,12 @@ class EvaluationSpeed:
             seconds = progress.elapsed_s - last[3]
             if iterations <= 0 or seconds <= 0:
                 return
-            self._seconds = _DECAY * self._seconds + seconds
-            self._megapixel_iterations = (_DECAY * self._megapixel_iterations
-                                          + iterations * progress.width * progress.height / 1e6)
+            x, y = progress.width * progress.height / 1e6, seconds / iterations
+            sample = (1.0, x, y, x * x, x * y)
+            self._sums = [_DECAY * total + iterations * value for total, value in zip(self._sums, sample)]
 
 
-def estimate_job(request: Estimate, available: int, seconds_per_megapixel: float | None) -> EstimateReply:
+def estimate_job(request: Estimate, available: int, speed: SpeedModel | None) -> EstimateReply:
     """The cost of a job of ``request``'s settings and sizes with ``available`` bytes; ProtocolError for
     settings the engine would refuse."""
     try:
@@ -64,32 +99,38 @@ def estimate_job(request: Estimate, available: int, seconds_per_megapixel: float
         settings.validate(max(1, len(request.style_sizes)))
     except InvalidSettingsError as error:
         raise invalid(str(error)) from None
+    available = settings.memory_budget(available)
     height, width = request.height, request.width
     longest = settings.size or max(height, width)
     stages = [fit_longest_side(height, width, side) for side in settings.stage_sizes(longest)]
     iterations = settings.stage_iterations(len(stages))
     memory, runnable, tiled, tiles, history = 0, True, False, 1, LBFGS_HISTORY
     work = 0.0  # megapixel-iterations, tiles' context margins included
+    evaluations = 0  # of the whole image or of one tile
     for (stage_h, stage_w), stage_iterations in zip(stages, iterations):
         try:
-            plan = plan_stage(stage_h, stage_w, settings, available)
+            style_sizes = [style_size_at(style_h, style_w, settings.style_scale, stage_h, stage_w)
+                           for style_w, style_h in request.style_sizes]
+            plan = plan_stage(stage_h, stage_w, settings, available, style_sizes)
         except InsufficientMemoryError as error:
             runnable = False
             memory = max(memory, error.required_bytes)
             work += stage_iterations * stage_h * stage_w / 1e6
+            evaluations += stage_iterations
             continue
-        stage_bytes, pixels, tiles = _stage_cost(stage_h, stage_w, settings, plan)
+        stage_bytes, pixels, tiles = _stage_cost(stage_h, stage_w, settings, plan, style_sizes)
         history = plan.lbfgs_history
         memory = max(memory, stage_bytes)
         tiled = tiled or plan.tiles is not None
-        styles = sum(_style_pixels(size, stage_h, stage_w, settings) for size in request.style_sizes)
+        styles = sum(style_h * style_w for style_h, style_w in style_sizes)
         work += stage_iterations * pixels / 1e6 + _STYLE_PASS_FRACTION * styles / 1e6
+        evaluations += stage_iterations * tiles
     largest = _largest_runnable(height, width, settings, available)
     final_h, final_w = stages[-1]
     return EstimateReply(
         memory_bytes=memory, available_bytes=available, tiled=tiled, tiles=tiles, lbfgs_history=history,
         iterations=sum(iterations),
-        seconds=None if seconds_per_megapixel is None else work * seconds_per_megapixel,
+        seconds=None if speed is None else speed.seconds(evaluations, work),
         runnable=runnable, largest_size=largest, output_width=final_w, output_height=final_h,
     )
 
@@ -117,19 +158,15 @@ def _runs(height: int, width: int, settings: StyleSettings, available: int) -> b
     return estimate_tiled_bytes(height, width, context, layers, optimizer, history) <= available
 
 
-def _stage_cost(height: int, width: int, settings: StyleSettings, plan: StagePlan) -> tuple[int, int, int]:
+def _stage_cost(height: int, width: int, settings: StyleSettings, plan: StagePlan,
+                style_sizes: list[tuple[int, int]]) -> tuple[int, int, int]:
     """(peak bytes, pixels one evaluation passes through VGG, tiles) of a stage run by ``plan``, by the
     same model the planner used to choose it."""
     if plan.tiles is None:
-        return estimate_bytes(height, width, settings.layers, settings.optimizer), height * width, 1
+        return whole_stage_bytes(height, width, settings, style_sizes), height * width, 1
     grid = plan.tiles.tiles(height, width)
     side = plan.tiles.tile + 2 * plan.tiles.margin
     context = min(height, side) * min(width, side)
     peak = estimate_tiled_bytes(height, width, context, settings.layers, settings.optimizer, plan.lbfgs_history)
     passed = sum((rows.context_end - rows.context_start) * (cols.context_end - cols.context_start) for rows, cols in grid)
     return peak, passed, len(grid)
-
-
-def _style_pixels(size: tuple[int, int], height: int, width: int, settings: StyleSettings) -> int:
-    style_h, style_w = fit_longest_side(size[1], size[0], round(settings.style_scale * max(height, width)))
-    return style_h * style_w

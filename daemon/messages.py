@@ -602,8 +602,11 @@ class StatusReply(FieldAccess):
         "budget or what the device has free); `largest_size` and `largest_whole_size`, maps from optimiser to the "
         "longest side of the largest square image that runs now, in tiles where needed or whole")
     seconds_per_megapixel_iteration: float | None = _doc(
-        "measured seconds of one optimiser iteration per megapixel on this device: a running figure from the jobs "
-        "run so far, null before the first")
+        "measured seconds of one optimiser iteration per megapixel on this device, beside its fixed part: a "
+        "running fit over the jobs run so far, null before the first")
+    seconds_per_iteration: float | None = _doc(
+        "the fixed part of an optimiser iteration's seconds, whatever the size (0 until jobs of two sizes have "
+        "run), null before the first job")
     versions: dict[str, str] = _doc("versions of Python, torch, torchvision, pyzmq, libzmq, msgpack")
 
     def to_wire(self) -> dict[str, Any]:
@@ -658,7 +661,8 @@ class EstimateReply(FieldAccess):
     lbfgs_history: int = _doc("the L-BFGS history the final stage keeps: 50, shorter where memory is short")
     iterations: int = _doc("optimiser iterations over all stages")
     seconds: float | None = _doc("expected running time, from the daemon's measured seconds per iteration and "
-                                 "megapixel (status's `seconds_per_megapixel_iteration`); null until it has run a job")
+                                 "per megapixel-iteration (status's `seconds_per_iteration` and "
+                                 "`seconds_per_megapixel_iteration`); null until it has run a job")
     runnable: bool = _doc("whether it can run now (else a submit fails with `out_of_memory`)")
     largest_size: int = _doc("the longest side of the largest output of this shape that can run now")
     output_width: int = _doc("the result's width")

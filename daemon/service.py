@@ -555,6 +555,7 @@ class DaemonService:
             kept_results=len(self.worker.results),
             memory=memory,
             seconds_per_megapixel_iteration=self.worker.speed.seconds_per_megapixel,
+            seconds_per_iteration=self.worker.speed.seconds_per_iteration,
             versions={
                 "python": platform.python_version(),
                 "torch": torch.__version__,
@@ -566,7 +567,7 @@ class DaemonService:
         )
 
     def estimate(self, request: Estimate) -> EstimateReply:
-        return estimate_job(request, self.worker.available_memory(), self.worker.speed.seconds_per_megapixel)
+        return estimate_job(request, self.worker.available_memory(), self.worker.speed.model())
 
 
 def precision_status(device: torch.device) -> dict[str, str]:

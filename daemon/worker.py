@@ -245,7 +245,7 @@ class Worker:
         scaled_h, scaled_w = fit_longest_side(height, width, longest)
         # The engine tiles a stage that does not fit whole, so the size to suggest is the tiled planner's.
         try:
-            plan_stage(scaled_h, scaled_w, settings, self.available_memory())
+            plan_stage(scaled_h, scaled_w, settings, settings.memory_budget(self.available_memory()))
         except InsufficientMemoryError as error:
             largest = error.largest_size
         else:

@@ -76,7 +76,7 @@ DIALOG_BUTTON_KEYS = "lsrco"
 
 # Every label needs an access key of its own, and none may be a key of the dialog's buttons: l (Load
 # Saved Settings), s (Save Settings), r (Reset), c (Cancel), o (OK); GIMP warns of a missing or a
-# duplicate one.  25 labels leave few letters, hence the scattered keys and the digits.
+# duplicate one.  27 labels leave few letters, hence the scattered keys and the digits.
 _LABELS = {
     "style layer": ("Style layer _2", "Style layer _3"),
     "blend weight": ("Blen_d weight", "Blend weig_ht 2", "_Blend weight 3"),

@@ -16,11 +16,12 @@ from presets import DeviceKind, Preset, describe, opening_preset, quality  # noq
 
 _QUALITY_VALUES = ("max-size", "iterations", "scales", "coarse-iterations")
 _GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("style", "Style", ("style-line", "style-layer", "style-weight", "style-scale", "style-blend-weight", "style-region",
+    ("style", "Style", ("style-line", "style-layer", "strength", "style-scale", "style-blend-weight", "style-region",
                         *(name for names in zip(STYLE_LAYERS[1:], BLEND_WEIGHTS[1:], REGIONS[1:]) for name in names))),
     ("quality", "Quality", ("preset", "device-line", *_QUALITY_VALUES, "estimate-line", "live-preview")),
     ("colour", "Colour", ("colors",)),
-    ("advanced", "Advanced", ("content-weight", "tv-weight", "init", "seed", "optimizer", "precision")),
+    ("advanced", "Advanced", ("style-weight", "content-weight", "tv-weight", "init", "seed", "optimizer", "precision",
+                               "memory-budget-mib")),
 )
 
 
@@ -59,7 +60,7 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
             estimate_label.set_text(estimate())
 
     if estimate is not None:
-        for name in (*_QUALITY_VALUES, "preset", "style-scale", "optimizer", "precision"):
+        for name in (*_QUALITY_VALUES, "preset", "style-scale", "optimizer", "precision", "memory-budget-mib"):
             config.connect(f"notify::{name}", refresh_estimate)
         refresh_estimate()
     else:

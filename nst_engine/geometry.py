@@ -15,3 +15,9 @@ def fit_longest_side(height: int, width: int, longest: int) -> tuple[int, int]:
     (each side at least 1)."""
     scale = longest / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def style_size_at(style_height: int, style_width: int, style_scale: float, height: int, width: int) -> tuple[int, int]:
+    """(height, width) a style image is resized to for a height×width stage: its longest side
+    ``style_scale`` times the stage's."""
+    return fit_longest_side(style_height, style_width, round(style_scale * max(height, width)))

@@ -25,6 +25,10 @@ MAX_SIZE = 16384  # longest side of an output or a tile
 MAX_WEIGHT = 1e12
 MAX_STYLES = 15
 MAX_SEED = 2**31 - 1  # the largest a GIMP integer argument holds
+NEUTRAL_STRENGTH = 50.0  # the strength at which the style weight applies as given
+STRENGTH_DOUBLING = 10.0  # strength points that double the effective style weight
+MIN_MEMORY_BUDGET_MIB = 64
+MAX_MEMORY_BUDGET_MIB = 1 << 21  # 2 TiB
 
 _EVERYWHERE = (FrontEnd.CLI, FrontEnd.GIMP, FrontEnd.WIRE)
 _CLI_AND_WIRE = (FrontEnd.CLI, FrontEnd.WIRE)
@@ -83,8 +87,13 @@ class StyleSettings:
         1.0, "α, the weight of the content term", label="Content wei_ght",
         minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
     style_weight: float = setting(
-        1000.0, "β, the weight of the style term", label="St_yle weight",
+        1000.0, "β, the weight of the style term at strength 50", label="Style weight at strength _50",
         minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
+    strength: float = setting(
+        NEUTRAL_STRENGTH, f"how strongly the style shows: {NEUTRAL_STRENGTH:g} is the balanced default; "
+        f"each {STRENGTH_DOUBLING:g} more doubles the style's pull against the content, each {STRENGTH_DOUBLING:g} "
+        "less halves it (it multiplies the style weight)", label="St_yle strength",
+        minimum=0.0, maximum=100.0, front_ends=_EVERYWHERE)
     tv_weight: float = setting(
         0.0, "weight of total-variation smoothing", label="Total _variation",
         minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
@@ -160,6 +169,11 @@ class StyleSettings:
         0, "run every stage in tiles of this side", unit="pixels", minimum=MIN_TILE, maximum=MAX_SIZE,
         multiple_of=TILE_ALIGN, zero_means="automatic: tiles only for a stage that does not fit in memory",
         front_ends=_CLI_AND_WIRE)
+    memory_budget_mib: int = setting(
+        0, "the most memory this run may use; stages that do not fit run in tiles", unit="MiB",
+        label="Memory budget, MiB (_4096 = 4 GiB)", minimum=MIN_MEMORY_BUDGET_MIB, maximum=MAX_MEMORY_BUDGET_MIB,
+        zero_means="what the device has free (within the daemon's or the command line's own budget)",
+        front_ends=(FrontEnd.GIMP, FrontEnd.WIRE))
 
     def __post_init__(self) -> None:
         for item in SETTINGS.values():
@@ -193,6 +207,17 @@ class StyleSettings:
                 raise InvalidSettingsError(
                     f"style_layer_sources names style image {max(self.style_layer_sources)}, but there are {style_count}"
                 )
+
+    @property
+    def effective_style_weight(self) -> float:
+        """β as the losses use it: the style weight scaled by the strength."""
+        return self.style_weight * 2.0 ** ((self.strength - NEUTRAL_STRENGTH) / STRENGTH_DOUBLING)
+
+    def memory_budget(self, available: int) -> int:
+        """Bytes the run may use when ``available`` are on offer: the smaller of that and its own budget."""
+        if not self.memory_budget_mib:
+            return available
+        return min(available, self.memory_budget_mib * 2**20)
 
     @property
     def layers(self) -> frozenset[str]:

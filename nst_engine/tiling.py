@@ -39,6 +39,7 @@ from .losses import (
 from .memory import (
     LBFGS_HISTORY,
     estimate_bytes,
+    estimate_style_pass_bytes,
     estimate_tiled_bytes,
     largest_fitting_side,
     largest_side,
@@ -172,12 +173,24 @@ def _histories(optimizer: Optimizer) -> tuple[int, ...]:
     return _HISTORIES if optimizer is Optimizer.LBFGS else _HISTORIES[:1]
 
 
-def plan_stage(height: int, width: int, settings: StyleSettings, budget: int) -> StagePlan:
-    """The whole stage at once if its estimate fits ``budget`` (and no tile size is forced), else the
-    largest tiles (and longest L-BFGS history) that fit; InsufficientMemoryError when nothing fits."""
+def whole_stage_bytes(height: int, width: int, settings: StyleSettings,
+                      style_sizes: Sequence[tuple[int, int]] = ()) -> int:
+    """Peak memory of a stage run whole: its optimisation, or before it the VGG pass of its largest style
+    image (``style_sizes``: each style's (height, width) at this stage), whichever is larger.  In tiles
+    the style passes are tiled too, and never the peak."""
+    stage = estimate_bytes(height, width, settings.layers, settings.optimizer)
+    passes = [estimate_style_pass_bytes(style_h, style_w, settings.style_layers) for style_h, style_w in style_sizes]
+    return max([stage, *passes])
+
+
+def plan_stage(height: int, width: int, settings: StyleSettings, budget: int,
+               style_sizes: Sequence[tuple[int, int]] = ()) -> StagePlan:
+    """The whole stage at once if it fits ``budget`` (see :func:`whole_stage_bytes`; and no tile size is
+    forced), else the largest tiles (and longest L-BFGS history) that fit; InsufficientMemoryError when
+    nothing fits."""
     layers = settings.layers
     optimizer = settings.optimizer
-    if not settings.tile_size and estimate_bytes(height, width, layers, optimizer) <= budget:
+    if not settings.tile_size and whole_stage_bytes(height, width, settings, style_sizes) <= budget:
         return StagePlan(None)
     histories = _histories(optimizer)
     longest_tile = max(MIN_TILE, -(-max(height, width) // TILE_ALIGN) * TILE_ALIGN)
@@ -264,7 +277,7 @@ class TiledObjective:
                 channels = layer_channels(layer)
                 difference = term_means[layer] - term.targets[layer]
                 style += term.weight * weight * gram_error(difference, channels)
-                coefficient = s.style_weight * term.weight * weight * style_normaliser(channels) / total_weight
+                coefficient = s.effective_style_weight * term.weight * weight * style_normaliser(channels) / total_weight
                 pulls.append((term, layer, coefficient, difference.to(self.model.dtype)))
         content_positions = layer_channels(s.content_layer) * feature_positions(height, width, s.content_layer)
         content = image.new_zeros((), dtype=torch.float32)
@@ -286,5 +299,5 @@ class TiledObjective:
             tv_term = s.tv_weight * total_variation_loss(image)
             tv_term.backward()
             tv = tv_term.detach()
-        terms = torch.stack([s.content_weight * content, s.style_weight * style.detach(), tv])
+        terms = torch.stack([s.content_weight * content, s.effective_style_weight * style.detach(), tv])
         return terms.sum(), terms

@@ -22,7 +22,7 @@ from .device import (
     select_device,
 )
 from .errors import InvalidSettingsError
-from .geometry import fit_longest_side
+from .geometry import fit_longest_side, style_size_at
 from .image_ops import resize
 from .layers import layer_downsampling
 from .guides import LayerGuides, check_masks, guides_at_layers, resize_mask
@@ -105,7 +105,7 @@ class Objective:
         s = self.settings
         features = self.model(image, self.layers, s.pooling)
         content = s.content_weight * content_loss(features[s.content_layer], self.content_target)
-        style = s.style_weight * style_loss(features, self.style_terms, self.layer_weights)
+        style = s.effective_style_weight * style_loss(features, self.style_terms, self.layer_weights)
         tv = s.tv_weight * total_variation_loss(image) if s.tv_weight else torch.zeros_like(content)
         terms = torch.stack([content, style, tv])
         return terms.sum(), terms
@@ -192,7 +192,8 @@ class StyleTransfer:
         size when that is 0).  ``on_progress`` is called once per iteration; every ``preview_every``
         iterations (and at each stage's end) its record carries the current image.  Raises
         CancelledError within one objective evaluation of ``cancel`` being set, InsufficientMemoryError
-        before allocating when the estimate exceeds ``memory_budget`` (default: what the device has free).
+        before allocating when the estimate exceeds ``memory_budget`` (default: what the device has free)
+        or ``settings.memory_budget_mib``, whichever is smaller.
 
         With ``style_keys`` (one hashable identity per style image, e.g. a hash of its pixels) and a
         ``gram_cache`` mapping, each style's Gram targets are looked up before its VGG pass and stored
@@ -224,9 +225,11 @@ class StyleTransfer:
         stage_dims = [fit_longest_side(content_h, content_w, s) for s in settings.stage_sizes(final_longest)]
         self._check_sizes(stage_dims, styles, settings)
         final_h, final_w = stage_dims[-1]
-        budget = memory_budget if memory_budget is not None else available_bytes(self.device)
+        budget = settings.memory_budget(memory_budget if memory_budget is not None else available_bytes(self.device))
         # Before allocating anything: each stage whole, or in tiles, or a clear refusal.
-        plans = [plan_stage(height, width, settings, budget) for height, width in stage_dims]
+        plans = [plan_stage(height, width, settings, budget,
+                            [style_size_at(*style.shape[-2:], settings.style_scale, height, width) for style in styles])
+                 for height, width in stage_dims]
 
         content_rgb = self.to_device(content[None])
         luminance_only = settings.colors is Colors.LUMINANCE
@@ -277,8 +280,7 @@ class StyleTransfer:
             )
         for number, style in enumerate(styles, start=1):
             for height, width in stage_dims:
-                style_h, style_w = fit_longest_side(style.shape[-2], style.shape[-1],
-                                                    round(settings.style_scale * max(height, width)))
+                style_h, style_w = style_size_at(*style.shape[-2:], settings.style_scale, height, width)
                 if min(style_h, style_w) < minimum:
                     raise InvalidSettingsError(
                         f"style_scale: style image {number} would be {style_w}×{style_h} pixels at a "
@@ -385,7 +387,7 @@ class StyleTransfer:
         gram_cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None,
     ) -> dict[str, torch.Tensor]:
         """One style image's per-position Gram targets at a height×width stage, from the cache if there."""
-        style_size = fit_longest_side(style.shape[-2], style.shape[-1], round(settings.style_scale * max(height, width)))
+        style_size = style_size_at(*style.shape[-2:], settings.style_scale, height, width)
         style_mask = None if mask is None else resize_mask(mask, *style_size)
         key = None
         if style_key is not None and gram_cache is not None:

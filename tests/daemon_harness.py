@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -129,3 +130,11 @@ BAD_HEADERS = {
     "not a map": msgpack.packb([1, 2, 3]),
     "huge declared array": b"\xdd\xff\xff\xff\xff",
 }
+
+
+def load_memory_benchmark():
+    """benchmarks/memory_use.py as a module, for its measurement of a run's peak memory."""
+    spec = importlib.util.spec_from_file_location("memory_use", REPO_ROOT / "benchmarks" / "memory_use.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

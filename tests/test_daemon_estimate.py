@@ -3,8 +3,6 @@ daemon's measured speed, whether a job can run and the largest size that can."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from daemon.client import DaemonJobError
@@ -12,7 +10,7 @@ from daemon.messages import EstimateReply
 from nst_engine.memory import MODEL_BYTES
 from nst_engine.settings import Optimizer
 
-from .daemon_harness import REPO_ROOT, TINY_SETTINGS, rgb_image, start_daemon
+from .daemon_harness import TINY_SETTINGS, load_memory_benchmark, rgb_image, start_daemon
 
 BUDGET = 2**30
 
@@ -65,13 +63,6 @@ def test_bad_settings_are_an_invalid_request(client):
         client.estimate({"style_blend_weights": [1, 2]}, 64, 64, style_sizes=[(64, 64)])
 
 
-def load_memory_benchmark():
-    spec = importlib.util.spec_from_file_location("memory_use", REPO_ROOT / "benchmarks" / "memory_use.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("size", [192, 320])
 def test_the_memory_figure_is_within_25_percent_of_the_measured_peak(client, size):
     """The peak resident set of a real one-stage run (benchmarks/memory_use.py's measurement: a fresh
@@ -103,3 +94,62 @@ def test_the_quick_feasibility_check_agrees_with_the_planner():
         assert _runs(height, width, settings, budget) == planned, (height, width, budget, settings)
         outcomes.add(planned)
     assert outcomes == {True, False}
+
+
+def _observe_stage(speed, job_id: str, side: int, seconds_per_iteration: float, iterations: int = 6) -> None:
+    """Progress reports of a one-stage job at side × side that takes ``seconds_per_iteration`` each."""
+    from nst_engine.progress import LossTerms, Progress
+
+    for number in range(1, iterations + 1):
+        speed.observe(job_id, Progress(stage=1, stages=1, width=side, height=side, stage_iteration=number,
+                                       stage_iterations=iterations, iteration=number, total_iterations=iterations,
+                                       losses=LossTerms(0.0, 0.0, 0.0, 0.0), elapsed_s=number * seconds_per_iteration))
+
+
+def test_the_speed_fit_separates_fixed_costs_from_the_cost_per_pixel():
+    """Jobs of two sizes whose iterations take 0.05 s plus 2 s per megapixel: a 1-megapixel iteration is
+    predicted at 2.05 s.  A ratio through zero, as the daemon used before, predicts 3.5 s from them."""
+    from daemon.estimates import EvaluationSpeed
+
+    speed = EvaluationSpeed()
+    assert speed.model() is None
+    for number, side in enumerate((100, 200, 100, 200)):
+        _observe_stage(speed, f"job-{number}", side, 0.05 + 2.0 * side * side / 1e6)
+    model = speed.model()
+    assert model is not None
+    assert model.seconds_per_iteration == pytest.approx(0.05, rel=1e-6)
+    assert model.seconds_per_megapixel == pytest.approx(2.0, rel=1e-6)
+    assert model.seconds(1, 1.0) == pytest.approx(2.05, rel=1e-6)
+
+
+def test_with_jobs_of_one_size_the_speed_is_a_ratio_through_zero():
+    from daemon.estimates import EvaluationSpeed
+
+    speed = EvaluationSpeed()
+    _observe_stage(speed, "only", 100, 0.03)
+    model = speed.model()
+    assert model is not None and model.seconds_per_iteration == 0.0
+    assert model.seconds_per_megapixel == pytest.approx(0.03 / 0.01, rel=1e-6)
+
+
+def test_a_jobs_own_memory_budget_caps_what_the_estimate_offers(client):
+    settings = {"size": 512, "scales": 1, "optimizer": "adam"}
+    whole = client.estimate(settings, 512, 512)
+    assert whole.available_bytes == BUDGET and whole.runnable and not whole.tiled
+    capped = client.estimate({**settings, "memory_budget_mib": 256}, 512, 512)
+    assert capped.available_bytes == 256 * 2**20
+    assert capped.tiled and capped.memory_bytes <= 256 * 2**20
+    above = client.estimate({**settings, "memory_budget_mib": 4096}, 512, 512)
+    assert above.available_bytes == BUDGET, "the daemon's own budget still applies"
+
+
+def test_a_larger_style_scale_raises_the_memory_figure_once_the_style_pass_is_the_peak(client):
+    """At style scale 4 the style image's VGG pass (16 times the stage's pixels) outweighs the stage; and
+    style scale matters for the time through the style passes."""
+    client.stylize(rgb_image(40, 48, seed=1), [rgb_image(40, 40, seed=2)], TINY_SETTINGS)  # for the seconds
+    settings = {"size": 96, "scales": 1, "iterations": 3}
+    plain = client.estimate(settings, 96, 96, style_sizes=[(96, 96)])
+    scaled = client.estimate({**settings, "style_scale": 4.0}, 96, 96, style_sizes=[(96, 96)])
+    assert scaled.memory_bytes > 1.3 * plain.memory_bytes
+    assert not scaled.tiled and scaled.runnable
+    assert scaled.seconds > plain.seconds

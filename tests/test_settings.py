@@ -224,7 +224,8 @@ def test_the_docs_tables_are_made_from_the_schema(capsys):
         text = path.read_text(encoding="utf-8")
         assert tables.with_table(text, make_table(), path) == text
         # what the check compares: a table naming every setting of its front end, in the document
-        assert all(f"`{item.name}`" in text or f"`{item.option}" in text for item in settings_for(FrontEnd.WIRE))
+        front_end = FrontEnd.CLI if path.name == "README.md" else FrontEnd.WIRE
+        assert all(f"`{item.name}`" in text or f"`{item.option}" in text for item in settings_for(front_end))
 
 
 def test_the_docs_check_fails_when_a_table_drifts(tmp_path, monkeypatch):
@@ -237,3 +238,16 @@ def test_the_docs_check_fails_when_a_table_drifts(tmp_path, monkeypatch):
     assert tables.main(["--check"]) == 1
     assert tables.main([]) == 0 and tables.main(["--check"]) == 0
     assert drifted.read_text(encoding="utf-8") == readme.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("strength", "factor"), [(50.0, 1.0), (60.0, 2.0), (40.0, 0.5), (0.0, 2**-5), (100.0, 2**5)])
+def test_strength_doubles_the_style_weight_every_ten_points(strength, factor):
+    assert StyleSettings(style_weight=300.0, strength=strength).effective_style_weight == pytest.approx(300.0 * factor)
+
+
+def test_a_memory_budget_of_0_leaves_what_is_available():
+    assert StyleSettings().memory_budget(12345) == 12345
+    assert StyleSettings(memory_budget_mib=64).memory_budget(2**40) == 64 * 2**20
+    assert StyleSettings(memory_budget_mib=64).memory_budget(1000) == 1000
+    with pytest.raises(InvalidSettingsError, match="memory_budget_mib must be 0"):
+        StyleSettings.from_values({"memory_budget_mib": 10})

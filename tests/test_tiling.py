@@ -22,7 +22,7 @@ from daemon.records import DType, ImageSpec
 from daemon.worker import Worker
 from nst_engine.geometry import TILE_ALIGN
 from nst_engine.losses import StyleTerm
-from nst_engine.memory import estimate_bytes, largest_fitting_side
+from nst_engine.memory import MODEL_BYTES, estimate_bytes, estimate_style_pass_bytes, largest_fitting_side
 from nst_engine.tiling import (
     TiledObjective,
     TilePlan,
@@ -34,7 +34,7 @@ from nst_engine.tiling import (
 from nst_engine.transfer import StageObjective
 
 from .stand_ins import smooth_image
-from .daemon_harness import REPO_ROOT, rgb_image, start_daemon
+from .daemon_harness import REPO_ROOT, load_memory_benchmark, rgb_image, start_daemon
 
 SIZE = 192
 TILE = 64
@@ -135,6 +135,26 @@ def test_a_run_that_does_not_fit_whole_is_planned_in_tiles():
     with pytest.raises(InsufficientMemoryError) as raised:
         plan_stage(1024, 1024, settings, 200 * 2**20)
     assert 0 < raised.value.largest_size < 1024
+
+
+def test_a_stage_whose_style_pass_does_not_fit_is_tiled():
+    """At style scale 4 a style image has 16 times the stage's pixels: its VGG pass, not the stage's
+    optimisation, is the peak, and a budget that fits only the stage gets tiles (whose style passes are
+    tiled too)."""
+    settings = StyleSettings(size=512, scales=1, style_scale=4.0)
+    stage = estimate_bytes(512, 512, settings.layers, settings.optimizer)
+    style_pass = estimate_style_pass_bytes(2048, 2048, settings.style_layers)
+    assert style_pass > stage
+    assert plan_stage(512, 512, settings, stage).tiles is None, "without the style's size, the stage fits"
+    assert plan_stage(512, 512, settings, stage, [(2048, 2048)]).tiles is not None
+    assert plan_stage(512, 512, settings, style_pass, [(2048, 2048)]).tiles is None
+
+
+def test_the_style_pass_estimate_is_within_25_percent_of_the_measured_peak():
+    """benchmarks/memory_use.py's measurement of one style image's Gram targets at 512 px, model included."""
+    measured = load_memory_benchmark().measure("random", "cpu", 512, None, 0) + MODEL_BYTES
+    estimate = estimate_style_pass_bytes(512, 512, StyleSettings().style_layers)
+    assert abs(estimate - measured) <= 0.25 * measured, (estimate / 2**20, measured / 2**20)
 
 
 @pytest.mark.parametrize("tile_size", [0, 256, 512])

@@ -306,3 +306,22 @@ def test_tf32_is_fp32_on_the_cpu(engine, content_image, style_image):
     fp32, tf32 = (run(engine, content_image, style_image, iterations=3, precision=p)[0]
                   for p in (Precision.FP32, Precision.TF32))
     assert torch.equal(fp32, tf32)
+
+
+@pytest.mark.parametrize("tile_size", [0, 64])
+def test_strength_multiplies_the_style_weight_by_two_every_ten_points(engine, content_image, style_image, tile_size):
+    """Strength 60 at β 1000 is β 2000 at strength 50, whole and in tiles; strength 40 gives another result."""
+    common = dict(size=80 if tile_size else 48, iterations=1, tile_size=tile_size)
+    stronger, _ = run(engine, content_image, style_image, style_weight=1000.0, strength=60.0, **common)
+    doubled, _ = run(engine, content_image, style_image, style_weight=2000.0, strength=50.0, **common)
+    weaker, _ = run(engine, content_image, style_image, style_weight=1000.0, strength=40.0, **common)
+    torch.testing.assert_close(stronger, doubled, rtol=0, atol=1e-5)
+    assert (weaker - stronger).abs().max() > 1e-3
+
+
+def test_a_runs_own_memory_budget_caps_the_devices(engine, content_image, style_image):
+    settings = StyleSettings(size=2048, scales=1, memory_budget_mib=64)
+    with pytest.raises(InsufficientMemoryError) as raised:
+        engine.stylize(content_image, [style_image], settings, memory_budget=2**40)
+    assert raised.value.available_bytes == 64 * 2**20
+    assert "0.1 GiB is available" in str(raised.value)
