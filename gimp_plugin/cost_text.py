@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from arguments import settings_from_arguments
 
 
 def _bytes(count: int) -> str:
@@ -35,3 +38,15 @@ def cost_text(estimate: Any, layers: int = 1) -> str:
     several = f" for {layers} layers" if layers > 1 and estimate.seconds is not None else ""
     return (f"{estimate.output_width}×{estimate.output_height}, {_bytes(estimate.memory_bytes)} {plan}, "
             f"{time}{several}")
+
+
+def estimate_line(client: Any, value_of: Callable[[str], Any], width: int, height: int,
+                  style_sizes: Sequence[tuple[int, int]], layers: int = 1) -> str:
+    """The dialog's cost line for a width × height region and style layers of ``style_sizes`` (width,
+    height), from the procedure's current values (``value_of(name)``) and ``client``'s estimate.  Never
+    raises: the estimate is a help, never a reason to fail."""
+    try:
+        settings = settings_from_arguments(value_of, width, height, max(1, len(style_sizes)))
+        return cost_text(client.estimate(settings, width, height, style_sizes=list(style_sizes)), layers)
+    except Exception as error:
+        return f"No estimate: {error}"

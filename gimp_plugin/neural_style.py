@@ -145,8 +145,8 @@ class _DialogDaemon:
             self.client = None
 
     def estimate_text(self) -> str:
-        from arguments import STYLE_LAYERS, settings_from_arguments
-        from cost_text import cost_text
+        from arguments import STYLE_LAYERS
+        from cost_text import estimate_line
 
         target = self.targets[0]
         if target.record is not None:
@@ -157,11 +157,7 @@ class _DialogDaemon:
                 return ""
         styles = [self.config.get_property(name) for name in STYLE_LAYERS]
         sizes = [(layer.get_width(), layer.get_height()) for layer in styles if layer is not None]
-        try:
-            settings = settings_from_arguments(self.config.get_property, width, height, max(1, len(sizes)))
-            return cost_text(self.client.estimate(settings, width, height, style_sizes=sizes), len(self.targets))
-        except Exception as error:  # the estimate is a help, never a reason to fail
-            return f"No estimate: {error}"
+        return estimate_line(self.client, self.config.get_property, width, height, sizes, len(self.targets))
 
 
 def _apply_preset(config) -> None:

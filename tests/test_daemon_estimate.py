@@ -153,3 +153,24 @@ def test_a_larger_style_scale_raises_the_memory_figure_once_the_style_pass_is_th
     assert scaled.memory_bytes > 1.3 * plain.memory_bytes
     assert not scaled.tiled and scaled.runnable
     assert scaled.seconds > plain.seconds
+
+
+def test_the_dialogs_cost_line_follows_the_style_scale(client):
+    """The plug-in's cost line (gimp_plugin/cost_text.estimate_line, which the dialog calls whenever a
+    value it depends on changes) from the procedure's defaults, against this daemon."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gimp_plugin"))
+    from arguments import BY_NAME
+    from cost_text import estimate_line
+
+    values = {name: argument.default for name, argument in BY_NAME.items()}
+    values.update({"max-size": 96, "iterations": 3, "scales": 1})
+
+    def line(style_scale: float) -> str:
+        return estimate_line(client, {**values, "style-scale": style_scale}.get, 96, 96, [(96, 96)])
+
+    assert line(1.0).startswith("96×96, ") and "whole" in line(1.0)
+    assert line(4.0) != line(1.0)
+    assert estimate_line(client, {**values, "iterations": 0}.get, 96, 96, [(96, 96)]).startswith("No estimate: ")
