@@ -39,9 +39,9 @@ class Quality:
 
 
 PRESETS: dict[DeviceKind, dict[Preset, Quality]] = {
-    # Measured 2026-11-29 with random stand-in weights on this project's 2-core machine, load average 3
-    # from other jobs: 256 px and 100 iterations took 276 s, 192 px and 80 iterations (Balanced) 114 s;
-    # on the same machine idle, or on any 4-core desktop, Balanced should take about a minute.
+    # Measured 2026-11-29 with random stand-in weights on this project's 2-core machine: Balanced (192 px,
+    # 80 iterations) took 41 s for a 4:3 layer (192×144) with the machine idle, 114 s at load average 3
+    # from other jobs; 256 px and 100 iterations took 276 s at that load (docs/benchmarks.md).
     DeviceKind.CPU: {
         Preset.DRAFT: Quality(128, 50, 1, 0),
         Preset.BALANCED: Quality(192, 80, 1, 0),
