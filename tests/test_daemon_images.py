@@ -66,3 +66,17 @@ def test_alpha_does_not_reach_the_colour():
         spec = ImageSpec(WIDTH, HEIGHT, channels, DType.U8)
         assert torch.equal(frame_to_rgb(spec, frame(DType.U8, opaque)), frame_to_rgb(spec, frame(DType.U8, clear)))
         assert torch.allclose(frame_to_rgb(spec, frame(DType.U8, opaque)), torch.full((3, HEIGHT, WIDTH), 200 / 255))
+
+
+@pytest.mark.parametrize(("dtype", "levels"), [(DType.U8, 256), (DType.U16, 65536)])
+def test_every_u8_and_u16_level_reads_exactly_as_its_float_reading(dtype, levels):
+    """A compact frame gives the engine the very floats that the same pixels read as float32 give (what a
+    float reading of an 8- or 16-bit layer holds: each level over the top one, rounded once to float32),
+    for every level, in every channel: sending u8/u16 instead of f32 loses nothing."""
+    top = levels - 1
+    values = [level for level in range(levels) for _ in range(4)]  # one RGBA pixel per level
+    float_reading = [float(torch.tensor(level / top, dtype=torch.float32)) for level in values]
+    compact = frame_to_rgb(ImageSpec(levels, 1, 4, dtype), frame(dtype, values))
+    full = frame_to_rgb(ImageSpec(levels, 1, 4, DType.F32), frame(DType.F32, float_reading))
+    assert torch.equal(compact, full)
+    assert compact[0, 0, 1].item() == float(torch.tensor(1 / top, dtype=torch.float32))  # not rounded coarser
