@@ -8,7 +8,7 @@ from array import array
 import pytest
 import torch
 
-from daemon.images import frame_to_rgb
+from daemon.images import frame_to_rgb, rgb_to_frame
 from daemon.records import DType, ImageSpec
 
 # A 2-row × 3-column image: each pixel's channels are (row, column, channel-number) codes, so that a
@@ -80,3 +80,24 @@ def test_every_u8_and_u16_level_reads_exactly_as_its_float_reading(dtype, levels
     full = frame_to_rgb(ImageSpec(levels, 1, 4, DType.F32), frame(DType.F32, float_reading))
     assert torch.equal(compact, full)
     assert compact[0, 0, 1].item() == float(torch.tensor(1 / top, dtype=torch.float32))  # not rounded coarser
+
+
+@pytest.mark.parametrize("dtype", [DType.U16, DType.F16, DType.F32])
+def test_results_are_interleaved_and_rounded_to_their_dtype(dtype):
+    """rgb_to_frame: the engine's 3×H×W floats as H×W×3 of the result dtype; u16 clamped to [0, 1] and
+    rounded to the nearest level, and read back by frame_to_rgb within half a level."""
+    planes = torch.tensor([[[code / 64 - 0.25 + channel * 0.3 + row * 0.75 for code in range(WIDTH)] for row in range(HEIGHT)]
+                           for channel in range(3)], dtype=torch.float32)
+    spec, data = rgb_to_frame(planes, dtype)
+    assert spec == ImageSpec(WIDTH, HEIGHT, 3, dtype) and data.nbytes == spec.nbytes
+    interleaved = planes.permute(1, 2, 0)
+    if dtype is DType.U16:
+        values = array("H", bytes(data))
+        expected = [round(min(max(float(v), 0.0), 1.0) * 65535) for v in interleaved.flatten()]
+        assert list(values) == expected
+        back = frame_to_rgb(spec, data)
+        assert (back - planes.clamp(0, 1)).abs().max().item() <= 0.5 / 65535 + 1e-7
+    else:
+        typecode = "e" if dtype is DType.F16 else "f"
+        values = struct.unpack(f"<{spec.width * spec.height * 3}{typecode}", bytes(data))
+        assert list(values) == interleaved.to(torch.float16 if dtype is DType.F16 else torch.float32).flatten().tolist()
