@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from daemon.auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server  # noqa: E402
 from daemon.client import DaemonClient, DaemonJobError, Image  # noqa: E402
+from daemon.images import rgb_to_frame  # noqa: E402
 from daemon.limits import TCP_MAX_FRAME_BYTES, MessageCaps  # noqa: E402
 from daemon.protocol import Codec, DType, ImageSpec, MessageType  # noqa: E402
 from nst_engine import CancelledError, CancelToken, StyleSettings, StyleTransfer  # noqa: E402
@@ -196,6 +197,15 @@ def compact_transfers(client: DaemonClient, rng: np.random.Generator) -> None:
         print(f"4096×4096 RGB result as {dtype.value} ({nbytes / 1e6:.0f} MB): submit → result median "
               f"{statistics.median(totals[dtype]) * 1000:.0f} ms, of which outside the job (transfer, queue) "
               f"{statistics.median(outside[dtype]) * 1000:.0f} ms ({' '.join(f'{t * 1000:.0f}' for t in outside[dtype])} ms)")
+    result = torch.rand(3, 4096, 4096)
+    for dtype in totals:
+        times = []
+        for _ in range(TRANSFERS):
+            started = time.perf_counter()
+            rgb_to_frame(result, dtype)
+            times.append(time.perf_counter() - started)
+        print(f"the daemon's conversion of a 4096×4096 result to {dtype.value} (rgb_to_frame), in this process: "
+              f"median {statistics.median(times) * 1000:.0f} ms")
 
 
 ESTIMATE_SIZES = ((512, 384), (3000, 2000), (8192, 8192))
