@@ -93,14 +93,17 @@ def _read(drawable, region: Region, fmt: str) -> bytes:
     return bytes(drawable.get_buffer().get(rectangle, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
 
 
-def _style_image(image, layer, grayscale: bool, wire: WireFormat):
+def _style_image(layer, grayscale: bool):
     """The style layer with its layer mask multiplied into its alpha: where either is 0, the style's
-    statistics take nothing (the daemon weights the Gram matrices by the alpha).  A style with a layer
-    mask travels as float32 whatever the image's precision: the product of two 8- or 16-bit values is
-    not on their grid, and rounding it would coarsen the weights the user painted; such styles are rare
-    and usually small, so the bytes this costs hardly matter."""
+    statistics take nothing (the daemon weights the Gram matrices by the alpha).  It travels as its own
+    image's precision allows (a style layer may be in another image than the content).  A style with a
+    layer mask travels as float32 whatever the precision: the product of two 8- or 16-bit values is not
+    on their grid, and rounding it would coarsen the weights the user painted; such styles are rare and
+    usually small, so the bytes this costs hardly matter."""
     from daemon.records import Image, ImageSpec
 
+    image = layer.get_image()
+    wire = _wire_format(image)
     whole = Region(0, 0, layer.get_width(), layer.get_height())
     channels = 2 if grayscale else 4
     mask = layer.get_mask()
@@ -111,11 +114,13 @@ def _style_image(image, layer, grayscale: bool, wire: WireFormat):
     return Image(ImageSpec(whole.width, whole.height, channels, sample.dtype), pixels)
 
 
-def _region_image(image, item, source, region: Region, wire: WireFormat):
+def _region_image(item, source, region: Region):
     """``item`` (a channel, or a layer mask) over the part of the image the source's ``region`` covers,
-    in the source's sample type (channels are stored in the image's precision)."""
+    in its image's compact sample type where it has one (channels are stored in the image's precision)."""
     from daemon.records import Image, ImageSpec
 
+    image = item.get_image()
+    wire = _wire_format(image)
     source_x, source_y = source.get_offsets()[1:]
     item_x, item_y = item.get_offsets()[1:]
     placed = Region(source_x + region.x - item_x, source_y + region.y - item_y, region.width, region.height)
@@ -145,7 +150,7 @@ def stylise(image, targets: list[Target], config) -> None:
     channels = 2 if grayscale else 4
     wire = _wire_format(image)
     styles = _styles(config)
-    style_images = [_style_image(image, style.layer, grayscale, wire) for style in styles]
+    style_images = [_style_image(style.layer, grayscale) for style in styles]
     uses_regions = any(style.region is not None for style in styles)
     plain, tattoos = _plain_arguments(config)
     live = config.get_property("live-preview")
@@ -179,7 +184,7 @@ def stylise(image, targets: list[Target], config) -> None:
             options = {}
             if uses_regions:
                 options["regions"] = [None if style.region is None else
-                                      _region_image(image, style.region, source, region, wire) for style in styles]
+                                      _region_image(style.region, source, region) for style in styles]
             if live:
                 result_layer.insert()
             client = _connect(plan, on_wait=lambda text: Gimp.progress_set_text(text))

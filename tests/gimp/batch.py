@@ -228,6 +228,15 @@ def compact_case():
     mask.get_buffer().flush()
     facts["masked_style"] = run_plugin(image, [layers["content"]], style_layer=layers["style"])
     image.delete()
+    # A style layer in another image, a float one: it travels as float32 beside the 8-bit content.
+    image, layers = new_image([("content", 48, 40, 1, (0, 0), False)])
+    other = Gimp.Image.new_with_precision(40, 40, Gimp.ImageBaseType.RGB, Gimp.Precision.FLOAT_NON_LINEAR)
+    style = Gimp.Layer.new(other, "style", 40, 40, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    other.insert_layer(style, None, 0)
+    fill(style, 40, 40, 4, seed=5)
+    facts["float_style"] = run_plugin(image, [layers["content"]], style_layer=style)
+    other.delete()
+    image.delete()
     return facts
 
 
