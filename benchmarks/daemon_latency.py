@@ -7,10 +7,13 @@ iteration), a second job with the same style (style-cache hit) against the first
 throughput of a 4096×4096 RGBA float32 image to the daemon on its default local transport (submit →
 accepted), and through the protocol's framing both ways, on that transport (an ipc socket) and over
 TCP with CURVE (the transport for Windows and sandboxed GIMPs); and the round trip of an ``estimate``
-request (client call → typed reply) at a few sizes, before and after the daemon has measured its speed.
+request (client call → typed reply) at a few sizes, before and after the daemon has measured its speed;
+and the compact pixel formats: a 4096×4096 RGBA source sent as u8, u16 and f32 frames (submit →
+accepted), and a 4096×4096 result received as u16, f16 and f32, interleaved in the same run.
 
     .venv/bin/python benchmarks/daemon_latency.py --random-weights      # or --weights FILE
     .venv/bin/python benchmarks/daemon_latency.py --random-weights --estimate-only
+    .venv/bin/python benchmarks/daemon_latency.py --random-weights --transfer-only
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from daemon.auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server  # noqa: E402
 from daemon.client import DaemonClient, DaemonJobError, Image  # noqa: E402
+from daemon.images import rgb_to_frame  # noqa: E402
 from daemon.limits import TCP_MAX_FRAME_BYTES, MessageCaps  # noqa: E402
 from daemon.protocol import Codec, DType, ImageSpec, MessageType  # noqa: E402
 from nst_engine import CancelledError, CancelToken, StyleSettings, StyleTransfer  # noqa: E402
@@ -152,6 +156,58 @@ def protocol_round_trip(frame: memoryview, transport: str) -> float:
     return elapsed
 
 
+def compact_transfers(client: DaemonClient, rng: np.random.Generator) -> None:
+    """Median times of a 4096² RGBA source in each source dtype (submit → accepted: sent, received and
+    checked by the daemon), and of a 4096² result in each result dtype (submit → result of a one-iteration
+    64² job resized to 4096², less the job's own time, which includes the resize and the conversion to
+    the result dtype: what is left is the result's transfer and the job's queueing); the dtypes
+    interleaved, so that the machine's load falls alike on each."""
+    rgba = rng.random((4096, 4096, 4), dtype=np.float32)
+    sources = {DType.U8: np.round(rgba * 255).astype("<u1"), DType.U16: np.round(rgba * 65535).astype("<u2"),
+               DType.F32: rgba.astype("<f4")}
+    images = {dtype: Image(ImageSpec(4096, 4096, 4, dtype), memoryview(np.ascontiguousarray(array)).cast("B"))
+              for dtype, array in sources.items()}
+    style = image_of(rng.random((64, 64, 3), dtype=np.float32))
+    tiny = {"size": 64, "scales": 1, "iterations": 1}
+    sent: dict[DType, list[float]] = {dtype: [] for dtype in images}
+    for _ in range(TRANSFERS):
+        for dtype, image in images.items():
+            started = time.perf_counter()
+            job_id = client.submit(image, [style], tiny)
+            sent[dtype].append(time.perf_counter() - started)
+            client.wait(job_id)
+    for dtype, times in sent.items():
+        nbytes = images[dtype].spec.nbytes
+        print(f"4096×4096 RGBA source as {dtype.value} ({nbytes / 1e6:.0f} MB), submit → accepted: median "
+              f"{statistics.median(times) * 1000:.0f} ms ({nbytes / 1e9 / statistics.median(times):.2f} GB/s; "
+              f"{' '.join(f'{t * 1000:.0f}' for t in times)} ms)")
+    content = image_of(rng.random((64, 64, 3), dtype=np.float32))
+    totals: dict[DType, list[float]] = {dtype: [] for dtype in (DType.U16, DType.F16, DType.F32)}
+    outside: dict[DType, list[float]] = {dtype: [] for dtype in totals}
+    for _ in range(TRANSFERS):
+        for dtype in totals:
+            started = time.perf_counter()
+            result = client.stylize(content, [style], tiny, output_size=(4096, 4096), result_dtype=dtype)
+            total = time.perf_counter() - started
+            assert result.image.spec.dtype is dtype
+            totals[dtype].append(total)
+            outside[dtype].append(total - result.elapsed_s)
+    for dtype in totals:
+        nbytes = 4096 * 4096 * 3 * dtype.itemsize
+        print(f"4096×4096 RGB result as {dtype.value} ({nbytes / 1e6:.0f} MB): submit → result median "
+              f"{statistics.median(totals[dtype]) * 1000:.0f} ms, of which outside the job (transfer, queue) "
+              f"{statistics.median(outside[dtype]) * 1000:.0f} ms ({' '.join(f'{t * 1000:.0f}' for t in outside[dtype])} ms)")
+    result = torch.rand(3, 4096, 4096)
+    for dtype in totals:
+        times = []
+        for _ in range(TRANSFERS):
+            started = time.perf_counter()
+            rgb_to_frame(result, dtype)
+            times.append(time.perf_counter() - started)
+        print(f"the daemon's conversion of a 4096×4096 result to {dtype.value} (rgb_to_frame), in this process: "
+              f"median {statistics.median(times) * 1000:.0f} ms")
+
+
 ESTIMATE_SIZES = ((512, 384), (3000, 2000), (8192, 8192))
 ESTIMATES = 200  # requests timed per size
 
@@ -181,6 +237,7 @@ def main() -> None:
     parser.add_argument("--megapixels", type=float, default=1.0, help="content and style size for the latency figures")
     parser.add_argument("--repeats", type=int, default=3, help="jobs per latency figure (median)")
     parser.add_argument("--estimate-only", action="store_true", help="only the estimate request's round trips")
+    parser.add_argument("--transfer-only", action="store_true", help="only the compact pixel formats' transfer times")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nst-bench-"))
@@ -197,6 +254,13 @@ def main() -> None:
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}; images {side}×{side}")
 
     daemon = start_daemon(work, weights_file)
+    if args.transfer_only:
+        try:
+            with daemon.client(timeout_s=60) as client:
+                compact_transfers(client, rng)
+        finally:
+            daemon.stop()
+        return
     if args.estimate_only:
         try:
             with daemon.client(timeout_s=60) as client:
@@ -251,6 +315,7 @@ def main() -> None:
             print(f"4096×4096 RGBA f32 ({big.nbytes / 1e6:.0f} MB) to the daemon ({client.info.endpoint.split(':')[0]}), "
                   f"submit → accepted: {' '.join(f'{rate:.2f}' for rate in rates)} GB/s "
                   f"({TRANSFERS} jobs; median {statistics.median(rates):.2f})")
+            compact_transfers(client, rng)
     finally:
         daemon.stop()
     for transport, count in (("ipc", TRANSFERS), ("curve", CURVE_TRANSFERS)):

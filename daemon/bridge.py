@@ -142,6 +142,7 @@ class BridgeClient:
         self.on_wait = on_wait
         self.process: subprocess.Popen[bytes] | None = None
         self._job_id: str | None = None
+        self._image_bytes = 0  # the pixel bytes of the job's images, sent down the pipe as the bridge sends them on
 
     def __enter__(self) -> BridgeClient:
         return self
@@ -185,6 +186,7 @@ class BridgeClient:
             fields, _ = event
             if fields.get("event") == "accepted":
                 self._job_id = str(fields.get("job_id"))
+                self._image_bytes = sum(memoryview(frame).nbytes for frame in frames)
                 return self._job_id
         raise self._stopped()
 
@@ -207,7 +209,7 @@ class BridgeClient:
                 result = _record(Result, fields)
                 if len(frames) != 1 or len(frames[0]) != result.image.nbytes:
                     raise DaemonError("The bridge sent an image whose size does not match its description.")
-                return JobResult(result.job_id, Image(result.image, frames[0]), result.elapsed_s)
+                return JobResult(result.job_id, Image(result.image, frames[0]), result.elapsed_s, self._image_bytes)
         raise self._stopped()
 
     def cancel(self, job_id: str) -> None:

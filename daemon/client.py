@@ -94,6 +94,7 @@ class DaemonClient:
         self.codec = Codec(info.caps)
         self.context = context or zmq.Context.instance()
         self.socket: zmq.Socket | None = None
+        self._image_bytes: dict[str, int] = {}  # job id → pixel bytes submitted, until its result
         self._open()
 
     # -- socket handling --------------------------------------------------------------------------
@@ -204,7 +205,9 @@ class DaemonClient:
             raise DaemonUnreachableError(f"The daemon at {self.info.endpoint} did not accept the job within {self.timeout_s:g} s.")
         if reply.type is MessageType.ERROR:
             raise _job_error(Error.from_wire(reply.body))
-        return _parse(Accepted, reply.body).job_id
+        job_id = _parse(Accepted, reply.body).job_id
+        self._image_bytes[job_id] = sum(memoryview(frame).nbytes for frame in frames)
+        return job_id
 
     def cancel(self, job_id: str) -> None:
         """Ask the daemon to stop the job; :meth:`wait` then raises DaemonJobError with code ``cancelled``."""
@@ -245,8 +248,10 @@ class DaemonClient:
                 on_progress(dataclasses.replace(preview.progress, preview=_frame_image(preview.image, reply.frames)))
             elif reply.type is MessageType.RESULT:
                 result = _parse(Result, body)
-                return JobResult(job_id, _frame_image(result.image, reply.frames), result.elapsed_s)
+                return JobResult(job_id, _frame_image(result.image, reply.frames), result.elapsed_s,
+                                 self._image_bytes.pop(job_id, 0))
             elif reply.type is MessageType.ERROR:
+                self._image_bytes.pop(job_id, None)
                 raise _job_error(Error.from_wire(body))
 
     def stylize(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,

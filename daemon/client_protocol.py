@@ -17,6 +17,7 @@ class StyleClient(Protocol):
 
     - ``submit`` queues a job (its images, settings and the spatial-control masks) and returns its id;
     - ``wait`` follows that job to its result, calling ``on_progress``; with ``cancel`` set it cancels it;
+      the result counts the pixel bytes the client sent for the job's images (``image_bytes_sent``);
     - ``cancel`` asks the daemon to stop the job: ``wait`` then raises DaemonJobError with code ``cancelled``;
     - ``stylize`` is ``submit`` then ``wait``;
     - ``status`` is the daemon's state, ``estimate`` what a job would cost, each a typed record.

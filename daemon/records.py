@@ -40,5 +40,6 @@ class DaemonJobError(DaemonError):
 @dataclass(frozen=True)
 class JobResult:
     job_id: str
-    image: Image  # float32 RGB
+    image: Image  # RGB in the submit's result_dtype (float32 unless asked otherwise)
     elapsed_s: float
+    image_bytes_sent: int = 0  # the pixel bytes this client sent for the job's images (content, styles, masks, init)

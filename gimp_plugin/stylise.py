@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from gi.repository import Gegl, Gimp
 
 from arguments import ARGUMENTS, BLEND_WEIGHTS, REGIONS, STYLE_LAYERS, ArgumentKind, settings_from_arguments
-from pixels import Region, rgb_with_alpha, with_mask_in_alpha
+from pixels import FULL_PRECISION, Region, WireFormat, rgb_with_alpha, wire_format, with_mask_in_alpha
 from plan import PARASITE, Target
 from progress_text import progress_status
 from result_record import ResultRecord
 from user_error import UserError
 
 STYLE_LAYER_PARASITE = "neural-style-style-layer"
-FLOAT_FORMAT = {False: "R'G'B'A float", True: "Y'A float"}  # by "is grayscale"
 LIVE_PREVIEW_EVERY = 10  # iterations between updates of the result layer while it runs
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,9 +75,17 @@ def _styles(config) -> list[_Style]:
     return styles
 
 
-def _mask_format(image) -> str:
-    linear = "LINEAR" in str(image.get_precision()) and "NON_LINEAR" not in str(image.get_precision())
-    return "Y float" if linear else "Y' float"
+def _precision(image) -> str:
+    return image.get_precision().value_name
+
+
+def _linear(image) -> bool:
+    precision = _precision(image)
+    return "LINEAR" in precision and "NON_LINEAR" not in precision
+
+
+def _wire_format(image) -> WireFormat:
+    return wire_format(_precision(image), own_profile=image.get_color_profile() is not None)
 
 
 def _read(drawable, region: Region, fmt: str) -> bytes:
@@ -86,23 +93,39 @@ def _read(drawable, region: Region, fmt: str) -> bytes:
     return bytes(drawable.get_buffer().get(rectangle, 1.0, fmt, Gegl.AbyssPolicy.CLAMP))
 
 
-def _style_pixels(image, layer, grayscale: bool) -> bytes:
+def _style_image(layer, grayscale: bool):
     """The style layer with its layer mask multiplied into its alpha: where either is 0, the style's
-    statistics take nothing (the daemon weights the Gram matrices by the alpha)."""
+    statistics take nothing (the daemon weights the Gram matrices by the alpha).  It travels as its own
+    image's precision allows (a style layer may be in another image than the content).  A style with a
+    layer mask travels as float32 whatever the precision: the product of two 8- or 16-bit values is not
+    on their grid, and rounding it would coarsen the weights the user painted; such styles are rare and
+    usually small, so the bytes this costs hardly matter."""
+    from daemon.records import Image, ImageSpec
+
+    image = layer.get_image()
+    wire = _wire_format(image)
     whole = Region(0, 0, layer.get_width(), layer.get_height())
-    pixels = _read(layer, whole, FLOAT_FORMAT[grayscale])
+    channels = 2 if grayscale else 4
     mask = layer.get_mask()
-    if mask is None:
-        return pixels
-    return with_mask_in_alpha(pixels, _read(mask, whole, _mask_format(image)), 2 if grayscale else 4)
+    sample = wire.source if mask is None else FULL_PRECISION.source
+    pixels = _read(layer, whole, wire.colour(sample, grayscale))
+    if mask is not None:
+        pixels = with_mask_in_alpha(pixels, _read(mask, whole, FULL_PRECISION.mask(_linear(image))), channels)
+    return Image(ImageSpec(whole.width, whole.height, channels, sample.dtype), pixels)
 
 
-def _region_pixels(image, item, source, region: Region) -> bytes:
-    """``item`` (a channel, or a layer mask) over the part of the image the source's ``region`` covers."""
+def _region_image(item, source, region: Region):
+    """``item`` (a channel, or a layer mask) over the part of the image the source's ``region`` covers,
+    in its image's compact sample type where it has one (channels are stored in the image's precision)."""
+    from daemon.records import Image, ImageSpec
+
+    image = item.get_image()
+    wire = _wire_format(image)
     source_x, source_y = source.get_offsets()[1:]
     item_x, item_y = item.get_offsets()[1:]
     placed = Region(source_x + region.x - item_x, source_y + region.y - item_y, region.width, region.height)
-    return _read(item, placed, _mask_format(image))
+    return Image(ImageSpec(region.width, region.height, 1, wire.source.dtype),
+                 _read(item, placed, wire.mask(_linear(image))))
 
 
 def _tattoo(item) -> int | None:
@@ -121,16 +144,13 @@ def _plain_arguments(config) -> tuple[dict, dict]:
 
 
 def stylise(image, targets: list[Target], config) -> None:
-    from daemon.records import DType, Image, ImageSpec
+    from daemon.records import Image, ImageSpec
 
     grayscale = image.get_base_type() == Gimp.ImageBaseType.GRAY
     channels = 2 if grayscale else 4
+    wire = _wire_format(image)
     styles = _styles(config)
-    style_images = []
-    for style in styles:
-        pixels = _style_pixels(image, style.layer, grayscale)
-        style_images.append(Image(ImageSpec(style.layer.get_width(), style.layer.get_height(), channels, DType.F32),
-                                  pixels))
+    style_images = [_style_image(style.layer, grayscale) for style in styles]
     uses_regions = any(style.region is not None for style in styles)
     plain, tattoos = _plain_arguments(config)
     live = config.get_property("live-preview")
@@ -146,9 +166,9 @@ def stylise(image, targets: list[Target], config) -> None:
         for number, target in enumerate(targets, start=1):
             source = target.source
             region = target.record.region if target.record is not None else _selected_region(source)
-            source_pixels = _read(source, region, FLOAT_FORMAT[grayscale])
+            source_pixels = _read(source, region, wire.colour(wire.source, grayscale))
             settings = settings_from_arguments(config.get_property, region.width, region.height, len(styles))
-            result_layer = _ResultLayer(image, target, region, grayscale, source_pixels, channels)
+            result_layer = _ResultLayer(image, target, region, grayscale, source_pixels, channels, wire)
             made.append(result_layer)
             previews_shown = 0
 
@@ -163,23 +183,23 @@ def stylise(image, targets: list[Target], config) -> None:
 
             options = {}
             if uses_regions:
-                options["regions"] = [
-                    None if style.region is None else Image(ImageSpec(region.width, region.height, 1, DType.F32),
-                                                            _region_pixels(image, style.region, source, region))
-                    for style in styles]
+                options["regions"] = [None if style.region is None else
+                                      _region_image(style.region, source, region) for style in styles]
             if live:
                 result_layer.insert()
             client = _connect(plan, on_wait=lambda text: Gimp.progress_set_text(text))
             with client:
                 result = client.stylize(
-                    Image(ImageSpec(region.width, region.height, channels, DType.F32), source_pixels),
+                    Image(ImageSpec(region.width, region.height, channels, wire.source.dtype), source_pixels),
                     style_images, settings, on_progress=on_progress, cancel=threading.Event(),
-                    output_size=(region.width, region.height),
+                    output_size=(region.width, region.height), result_dtype=wire.result.dtype,
                     preview_every=LIVE_PREVIEW_EVERY if live else 0, **options)
             result_layer.insert()
             result_layer.show(result.image.data)
             details = {"style_layer": styles[0].layer.get_name(), "job_id": result.job_id,
-                       "live_preview_updates": previews_shown, "transport": client.transport}
+                       "live_preview_updates": previews_shown, "transport": client.transport,
+                       "wire": {"source": wire.source.dtype.value, "result": wire.result.dtype.value,
+                                "image_bytes_sent": result.image_bytes_sent}}
             result_layer.record = ResultRecord(source.get_tattoo(), region, plain, tattoos, settings, details)
         for result_layer in made:
             result_layer.finish(keep_previous)
@@ -211,9 +231,9 @@ class _ResultLayer:
     re-run, where the previous result is, which it replaces (or hides) when every job has succeeded."""
 
     def __init__(self, image, target: Target, region: Region, grayscale: bool, source_pixels: bytes,
-                 channels: int) -> None:
+                 channels: int, wire: WireFormat) -> None:
         self.image, self.target, self.region = image, target, region
-        self.grayscale, self.source_pixels, self.channels = grayscale, source_pixels, channels
+        self.grayscale, self.source_pixels, self.channels, self.wire = grayscale, source_pixels, channels, wire
         self.layer = None
         self.record: ResultRecord | None = None
 
@@ -233,9 +253,9 @@ class _ResultLayer:
             self.layer.set_offsets(offset_x + region.x, offset_y + region.y)
 
     def show(self, rgb) -> None:
-        pixels = rgb_with_alpha(rgb, self.source_pixels, self.channels)
+        pixels = rgb_with_alpha(rgb, self.source_pixels, self.channels, self.wire.result, self.wire.source)
         buffer = self.layer.get_buffer()
-        buffer.set(Gegl.Rectangle.new(0, 0, self.region.width, self.region.height), "R'G'B'A float", pixels)
+        buffer.set(Gegl.Rectangle.new(0, 0, self.region.width, self.region.height), self.wire.result_format(), pixels)
         buffer.flush()
         self.layer.update(0, 0, self.region.width, self.region.height)
         Gimp.displays_flush()

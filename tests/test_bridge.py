@@ -232,3 +232,25 @@ def test_cancel_through_the_bridge_means_what_it_means_directly(daemon, bridge):
     assert raised.value.code == "cancelled" and time.monotonic() - started < 5
     with daemon.client() as client:
         assert client.status()["running"] is None
+
+
+def test_both_clients_count_the_pixel_bytes_they_send_and_compact_frames_pass_through(daemon, bridge):
+    """u8 content, a u16 style and a u8 region, a u16 result: each client reports the bytes of exactly those
+    frames (a quarter and a half of what float32 would take), and both get the same u16 result."""
+    from array import array
+
+    from daemon.records import DType, Image, ImageSpec
+
+    content = Image(ImageSpec(40, 24, 4, DType.U8), array("B", ((i * 7919) % 256 for i in range(40 * 24 * 4))).tobytes())
+    style = Image(ImageSpec(32, 32, 4, DType.U16), array("H", ((i * 104729) % 65536 for i in range(32 * 32 * 4))).tobytes())
+    region = Image(ImageSpec(40, 24, 1, DType.U8), bytes([255] * (20 * 24) + [0] * (20 * 24)))
+    expected = 40 * 24 * 4 * 1 + 32 * 32 * 4 * 2 + 40 * 24 * 1
+    assert expected == (40 * 24 * 4 * 4) // 4 + (32 * 32 * 4 * 4) // 2 + (40 * 24 * 4) // 4
+    settings = {"size": 32, "iterations": 2, "scales": 1, "seed": 3}
+    with daemon.client() as direct:
+        directly = direct.stylize(content, [style], settings, regions=[region], result_dtype=DType.U16)
+    through_bridge = bridge.stylize(content, [style], settings, regions=[region], result_dtype=DType.U16)
+    for result in (directly, through_bridge):
+        assert result.image_bytes_sent == expected
+        assert result.image.spec == ImageSpec(32, 19, 3, DType.U16)
+    assert bytes(through_bridge.image.data) == bytes(directly.image.data)

@@ -8,7 +8,7 @@ from array import array
 import pytest
 import torch
 
-from daemon.images import frame_to_rgb
+from daemon.images import frame_to_rgb, rgb_to_frame
 from daemon.records import DType, ImageSpec
 
 # A 2-row × 3-column image: each pixel's channels are (row, column, channel-number) codes, so that a
@@ -66,3 +66,38 @@ def test_alpha_does_not_reach_the_colour():
         spec = ImageSpec(WIDTH, HEIGHT, channels, DType.U8)
         assert torch.equal(frame_to_rgb(spec, frame(DType.U8, opaque)), frame_to_rgb(spec, frame(DType.U8, clear)))
         assert torch.allclose(frame_to_rgb(spec, frame(DType.U8, opaque)), torch.full((3, HEIGHT, WIDTH), 200 / 255))
+
+
+@pytest.mark.parametrize(("dtype", "levels"), [(DType.U8, 256), (DType.U16, 65536)])
+def test_every_u8_and_u16_level_reads_exactly_as_its_float_reading(dtype, levels):
+    """A compact frame gives the engine the very floats that the same pixels read as float32 give (what a
+    float reading of an 8- or 16-bit layer holds: each level over the top one, rounded once to float32),
+    for every level, in every channel: sending u8/u16 instead of f32 loses nothing."""
+    top = levels - 1
+    values = [level for level in range(levels) for _ in range(4)]  # one RGBA pixel per level
+    float_reading = [float(torch.tensor(level / top, dtype=torch.float32)) for level in values]
+    compact = frame_to_rgb(ImageSpec(levels, 1, 4, dtype), frame(dtype, values))
+    full = frame_to_rgb(ImageSpec(levels, 1, 4, DType.F32), frame(DType.F32, float_reading))
+    assert torch.equal(compact, full)
+    assert compact[0, 0, 1].item() == float(torch.tensor(1 / top, dtype=torch.float32))  # not rounded coarser
+
+
+@pytest.mark.parametrize("dtype", [DType.U16, DType.F16, DType.F32])
+def test_results_are_interleaved_and_rounded_to_their_dtype(dtype):
+    """rgb_to_frame: the engine's 3×H×W floats as H×W×3 of the result dtype; u16 clamped to [0, 1] and
+    rounded to the nearest level, and read back by frame_to_rgb within half a level."""
+    planes = torch.tensor([[[code / 64 - 0.25 + channel * 0.3 + row * 0.75 for code in range(WIDTH)] for row in range(HEIGHT)]
+                           for channel in range(3)], dtype=torch.float32)
+    spec, data = rgb_to_frame(planes, dtype)
+    assert spec == ImageSpec(WIDTH, HEIGHT, 3, dtype) and data.nbytes == spec.nbytes
+    interleaved = planes.permute(1, 2, 0)
+    if dtype is DType.U16:
+        values = array("H", bytes(data))
+        expected = [round(min(max(float(v), 0.0), 1.0) * 65535) for v in interleaved.flatten()]
+        assert list(values) == expected
+        back = frame_to_rgb(spec, data)
+        assert (back - planes.clamp(0, 1)).abs().max().item() <= 0.5 / 65535 + 1e-7
+    else:
+        typecode = "e" if dtype is DType.F16 else "f"
+        values = struct.unpack(f"<{spec.width * spec.height * 3}{typecode}", bytes(data))
+        assert list(values) == interleaved.to(torch.float16 if dtype is DType.F16 else torch.float32).flatten().tolist()

@@ -392,3 +392,36 @@ def test_a_group_a_channel_or_a_mask_gets_a_clear_message(results, drawable, wor
     outcome = facts[drawable]
     assert outcome["status"] == "execution-error" and words in outcome["error"], outcome["error"]
     assert outcome["after"] == facts["before"]
+
+
+def test_8_and_16_bit_layers_travel_compact_and_read_exactly(results):
+    """The bytes the client sent for each whole-layer case's images (a 48×40 RGBA content and a 40×40
+    RGBA style, read from the result's parasite): float32's 16 per RGBA pixel for a float image, a quarter
+    of that for an 8-bit one and half for a 16-bit one; u16 results for both.  Their u8/u16 samples are
+    exactly what their float reading gives (level / top in float32, as the daemon reads the frames); a
+    style with a layer mask (float32, its alpha times the mask) still runs in an 8-bit image, and a style
+    layer of a float image travels as float32."""
+    pixels = 48 * 40 + 40 * 40
+    wires = {name: json.loads(new_and_old(case(results, name))[0]["parasite"])["wire"]
+             for name in ("rgb", "u16", "float32", "gray")}
+    assert wires["float32"] == {"source": "f32", "result": "f32", "image_bytes_sent": pixels * 4 * 4}
+    assert wires["rgb"] == {"source": "u8", "result": "u16", "image_bytes_sent": pixels * 4 * 4 // 4}
+    assert wires["u16"] == {"source": "u16", "result": "u16", "image_bytes_sent": pixels * 4 * 4 // 2}
+    assert wires["gray"] == {"source": "u8", "result": "u16", "image_bytes_sent": pixels * 2}
+
+    facts = results["compact"]
+    assert "exception" not in facts, facts
+    for key, precision in (("u8", "GIMP_PRECISION_U8_NON_LINEAR"), ("u16", "GIMP_PRECISION_U16_NON_LINEAR")):
+        reading = facts[key]
+        assert reading["precision"] == precision and reading["samples"] == 48 * 40 * 4
+        assert reading["levels"] > 50, reading  # a varied layer, not a flat one
+        assert reading["mismatches"] == 0, reading
+
+    masked = facts["masked_style"]
+    assert masked["status"] == "success", masked["error"]
+    wire = json.loads(masked["after"][0]["parasite"])["wire"]
+    assert wire == {"source": "u8", "result": "u16", "image_bytes_sent": 48 * 40 * 4 + 40 * 40 * 4 * 4}
+    foreign = facts["float_style"]  # a style layer of a float image travels as float32 beside 8-bit content
+    assert foreign["status"] == "success", foreign["error"]
+    wire = json.loads(foreign["after"][0]["parasite"])["wire"]
+    assert wire == {"source": "u8", "result": "u16", "image_bytes_sent": 48 * 40 * 4 + 40 * 40 * 4 * 4}

@@ -197,6 +197,49 @@ def not_layers_case():
     return facts
 
 
+def compact_case():
+    """How 8- and 16-bit layers read as their own samples compare with their float reading (what the
+    daemon makes of a u8/u16 frame: each level over the top one, in float32); and a style layer with a
+    layer mask in an 8-bit image (that style travels as float32)."""
+    from array import array
+
+    from gi.repository import Gegl
+
+    facts = {}
+    for key, precision, babl, typecode, top in (("u8", Gimp.Precision.U8_NON_LINEAR, "u8", "B", 255),
+                                                ("u16", Gimp.Precision.U16_NON_LINEAR, "u16", "H", 65535)):
+        image = Gimp.Image.new_with_precision(48, 40, Gimp.ImageBaseType.RGB, precision)
+        layer = Gimp.Layer.new(image, "content", 48, 40, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+        image.insert_layer(layer, None, 0)
+        fill(layer, 48, 40, 4, seed=1, alpha_hole=True)
+        rectangle = Gegl.Rectangle.new(0, 0, 48, 40)
+        own = array(typecode)
+        own.frombytes(bytes(layer.get_buffer().get(rectangle, 1.0, f"R'G'B'A {babl}", Gegl.AbyssPolicy.CLAMP)))
+        as_float = floats(layer)
+        scaled = array("f", (value / top for value in own))
+        facts[key] = {"precision": image.get_precision().value_name, "samples": len(own), "levels": len(set(own)),
+                      "mismatches": sum(a != b for a, b in zip(scaled, as_float))}
+        image.delete()
+    image, layers = new_image([("content", 48, 40, 1, (0, 0), False), ("style", 40, 40, 5, (0, 0), False)])
+    mask = layers["style"].create_mask(Gimp.AddMaskType.WHITE)
+    layers["style"].add_mask(mask)
+    hidden_left = array("f", [0.0 if x < 20 else 1.0 for _ in range(40) for x in range(40)])
+    mask.get_buffer().set(Gegl.Rectangle.new(0, 0, 40, 40), "Y float", hidden_left.tobytes())
+    mask.get_buffer().flush()
+    facts["masked_style"] = run_plugin(image, [layers["content"]], style_layer=layers["style"])
+    image.delete()
+    # A style layer in another image, a float one: it travels as float32 beside the 8-bit content.
+    image, layers = new_image([("content", 48, 40, 1, (0, 0), False)])
+    other = Gimp.Image.new_with_precision(40, 40, Gimp.ImageBaseType.RGB, Gimp.Precision.FLOAT_NON_LINEAR)
+    style = Gimp.Layer.new(other, "style", 40, 40, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    other.insert_layer(style, None, 0)
+    fill(style, 40, 40, 4, seed=5)
+    facts["float_style"] = run_plugin(image, [layers["content"]], style_layer=style)
+    other.delete()
+    image.delete()
+    return facts
+
+
 results = {}
 try:
     results["arguments"] = argument_facts()
@@ -214,7 +257,7 @@ cases = {
     "long": {"iterations": 100000},  # only when asked for: the test kills the plug-in mid-job
 }
 whole_cases = {"two_layers": two_layers_case, "rerun": rerun_case, "controls": controls_case,
-               "transparent_half": transparent_half_case, "not_layers": not_layers_case}
+               "transparent_half": transparent_half_case, "not_layers": not_layers_case, "compact": compact_case}
 only = os.environ.get("NST_E2E_CASES")
 for case, options in cases.items():
     if (only and case not in only.split(",")) or (not only and case == "long"):
