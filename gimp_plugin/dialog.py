@@ -33,6 +33,7 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     dialog.get_label("device-line", describe(kind), False, False)
     style_label = dialog.get_label("style-line", "", False, False)
     estimate_label = dialog.get_label("estimate-line", "", False, False)
+    dialog.get_scale_entry("strength", 1.0)  # a slider: 0–100 reads at a glance
     for group, title, names in _GROUPS:
         dialog.get_label(f"{group}-title", f"<b>{title}</b>", True, False)
         dialog.fill_box(f"{group}-box", list(names))

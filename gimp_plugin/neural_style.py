@@ -25,10 +25,6 @@ from gi.repository import GLib, GObject, Gimp  # noqa: E402
 from user_error import UserError  # noqa: E402
 
 PROCEDURE = "plug-in-neural-style"
-PARASITE = "neural-style-settings"
-STYLE_LAYER_PARASITE = "neural-style-style-layer"
-FLOAT_FORMAT = {False: "R'G'B'A float", True: "Y'A float"}  # by "is grayscale"
-LIVE_PREVIEW_EVERY = 10  # iterations between updates of the result layer while it runs
 STATUS_TIMEOUT_S = 1.0  # how long the dialog waits for the daemon's status
 
 
@@ -203,6 +199,7 @@ def _load_remembered_style_layers(image, config) -> None:
     """The style layers of this image's last run.  GIMP 3.0 cannot store a layer among a procedure's
     last values, so the plug-in keeps the layers' tattoos in an image parasite of its own."""
     from items import item_by_tattoo
+    from plan import STYLE_LAYER_PARASITE
 
     parasite = image.get_parasite(STYLE_LAYER_PARASITE)
     if parasite is None:

@@ -10,7 +10,8 @@ from gi.repository import Gimp
 from result_record import ResultRecord
 from user_error import UserError
 
-PARASITE = "neural-style-settings"
+PARASITE = "neural-style-settings"  # on a result layer: its ResultRecord
+STYLE_LAYER_PARASITE = "neural-style-style-layer"  # on an image: the style layers of its last run
 
 
 @dataclass

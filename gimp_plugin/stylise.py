@@ -12,12 +12,11 @@ from gi.repository import Gegl, Gimp
 
 from arguments import ARGUMENTS, BLEND_WEIGHTS, REGIONS, STYLE_LAYERS, ArgumentKind, settings_from_arguments
 from pixels import FULL_PRECISION, Region, WireFormat, rgb_with_alpha, wire_format, with_mask_in_alpha
-from plan import PARASITE, Target
+from plan import PARASITE, STYLE_LAYER_PARASITE, Target
 from progress_text import progress_status
 from result_record import ResultRecord
 from user_error import UserError
 
-STYLE_LAYER_PARASITE = "neural-style-style-layer"
 LIVE_PREVIEW_EVERY = 10  # iterations between updates of the result layer while it runs
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
