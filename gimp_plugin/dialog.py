@@ -9,7 +9,7 @@ from collections.abc import Callable
 import gi
 
 gi.require_version("GimpUi", "3.0")
-from gi.repository import GimpUi  # noqa: E402
+from gi.repository import GLib, GObject, GimpUi  # noqa: E402
 
 from arguments import BLEND_WEIGHTS, BY_NAME, REGIONS, STYLE_LAYERS  # noqa: E402
 from presets import DeviceKind, Preset, describe, opening_preset, quality  # noqa: E402
@@ -41,6 +41,8 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
             dialog.fill_expander(f"{group}-frame", f"{group}-title", False, f"{group}-box")
         else:
             dialog.fill_frame(f"{group}-frame", f"{group}-title", False, f"{group}-box")
+    for name in (*STYLE_LAYERS, *REGIONS):
+        _redraw_thumbnail_once_sized(dialog.get_widget(name, GObject.TYPE_NONE))
     frames = [f"{group}-frame" for group, _, _ in _GROUPS]
     dialog.fill([*frames, "keep-previous"] if re_editing else frames)
     _PresetBinding(config, kind)
@@ -48,7 +50,7 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     defaults = {name: BY_NAME[name].default for name in _QUALITY_VALUES}
     config.set_property("preset", opening_preset(Preset(config.get_property("preset")), values, defaults).value)
 
-    # GIMP 3.0's layer chooser shows a thumbnail at most, often an empty one: the names, in words.
+    # GIMP 3.0's layer chooser shows a thumbnail and no name: the names, in words.
     def refresh_styles(*_: object) -> None:
         style_label.set_text(styles_text(config))
 
@@ -69,6 +71,26 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     accepted = dialog.run()
     dialog.destroy()
     return bool(accepted)
+
+
+def _redraw_thumbnail_once_sized(chooser) -> None:
+    """GIMP 3.0's drawable chooser fetches its thumbnail when its drawable is set, at its preview's size
+    then; a drawable given before the dialog is shown (remembered, or the caller's) is drawn at no size and
+    never again, leaving the chooser empty.  Setting the same drawable again once the chooser has its
+    size draws it."""
+    drawn_at: list[tuple[int, int]] = []
+
+    def redraw() -> bool:
+        chooser.set_drawable(chooser.get_drawable())
+        return GLib.SOURCE_REMOVE
+
+    def sized(_widget, allocation) -> None:
+        size = (allocation.width, allocation.height)
+        if size not in drawn_at:
+            drawn_at.append(size)
+            GLib.idle_add(redraw)
+
+    chooser.connect("size-allocate", sized)
 
 
 def styles_text(config) -> str:

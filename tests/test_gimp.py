@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageChops
 
 from daemon.connection import ConnectionInfo, write_connection_file
 from nst_engine.settings import StyleSettings
@@ -237,7 +238,18 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
 
     # GIMP warns on stderr about clashing access keys ("duplicate mnemonic"): none.
     assert "mnemonic" not in output, [line for line in output.splitlines() if "mnemonic" in line]
-    assert (work_dir / "dialog.png").stat().st_size > 1000
+    # The style layer's chooser shows its thumbnail (GIMP 3.0 drew it at no size unless redrawn): the
+    # style is coloured noise and the rest of the dialog is grey, so coloured pixels are the thumbnail.
+    for shot in ("dialog.png", "dialog-re-edit.png"):
+        assert coloured_pixels(work_dir / shot) > 500, f"no style thumbnail in {shot}"
+
+
+def coloured_pixels(path: Path) -> int:
+    with Image.open(path) as shot:
+        channels = shot.convert("RGB").split()
+    spread = ImageChops.subtract(ImageChops.lighter(ImageChops.lighter(*channels[:2]), channels[2]),
+                                 ImageChops.darker(ImageChops.darker(*channels[:2]), channels[2]))
+    return sum(spread.point(lambda value: 255 if value > 60 else 0).histogram()[255:])
 
 
 def test_with_no_daemon_running_the_plug_in_starts_one_and_waits_for_it(work_dir, weights_file):
