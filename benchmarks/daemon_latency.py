@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 import zmq
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +45,7 @@ from daemon.limits import TCP_MAX_FRAME_BYTES, MessageCaps  # noqa: E402
 from daemon.protocol import Codec, DType, ImageSpec, MessageType  # noqa: E402
 from nst_engine import CancelledError, CancelToken, StyleSettings, StyleTransfer  # noqa: E402
 from tests.daemon_harness import start_daemon  # noqa: E402
+from tests.stand_ins import write_random_vgg19_features  # noqa: E402
 
 COLD_SCRIPT = """
 import sys, time
@@ -241,11 +241,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nst-bench-"))
-    weights_file = args.weights
-    if args.random_weights:
-        torch.manual_seed(0)
-        weights_file = work / "vgg19-random.pth"
-        torch.save(torchvision.models.vgg19().features.state_dict(), weights_file)
+    weights_file = write_random_vgg19_features(work / "vgg19-random.pth") if args.random_weights else args.weights
 
     side = int(round((args.megapixels * 1e6) ** 0.5))
     rng = np.random.default_rng(0)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -27,6 +26,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from daemon.client import Image  # noqa: E402
 from daemon.protocol import DType, ImageSpec  # noqa: E402
 from tests.daemon_harness import start_daemon  # noqa: E402
+from tests.stand_ins import write_random_vgg19_features  # noqa: E402
 
 
 def square(side: int, seed: int) -> Image:
@@ -44,11 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="nst-bench-"))
-    weights_file = args.weights
-    if args.random_weights:
-        torch.manual_seed(0)
-        weights_file = work / "vgg19-random.pth"
-        torch.save(torchvision.models.vgg19().features.state_dict(), weights_file)
+    weights_file = write_random_vgg19_features(work / "vgg19-random.pth") if args.random_weights else args.weights
     print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
     daemon = start_daemon(work, weights_file)
     try:

@@ -3,6 +3,8 @@ real ones) and small images with structure at several scales."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torchvision
 
@@ -16,6 +18,13 @@ def make_vgg19_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 def features_state_dict(full: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The ``features`` part of a full state dict, with torchvision's features-only keys."""
     return {key.removeprefix("features."): value for key, value in full.items() if key.startswith("features.")}
+
+
+def write_random_vgg19_features(path: Path) -> Path:
+    """A seeded random VGG19 ``features`` state dict written to ``path`` (for benchmarks: their timing
+    and memory do not depend on the values)."""
+    torch.save(features_state_dict(make_vgg19_state_dict()), path)
+    return path
 
 
 def smooth_image(height: int, width: int, seed: int) -> torch.Tensor:
