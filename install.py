@@ -26,8 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent
 VENV_DIR = REPO_ROOT / ".venv"
 PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
-PLUGIN_FILES = ("neural_style.py", "arguments.py", "pixels.py", "progress_text.py", "presets.py", "result_record.py",
-                "dialog.py", "items.py", "plan.py", "stylise.py", "user_error.py", "cost_text.py")
+PLUGIN_FILES = tuple(sorted(path.name for path in (REPO_ROOT / "gimp_plugin").glob("*.py") if path.name != "__init__.py"))
 # Torch-free modules the plug-in imports: the daemon's client, and the engine's settings schema.
 CLIENT_MODULES = ("__init__.py", "records.py", "messages.py", "limits.py", "private_files.py", "protocol.py", "client.py",
                   "client_protocol.py",

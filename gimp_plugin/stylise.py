@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from gi.repository import Gegl, Gimp
 
 from arguments import ARGUMENTS, BLEND_WEIGHTS, REGIONS, STYLE_LAYERS, ArgumentKind, settings_from_arguments
-from pixels import FULL_PRECISION, Region, WireFormat, rgb_with_alpha, wire_format, with_mask_in_alpha
-from plan import PARASITE, STYLE_LAYER_PARASITE, Target
+from pixels import FULL_PRECISION, Region, WireFormat, wire_format, with_mask_in_alpha
+from plan import STYLE_LAYER_PARASITE, Target
+from preview_size import gdk_monitors, preview_max_side
 from progress_text import progress_status
+from result_layer import ResultLayer
 from result_record import ResultRecord
 from user_error import UserError
 
@@ -153,11 +155,12 @@ def stylise(image, targets: list[Target], config) -> None:
     uses_regions = any(style.region is not None for style in styles)
     plain, tattoos = _plain_arguments(config)
     live = config.get_property("live-preview")
+    preview_side = preview_max_side(os.environ, gdk_monitors()) if live else 0
     keep_previous = config.get_property("keep-previous")
     plan = follow_launch_plan()
 
     Gimp.progress_init("Neural Style: connecting to the daemon…")
-    made: list[_ResultLayer] = []
+    made: list[ResultLayer] = []
     # Everything that changes the image happens inside one undo group; on any failure the layers made
     # for the results are taken out again, so the image is left as it was.
     image.undo_group_start()
@@ -167,18 +170,15 @@ def stylise(image, targets: list[Target], config) -> None:
             region = target.record.region if target.record is not None else _selected_region(source)
             source_pixels = _read(source, region, wire.colour(wire.source, grayscale))
             settings = settings_from_arguments(config.get_property, region.width, region.height, len(styles))
-            result_layer = _ResultLayer(image, target, region, grayscale, source_pixels, channels, wire)
+            result_layer = ResultLayer(image, target, region, grayscale, source_pixels, channels, wire)
             made.append(result_layer)
-            previews_shown = 0
 
             def on_progress(progress, number=number, result_layer=result_layer) -> None:
-                nonlocal previews_shown
                 text, fraction = progress_status(progress, number, len(targets))
                 Gimp.progress_set_text(text)
                 Gimp.progress_update(fraction)
                 if live and progress.preview is not None:
-                    result_layer.show(progress.preview.data)
-                    previews_shown += 1
+                    result_layer.show_preview(progress.preview)
 
             options = {}
             if uses_regions:
@@ -192,13 +192,15 @@ def stylise(image, targets: list[Target], config) -> None:
                     Image(ImageSpec(region.width, region.height, channels, wire.source.dtype), source_pixels),
                     style_images, settings, on_progress=on_progress, cancel=threading.Event(),
                     output_size=(region.width, region.height), result_dtype=wire.result.dtype,
-                    preview_every=LIVE_PREVIEW_EVERY if live else 0, **options)
+                    preview_every=LIVE_PREVIEW_EVERY if live else 0, preview_max_side=preview_side, **options)
             result_layer.insert()
             result_layer.show(result.image.data)
             details = {"style_layer": styles[0].layer.get_name(), "job_id": result.job_id,
-                       "live_preview_updates": previews_shown, "transport": client.transport,
+                       "live_preview_updates": result_layer.previews_shown, "transport": client.transport,
                        "wire": {"source": wire.source.dtype.value, "result": wire.result.dtype.value,
                                 "image_bytes_sent": result.image_bytes_sent}}
+            if live:
+                details["live_preview"] = {"max_side": preview_side, "last_size": result_layer.last_preview_size}
             result_layer.record = ResultRecord(source.get_tattoo(), region, plain, tattoos, settings, details)
         for result_layer in made:
             result_layer.finish(keep_previous)
@@ -223,73 +225,3 @@ def _remember_style_layers(image, tattoos: dict) -> None:
     # Not persistent: a remembered choice is not worth a change to the saved file.
     remembered = {name: tattoos.get(name) for name in (*STYLE_LAYERS, *REGIONS)}
     image.attach_parasite(Gimp.Parasite.new(STYLE_LAYER_PARASITE, 0, json.dumps(remembered).encode()))
-
-
-class _ResultLayer:
-    """The new layer: directly above the source, sized and placed like the processed region; for a
-    re-run, where the previous result is, which it replaces (or hides) when every job has succeeded."""
-
-    def __init__(self, image, target: Target, region: Region, grayscale: bool, source_pixels: bytes,
-                 channels: int, wire: WireFormat) -> None:
-        self.image, self.target, self.region = image, target, region
-        self.grayscale, self.source_pixels, self.channels, self.wire = grayscale, source_pixels, channels, wire
-        self.layer = None
-        self.record: ResultRecord | None = None
-
-    def insert(self) -> None:
-        if self.layer is not None:
-            return
-        region, source, previous = self.region, self.target.source, self.target.previous
-        layer_type = Gimp.ImageType.GRAYA_IMAGE if self.grayscale else Gimp.ImageType.RGBA_IMAGE
-        self.layer = Gimp.Layer.new(self.image, f"{source.get_name()} (Neural Style)", region.width,
-                                    region.height, layer_type, 100.0, Gimp.LayerMode.NORMAL)
-        above = previous if previous is not None else source
-        self.image.insert_layer(self.layer, above.get_parent(), self.image.get_item_position(above))
-        if previous is not None:
-            self.layer.set_offsets(*previous.get_offsets()[1:])
-        else:
-            offset_x, offset_y = source.get_offsets()[1:]
-            self.layer.set_offsets(offset_x + region.x, offset_y + region.y)
-
-    def show(self, rgb) -> None:
-        pixels = rgb_with_alpha(rgb, self.source_pixels, self.channels, self.wire.result, self.wire.source)
-        buffer = self.layer.get_buffer()
-        buffer.set(Gegl.Rectangle.new(0, 0, self.region.width, self.region.height), self.wire.result_format(), pixels)
-        buffer.flush()
-        self.layer.update(0, 0, self.region.width, self.region.height)
-        Gimp.displays_flush()
-
-    def finish(self, keep_previous: bool) -> None:
-        previous = self.target.previous
-        if previous is None:
-            if not Gimp.Selection.is_empty(self.image):
-                self.layer.add_mask(self.layer.create_mask(Gimp.AddMaskType.SELECTION))
-        else:
-            self._take_over(previous, keep_previous)
-        assert self.record is not None
-        self.layer.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT,
-                                                     self.record.to_json().encode()))
-
-    def _take_over(self, previous, keep_previous: bool) -> None:
-        """The previous result's mask, visibility, opacity and mode; its name, unless it stays beside."""
-        mask = previous.get_mask()
-        if mask is not None and (mask.get_width(), mask.get_height()) == (self.region.width, self.region.height):
-            new_mask = self.layer.create_mask(Gimp.AddMaskType.WHITE)
-            self.layer.add_mask(new_mask)
-            whole = Gegl.Rectangle.new(0, 0, self.region.width, self.region.height)
-            fmt = "Y float"
-            new_mask.get_buffer().set(whole, fmt, bytes(mask.get_buffer().get(whole, 1.0, fmt, Gegl.AbyssPolicy.NONE)))
-            new_mask.get_buffer().flush()
-        self.layer.set_opacity(previous.get_opacity())
-        self.layer.set_mode(previous.get_mode())
-        if keep_previous:
-            previous.set_visible(False)
-            return
-        name = previous.get_name()
-        self.image.remove_layer(previous)
-        self.layer.set_name(name)
-
-    def remove(self) -> None:
-        if self.layer is not None and self.layer.is_valid():
-            self.image.remove_layer(self.layer)
-        self.layer = None

@@ -18,6 +18,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHROOT = Path(os.environ.get("NST_GIMP_ROOT", "/var/cache/nst-gimp3-root"))
 GIMP_PYTHON = "3.13"  # Debian trixie's python3, which GIMP 3.0.4 runs plug-ins with
+XVFB_SCREEN = (1280, 1024)  # the virtual screen GIMP's user interface runs on
 PLUGIN_DIR = CHROOT / "root" / ".config" / "GIMP" / "3.0" / "plug-ins"
 
 
@@ -103,7 +104,8 @@ def run_with_interface(work_dir: Path, script: str, env: dict[str, str], presses
     """Run ``script`` in GIMP with its user interface on an Xvfb display, pressing keys with xdotool;
     returns GIMP's output.  The script must end GIMP itself (gimp-quit with force)."""
     with proc_mounted():
-        xvfb = subprocess.Popen(["chroot", str(CHROOT), "Xvfb", "-displayfd", "1", "-screen", "0", "1280x1024x24",
+        xvfb = subprocess.Popen(["chroot", str(CHROOT), "Xvfb", "-displayfd", "1", "-screen", "0",
+                                 f"{XVFB_SCREEN[0]}x{XVFB_SCREEN[1]}x24",
                                  "-nolisten", "tcp"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                 start_new_session=True)
         gimp = None

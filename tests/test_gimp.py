@@ -25,6 +25,7 @@ from .daemon_harness import TCP, random_curve_keys, start_daemon
 from .gimp_harness import (
     CHROOT,
     PLUGIN_DIR,
+    XVFB_SCREEN,
     KeyPress,
     chroot_ready,
     inside_path,
@@ -65,9 +66,14 @@ def daemon(work_dir, weights_file):
     running.stop()
 
 
+PREVIEW_MAX_SIDE = 24  # below the test layers' size, so that previews come smaller than their layer
+
+
 @pytest.fixture(scope="module")
 def results(work_dir, daemon) -> dict:
-    completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"})
+    completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json",
+                                                              "NEURAL_STYLE_PREVIEW_MAX_SIDE": str(PREVIEW_MAX_SIDE)})
+    (work_dir / "batch-output.txt").write_text(completed.stdout + completed.stderr)
     path = work_dir / "result.json"
     assert path.exists(), completed.stdout + completed.stderr
     return json.loads(path.read_text())
@@ -150,9 +156,23 @@ def test_high_precision_images_keep_precision(results):
 def test_live_preview_updates_the_result_layer_while_it_runs(results):
     facts = case(results, "live")
     new, rest = new_and_old(facts)
-    assert json.loads(new["parasite"])["live_preview_updates"] >= 2  # every 10 of 20 iterations
+    details = json.loads(new["parasite"])
+    assert details["live_preview_updates"] >= 2  # every 10 of 20 iterations
+    # The daemon scaled the previews to fit the side asked for; the plug-in scaled them up to the layer.
+    assert details["live_preview"] == {"max_side": PREVIEW_MAX_SIDE, "last_size": [24, 20]}
     assert (new["width"], new["height"]) == (48, 40) and facts["result_alpha"] == facts["source_alpha"]
     assert_unchanged(facts, rest)
+
+
+def test_a_smaller_preview_is_scaled_up_to_its_layer_in_gimp(results):
+    facts = results["preview_upscale"]
+    assert "exception" not in facts, facts
+    small, large = facts["small"], facts["large"]
+    assert len(large) == 48 * 40 * 3
+    for y in range(40):
+        for x in range(48):
+            nearest = 3 * (12 * (y // 4) + x // 4)
+            assert large[3 * (48 * y + x) : 3 * (48 * y + x) + 3] == small[nearest : nearest + 3], (x, y)
 
 
 def test_second_runs_reuse_the_warm_daemon(results, daemon):
@@ -210,6 +230,8 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     assert rest == facts["before"]
     first_settings = json.loads(first["parasite"])
     assert (first_settings["iterations"], first_settings["seed"]) == (3, 11)
+    # Live previews are asked for at most the screen's size: Xvfb's 1280×1024 here.
+    assert first_settings["live_preview"]["max_side"] == XVFB_SCREEN[0]
 
     repeated = facts["last_values"]
     assert repeated["status"] == "success", repeated["error"]
@@ -227,6 +249,8 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     first, re_edit = facts["re_edit_first"], facts["re_edit"]
     assert re_edit["status"] == "success", re_edit["error"]
     assert names(re_edit["after"]) == names(first["after"]), "replaced, not added"
+    # A non-interactive run (no dialog, so GTK not started by it) finds the screen too.
+    assert json.loads(first["after"][0]["parasite"])["live_preview"]["max_side"] == XVFB_SCREEN[0]
     stored = json.loads(re_edit["after"][0]["parasite"])
     assert (stored["iterations"], stored["seed"], stored["style_weight"], stored["size"]) == (3, 11, 250.0, 32)
 

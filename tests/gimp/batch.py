@@ -240,6 +240,21 @@ def compact_case():
     return facts
 
 
+def preview_upscale_case():
+    """The plug-in's own scaling of a live preview that came smaller than its layer (12×10 → 48×40, u16),
+    through the installed plug-in's module, as GEGL in GIMP does it."""
+    from array import array
+
+    plugin_dir = os.path.join(Gimp.directory(), "plug-ins", "neural_style")
+    sys.path[0:0] = [os.path.join(plugin_dir, "lib"), plugin_dir]
+    from result_layer import upscaled_rgb
+
+    small = array("H", [value for y in range(10) for x in range(12) for value in (x * 5000, y * 7000, 65535)])
+    large = array("H")
+    large.frombytes(upscaled_rgb(small.tobytes(), 12, 10, 48, 40, "u16"))
+    return {"small": list(small), "large": list(large)}
+
+
 results = {}
 try:
     results["arguments"] = argument_facts()
@@ -257,7 +272,8 @@ cases = {
     "long": {"iterations": 100000},  # only when asked for: the test kills the plug-in mid-job
 }
 whole_cases = {"two_layers": two_layers_case, "rerun": rerun_case, "controls": controls_case,
-               "transparent_half": transparent_half_case, "not_layers": not_layers_case, "compact": compact_case}
+               "transparent_half": transparent_half_case, "not_layers": not_layers_case, "compact": compact_case,
+               "preview_upscale": preview_upscale_case}
 only = os.environ.get("NST_E2E_CASES")
 for case, options in cases.items():
     if (only and case not in only.split(",")) or (not only and case == "long"):

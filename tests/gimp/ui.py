@@ -71,7 +71,7 @@ try:
     # The dialog opens with the caller's values; the test accepts it with Return.
     ready("dialog")
     facts["interactive"] = run(procedure, Gimp.RunMode.INTERACTIVE, image, content,
-                               style_layer=style, iterations=3, max_size=32, seed=11)
+                               style_layer=style, iterations=3, max_size=32, seed=11, live_preview=True)
     done("dialog")
     # Filters → Repeat: no dialog, the last values (style layer included) instead of these.
     facts["last_values"] = run(procedure, Gimp.RunMode.WITH_LAST_VALS, image, content, iterations=7, seed=0)
@@ -85,7 +85,7 @@ try:
 
     # The dialog on a result opens with the result's values, not the caller's; OK re-runs it in place.
     first = run(procedure, Gimp.RunMode.NONINTERACTIVE, image, content, style_layer=style, iterations=3,
-                max_size=32, seed=11, style_weight=250.0)
+                max_size=32, seed=11, style_weight=250.0, live_preview=True)
     ready("re-edit")
     facts["re_edit"] = run(procedure, Gimp.RunMode.INTERACTIVE, image, image.get_layers()[0], iterations=4,
                            max_size=24, seed=12, style_weight=999.0)
