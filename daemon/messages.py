@@ -598,7 +598,7 @@ class StatusReply(FieldAccess):
     style_cache: dict[str, int] = _doc("`{hits, misses, entries, bytes}` of the style Gram cache")
     kept_results: int = _doc("results kept for warm starts")
     memory: dict[str, Any] = _doc(
-        "`rss_bytes`; on CUDA `cuda_allocated_bytes`, `cuda_max_allocated_bytes`; `available_bytes` (the memory "
+        "`rss_bytes`; on CUDA `cuda_allocated_bytes`, `cuda_max_allocated_bytes` (summed over the GPUs); `available_bytes` (the memory "
         "budget or what the device has free); `largest_size` and `largest_whole_size`, maps from optimiser to the "
         "longest side of the largest square image that runs now, in tiles where needed or whole")
     seconds_per_megapixel_iteration: float | None = _doc(

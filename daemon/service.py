@@ -520,9 +520,10 @@ class DaemonService:
         running = next((job for job in self.worker.running_jobs() if job.client == client),
                        next(iter(self.worker.running_jobs()), None))
         memory: dict[str, Any] = {"rss_bytes": _rss_bytes()}
-        if torch.cuda.is_available():
-            memory["cuda_allocated_bytes"] = torch.cuda.memory_allocated()
-            memory["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        if torch.cuda.is_available():  # every GPU's together (``devices`` has each one's)
+            gpus = range(torch.cuda.device_count())
+            memory["cuda_allocated_bytes"] = sum(torch.cuda.memory_allocated(gpu) for gpu in gpus)
+            memory["cuda_max_allocated_bytes"] = sum(torch.cuda.max_memory_allocated(gpu) for gpu in gpus)
         # What the engine's measured memory model lets a new job do now (square image, default layers):
         # the largest size at all (in tiles where needed) and the largest that runs whole (faster).
         available = self.worker.available_memory()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 
 from .errors import InvalidSettingsError
 from .settings import Precision
+
+T = TypeVar("T")
 
 
 def select_device(preference: str | torch.device | None = None) -> torch.device:
@@ -107,19 +111,59 @@ def compute_dtype(precision: Precision) -> torch.dtype:
     return torch.bfloat16 if precision is Precision.BF16 else torch.float32
 
 
+class SharedSetting(Generic[T]):
+    """A process-wide setting that concurrent runs (a daemon runs one per device at once) each need at
+    some value for their whole duration: runs wanting the same value share it, a run wanting another
+    waits until they have all ended, and the value the process had comes back when the last one ends.
+    Not re-entrant with a different value: a thread would wait for itself."""
+
+    def __init__(self, read: Callable[[], T], write: Callable[[T], None]) -> None:
+        self._read, self._write = read, write
+        self._condition = threading.Condition()
+        self._holders = 0
+        self._value: T | None = None
+        self._saved: T | None = None
+
+    @contextmanager
+    def held_at(self, value: T) -> Iterator[None]:
+        with self._condition:
+            self._condition.wait_for(lambda: self._holders == 0 or self._value == value)
+            if self._holders == 0:
+                self._saved = self._read()
+                self._write(value)
+                self._value = value
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._write(self._saved)
+                    self._value = None
+                    self._condition.notify_all()
+
+
+def _read_fp32_modes() -> tuple[str, str]:
+    return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+
+
+def _write_fp32_modes(modes: tuple[str, str]) -> None:
+    torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = modes
+
+
+CUDA_FP32_MODES = SharedSetting(_read_fp32_modes, _write_fp32_modes)
+
+
 @contextmanager
 def fp32_arithmetic(device: torch.device, precision: Precision) -> Iterator[None]:
     """cuDNN's and cuBLAS's float32 mode for the duration of a run: TF32 only in ``tf32`` mode, so that
-    ``fp32`` means IEEE float32 and ``bf16`` keeps its Gram products in true float32.  These are
-    process-wide settings; the previous ones are restored afterwards."""
+    ``fp32`` means IEEE float32 and ``bf16`` keeps its Gram products in true float32.  These settings
+    are the process's, not the device's: concurrent runs on several GPUs share them through
+    :data:`CUDA_FP32_MODES`, so that a run never changes the mode under another."""
     if device.type != "cuda":
         yield
         return
     mode = "tf32" if precision is Precision.TF32 else "ieee"
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    saved = (conv.fp32_precision, matmul.fp32_precision)
-    conv.fp32_precision, matmul.fp32_precision = mode, mode
-    try:
+    with CUDA_FP32_MODES.held_at((mode, mode)):
         yield
-    finally:
-        conv.fp32_precision, matmul.fp32_precision = saved

@@ -106,3 +106,61 @@ def test_device_choice():
     assert resolve_devices(None, None, 0) == [None]
     with pytest.raises(ValueError):
         resolve_devices("cuda:0,", None, 2)
+
+
+def cuda_devices() -> list[str]:
+    """Each visible GPU, or the one GPU twice (two workers on one GPU still run two jobs at once)."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{index}" for index in range(count)] if count > 1 else ["cuda:0", "cuda:0"]
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA GPU here")
+def test_cuda_workers_run_jobs_at_once_each_with_its_own_result(tmp_path, weights_file):
+    """The CPU workers' tests above, on CUDA: one worker per GPU with its own VGG, both running at
+    once (each setting its own float32 mode), and each client's result the one it gets alone."""
+    tmp_path.chmod(0o700)
+    devices = cuda_devices()
+    daemon = start_daemon(tmp_path, weights_file, "--devices", ",".join(devices), "--client-timeout", "600")
+    try:
+        settings = {"size": 64, "iterations": 30, "scales": 1}
+        jobs = {seed: (rgb_image(64, 64, seed), [rgb_image(64, 64, seed + 10)]) for seed in (1, 2)}
+        precisions = {1: "tf32", 2: "fp32"}  # different process-wide float32 modes at the same time
+        with daemon.client() as client:
+            status = wait_until(lambda: devices_where(client, lambda d: d["model"] == "loaded"), 120)
+            assert [d["device"] for d in status] == devices
+            assert all(d["memory"]["total_bytes"] > 0 and d["name"] != d["device"] for d in status)
+            alone = {seed: image_array(client.stylize(content, styles, {**settings, "precision": precisions[seed]}).image)
+                     for seed, (content, styles) in jobs.items()}
+        together: dict[int, np.ndarray] = {}
+
+        def run(seed: int) -> None:
+            with daemon.client() as client:
+                together[seed] = image_array(client.stylize(*jobs[seed], {**settings, "precision": precisions[seed]}).image)
+
+        with daemon.client() as first, daemon.client() as second:
+            a = first.submit(rgb_image(64, 64, 3), [rgb_image(32, 32, 4)], LONG_SETTINGS)
+            b = second.submit(rgb_image(64, 64, 5), [rgb_image(32, 32, 6)], LONG_SETTINGS)
+            wait_until(lambda: devices_where(first, lambda d: d["running"]), 60)
+            for client, job in ((first, a), (second, b)):
+                client.cancel(job)
+                with pytest.raises(DaemonJobError):
+                    client.wait(job)
+        threads = [threading.Thread(target=run, args=(seed,)) for seed in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        for seed in jobs:
+            # cuDNN's autotuned kernels may differ between runs: close, not bit for bit.
+            assert np.abs(together[seed] - alone[seed]).mean() <= 0.01, seed
+        assert np.abs(together[1] - together[2]).mean() > 0.05
+    finally:
+        daemon.stop()

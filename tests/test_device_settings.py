@@ -1,0 +1,92 @@
+"""Process-wide device settings under concurrent runs (a daemon runs one job per device at once).
+
+cuDNN's and cuBLAS's float32 mode is a flag of the process; torch lets it be set without a GPU, so these
+tests drive the real flags on the CPU, through a ``cuda`` device object."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from nst_engine.device import fp32_arithmetic
+from nst_engine.settings import Precision
+
+CUDA = torch.device("cuda")
+WAIT_S = 10.0  # every wait is bounded; none of them should take more than a moment
+
+
+def modes() -> tuple[str, str]:
+    return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+
+
+class Run(threading.Thread):
+    """A run that holds ``precision``'s mode until told to end, recording the modes it saw."""
+
+    def __init__(self, precision: Precision) -> None:
+        super().__init__(daemon=True)
+        self.precision = precision
+        self.inside = threading.Event()
+        self.end = threading.Event()
+        self.seen: list[tuple[str, str]] = []
+
+    def run(self) -> None:
+        with fp32_arithmetic(CUDA, self.precision):
+            self.seen.append(modes())
+            self.inside.set()
+            self.end.wait(WAIT_S)
+            self.seen.append(modes())
+
+
+def test_runs_in_the_same_mode_share_it_and_the_last_to_end_restores_the_processs():
+    before = modes()
+    first, second = Run(Precision.TF32), Run(Precision.TF32)
+    first.start()
+    assert first.inside.wait(WAIT_S)
+    second.start()
+    assert second.inside.wait(WAIT_S), "a run in the same mode waits for nothing"
+    first.end.set()
+    first.join(WAIT_S)
+    assert modes() == ("tf32", "tf32"), "the first run's end does not take the mode from the second"
+    second.end.set()
+    second.join(WAIT_S)
+    assert first.seen == second.seen == [("tf32", "tf32")] * 2
+    assert modes() == before
+
+
+def test_a_run_in_another_mode_waits_until_the_running_ones_end():
+    before = modes()
+    tf32, ieee = Run(Precision.TF32), Run(Precision.FP32)
+    tf32.start()
+    assert tf32.inside.wait(WAIT_S)
+    ieee.start()
+    assert not ieee.inside.wait(0.5), "IEEE float32 was switched on under a TF32 run"
+    tf32.end.set()
+    assert ieee.inside.wait(WAIT_S), "the waiting run goes on once the other has ended"
+    ieee.end.set()
+    for run in (tf32, ieee):
+        run.join(WAIT_S)
+    assert tf32.seen == [("tf32", "tf32")] * 2
+    assert ieee.seen == [("ieee", "ieee")] * 2
+    assert modes() == before
+
+
+def test_a_failing_run_gives_the_mode_back():
+    before = modes()
+    try:
+        with fp32_arithmetic(CUDA, Precision.FP32):
+            raise RuntimeError("out of memory")
+    except RuntimeError:
+        pass
+    assert modes() == before
+    tf32 = Run(Precision.TF32)
+    tf32.start()
+    assert tf32.inside.wait(WAIT_S)
+    tf32.end.set()
+    tf32.join(WAIT_S)
+
+
+def test_other_devices_leave_the_modes_alone():
+    before = modes()
+    with fp32_arithmetic(torch.device("cpu"), Precision.TF32):
+        assert modes() == before
