@@ -32,7 +32,7 @@ def cost_text(estimate: Any, layers: int = 1) -> str:
         return (f"Cannot run: {estimate.output_width}×{estimate.output_height} needs {_bytes(estimate.memory_bytes)}, "
                 f"the daemon has {_bytes(estimate.available_bytes)}. The largest size that would run: "
                 f"{estimate.largest_size} px (Max size).")
-    plan = f"in {estimate.tiles} tiles" if estimate.tiled else "whole"
+    plan = ("in 1 tile" if estimate.tiles == 1 else f"in {estimate.tiles} tiles") if estimate.tiled else "whole"
     time = "time known after the daemon's first job" if estimate.seconds is None else \
         ("" if estimate.seconds * layers < 1 else "about ") + _seconds(estimate.seconds * layers)
     several = f" for {layers} layers" if layers > 1 and estimate.seconds is not None else ""

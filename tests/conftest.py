@@ -51,3 +51,10 @@ def content_image() -> torch.Tensor:
 @pytest.fixture
 def style_image() -> torch.Tensor:
     return smooth_image(64, 64, seed=2)
+
+
+@pytest.fixture
+def client(daemon):
+    """A connected client of the module's ``daemon`` fixture."""
+    with daemon.client() as connected:
+        yield connected

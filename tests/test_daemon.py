@@ -40,12 +40,6 @@ def daemon(tmp_path_factory, weights_file):
 
 
 @pytest.fixture
-def client(daemon):
-    with daemon.client() as connected:
-        yield connected
-
-
-@pytest.fixture
 def raw(daemon):
     """A DEALER socket with the client's credentials, for sending whatever frames a test likes."""
     socket = daemon.raw_socket()

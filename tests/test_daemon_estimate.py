@@ -22,12 +22,6 @@ def daemon(tmp_path_factory, weights_file):
     running.stop()
 
 
-@pytest.fixture
-def client(daemon):
-    with daemon.client() as connected:
-        yield connected
-
-
 def test_seconds_come_from_the_jobs_the_daemon_has_run(client):
     before = client.estimate(TINY_SETTINGS, 48, 40, style_sizes=[(40, 40)])
     assert isinstance(before, EstimateReply) and before.seconds is None  # nothing measured yet

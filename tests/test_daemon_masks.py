@@ -21,12 +21,6 @@ def daemon(tmp_path_factory, weights_file):
     running.stop()
 
 
-@pytest.fixture
-def client(daemon):
-    with daemon.client() as connected:
-        yield connected
-
-
 def mask(height: int, width: int, *, left: float = 1.0, right: float = 0.0, dtype: DType = DType.U8,
          channels: int = 1) -> Image:
     """Left half ``left``, right half ``right`` (in [0, 1])."""

@@ -88,6 +88,8 @@ def test_the_cost_line_says_memory_plan_and_time_or_the_largest_size_that_runs()
     assert cost_text(reply(300_000_000, 8_000_000_000, False, 1, 0.2, True, 4000, 32, 27)).endswith("whole, under 1 s")
     tiled = reply(2_000_000_000, 8_000_000_000, True, 6, None, True, 4000, 3000, 2000)
     assert cost_text(tiled) == "3000×2000, 2.0 GB in 6 tiles, time known after the daemon's first job"
+    one_tile = reply(2_000_000_000, 8_000_000_000, True, 1, None, True, 4000, 3000, 2000)  # a shorter L-BFGS history
+    assert "2.0 GB in 1 tile," in cost_text(one_tile)
     too_big = reply(9_000_000_000, 1_000_000_000, True, 40, None, False, 1200, 9000, 6000)
     text = cost_text(too_big)
     assert text.startswith("Cannot run") and "1200 px" in text
