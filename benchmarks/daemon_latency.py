@@ -9,7 +9,8 @@ accepted), and through the protocol's framing both ways, on that transport (an i
 TCP with CURVE (the transport for Windows and sandboxed GIMPs); and the round trip of an ``estimate``
 request (client call → typed reply) at a few sizes, before and after the daemon has measured its speed;
 and the compact pixel formats: a 4096×4096 RGBA source sent as u8, u16 and f32 frames (submit →
-accepted), and a 4096×4096 result received as u16, f16 and f32, interleaved in the same run.
+accepted), and a 4096×4096 result received as u16, f16 and f32, interleaved in the same run; and what a
+live preview of a 4096×3072 layer costs at that size and scaled to fit a screen.
 
     .venv/bin/python benchmarks/daemon_latency.py --random-weights      # or --weights FILE
     .venv/bin/python benchmarks/daemon_latency.py --random-weights --estimate-only
@@ -208,6 +209,41 @@ def compact_transfers(client: DaemonClient, rng: np.random.Generator) -> None:
               f"median {statistics.median(times) * 1000:.0f} ms")
 
 
+PREVIEW_LAYER = (4096, 3072)  # a 12-megapixel photo's layer
+PREVIEW_SIDES = (0, 2560, 1920)  # 0: at the layer's size, as the plug-in asked before; then two screens'
+PREVIEWS = 6  # a preview every iteration of a 6-iteration job
+
+
+def preview_transfers(client: DaemonClient, rng: np.random.Generator) -> None:
+    """What a live preview of a 4096×3072 layer costs, u16, at the layer's size and scaled to fit two
+    screens: a tiny job with a preview every iteration against the same job without previews, the
+    difference over the previews' count (the daemon's resize and conversion, the transfer and the
+    client's receipt); interleaved, medians of TRANSFERS."""
+    content = image_of(rng.random((64, 48, 3), dtype=np.float32))
+    style = image_of(rng.random((64, 64, 3), dtype=np.float32))
+    job = {"size": 64, "scales": 1, "iterations": PREVIEWS}
+    runs: dict[int | None, list[float]] = {side: [] for side in (None, *PREVIEW_SIDES)}
+    sizes: dict[int, tuple[int, int]] = {}
+    for _ in range(TRANSFERS):
+        for side in runs:
+            seen = []
+            started = time.perf_counter()
+            client.stylize(content, [style], job, output_size=PREVIEW_LAYER, result_dtype=DType.U16,
+                           preview_every=0 if side is None else 1, preview_max_side=side or 0,
+                           on_progress=lambda progress: seen.append(progress.preview))
+            runs[side].append(time.perf_counter() - started)
+            previews = [preview for preview in seen if preview is not None]
+            if side is not None:
+                assert len(previews) == PREVIEWS
+                sizes[side] = (previews[0].spec.width, previews[0].spec.height)
+    without = statistics.median(runs[None])
+    for side in PREVIEW_SIDES:
+        width, height = sizes[side]
+        each = (statistics.median(runs[side]) - without) / PREVIEWS
+        print(f"live preview of a {PREVIEW_LAYER[0]}×{PREVIEW_LAYER[1]} layer, "
+              f"{'at its size' if side == 0 else f'fit to {side} px'}: {width}×{height} u16 "
+              f"({width * height * 3 * 2 / 1e6:.1f} MB), {each * 1000:.0f} ms each (median of {TRANSFERS} jobs)")
+
 ESTIMATE_SIZES = ((512, 384), (3000, 2000), (8192, 8192))
 ESTIMATES = 200  # requests timed per size
 
@@ -254,6 +290,7 @@ def main() -> None:
         try:
             with daemon.client(timeout_s=60) as client:
                 compact_transfers(client, rng)
+                preview_transfers(client, rng)
         finally:
             daemon.stop()
         return
@@ -312,6 +349,7 @@ def main() -> None:
                   f"submit → accepted: {' '.join(f'{rate:.2f}' for rate in rates)} GB/s "
                   f"({TRANSFERS} jobs; median {statistics.median(rates):.2f})")
             compact_transfers(client, rng)
+            preview_transfers(client, rng)
     finally:
         daemon.stop()
     for transport, count in (("ipc", TRANSFERS), ("curve", CURVE_TRANSFERS)):
