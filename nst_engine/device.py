@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 import torch
 
 from .errors import InvalidSettingsError
+from .progress import CancelToken
 from .settings import Precision
 
 T = TypeVar("T")
@@ -111,6 +112,9 @@ def compute_dtype(precision: Precision) -> torch.dtype:
     return torch.bfloat16 if precision is Precision.BF16 else torch.float32
 
 
+_WAIT_CHECK_S = 0.1  # how often a run waiting for a shared setting looks at its cancel token
+
+
 class SharedSetting(Generic[T]):
     """A process-wide setting that concurrent runs (a daemon runs one per device at once) each need at
     some value for their whole duration: runs wanting the same value share it, a run wanting another
@@ -125,9 +129,12 @@ class SharedSetting(Generic[T]):
         self._saved: T | None = None
 
     @contextmanager
-    def held_at(self, value: T) -> Iterator[None]:
+    def held_at(self, value: T, check: Callable[[], None] = lambda: None) -> Iterator[None]:
+        """``check`` is called while waiting; what it raises (a cancellation) ends the wait."""
         with self._condition:
-            self._condition.wait_for(lambda: self._holders == 0 or self._value == value)
+            while not (self._holders == 0 or self._value == value):
+                check()
+                self._condition.wait(_WAIT_CHECK_S)
             if self._holders == 0:
                 self._saved = self._read()
                 self._write(value)
@@ -156,14 +163,15 @@ CUDA_FP32_MODES = SharedSetting(_read_fp32_modes, _write_fp32_modes)
 
 
 @contextmanager
-def fp32_arithmetic(device: torch.device, precision: Precision) -> Iterator[None]:
+def fp32_arithmetic(device: torch.device, precision: Precision, cancel: CancelToken | None = None) -> Iterator[None]:
     """cuDNN's and cuBLAS's float32 mode for the duration of a run: TF32 only in ``tf32`` mode, so that
     ``fp32`` means IEEE float32 and ``bf16`` keeps its Gram products in true float32.  These settings
     are the process's, not the device's: concurrent runs on several GPUs share them through
-    :data:`CUDA_FP32_MODES`, so that a run never changes the mode under another."""
+    :data:`CUDA_FP32_MODES`, so that a run never changes the mode under another (``cancel`` ends a wait
+    for it)."""
     if device.type != "cuda":
         yield
         return
     mode = "tf32" if precision is Precision.TF32 else "ieee"
-    with CUDA_FP32_MODES.held_at((mode, mode)):
+    with CUDA_FP32_MODES.held_at((mode, mode), cancel.raise_if_cancelled if cancel is not None else lambda: None):
         yield

@@ -244,7 +244,7 @@ class StyleTransfer:
         content_regions = None if regions is None else [None if r is None else self.to_device(r) for r in regions]
 
         image = self._initial_image(content_work, init_image, settings, *stage_dims[0])
-        with fp32_arithmetic(self.device, resolve_precision(settings.precision, self.device)):
+        with fp32_arithmetic(self.device, resolve_precision(settings.precision, self.device), cancel):
             for stage in _plan_stages(stage_dims, settings):
                 cancel.raise_if_cancelled()
                 height, width = stage.height, stage.width

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
 from nst_engine.device import fp32_arithmetic
+from nst_engine.errors import CancelledError
+from nst_engine.progress import CancelToken
 from nst_engine.settings import Precision
 
 CUDA = torch.device("cuda")
@@ -71,13 +74,36 @@ def test_a_run_in_another_mode_waits_until_the_running_ones_end():
     assert modes() == before
 
 
+def test_a_run_waiting_for_its_mode_can_be_cancelled():
+    before = modes()
+    tf32 = Run(Precision.TF32)
+    tf32.start()
+    assert tf32.inside.wait(WAIT_S)
+    cancel = CancelToken()
+    outcome: list[BaseException | None] = []
+
+    def waiting_run() -> None:
+        try:
+            with fp32_arithmetic(CUDA, Precision.FP32, cancel):
+                outcome.append(None)
+        except CancelledError as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=waiting_run, daemon=True)
+    waiter.start()
+    cancel.cancel()
+    waiter.join(WAIT_S)
+    assert not waiter.is_alive() and isinstance(outcome[0], CancelledError), "the cancel ends the wait"
+    assert modes() == ("tf32", "tf32"), "the cancelled run changed nothing"
+    tf32.end.set()
+    tf32.join(WAIT_S)
+    assert modes() == before
+
+
 def test_a_failing_run_gives_the_mode_back():
     before = modes()
-    try:
-        with fp32_arithmetic(CUDA, Precision.FP32):
-            raise RuntimeError("out of memory")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError), fp32_arithmetic(CUDA, Precision.FP32):
+        raise RuntimeError("out of memory")
     assert modes() == before
     tf32 = Run(Precision.TF32)
     tf32.start()
