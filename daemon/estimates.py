@@ -136,9 +136,9 @@ def estimate_job(request: Estimate, available: int, speed: SpeedModel | None) ->
 
 
 def _largest_runnable(height: int, width: int, settings: StyleSettings, available: int) -> int:
-    """The tiled planner's largest longest side for this shape, checked at the sizes a job of it would have:
-    the planner's short side is rounded differently from fit_longest_side's, which can make its answer
-    a pixel too large."""
+    """The tiled planner's largest longest side for this shape, checked at the sizes a job of it would have
+    (the planner works from the aspect ratio, whose rounding can in rare cases differ by a pixel from
+    fit_longest_side's from the two sides)."""
     largest = largest_runnable_side(available, settings, min(height, width) / max(height, width))
     for candidate in range(largest, max(0, largest - _LARGEST_CHECKS), -1):
         if _runs(*fit_longest_side(height, width, candidate), settings, available):

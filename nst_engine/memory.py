@@ -97,11 +97,13 @@ def _available_ram() -> int:
 
 def largest_side(fits: Callable[[int, int], bool], aspect: float = 1.0, limit: int = 1 << 16) -> int:
     """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` for which
-    ``fits(longest, shortest)`` holds; ``fits`` must hold for every size below one where it holds."""
+    ``fits(longest, shortest)`` holds; ``fits`` must hold for every size below one where it holds.  The
+    short side is rounded as geometry.fit_longest_side rounds it, so that the answer is a size a job
+    scaled to it has."""
     low, high = 0, limit
     while low < high:
         middle = (low + high + 1) // 2
-        if fits(middle, max(1, math.floor(middle * aspect))):
+        if fits(middle, max(1, round(middle * aspect))):
             low = middle
         else:
             high = middle - 1

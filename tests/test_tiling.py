@@ -20,7 +20,7 @@ from nst_engine.cli.image_files import read_image, write_image
 from daemon.jobs import Job, JobImage, JobQueue
 from daemon.records import DType, ImageSpec
 from daemon.worker import Worker
-from nst_engine.geometry import TILE_ALIGN
+from nst_engine.geometry import TILE_ALIGN, fit_longest_side
 from nst_engine.losses import StyleTerm
 from nst_engine.memory import MODEL_BYTES, estimate_bytes, estimate_style_pass_bytes, largest_fitting_side
 from nst_engine.tiling import (
@@ -226,3 +226,16 @@ def test_the_daemon_out_of_memory_reply_suggests_what_the_tiled_planner_would_ru
     else:
         assert failure.largest_size == largest_runnable_side(budget, StyleSettings(optimizer=Optimizer.ADAM)) > 2 * whole
     assert f"{failure.largest_size} pixels" in failure.message
+
+
+@pytest.mark.parametrize(("height", "width"), [(3000, 2000), (1080, 1920), (333, 1000), (2999, 4000), (1000, 1000)])
+@pytest.mark.parametrize("budget_mib", [300, 1024, 6000])
+def test_the_largest_runnable_side_runs_at_a_jobs_own_size_and_one_pixel_more_does_not(height, width, budget_mib):
+    """What out-of-memory errors and the status suggest: scaled to it as a job is (fit_longest_side), the
+    stage has a plan; a pixel larger, none."""
+    budget = budget_mib * 2**20
+    settings = StyleSettings()
+    largest = largest_runnable_side(budget, settings, min(height, width) / max(height, width))
+    plan_stage(*fit_longest_side(height, width, largest), settings, budget)
+    with pytest.raises(InsufficientMemoryError):
+        plan_stage(*fit_longest_side(height, width, largest + 1), settings, budget)
