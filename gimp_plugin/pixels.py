@@ -33,6 +33,7 @@ class Sample(enum.Enum):
 
     def __init__(self, babl: str, dtype: DType, typecode: str, top: float) -> None:
         self.babl, self.dtype, self.typecode, self.top = babl, dtype, typecode, top
+        self.itemsize = array(typecode).itemsize
 
 
 @dataclass(frozen=True)
@@ -105,21 +106,31 @@ def _converted(values: array, source: Sample, target: Sample) -> array:
     return array(target.typecode, (round(min(max(value * scale, 0.0), target.top)) for value in values))
 
 
+def _place(out: bytearray, index: int, count: int, data: bytes, data_index: int, data_count: int, size: int) -> None:
+    """Sample ``data_index`` of every ``data_count`` in ``data`` into sample ``index`` of every ``count``
+    in ``out``, ``size`` bytes each: byte by byte, since strided slices of bytes copy at C speed (three
+    to four times faster than typed arrays' on a 12-megapixel layer)."""
+    for byte in range(size):
+        out[index * size + byte :: count * size] = data[data_index * size + byte :: data_count * size]
+
+
 def rgb_with_alpha(rgb: bytes | memoryview, source: bytes | memoryview, source_channels: int,
                    result_sample: Sample = Sample.FLOAT, source_sample: Sample = Sample.FLOAT) -> bytes:
     """RGBA in ``result_sample``: the result's RGB with the alpha of the source's RGBA/YA pixels, which
     are in ``source_sample``."""
-    colour = samples(rgb, result_sample)
-    pixels = len(colour) // 3
-    original = samples(source, source_sample)
-    if len(original) != pixels * source_channels:
+    size, source_size = result_sample.itemsize, source_sample.itemsize
+    rgb, source = bytes(rgb), bytes(source)
+    pixels = len(rgb) // (3 * size)
+    if len(rgb) != 3 * size * pixels or len(source) != pixels * source_channels * source_size:
         raise ValueError("result and source sizes differ")
-    out = array(result_sample.typecode, [0]) * (4 * pixels)
-    out[0::4] = colour[0::3]
-    out[1::4] = colour[1::3]
-    out[2::4] = colour[2::3]
-    out[3::4] = _converted(original[source_channels - 1 :: source_channels], source_sample, result_sample)
-    return out.tobytes()
+    source_alpha = bytearray(pixels * source_size)
+    _place(source_alpha, 0, 1, source, source_channels - 1, source_channels, source_size)
+    alpha = _converted(samples(source_alpha, source_sample), source_sample, result_sample).tobytes()
+    out = bytearray(4 * size * pixels)
+    for channel in range(3):
+        _place(out, channel, 4, rgb, channel, 3, size)
+    _place(out, 3, 4, alpha, 0, 1, size)
+    return bytes(out)
 
 
 def with_mask_in_alpha(pixels: bytes | memoryview, mask: bytes | memoryview, channels: int) -> bytes:
