@@ -93,9 +93,9 @@ class ResultLayer:
 
 def upscaled_rgb(rgb, width: int, height: int, to_width: int, to_height: int, sample: str) -> bytes:
     """RGB samples (babl sample type ``sample``: "u16", "float") of a ``width``×``height`` image, at
-    ``to_width``×``to_height``: GEGL reads the small buffer at the scale factor, nearest neighbour.  The
-    daemon keeps the aspect ratio within a pixel's rounding, so one factor serves both sides, and the
-    edge repeats where rounding leaves a row or column short."""
+    ``to_width``×``to_height``: GEGL reads the small buffer at the scale factor (nearest neighbour from
+    2×, bilinear below).  The daemon keeps the aspect ratio within a pixel's rounding, so one factor
+    serves both sides, and the edge repeats where rounding leaves a row or column short."""
     Gegl.init(None)  # libgimp sets GEGL up on a drawable's first buffer; a plain buffer needs it too (idempotent)
     fmt = f"R'G'B' {sample}"
     small = Gegl.Buffer.new(fmt, 0, 0, width, height)
