@@ -108,8 +108,8 @@ def _converted(values: array, source: Sample, target: Sample) -> array:
 
 def _place(out: bytearray, index: int, count: int, data: bytes, data_index: int, data_count: int, size: int) -> None:
     """Sample ``data_index`` of every ``data_count`` in ``data`` into sample ``index`` of every ``count``
-    in ``out``, ``size`` bytes each: byte by byte, since strided slices of bytes copy at C speed (three
-    to four times faster than typed arrays' on a 12-megapixel layer)."""
+    in ``out``, ``size`` bytes each: byte by byte, since strided slices of bytes copy faster than typed
+    arrays' (a u16 channel of a 12-megapixel layer about three times faster)."""
     for byte in range(size):
         out[index * size + byte :: count * size] = data[data_index * size + byte :: data_count * size]
 
