@@ -67,16 +67,6 @@ class EvaluationSpeed:
                 return SpeedModel(fixed, slope)
         return SpeedModel(0.0, sum_xy / sum_xx)  # least squares through zero
 
-    @property
-    def seconds_per_megapixel(self) -> float | None:
-        model = self.model()
-        return None if model is None else model.seconds_per_megapixel
-
-    @property
-    def seconds_per_iteration(self) -> float | None:
-        model = self.model()
-        return None if model is None else model.seconds_per_iteration
-
     def observe(self, job_id: str, progress: Progress) -> None:
         with self._lock:
             last, self._last = self._last, (job_id, progress.stage, progress.iteration, progress.elapsed_s)

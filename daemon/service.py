@@ -519,6 +519,7 @@ class DaemonService:
         """The daemon's state as ``client`` may see it: other clients' jobs are counted, not named."""
         running = next((job for job in self.worker.running_jobs() if job.client == client),
                        next(iter(self.worker.running_jobs()), None))
+        speed = self.worker.speed.model()
         memory: dict[str, Any] = {"rss_bytes": _rss_bytes()}
         if torch.cuda.is_available():  # every GPU's together (``devices`` has each one's)
             gpus = range(torch.cuda.device_count())
@@ -555,8 +556,8 @@ class DaemonService:
             style_cache={"hits": cache.hits, "misses": cache.misses, "entries": len(cache), "bytes": cache.nbytes},
             kept_results=len(self.worker.results),
             memory=memory,
-            seconds_per_megapixel_iteration=self.worker.speed.seconds_per_megapixel,
-            seconds_per_iteration=self.worker.speed.seconds_per_iteration,
+            seconds_per_megapixel_iteration=None if speed is None else speed.seconds_per_megapixel,
+            seconds_per_iteration=None if speed is None else speed.seconds_per_iteration,
             versions={
                 "python": platform.python_version(),
                 "torch": torch.__version__,
