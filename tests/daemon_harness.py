@@ -132,9 +132,13 @@ BAD_HEADERS = {
 }
 
 
-def load_memory_benchmark():
-    """benchmarks/memory_use.py as a module, for its measurement of a run's peak memory."""
-    spec = importlib.util.spec_from_file_location("memory_use", REPO_ROOT / "benchmarks" / "memory_use.py")
+def load_script(path: str):
+    """A script of the repository that is no package module (``"install.py"``, ``"docs/message_tables.py"``,
+    ``"benchmarks/memory_use.py"``), loaded as a module; registered in sys.modules, where dataclasses
+    look their module up."""
+    file = REPO_ROOT / path
+    spec = importlib.util.spec_from_file_location(file.stem, file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module

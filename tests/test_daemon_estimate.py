@@ -10,7 +10,7 @@ from daemon.messages import EstimateReply
 from nst_engine.memory import MODEL_BYTES
 from nst_engine.settings import Optimizer
 
-from .daemon_harness import TINY_SETTINGS, load_memory_benchmark, rgb_image, start_daemon
+from .daemon_harness import TINY_SETTINGS, load_script, rgb_image, start_daemon
 
 BUDGET = 2**30
 
@@ -62,7 +62,7 @@ def test_the_memory_figure_is_within_25_percent_of_the_measured_peak(client, siz
     """The peak resident set of a real one-stage run (benchmarks/memory_use.py's measurement: a fresh
     process, peak restarted once the model is loaded), plus the model the estimate counts."""
     reply = client.estimate({"size": size, "scales": 1, "optimizer": "adam", "iterations": 2}, size, size)
-    measured = load_memory_benchmark().measure("random", "cpu", size, Optimizer.ADAM, 2) + MODEL_BYTES
+    measured = load_script("benchmarks/memory_use.py").measure("random", "cpu", size, Optimizer.ADAM, 2) + MODEL_BYTES
     assert abs(reply.memory_bytes - measured) <= 0.25 * measured, (reply.memory_bytes / 2**20, measured / 2**20)
 
 

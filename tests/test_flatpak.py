@@ -11,7 +11,7 @@ import zmq
 from daemon import launch
 from daemon.connection import ConnectionInfo, CurveKeys, write_connection_file
 
-from .test_install import load_install
+from .daemon_harness import load_script
 
 SPAWN_ALLOWED = """[Application]
 name=org.gimp.GIMP
@@ -48,7 +48,7 @@ def test_sandbox_detection(tmp_path):
 
 
 def test_install_records_a_flatpak_gimp_with_the_connection_file_both_sides_see(tmp_path):
-    install = load_install()
+    install = load_script("install.py")
     home = tmp_path / "home"
     plugin_dir = home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0" / "plug-ins"
     assert install.launch.is_flatpak_plugin_dir(plugin_dir, home)
@@ -80,7 +80,7 @@ def test_a_long_home_makes_the_host_daemon_use_tcp_since_the_sandbox_has_its_own
 
 
 def test_plug_in_plans_inside_and_outside_the_sandbox(tmp_path, monkeypatch):
-    install = load_install()
+    install = load_script("install.py")
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
     record = install.plugin_record(weights=None, flatpak=True, home=home, may_spawn=True, connection_file=None)
@@ -109,7 +109,7 @@ def test_plug_in_plans_inside_and_outside_the_sandbox(tmp_path, monkeypatch):
 
 
 def test_a_remote_connection_never_starts_a_local_daemon(tmp_path):
-    install = load_install()
+    install = load_script("install.py")
     remote = invitation(tmp_path / "remote.json")
     record = install.plugin_record(weights=None, flatpak=False, home=tmp_path, may_spawn=False, connection_file=remote)
     assert record["connection_file"] == str(remote)
@@ -129,7 +129,7 @@ def test_a_remote_connection_never_starts_a_local_daemon(tmp_path):
 
 
 def test_install_connect_copies_the_file_into_a_flatpak_gimps_folder(tmp_path, monkeypatch):
-    install = load_install()
+    install = load_script("install.py")
     home = tmp_path / "home"
     plugin_dir = home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0" / "plug-ins"
     source = invitation(tmp_path / "laptop.json")

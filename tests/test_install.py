@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
@@ -13,15 +12,7 @@ import pytest
 
 from nst_engine.cli.image_files import read_image
 
-from .daemon_harness import REPO_ROOT
-
-
-def load_install():
-    spec = importlib.util.spec_from_file_location("install", REPO_ROOT / "install.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from .daemon_harness import REPO_ROOT, load_script
 
 
 def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
@@ -78,7 +69,7 @@ def test_without_wheels_for_gimps_python_the_plugin_is_installed_for_the_bridge(
 
 def test_the_main_job_stylises_the_bundled_samples(tmp_path, weights_file, monkeypatch):
     monkeypatch.setenv("NEURAL_STYLE_CONNECTION", str(tmp_path / "connection.json"))
-    install = load_install()
+    install = load_script("install.py")
     try:
         output = install.run_sample_job(weights_file, tmp_path / "sample.png", size=64, iterations=2)
         result = read_image(output)
@@ -89,7 +80,7 @@ def test_the_main_job_stylises_the_bundled_samples(tmp_path, weights_file, monke
 
 
 def test_torch_build_for_each_machine():
-    install = load_install()
+    install = load_script("install.py")
     choose = install.choose_torch
     url = "https://index.example/whl/cu124"  # a stand-in: the repository itself names no index
     assert choose("linux").index_url is None and choose("linux").build == "pypi"  # PyPI's Linux wheels carry CUDA
@@ -116,7 +107,7 @@ def test_torch_build_for_each_machine():
 
 
 def test_pip_configuration_indexes_are_read_from_pip_config_list():
-    install = load_install()
+    install = load_script("install.py")
     listed = "global.index-url='https://a.example/simple'\ninstall.extra-index-url='https://b.example/x https://c.example/y'\nglobal.timeout='60'\n"
     assert install.pip_config_indexes(listed) == ("https://a.example/simple", "https://b.example/x", "https://c.example/y")
     assert install.pip_config_indexes("") == ()
@@ -132,7 +123,7 @@ def test_connect_records_the_remote_file_and_refuses_an_unsafe_one(tmp_path, mon
 
     from daemon.connection import ConnectionInfo, CurveKeys, write_connection_file
 
-    install = load_install()
+    install = load_script("install.py")
     keys = CurveKeys(*(zmq.curve_keypair()[0].decode() for _ in range(3)))
     remote = write_connection_file(ConnectionInfo("tcp://gpu-box:5557", curve=keys, invitation="laptop"),
                                    tmp_path / "keys" / "laptop.json")

@@ -23,7 +23,7 @@ from daemon.protocol import (
     validate_settings,
 )
 
-from .daemon_harness import BAD_HEADERS
+from .daemon_harness import BAD_HEADERS, load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -188,15 +188,6 @@ def test_no_pickle_anywhere():
 # ---------------------------------------------------------------------------------------------------
 # Message bodies (daemon/messages.py) and their tables in docs/protocol.md
 # ---------------------------------------------------------------------------------------------------
-def load_message_tables():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("message_tables", REPO_ROOT / "docs" / "message_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def sample_bodies():
     """One instance of each body record, every optional field set."""
     from daemon import messages as m
@@ -237,7 +228,7 @@ def test_every_body_has_a_record_and_each_round_trips():
 def test_the_documented_fields_are_the_fields_sent(capsys):
     """docs/protocol.md's tables are generated from the records and up to date, and each record's
     documented fields are exactly the keys its body has on the wire."""
-    tables = load_message_tables()
+    tables = load_script("docs/message_tables.py")
     assert tables.main(["--check"]) == 0, capsys.readouterr().err
     document = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
     for record, sample in sample_bodies().items():
@@ -249,7 +240,7 @@ def test_the_documented_fields_are_the_fields_sent(capsys):
 def test_fault_injection_is_not_in_the_public_schema():
     from daemon import messages as m
 
-    tables = load_message_tables()
+    tables = load_script("docs/message_tables.py")
     assert "fault" not in tables.field_names(m.Submit)
     generated = tables.tables()
     assert "`fault`" not in generated and "\"fault\"" not in generated

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib.util
 import json
 import math
 import subprocess
@@ -20,6 +19,8 @@ from nst_engine.cli import build_parser, settings_values
 from nst_engine.errors import InvalidSettingsError
 from nst_engine.schema import Choice, FrontEnd, Kind, Setting, setting, settings_of
 from nst_engine.settings import SETTINGS, Init, Optimizer, StyleSettings, settings_for
+
+from .daemon_harness import load_script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,15 +211,8 @@ def test_every_setting_has_help_and_choices_have_labels():
 # ---------------------------------------------------------------------------------------------------
 # The docs' tables
 # ---------------------------------------------------------------------------------------------------
-def load_tables_script():
-    spec = importlib.util.spec_from_file_location("settings_tables", REPO_ROOT / "docs" / "settings_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_docs_tables_are_made_from_the_schema(capsys):
-    tables = load_tables_script()
+    tables = load_script("docs/settings_tables.py")
     assert tables.main(["--check"]) == 0, capsys.readouterr().err
     for path, make_table in tables.TABLES.items():
         text = path.read_text(encoding="utf-8")
@@ -229,7 +223,7 @@ def test_the_docs_tables_are_made_from_the_schema(capsys):
 
 
 def test_the_docs_check_fails_when_a_table_drifts(tmp_path, monkeypatch):
-    tables = load_tables_script()
+    tables = load_script("docs/settings_tables.py")
     readme = REPO_ROOT / "README.md"
     drifted = tmp_path / "README.md"
     drifted.write_text(readme.read_text(encoding="utf-8").replace("| 500 |", "| 300 |"), encoding="utf-8")

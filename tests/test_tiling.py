@@ -34,7 +34,7 @@ from nst_engine.tiling import (
 from nst_engine.transfer import StageObjective
 
 from .stand_ins import smooth_image
-from .daemon_harness import REPO_ROOT, load_memory_benchmark, rgb_image, start_daemon
+from .daemon_harness import REPO_ROOT, load_script, rgb_image, start_daemon
 
 SIZE = 192
 TILE = 64
@@ -152,7 +152,7 @@ def test_a_stage_whose_style_pass_does_not_fit_is_tiled():
 
 def test_the_style_pass_estimate_is_within_25_percent_of_the_measured_peak():
     """benchmarks/memory_use.py's measurement of one style image's Gram targets at 512 px, model included."""
-    measured = load_memory_benchmark().measure("random", "cpu", 512, None, 0) + MODEL_BYTES
+    measured = load_script("benchmarks/memory_use.py").measure("random", "cpu", 512, None, 0) + MODEL_BYTES
     estimate = estimate_style_pass_bytes(512, 512, StyleSettings().style_layers)
     assert abs(estimate - measured) <= 0.25 * measured, (estimate / 2**20, measured / 2**20)
 
