@@ -40,19 +40,24 @@ class Run(threading.Thread):
             self.end.wait(WAIT_S)
             self.seen.append(modes())
 
+    def begin(self, wait_s: float = WAIT_S) -> bool:
+        """Start; whether the run has its mode within ``wait_s``."""
+        self.start()
+        return self.inside.wait(wait_s)
+
+    def finish(self) -> None:
+        self.end.set()
+        self.join(WAIT_S)
+
 
 def test_runs_in_the_same_mode_share_it_and_the_last_to_end_restores_the_processs():
     before = modes()
     first, second = Run(Precision.TF32), Run(Precision.TF32)
-    first.start()
-    assert first.inside.wait(WAIT_S)
-    second.start()
-    assert second.inside.wait(WAIT_S), "a run in the same mode waits for nothing"
-    first.end.set()
-    first.join(WAIT_S)
+    assert first.begin()
+    assert second.begin(), "a run in the same mode waits for nothing"
+    first.finish()
     assert modes() == ("tf32", "tf32"), "the first run's end does not take the mode from the second"
-    second.end.set()
-    second.join(WAIT_S)
+    second.finish()
     assert first.seen == second.seen == [("tf32", "tf32")] * 2
     assert modes() == before
 
@@ -60,15 +65,11 @@ def test_runs_in_the_same_mode_share_it_and_the_last_to_end_restores_the_process
 def test_a_run_in_another_mode_waits_until_the_running_ones_end():
     before = modes()
     tf32, ieee = Run(Precision.TF32), Run(Precision.FP32)
-    tf32.start()
-    assert tf32.inside.wait(WAIT_S)
-    ieee.start()
-    assert not ieee.inside.wait(0.5), "IEEE float32 was switched on under a TF32 run"
-    tf32.end.set()
+    assert tf32.begin()
+    assert not ieee.begin(0.5), "IEEE float32 was switched on under a TF32 run"
+    tf32.finish()
     assert ieee.inside.wait(WAIT_S), "the waiting run goes on once the other has ended"
-    ieee.end.set()
-    for run in (tf32, ieee):
-        run.join(WAIT_S)
+    ieee.finish()
     assert tf32.seen == [("tf32", "tf32")] * 2
     assert ieee.seen == [("ieee", "ieee")] * 2
     assert modes() == before
@@ -77,8 +78,7 @@ def test_a_run_in_another_mode_waits_until_the_running_ones_end():
 def test_a_run_waiting_for_its_mode_can_be_cancelled():
     before = modes()
     tf32 = Run(Precision.TF32)
-    tf32.start()
-    assert tf32.inside.wait(WAIT_S)
+    assert tf32.begin()
     cancel = CancelToken()
     outcome: list[BaseException | None] = []
 
@@ -95,8 +95,7 @@ def test_a_run_waiting_for_its_mode_can_be_cancelled():
     waiter.join(WAIT_S)
     assert not waiter.is_alive() and isinstance(outcome[0], CancelledError), "the cancel ends the wait"
     assert modes() == ("tf32", "tf32"), "the cancelled run changed nothing"
-    tf32.end.set()
-    tf32.join(WAIT_S)
+    tf32.finish()
     assert modes() == before
 
 
@@ -106,10 +105,8 @@ def test_a_failing_run_gives_the_mode_back():
         raise RuntimeError("out of memory")
     assert modes() == before
     tf32 = Run(Precision.TF32)
-    tf32.start()
-    assert tf32.inside.wait(WAIT_S)
-    tf32.end.set()
-    tf32.join(WAIT_S)
+    assert tf32.begin(), "nothing still holds the other mode"
+    tf32.finish()
 
 
 def test_other_devices_leave_the_modes_alone():
