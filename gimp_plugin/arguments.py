@@ -80,7 +80,7 @@ DIALOG_BUTTON_KEYS = "lsrco"
 _LABELS = {
     "style layer": ("Style layer _2", "Style layer _3"),
     "blend weight": ("Blen_d weight", "Blend weig_ht 2", "_Blend weight 3"),
-    "region": ("Zone _1", "Zo_ne 2", "_Zone 3"),
+    "region": ("Region _1", "Re_gion 2", "Regio_n 3"),
 }
 _SIZE = SETTINGS["size"]
 _BLEND = SETTINGS["style_blend_weights"]
@@ -89,7 +89,7 @@ _OWN = (
     Argument("max-size", ArgumentKind.INT, "Ma_x size",
              "Longest side to optimise at, in pixels; 0 = the layer's own size (the result is scaled to the layer)",
              _SIZE.default, 0, _SIZE.spec.maximum),
-    Argument("live-preview", ArgumentKind.BOOLEAN, "Live previe_w", "Update the result layer while it runs", False),
+    Argument("live-preview", ArgumentKind.BOOLEAN, "Live _preview", "Update the result layer while it runs", False),
     *(Argument(name, ArgumentKind.LAYER, label,
                "A further style layer, blended with the first by the blend weights (none: not used)")
       for name, label in zip(STYLE_LAYERS[1:], _LABELS["style layer"])),

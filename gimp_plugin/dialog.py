@@ -1,6 +1,7 @@
-"""The plug-in's dialog: the procedure's arguments grouped in frames (Style, Quality, Colour, Advanced),
-the line that says which device the daemon runs on, and the quality preset that fills in the size,
-iterations and stages.  Needs GIMP's UI; neural_style.py opens it for interactive runs."""
+"""The plug-in's dialog: the procedure's arguments grouped in frames (Style, with More styles and regions
+inside it; Quality) and the Advanced expander, the line that says which device the daemon runs on, and
+the quality preset that fills in the size, iterations and stages.  Needs GIMP's UI; neural_style.py opens
+it for interactive runs."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ from arguments import BLEND_WEIGHTS, BY_NAME, REGIONS, STYLE_LAYERS  # noqa: E40
 from presets import DeviceKind, Preset, describe, opening_preset, quality  # noqa: E402
 
 _QUALITY_VALUES = ("max-size", "iterations", "scales", "coarse-iterations")
-_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("style", "Style", ("style-line", "style-layer", "strength", "style-scale", "style-blend-weight", "style-region",
-                        *(name for names in zip(STYLE_LAYERS[1:], BLEND_WEIGHTS[1:], REGIONS[1:]) for name in names))),
-    ("quality", "Quality", ("preset", "device-line", *_QUALITY_VALUES, "estimate-line", "live-preview")),
-    ("colour", "Colour", ("colors",)),
+_MORE_STYLES = (BLEND_WEIGHTS[0], REGIONS[0],
+                *(name for names in zip(STYLE_LAYERS[1:], BLEND_WEIGHTS[1:], REGIONS[1:]) for name in names))
+# (group, title, its values, shown as an expander: closed until opened, so that the dialog fits a
+# 1366×768 laptop screen; "more-styles" lies inside "style").
+_GROUPS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
+    ("more-styles", "More styles and regions", _MORE_STYLES, True),
+    ("style", "Style", ("style-line", "style-layer", "strength", "style-scale", "colors", "more-styles-frame"), False),
+    ("quality", "Quality", ("preset", "device-line", "max-size", "iterations", "estimate-line", "live-preview"), False),
     ("advanced", "Advanced", ("style-weight", "content-weight", "tv-weight", "init", "seed", "optimizer", "precision",
-                               "memory-budget-mib")),
+                              "memory-budget-mib", "scales", "coarse-iterations"), True),
 )
+_TOP_GROUPS = ("style", "quality", "advanced")
 
 
 def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
@@ -34,16 +39,17 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     style_label = dialog.get_label("style-line", "", False, False)
     estimate_label = dialog.get_label("estimate-line", "", False, False)
     dialog.get_scale_entry("strength", 1.0)  # a slider: 0–100 reads at a glance
-    for group, title, names in _GROUPS:
+    containers = {}
+    for group, title, names, expander in _GROUPS:
         dialog.get_label(f"{group}-title", f"<b>{title}</b>", True, False)
         dialog.fill_box(f"{group}-box", list(names))
-        if group == "advanced":
-            dialog.fill_expander(f"{group}-frame", f"{group}-title", False, f"{group}-box")
-        else:
-            dialog.fill_frame(f"{group}-frame", f"{group}-title", False, f"{group}-box")
+        fill = dialog.fill_expander if expander else dialog.fill_frame
+        containers[group] = fill(f"{group}-frame", f"{group}-title", False, f"{group}-box")
+    if more_styles_in_use(config):
+        containers["more-styles"].set_expanded(True)
     for name in (*STYLE_LAYERS, *REGIONS):
         _redraw_thumbnail_once_sized(dialog.get_widget(name, GObject.TYPE_NONE))
-    frames = [f"{group}-frame" for group, _, _ in _GROUPS]
+    frames = [f"{group}-frame" for group in _TOP_GROUPS]
     dialog.fill([*frames, "keep-previous"] if re_editing else frames)
     _PresetBinding(config, kind)
     values = {name: config.get_property(name) for name in _QUALITY_VALUES}
@@ -81,7 +87,9 @@ def _redraw_thumbnail_once_sized(chooser) -> None:
     drawn_at: list[tuple[int, int]] = []
 
     def redraw() -> bool:
-        chooser.set_drawable(chooser.get_drawable())
+        drawable = chooser.get_drawable()
+        if drawable is not None:  # an empty chooser has nothing to draw (and set_drawable refuses None)
+            chooser.set_drawable(drawable)
         return GLib.SOURCE_REMOVE
 
     def sized(_widget, allocation) -> None:
@@ -91,6 +99,13 @@ def _redraw_thumbnail_once_sized(chooser) -> None:
             GLib.idle_add(redraw)
 
     chooser.connect("size-allocate", sized)
+
+
+def more_styles_in_use(config) -> bool:
+    """Whether the values behind "More styles and regions" differ from their defaults (a re-edited
+    result's, say), so that the dialog opens with them shown."""
+    return any(config.get_property(name) is not None for name in (*STYLE_LAYERS[1:], *REGIONS)) or any(
+        config.get_property(name) != BY_NAME[name].default for name in BLEND_WEIGHTS)
 
 
 def styles_text(config) -> str:

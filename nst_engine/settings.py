@@ -84,7 +84,7 @@ class StyleSettings:
     """
 
     content_weight: float = setting(
-        1.0, "α, the weight of the content term", label="Content wei_ght",
+        1.0, "α, the weight of the content term", label="Content _weight",
         minimum=0.0, maximum=MAX_WEIGHT, front_ends=_EVERYWHERE)
     style_weight: float = setting(
         1000.0, "β, the weight of the style term at strength 50", label="Style weight at strength _50",
@@ -127,7 +127,7 @@ class StyleSettings:
         0, "optimiser iterations at each coarser stage", label="Iterations, coarser stages (_0: same)",
         minimum=1, maximum=MAX_ITERATIONS, zero_means="as many as iterations", front_ends=_EVERYWHERE)
     optimizer: Optimizer = setting(
-        Optimizer.LBFGS, "the optimiser", label="O_ptimizer", front_ends=_EVERYWHERE, choices=(
+        Optimizer.LBFGS, "the optimiser", label="Optimi_zer", front_ends=_EVERYWHERE, choices=(
             Choice("lbfgs", "L-BFGS", "quasi-Newton, the paper's choice"),
             Choice("adam", "Adam", "first-order, steadier on huge images"),
         ))

@@ -211,14 +211,16 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     one undo step, and Ctrl+Z in the image window takes the results away, leaving the image as it was."""
     last_values = PLUGIN_DIR.parent / "plug-in-settings" / "GimpProcedureConfigRun-plug-in-neural-style.last"
     last_values.unlink(missing_ok=True)  # as on first use: the dialog opens with the caller's values
-    output = run_with_interface(work_dir, "/tmp/nst-e2e/ui.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
+    run = run_with_interface(work_dir, "/tmp/nst-e2e/ui.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
         KeyPress("dialog", "^Neural Style$", "Return", screenshot="dialog.png"),
         KeyPress("undo-1", "Untitled.*GIMP", "ctrl+z"),
         KeyPress("undo-2", "Untitled.*GIMP", "ctrl+z"),
         KeyPress("re-edit", "^Neural Style$", "Return", screenshot="dialog-re-edit.png"),
         KeyPress("undo-3", "Untitled.*GIMP", "ctrl+z"),
     ])
+    output = run.output
     (work_dir / "ui-output.txt").write_text(output)
+    assert run.stuck is None, run.failure()
     path = work_dir / "ui-result.json"
     assert path.exists(), output
     facts = json.loads(path.read_text())
@@ -230,7 +232,7 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     assert rest == facts["before"]
     first_settings = json.loads(first["parasite"])
     assert (first_settings["iterations"], first_settings["seed"]) == (3, 11)
-    # Live previews are asked for at most the screen's size: Xvfb's 1280×1024 here.
+    # Live previews are asked for at most the screen's size: Xvfb's 1366×768 here.
     assert first_settings["live_preview"]["max_side"] == XVFB_SCREEN[0]
 
     repeated = facts["last_values"]
@@ -266,6 +268,12 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     # style is coloured noise and the rest of the dialog is grey, so coloured pixels are the thumbnail.
     for shot in ("dialog.png", "dialog-re-edit.png"):
         assert coloured_pixels(work_dir / shot) > 500, f"no style thumbnail in {shot}"
+        # It fits a 1366×768 laptop screen with room for GIMP's title bar and the desktop's panel.
+        with Image.open(work_dir / shot) as picture:
+            assert picture.height <= DIALOG_MAX_HEIGHT, f"{shot} is {picture.width}×{picture.height}"
+
+
+DIALOG_MAX_HEIGHT = 700  # in its default state (one style layer, the expanders closed)
 
 
 def coloured_pixels(path: Path) -> int:
