@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from nst_engine import InsufficientMemoryError, Optimizer, StyleSettings  # noqa: E402
 from nst_engine.cli import byte_size_argument  # noqa: E402
-from nst_engine.memory import available_bytes, estimate_bytes, parse_byte_size  # noqa: E402
+from nst_engine.memory import arithmetic_for, available_bytes, estimate_bytes, parse_byte_size  # noqa: E402
 from nst_engine.tiling import plan_stage  # noqa: E402
 
 RUN = r"""
@@ -80,15 +80,16 @@ def main() -> None:
           "peak memory of the whole process")
     for size, budget in zip(args.sizes, budgets):
         settings = StyleSettings(size=size, scales=1, optimizer=Optimizer(args.optimizer))
+        arithmetic = arithmetic_for(settings.precision, torch.device(args.device))
         try:
-            plan = plan_stage(size, size, settings, budget)
+            plan = plan_stage(size, size, settings, budget, arithmetic=arithmetic)
         except InsufficientMemoryError as refusal:
             print(f"{size:5} px  tiled: refused: {refusal}", flush=True)
             continue
         tiled = run(args.device, size, args.iterations, args.optimizer, budget)
         tiles = f"{plan.tiles.tile}-px tiles" if plan.tiles else "whole (fits the budget)"
         line = f"{size:5} px  tiled in {budget / 2**30:.2f} GiB ({tiles}): {tiled['seconds']:7.1f} s, peak {tiled['peak_bytes'] / 2**30:5.2f} GiB"
-        if estimate_bytes(size, size, settings.layers, settings.optimizer) <= free:
+        if estimate_bytes(size, size, settings.layers, settings.style_layers, settings.optimizer, arithmetic) <= free:
             whole = run(args.device, size, args.iterations, args.optimizer, 0)
             line += f"   whole: {whole['seconds']:7.1f} s, peak {whole['peak_bytes'] / 2**30:5.2f} GiB"
         else:

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from nst_engine import InsufficientMemoryError, InvalidSettingsError, Progress, StyleSettings
 from nst_engine.geometry import MIN_TILE, fit_longest_side, style_size_at
-from nst_engine.memory import LBFGS_HISTORY, estimate_bytes, estimate_tiled_bytes
+import torch
+
+from nst_engine.memory import LBFGS_HISTORY, Arithmetic, arithmetic_for, estimate_bytes
 from nst_engine.settings import Optimizer
-from nst_engine.tiling import DEFAULT_MARGIN, StagePlan, largest_runnable_side, plan_stage, whole_stage_bytes
+from nst_engine.tiling import StagePlan, largest_runnable_side, plan_stage, tiled_bytes, whole_stage_bytes
 
 from .messages import Estimate, EstimateReply, invalid
 
@@ -81,15 +83,16 @@ class EvaluationSpeed:
             self._sums = [_DECAY * total + iterations * value for total, value in zip(self._sums, sample)]
 
 
-def estimate_job(request: Estimate, available: int, speed: SpeedModel | None) -> EstimateReply:
-    """The cost of a job of ``request``'s settings and sizes with ``available`` bytes; ProtocolError for
-    settings the engine would refuse."""
+def estimate_job(request: Estimate, available: int, speed: SpeedModel | None, device: torch.device) -> EstimateReply:
+    """The cost of a job of ``request``'s settings and sizes on ``device`` with ``available`` bytes;
+    ProtocolError for settings the engine would refuse."""
     try:
         settings = StyleSettings.from_values(request.settings or {})
         settings.validate(max(1, len(request.style_sizes)))
     except InvalidSettingsError as error:
         raise invalid(str(error)) from None
     available = settings.memory_budget(available)
+    arithmetic = arithmetic_for(settings.precision, device)
     height, width = request.height, request.width
     longest = settings.size or max(height, width)
     stages = [fit_longest_side(height, width, side) for side in settings.stage_sizes(longest)]
@@ -101,21 +104,21 @@ def estimate_job(request: Estimate, available: int, speed: SpeedModel | None) ->
         try:
             style_sizes = [style_size_at(style_h, style_w, settings.style_scale, stage_h, stage_w)
                            for style_w, style_h in request.style_sizes]
-            plan = plan_stage(stage_h, stage_w, settings, available, style_sizes)
+            plan = plan_stage(stage_h, stage_w, settings, available, style_sizes, arithmetic=arithmetic)
         except InsufficientMemoryError as error:
             runnable = False
             memory = max(memory, error.required_bytes)
             work += stage_iterations * stage_h * stage_w / 1e6
             evaluations += stage_iterations
             continue
-        stage_bytes, pixels, tiles = _stage_cost(stage_h, stage_w, settings, plan, style_sizes)
+        stage_bytes, pixels, tiles = _stage_cost(stage_h, stage_w, settings, arithmetic, plan, style_sizes)
         history = plan.lbfgs_history
         memory = max(memory, stage_bytes)
         tiled = tiled or plan.tiles is not None
         styles = sum(style_h * style_w for style_h, style_w in style_sizes)
         work += stage_iterations * pixels / 1e6 + _STYLE_PASS_FRACTION * styles / 1e6
         evaluations += stage_iterations * tiles
-    largest = _largest_runnable(height, width, settings, available)
+    largest = _largest_runnable(height, width, settings, arithmetic, available)
     final_h, final_w = stages[-1]
     return EstimateReply(
         memory_bytes=memory, available_bytes=available, tiled=tiled, tiles=tiles, lbfgs_history=history,
@@ -125,38 +128,34 @@ def estimate_job(request: Estimate, available: int, speed: SpeedModel | None) ->
     )
 
 
-def _largest_runnable(height: int, width: int, settings: StyleSettings, available: int) -> int:
+def _largest_runnable(height: int, width: int, settings: StyleSettings, arithmetic: Arithmetic, available: int) -> int:
     """The tiled planner's largest longest side for this shape, checked at the sizes a job of it would have
     (the planner works from the aspect ratio, whose rounding can in rare cases differ by a pixel from
     fit_longest_side's from the two sides)."""
-    largest = largest_runnable_side(available, settings, min(height, width) / max(height, width))
+    largest = largest_runnable_side(available, settings, min(height, width) / max(height, width), arithmetic=arithmetic)
     for candidate in range(largest, max(0, largest - _LARGEST_CHECKS), -1):
-        if _runs(*fit_longest_side(height, width, candidate), settings, available):
+        if _runs(*fit_longest_side(height, width, candidate), settings, arithmetic, available):
             return candidate
     return max(0, largest - _LARGEST_CHECKS)
 
 
-def _runs(height: int, width: int, settings: StyleSettings, available: int) -> bool:
+def _runs(height: int, width: int, settings: StyleSettings, arithmetic: Arithmetic, available: int) -> bool:
     """Whether plan_stage finds a plan: the stage whole (unless tiles are forced), or else in the smallest
     tiles with the shortest history (what largest_runnable_side assumes), without its search for the best."""
-    layers, optimizer = settings.layers, settings.optimizer
-    if not settings.tile_size and estimate_bytes(height, width, layers, optimizer) <= available:
+    whole = estimate_bytes(height, width, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
+    if not settings.tile_size and whole <= available:
         return True
-    side = (settings.tile_size or MIN_TILE) + 2 * DEFAULT_MARGIN
-    history = LBFGS_SHORTEST_HISTORY if optimizer is Optimizer.LBFGS else LBFGS_HISTORY
-    context = min(height, side) * min(width, side)
-    return estimate_tiled_bytes(height, width, context, layers, optimizer, history) <= available
+    history = LBFGS_SHORTEST_HISTORY if settings.optimizer is Optimizer.LBFGS else LBFGS_HISTORY
+    return tiled_bytes(height, width, settings.tile_size or MIN_TILE, settings, arithmetic, history) <= available
 
 
-def _stage_cost(height: int, width: int, settings: StyleSettings, plan: StagePlan,
+def _stage_cost(height: int, width: int, settings: StyleSettings, arithmetic: Arithmetic, plan: StagePlan,
                 style_sizes: list[tuple[int, int]]) -> tuple[int, int, int]:
     """(peak bytes, pixels one evaluation passes through VGG, tiles) of a stage run by ``plan``, by the
     same model the planner used to choose it."""
     if plan.tiles is None:
-        return whole_stage_bytes(height, width, settings, style_sizes), height * width, 1
+        return whole_stage_bytes(height, width, settings, arithmetic, style_sizes), height * width, 1
     grid = plan.tiles.tiles(height, width)
-    side = plan.tiles.tile + 2 * plan.tiles.margin
-    context = min(height, side) * min(width, side)
-    peak = estimate_tiled_bytes(height, width, context, settings.layers, settings.optimizer, plan.lbfgs_history)
+    peak = tiled_bytes(height, width, plan.tiles.tile, settings, arithmetic, plan.lbfgs_history)
     passed = sum((rows.context_end - rows.context_start) * (cols.context_end - cols.context_start) for rows, cols in grid)
     return peak, passed, len(grid)

@@ -30,7 +30,7 @@ import zmq
 from nst_engine import Optimizer, Precision, StyleSettings
 from nst_engine.device import choose_precision
 from nst_engine.geometry import fit_longest_side
-from nst_engine.memory import largest_fitting_side
+from nst_engine.memory import arithmetic_for, largest_fitting_side
 from nst_engine.tiling import largest_runnable_side
 
 from .auth import IssuedKeys, ZapHandler, make_curve_server
@@ -530,9 +530,12 @@ class DaemonService:
         available = self.worker.available_memory()
         memory["available_bytes"] = available
         defaults = {optimizer.value: StyleSettings(optimizer=optimizer) for optimizer in Optimizer}
-        memory["largest_size"] = {name: largest_runnable_side(available, settings) for name, settings in defaults.items()}
+        arithmetic = arithmetic_for(Precision.AUTO, self.worker.memory_device())
+        memory["largest_size"] = {name: largest_runnable_side(available, settings, arithmetic=arithmetic)
+                                  for name, settings in defaults.items()}
         memory["largest_whole_size"] = {
-            name: largest_fitting_side(available, settings.layers, settings.optimizer) for name, settings in defaults.items()
+            name: largest_fitting_side(available, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
+            for name, settings in defaults.items()
         }
         cache = self.worker.gram_cache
         return StatusReply(
@@ -569,7 +572,8 @@ class DaemonService:
         )
 
     def estimate(self, request: Estimate) -> EstimateReply:
-        return estimate_job(request, self.worker.available_memory(), self.worker.speed.model())
+        return estimate_job(request, self.worker.available_memory(), self.worker.speed.model(),
+                            self.worker.memory_device())
 
 
 def precision_status(device: torch.device) -> dict[str, str]:

@@ -28,7 +28,7 @@ from nst_engine import (
 from nst_engine.device import select_device
 from nst_engine.geometry import fit_longest_side
 from nst_engine.image_ops import resize
-from nst_engine.memory import available_bytes
+from nst_engine.memory import arithmetic_for, available_bytes
 from nst_engine.tiling import plan_stage
 
 from .caches import GramCache, ResultCache
@@ -245,7 +245,8 @@ class Worker:
         scaled_h, scaled_w = fit_longest_side(height, width, longest)
         # The engine tiles a stage that does not fit whole, so the size to suggest is the tiled planner's.
         try:
-            plan_stage(scaled_h, scaled_w, settings, settings.memory_budget(self.available_memory()))
+            plan_stage(scaled_h, scaled_w, settings, settings.memory_budget(self.available_memory()),
+                       arithmetic=arithmetic_for(settings.precision, self.memory_device()))
         except InsufficientMemoryError as error:
             largest = error.largest_size
         else:

@@ -38,6 +38,7 @@ from .losses import (
 )
 from .memory import (
     LBFGS_HISTORY,
+    Arithmetic,
     estimate_bytes,
     estimate_style_pass_bytes,
     estimate_tiled_bytes,
@@ -173,37 +174,37 @@ def _histories(optimizer: Optimizer) -> tuple[int, ...]:
     return _HISTORIES if optimizer is Optimizer.LBFGS else _HISTORIES[:1]
 
 
-def whole_stage_bytes(height: int, width: int, settings: StyleSettings,
+def whole_stage_bytes(height: int, width: int, settings: StyleSettings, arithmetic: Arithmetic,
                       style_sizes: Sequence[tuple[int, int]] = ()) -> int:
     """Peak memory of a stage run whole: its optimisation, or before it the VGG pass of its largest style
     image (``style_sizes``: each style's (height, width) at this stage), whichever is larger.  In tiles
     the style passes are tiled too, and never the peak."""
-    stage = estimate_bytes(height, width, settings.layers, settings.optimizer)
-    passes = [estimate_style_pass_bytes(style_h, style_w, settings.style_layers) for style_h, style_w in style_sizes]
+    stage = estimate_bytes(height, width, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
+    passes = [estimate_style_pass_bytes(style_h, style_w, settings.style_layers, arithmetic)
+              for style_h, style_w in style_sizes]
     return max([stage, *passes])
 
 
 def plan_stage(height: int, width: int, settings: StyleSettings, budget: int,
-               style_sizes: Sequence[tuple[int, int]] = ()) -> StagePlan:
+               style_sizes: Sequence[tuple[int, int]] = (), *, arithmetic: Arithmetic) -> StagePlan:
     """The whole stage at once if it fits ``budget`` (see :func:`whole_stage_bytes`; and no tile size is
     forced), else the largest tiles (and longest L-BFGS history) that fit; InsufficientMemoryError when
-    nothing fits."""
-    layers = settings.layers
-    optimizer = settings.optimizer
-    if not settings.tile_size and whole_stage_bytes(height, width, settings, style_sizes) <= budget:
+    nothing fits.  ``arithmetic``: the one the stage runs in (memory.arithmetic_for)."""
+    if not settings.tile_size and whole_stage_bytes(height, width, settings, arithmetic, style_sizes) <= budget:
         return StagePlan(None)
-    histories = _histories(optimizer)
+    histories = _histories(settings.optimizer)
     longest_tile = max(MIN_TILE, -(-max(height, width) // TILE_ALIGN) * TILE_ALIGN)
     tiles = [settings.tile_size] if settings.tile_size else range(longest_tile, MIN_TILE - 1, -TILE_ALIGN)
     # The largest tiles, since each tile's context margin is work done again; for L-BFGS a shorter
     # history when it buys larger tiles (ties keep the longer history).
     fitting = [StagePlan(TilePlan(tile), history) for history in histories
-               for tile in tiles if _tiled_bytes(height, width, tile, layers, optimizer, history) <= budget]
+               for tile in tiles if tiled_bytes(height, width, tile, settings, arithmetic, history) <= budget]
     if fitting:
         return max(fitting, key=lambda plan: (plan.tiles.tile, plan.lbfgs_history))
-    required = _tiled_bytes(height, width, settings.tile_size or MIN_TILE, layers, optimizer, histories[-1])
+    required = tiled_bytes(height, width, settings.tile_size or MIN_TILE, settings, arithmetic, histories[-1])
     longest = max(height, width)
-    largest = largest_runnable_side(budget, settings, min(height, width) / longest, limit=longest)
+    largest = largest_runnable_side(budget, settings, min(height, width) / longest, limit=longest,
+                                    arithmetic=arithmetic)
     raise InsufficientMemoryError(
         f"A {width}×{height} run needs at least {required / 2**30:.1f} GiB even in tiles, but only "
         f"{budget / 2**30:.1f} GiB is available; the largest size that fits is {largest} pixels "
@@ -212,24 +213,28 @@ def plan_stage(height: int, width: int, settings: StyleSettings, budget: int,
     )
 
 
-def largest_runnable_side(budget: int, settings: StyleSettings, aspect: float = 1.0, limit: int = 1 << 16) -> int:
+def largest_runnable_side(budget: int, settings: StyleSettings, aspect: float = 1.0, limit: int = 1 << 16, *,
+                          arithmetic: Arithmetic) -> int:
     """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose stage
     :func:`plan_stage` can run within ``budget``: whole, or in the smallest tiles (the forced tile size,
     if any) with the shortest history."""
-    layers = settings.layers
-    optimizer = settings.optimizer
-    history = _histories(optimizer)[-1]
+    history = _histories(settings.optimizer)[-1]
     tile = settings.tile_size or MIN_TILE
     tiled = largest_side(
-        lambda long, short: _tiled_bytes(long, short, tile, layers, optimizer, history) <= budget, aspect, limit)
+        lambda long, short: tiled_bytes(long, short, tile, settings, arithmetic, history) <= budget, aspect, limit)
     if settings.tile_size:  # plan_stage never runs a stage whole when tiles are forced
         return tiled
-    return max(largest_fitting_side(budget, layers, optimizer, aspect, limit=limit), tiled)
+    whole = largest_fitting_side(budget, settings.layers, settings.style_layers, settings.optimizer, arithmetic,
+                                 aspect, limit=limit)
+    return max(whole, tiled)
 
 
-def _tiled_bytes(height: int, width: int, tile: int, layers: Collection[str], optimizer: Optimizer, history: int) -> int:
+def tiled_bytes(height: int, width: int, tile: int, settings: StyleSettings, arithmetic: Arithmetic,
+                history: int) -> int:
+    """Peak memory of a stage run in ``tile``-px tiles (with DEFAULT_MARGIN of context) and ``history``."""
     context = min(height, tile + 2 * DEFAULT_MARGIN) * min(width, tile + 2 * DEFAULT_MARGIN)
-    return estimate_tiled_bytes(height, width, context, layers, optimizer, history)
+    return estimate_tiled_bytes(height, width, context, settings.layers, settings.style_layers, settings.optimizer,
+                                arithmetic, history)
 
 
 class TiledObjective:

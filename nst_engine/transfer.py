@@ -35,7 +35,7 @@ from .losses import (
     style_loss,
     total_variation_loss,
 )
-from .memory import LBFGS_HISTORY, available_bytes
+from .memory import LBFGS_HISTORY, arithmetic_for, available_bytes
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
 from .settings import Colors, Init, Optimizer, Precision, StyleSettings
 from .tiling import StagePlan, TiledObjective, TilePlan, plan_stage, sum_grams
@@ -228,7 +228,8 @@ class StyleTransfer:
         budget = settings.memory_budget(memory_budget if memory_budget is not None else available_bytes(self.device))
         # Before allocating anything: each stage whole, or in tiles, or a clear refusal.
         plans = [plan_stage(height, width, settings, budget,
-                            [style_size_at(*style.shape[-2:], settings.style_scale, height, width) for style in styles])
+                            [style_size_at(*style.shape[-2:], settings.style_scale, height, width) for style in styles],
+                            arithmetic=arithmetic_for(settings.precision, self.device))
                  for height, width in stage_dims]
 
         content_rgb = self.to_device(content[None])

@@ -7,8 +7,8 @@ import pytest
 
 from daemon.client import DaemonJobError
 from daemon.messages import EstimateReply
-from nst_engine.memory import MODEL_BYTES
-from nst_engine.settings import Optimizer
+from nst_engine.memory import BF16_CPU, BF16_EMULATED, FP32, MODEL_BYTES, estimate_bytes
+from nst_engine.settings import Optimizer, Precision, StyleSettings
 
 from .daemon_harness import TINY_SETTINGS, load_script, rgb_image, start_daemon
 
@@ -58,12 +58,27 @@ def test_bad_settings_are_an_invalid_request(client):
 
 
 @pytest.mark.parametrize("size", [192, 320])
-def test_the_memory_figure_is_within_25_percent_of_the_measured_peak(client, size):
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.BF16])
+def test_the_memory_figure_is_within_25_percent_of_the_measured_peak(client, size, precision):
     """The peak resident set of a real one-stage run (benchmarks/memory_use.py's measurement: a fresh
-    process, peak restarted once the model is loaded), plus the model the estimate counts."""
-    reply = client.estimate({"size": size, "scales": 1, "optimizer": "adam", "iterations": 2}, size, size)
-    measured = load_script("benchmarks/memory_use.py").measure("random", "cpu", size, Optimizer.ADAM, 2) + MODEL_BYTES
+    process, peak restarted once the model is loaded), plus the model the estimate counts; bf16 as this
+    CPU runs it, natively or emulated, which the daemon's estimate knows."""
+    settings = {"size": size, "scales": 1, "optimizer": "adam", "iterations": 2, "precision": precision.value}
+    reply = client.estimate(settings, size, size)
+    measured = load_script("benchmarks/memory_use.py").measure("random", "cpu", size, Optimizer.ADAM, 2, precision)
+    measured += MODEL_BYTES
     assert abs(reply.memory_bytes - measured) <= 0.25 * measured, (reply.memory_bytes / 2**20, measured / 2**20)
+
+
+@pytest.mark.parametrize("size", [192, 320])
+def test_the_memory_figure_of_emulated_bf16_is_within_25_percent_of_the_measured_peak(size):
+    """bf16 on a CPU without native bf16, on any CPU: oneDNN held below its bf16 instructions."""
+    measured = load_script("benchmarks/memory_use.py").measure("random", "cpu", size, Optimizer.ADAM, 2,
+                                                                Precision.BF16, {"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    measured += MODEL_BYTES
+    settings = StyleSettings(optimizer=Optimizer.ADAM)
+    estimate = estimate_bytes(size, size, settings.layers, settings.style_layers, Optimizer.ADAM, BF16_EMULATED)
+    assert abs(estimate - measured) <= 0.25 * measured, (estimate / 2**20, measured / 2**20)
 
 
 def test_the_quick_feasibility_check_agrees_with_the_planner():
@@ -80,12 +95,13 @@ def test_the_quick_feasibility_check_agrees_with_the_planner():
         height, width = rng.randint(16, 12000), rng.randint(16, 12000)
         budget = rng.choice([2**28, 2**30, 2**32])
         settings = StyleSettings(optimizer=rng.choice(["lbfgs", "adam"]), tile_size=rng.choice([0, 0, 256]))
+        arithmetic = rng.choice([FP32, BF16_CPU, BF16_EMULATED])
         try:
-            plan_stage(height, width, settings, budget)
+            plan_stage(height, width, settings, budget, arithmetic=arithmetic)
             planned = True
         except InsufficientMemoryError:
             planned = False
-        assert _runs(height, width, settings, budget) == planned, (height, width, budget, settings)
+        assert _runs(height, width, settings, arithmetic, budget) == planned, (height, width, budget, settings)
         outcomes.add(planned)
     assert outcomes == {True, False}
 

@@ -273,6 +273,7 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
             assert picture.height <= DIALOG_MAX_HEIGHT, f"{shot} is {picture.width}×{picture.height}"
 
 
+BABL_READING_BOUND = 2**-20  # 1/4000 of an 8-bit level, 1/16 of a 16-bit one; 16 float32 ulps at 1.0
 DIALOG_MAX_HEIGHT = 700  # in its default state (one style layer, the expanders closed)
 
 
@@ -438,11 +439,11 @@ def test_a_group_a_channel_or_a_mask_gets_a_clear_message(results, drawable, wor
     assert outcome["after"] == facts["before"]
 
 
-def test_8_and_16_bit_layers_travel_compact_and_read_exactly(results):
+def test_8_and_16_bit_layers_travel_compact_and_read_as_gimp_reads_them(results):
     """The bytes the client sent for each whole-layer case's images (a 48×40 RGBA content and a 40×40
     RGBA style, read from the result's parasite): float32's 16 per RGBA pixel for a float image, a quarter
-    of that for an 8-bit one and half for a 16-bit one; u16 results for both.  Their u8/u16 samples are
-    exactly what their float reading gives (level / top in float32, as the daemon reads the frames); a
+    of that for an 8-bit one and half for a 16-bit one; u16 results for both.  Their u8/u16 samples, as
+    the daemon reads them (level / top in float32), are within a rounding of GIMP's float reading; a
     style with a layer mask (float32, its alpha times the mask) still runs in an 8-bit image, and a style
     layer of a float image travels as float32."""
     pixels = 48 * 40 + 40 * 40
@@ -459,7 +460,10 @@ def test_8_and_16_bit_layers_travel_compact_and_read_exactly(results):
         reading = facts[key]
         assert reading["precision"] == precision and reading["samples"] == 48 * 40 * 4
         assert reading["levels"] > 50, reading  # a varied layer, not a flat one
-        assert reading["mismatches"] == 0, reading
+        # GIMP's float reading is babl's, along the conversion path babl timed fastest on this machine
+        # among those within its tolerance: on an AVX2 EPYC it was level / top exactly; on an AMX Xeon 290
+        # of 7680 u8 samples were 1 ulp lower (level × the rounded 1/255).  Bounded far below a level.
+        assert reading["largest_difference"] <= BABL_READING_BOUND, reading
 
     masked = facts["masked_style"]
     assert masked["status"] == "success", masked["error"]

@@ -26,7 +26,7 @@ from nst_engine import (
 )
 from nst_engine import colour
 from nst_engine.device import cpu_has_native_bf16, resolve_precision
-from nst_engine.memory import estimate_bytes
+from nst_engine.memory import FP32, estimate_bytes
 from nst_engine.quality import PrecisionQuality, judge_precision
 from nst_engine.tiling import plan_stage
 from nst_engine.transfer import Objective
@@ -200,15 +200,15 @@ def test_without_colour_preservation_the_style_colours_come_through(engine, cont
 
 
 def test_a_run_that_does_not_fit_names_the_largest_size(engine, content_image, style_image):
-    layers = {"relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"}
-    budget = estimate_bytes(30, 40, layers, Optimizer.LBFGS)
+    settings = StyleSettings(size=64, scales=1, precision="fp32")
+    budget = estimate_bytes(30, 40, settings.layers, settings.style_layers, Optimizer.LBFGS, FP32)
     with pytest.raises(InsufficientMemoryError) as raised:
-        engine.stylize(content_image, [style_image], StyleSettings(size=64, scales=1), memory_budget=budget)
+        engine.stylize(content_image, [style_image], settings, memory_budget=budget)
     error = raised.value
     assert 40 <= error.largest_size < 64
     assert f"{error.largest_size} pixels" in str(error)
     fitting_h = round(48 * error.largest_size / 64)
-    plan_stage(fitting_h, error.largest_size, StyleSettings(size=64, scales=1), budget)  # fits (in tiles if need be)
+    plan_stage(fitting_h, error.largest_size, settings, budget, arithmetic=FP32)  # fits (in tiles if need be)
 
 
 @pytest.mark.parametrize(

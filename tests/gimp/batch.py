@@ -197,10 +197,17 @@ def not_layers_case():
     return facts
 
 
+def ulps_apart(a, b):
+    """How many float32 values lie between a and b (both in [0, 1]), plus one if they differ."""
+    import struct
+
+    return abs(struct.unpack("<i", struct.pack("<f", a))[0] - struct.unpack("<i", struct.pack("<f", b))[0])
+
+
 def compact_case():
-    """How 8- and 16-bit layers read as their own samples compare with their float reading (what the
-    daemon makes of a u8/u16 frame: each level over the top one, in float32); and a style layer with a
-    layer mask in an 8-bit image (that style travels as float32)."""
+    """How 8- and 16-bit layers read as their own samples compare with GIMP's own float reading of them
+    (the daemon makes of a u8/u16 frame each level over the top one, rounded once to float32); and a
+    style layer with a layer mask in an 8-bit image (that style travels as float32)."""
     from array import array
 
     from gi.repository import Gegl
@@ -216,9 +223,11 @@ def compact_case():
         own = array(typecode)
         own.frombytes(bytes(layer.get_buffer().get(rectangle, 1.0, f"R'G'B'A {babl}", Gegl.AbyssPolicy.CLAMP)))
         as_float = floats(layer)
-        scaled = array("f", (value / top for value in own))
+        scaled = array("f", (value / top for value in own))  # level / top, rounded once to float32
+        differences = [abs(a - b) for a, b in zip(scaled, as_float)]
         facts[key] = {"precision": image.get_precision().value_name, "samples": len(own), "levels": len(set(own)),
-                      "mismatches": sum(a != b for a, b in zip(scaled, as_float))}
+                      "mismatches": sum(d != 0 for d in differences), "largest_difference": max(differences),
+                      "largest_ulps": max(ulps_apart(a, b) for a, b in zip(scaled, as_float))}
         image.delete()
     image, layers = new_image([("content", 48, 40, 1, (0, 0), False), ("style", 40, 40, 5, (0, 0), False)])
     mask = layers["style"].create_mask(Gimp.AddMaskType.WHITE)
