@@ -27,10 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parent
 VENV_DIR = REPO_ROOT / ".venv"
 PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
 PLUGIN_FILES = tuple(sorted(path.name for path in (REPO_ROOT / "gimp_plugin").glob("*.py") if path.name != "__init__.py"))
-# Torch-free modules the plug-in imports: the daemon's client, and the engine's settings schema.
-CLIENT_MODULES = ("__init__.py", "records.py", "messages.py", "limits.py", "private_files.py", "protocol.py", "client.py",
-                  "client_protocol.py",
-                  "connection.py", "bridge.py", "remote.py", "launch.py")
+# Torch-free code the plug-in imports: the daemon's wire format and clients (whole folders), and the
+# engine's settings schema.
+CLIENT_PACKAGES = ("wire", "client")
 SCHEMA_MODULES = ("__init__.py", "errors.py", "layers.py", "geometry.py", "schema.py", "settings.py")
 GIMP_WHEELS = ("pyzmq", "msgpack")
 GIMP_WHEEL_MODULES = ("zmq", "msgpack")
@@ -38,7 +37,7 @@ SAMPLES = REPO_ROOT / "samples"  # drawn by samples/make_samples.py; public doma
 TORCH_INDEX_ENV_VAR = "NEURAL_STYLE_TORCH_INDEX_URL"
 
 sys.path.insert(0, str(REPO_ROOT))
-from daemon import launch  # noqa: E402  (standard library only: importable before .venv exists)
+from daemon.client import launch  # noqa: E402  (standard library only: importable before .venv exists)
 
 
 def venv_python() -> Path:
@@ -155,8 +154,8 @@ def daemon_start_command(weights: Path | None) -> list[str]:
 
 
 def bridge_command() -> list[str]:
-    """How the plug-in reaches the daemon where GIMP's Python cannot load pyzmq (see daemon/bridge.py)."""
-    return [str(venv_python()), "-m", "daemon.bridge"]  # a module of its own, not a daemon subcommand
+    """How the plug-in reaches the daemon where GIMP's Python cannot load pyzmq (see daemon/client/bridge.py)."""
+    return [str(venv_python()), "-m", "daemon.client.bridge"]  # a module of its own, not a daemon subcommand
 
 
 def run_sample_job(weights: Path | None, output: Path | None = None, size: int = 256, iterations: int = 100,
@@ -233,7 +232,7 @@ def check_connection_file(path: Path) -> dict:
 
 def plugin_record(*, weights: Path | None, flatpak: bool, home: Path, may_spawn: bool,
                   connection_file: Path | None) -> dict:
-    """What the plug-in reads from install.json (daemon/launch.py's plan_launch)."""
+    """What the plug-in reads from install.json (daemon/client/launch.py's plan_launch)."""
     start = daemon_start_command(weights)
     record: dict = {"start_command": start, "bridge_command": bridge_command(), "repository": str(REPO_ROOT)}
     if flatpak:
@@ -267,10 +266,15 @@ def install_plugin(plugin_dir: Path, gimp_python: str, weights: Path | None = No
     for name in PLUGIN_FILES:
         shutil.copy2(REPO_ROOT / "gimp_plugin" / name, target / name)
     (target / "neural_style.py").chmod(0o755)
-    for package, modules in (("daemon", CLIENT_MODULES), ("nst_engine", SCHEMA_MODULES)):
-        (target / package).mkdir(exist_ok=True)
-        for name in modules:
-            shutil.copy2(REPO_ROOT / package / name, target / package / name)
+    shutil.rmtree(target / "daemon", ignore_errors=True)  # no module of an earlier layout stays behind
+    (target / "daemon").mkdir()
+    shutil.copy2(REPO_ROOT / "daemon" / "__init__.py", target / "daemon" / "__init__.py")
+    for package in CLIENT_PACKAGES:
+        shutil.copytree(REPO_ROOT / "daemon" / package, target / "daemon" / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (target / "nst_engine").mkdir(exist_ok=True)
+    for name in SCHEMA_MODULES:
+        shutil.copy2(REPO_ROOT / "nst_engine" / name, target / "nst_engine" / name)
     lib = target / "lib"
     if not all((lib / module).is_dir() for module in GIMP_WHEEL_MODULES):
         command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade",

@@ -39,11 +39,14 @@ TRANSFERS = 5  # 4096² transfers timed, each way (this VM's loopback speed vari
 CURVE_TRANSFERS = 2  # CURVE encrypts every byte: slow enough that two tell
 sys.path.insert(0, str(REPO_ROOT))
 
-from daemon.auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server  # noqa: E402
-from daemon.client import DaemonClient, DaemonJobError, Image  # noqa: E402
-from daemon.images import rgb_to_frame  # noqa: E402
-from daemon.limits import TCP_MAX_FRAME_BYTES, MessageCaps  # noqa: E402
-from daemon.protocol import Codec, DType, ImageSpec, MessageType  # noqa: E402
+from daemon.server.auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server  # noqa: E402
+from daemon.client.zeromq import DaemonClient  # noqa: E402
+from daemon.client.contract import DaemonJobError  # noqa: E402
+from daemon.wire.messages import Image  # noqa: E402
+from daemon.server.images import rgb_to_frame  # noqa: E402
+from daemon.wire.limits import TCP_MAX_FRAME_BYTES, MessageCaps  # noqa: E402
+from daemon.wire.framing import Codec  # noqa: E402
+from daemon.wire.messages import DType, ImageSpec, MessageType  # noqa: E402
 from nst_engine import CancelledError, CancelToken, StyleSettings, StyleTransfer  # noqa: E402
 from tests.daemon_harness import start_daemon  # noqa: E402
 from tests.stand_ins import write_random_vgg19_features  # noqa: E402

@@ -23,8 +23,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from daemon.client import Image  # noqa: E402
-from daemon.protocol import DType, ImageSpec  # noqa: E402
+from daemon.wire.messages import Image  # noqa: E402
+from daemon.wire.messages import DType, ImageSpec  # noqa: E402
 from tests.daemon_harness import start_daemon  # noqa: E402
 from tests.stand_ins import write_random_vgg19_features  # noqa: E402
 

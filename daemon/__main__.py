@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from .client import DaemonClient, DaemonError, DaemonUnreachableError, connect, default_start_command
-from .launch import daemon_command
-from .connection import (
+from .client.zeromq import DaemonClient, connect, default_start_command
+from .client.contract import DaemonError, DaemonUnreachableError
+from .client.launch import daemon_command
+from .wire.connection import (
     ConnectionFileError,
     ConnectionInfo,
     DaemonFiles,
@@ -23,8 +24,8 @@ from .connection import (
     read_connection_file,
     remove_connection_file,
 )
-from .lifecycle import probe, terminate
-from .private_files import UnsafeFileError, open_private
+from .server.lifecycle import probe, terminate
+from .wire.private_files import UnsafeFileError, open_private
 
 EXIT_ALREADY_RUNNING = 4  # serve: another daemon holds this connection file's lock
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 def _refuse_for_remote(path: Path, command: str) -> bool:
     """True (with the error printed) when ``path`` is an invitation to a remote daemon: start, serve and
     stop are for the daemon's own machine, and would overwrite or remove that file."""
-    from .remote import remote_info
+    from .client.remote import remote_info
 
     if (info := remote_info(path)) is None:
         return False
@@ -107,8 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     import zmq
 
-    from .remote import InsecureEndpointError, default_client_timeout_s, require_curve
-    from .service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
+    from .client.remote import InsecureEndpointError, default_client_timeout_s, require_curve
+    from .server.service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -142,7 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _devices(args: argparse.Namespace) -> list[str | None]:
     import torch
 
-    from .devices import resolve_devices
+    from .server.devices import resolve_devices
 
     return resolve_devices(args.devices, args.device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
@@ -308,10 +309,10 @@ def _add_invitation_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _invitation_command(args: argparse.Namespace) -> int:
-    from .invitations import InvitationError, InvitationStore, keys_path
-    from .limits import TCP_MAX_FRAME_BYTES
-    from .private_files import write_private_file
-    from .remote import REMOTE_DAEMON_SILENCE_S, invitation_info
+    from .server.invitations import InvitationError, InvitationStore, keys_path
+    from .wire.limits import TCP_MAX_FRAME_BYTES
+    from .wire.private_files import write_private_file
+    from .client.remote import REMOTE_DAEMON_SILENCE_S, invitation_info
 
     path = connection_path()
     store = InvitationStore(keys_path(path))
@@ -352,7 +353,7 @@ def _invitation_command(args: argparse.Namespace) -> int:
 
 
 def _running_endpoint(path: Path) -> str:
-    from .invitations import InvitationError
+    from .server.invitations import InvitationError
 
     try:
         endpoint = read_connection_file(path).endpoint
@@ -371,8 +372,8 @@ def _run(args: argparse.Namespace) -> int:
     from nst_engine.cli.masks import read_masks
     from nst_engine.cli.progress_bar import TerminalProgressBar
 
-    from .client import Image
-    from .images import frame_to_rgb, mask_to_frame, rgb_to_frame
+    from .wire.messages import Image
+    from .server.images import frame_to_rgb, mask_to_frame, rgb_to_frame
 
     def as_wire_image(tensor) -> Image:
         return Image(*rgb_to_frame(tensor))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the message tables of docs/protocol.md (every message type, who sends it, what answers it, and
-each body's fields) from the records of daemon/messages.py.  ``--check`` changes nothing and exits 1 when
+each body's fields) from the records of daemon/wire/messages.py.  ``--check`` changes nothing and exits 1 when
 the tables differ from the records (tests/test_protocol.py runs it).
 
     python docs/message_tables.py [--check]
@@ -17,11 +17,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "docs"))
 
-from daemon.messages import MESSAGES, Empty, MessageKind, Sender  # noqa: E402
+from daemon.wire.messages import MESSAGES, Empty, MessageKind, Sender  # noqa: E402
 from settings_tables import between_markers  # noqa: E402  (docs/settings_tables.py)
 
 DOC = REPO_ROOT / "docs" / "protocol.md"
-BEGIN = "<!-- message tables: made by docs/message_tables.py from daemon/messages.py; do not edit -->"
+BEGIN = "<!-- message tables: made by docs/message_tables.py from daemon/wire/messages.py; do not edit -->"
 END = "<!-- end of message tables -->"
 
 

@@ -126,7 +126,7 @@ class _DialogDaemon:
 
     def __enter__(self):
         try:
-            from daemon.client import connect
+            from daemon.client.zeromq import connect
 
             self.client = connect(timeout_s=STATUS_TIMEOUT_S)
             self.client.retries = 0
@@ -223,7 +223,7 @@ def _error(procedure, message):
 
 
 def _message(error: BaseException) -> str:
-    from daemon.records import DaemonError
+    from daemon.client.contract import DaemonError
 
     if isinstance(error, DaemonError):
         return f"Neural Style: {error}"

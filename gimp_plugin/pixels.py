@@ -10,7 +10,7 @@ import enum
 from array import array
 from dataclasses import dataclass
 
-from daemon.records import DType
+from daemon.wire.messages import DType
 
 
 @dataclass(frozen=True)

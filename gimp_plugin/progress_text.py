@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daemon.records import JobProgress
+from daemon.wire.messages import JobProgress
 
 
 def progress_status(progress: JobProgress, layer: int = 1, layers: int = 1) -> tuple[str, float]:

@@ -46,7 +46,7 @@ class ResultLayer:
         Gimp.displays_flush()
 
     def show_preview(self, preview) -> None:
-        """A live preview (a daemon.records.Image of RGB), scaled up to the layer if it came smaller."""
+        """A live preview (a daemon.client.contract.Image of RGB), scaled up to the layer if it came smaller."""
         width, height = preview.spec.width, preview.spec.height
         rgb = preview.data
         if (width, height) != (self.region.width, self.region.height):

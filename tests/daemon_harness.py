@@ -15,9 +15,10 @@ import msgpack
 import numpy as np
 import zmq
 
-from daemon.client import DaemonClient, Image, configure_socket
-from daemon.connection import ConnectionFileError, ConnectionInfo, CurveKeys, read_connection_file
-from daemon.protocol import DType, ImageSpec
+from daemon.client.zeromq import DaemonClient, configure_socket
+from daemon.wire.messages import Image
+from daemon.wire.connection import ConnectionFileError, ConnectionInfo, CurveKeys, read_connection_file
+from daemon.wire.messages import DType, ImageSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from daemon.service import precision_status
+from daemon.server.service import precision_status
 from nst_engine import Precision, StyleSettings
 from nst_engine import device as device_module
 from nst_engine.cli import main as cli_main

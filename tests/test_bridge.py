@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.bridge import read_message, write_message
+from daemon.client.bridge import read_message, write_message
 
 from .daemon_harness import REPO_ROOT, start_daemon
 
@@ -26,8 +26,8 @@ import json, sys, threading
 for name in ("zmq", "msgpack"):
     sys.modules[name] = None  # import fails, as in a GIMP whose Python has no wheels for them
 from array import array
-from daemon.bridge import connect_any
-from daemon.records import DType, Image, ImageSpec
+from daemon.client.bridge import connect_any
+from daemon.wire.messages import DType, Image, ImageSpec
 
 settings = json.loads(sys.argv[1])
 width, height = 40, 24
@@ -42,7 +42,7 @@ def on_progress(progress):
     if events["progress"] == 1:
         print(json.dumps({"started": True, "bridge_pid": client.process.pid}), flush=True)
 
-client = connect_any(start_command=None, bridge_command=[sys.executable, "-m", "daemon.bridge"],
+client = connect_any(start_command=None, bridge_command=[sys.executable, "-m", "daemon.client.bridge"],
                      on_wait=events["waits"].append)
 try:
     with client:
@@ -162,17 +162,17 @@ def test_malformed_pipe_messages_are_refused(damage):
 # -- the same calls as DaemonClient, through the bridge -------------------------------------------------------
 @pytest.fixture
 def bridge(daemon, monkeypatch):
-    from daemon.bridge import BridgeClient
+    from daemon.client.bridge import BridgeClient
 
     monkeypatch.setenv("NEURAL_STYLE_CONNECTION", str(daemon.connection_file))
-    with BridgeClient([sys.executable, "-m", "daemon.bridge"]) as client:
+    with BridgeClient([sys.executable, "-m", "daemon.client.bridge"]) as client:
         yield client
 
 
 def grey(width: int, height: int, value: float = 1.0):
     from array import array
 
-    from daemon.records import DType, Image, ImageSpec
+    from daemon.wire.messages import DType, Image, ImageSpec
 
     return Image(ImageSpec(width, height, 1, DType.F32), array("f", [value] * (width * height)).tobytes())
 
@@ -180,14 +180,14 @@ def grey(width: int, height: int, value: float = 1.0):
 def rgba(width: int, height: int, seed: int):
     from array import array
 
-    from daemon.records import DType, Image, ImageSpec
+    from daemon.wire.messages import DType, Image, ImageSpec
 
     return Image(ImageSpec(width, height, 4, DType.F32),
                  array("f", (((i * 7919 + seed) % 1000) / 1000.0 for i in range(width * height * 4))).tobytes())
 
 
 def test_both_clients_keep_the_client_protocol(daemon, bridge):
-    from daemon.client_protocol import StyleClient
+    from daemon.client.contract import StyleClient
 
     with daemon.client() as direct:
         assert isinstance(direct, StyleClient) and isinstance(bridge, StyleClient)
@@ -196,7 +196,7 @@ def test_both_clients_keep_the_client_protocol(daemon, bridge):
 def test_status_and_estimate_through_the_bridge_are_the_daemons(daemon, bridge):
     from dataclasses import replace
 
-    from daemon.records import EstimateReply, StatusReply
+    from daemon.wire.messages import EstimateReply, StatusReply
 
     status = bridge.status()
     assert isinstance(status, StatusReply) and status.pid == daemon.process.pid
@@ -209,7 +209,7 @@ def test_status_and_estimate_through_the_bridge_are_the_daemons(daemon, bridge):
 
 
 def test_masks_travel_through_the_bridge_and_a_bad_one_is_a_job_error(bridge):
-    from daemon.records import DaemonJobError
+    from daemon.client.contract import DaemonJobError
 
     settings = {"size": 32, "iterations": 2, "scales": 1}
     result = bridge.stylize(rgba(40, 24, 1), [rgba(32, 32, 2)], settings, regions=[grey(40, 24)],
@@ -221,7 +221,7 @@ def test_masks_travel_through_the_bridge_and_a_bad_one_is_a_job_error(bridge):
 
 
 def test_cancel_through_the_bridge_means_what_it_means_directly(daemon, bridge):
-    from daemon.records import DaemonJobError
+    from daemon.client.contract import DaemonJobError
 
     job_id = bridge.submit(rgba(48, 48, 1), [rgba(32, 32, 2)], {"size": 48, "iterations": 100_000, "scales": 1,
                                                                 "optimizer": "adam"})
@@ -239,7 +239,7 @@ def test_both_clients_count_the_pixel_bytes_they_send_and_compact_frames_pass_th
     frames (a quarter and a half of what float32 would take), and both get the same u16 result."""
     from array import array
 
-    from daemon.records import DType, Image, ImageSpec
+    from daemon.wire.messages import DType, Image, ImageSpec
 
     content = Image(ImageSpec(40, 24, 4, DType.U8), array("B", ((i * 7919) % 256 for i in range(40 * 24 * 4))).tobytes())
     style = Image(ImageSpec(32, 32, 4, DType.U16), array("H", ((i * 104729) % 65536 for i in range(32 * 32 * 4))).tobytes())

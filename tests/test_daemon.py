@@ -16,9 +16,12 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, Image
-from daemon.limits import MessageCaps
-from daemon.protocol import PROTOCOL_VERSION, Codec, DType, ErrorCode, ImageSpec, MessageType
+from daemon.client.zeromq import DaemonClient
+from daemon.client.contract import DaemonJobError, DaemonUnreachableError
+from daemon.wire.messages import Image
+from daemon.wire.limits import MessageCaps
+from daemon.wire.messages import PROTOCOL_VERSION, DType, ErrorCode, ImageSpec, MessageType
+from daemon.wire.framing import Codec
 
 from .daemon_harness import (
     BAD_HEADERS,
@@ -74,7 +77,7 @@ def test_connection_file_is_private_and_the_default_endpoint_a_private_socket(da
 
 
 def test_default_connection_directory_is_0700(tmp_path, monkeypatch):
-    from daemon.connection import ConnectionInfo, connection_path, write_connection_file
+    from daemon.wire.connection import ConnectionInfo, connection_path, write_connection_file
 
     monkeypatch.delenv("NEURAL_STYLE_CONNECTION", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
@@ -364,7 +367,7 @@ def test_queue_limit_gives_busy(daemon):
 
 
 def test_a_job_an_idle_worker_is_about_to_take_does_not_count_against_the_queue():
-    from daemon.jobs import JobQueue
+    from daemon.server.jobs import JobQueue
 
     queue = JobQueue(capacity=2)
     assert [queue.put(object()) for _ in range(3)] == [0, 1, None]  # no worker: two may wait
@@ -419,8 +422,8 @@ def test_a_client_that_never_reads_cannot_block_the_daemon(daemon):
 
 KILLED_CLIENT = """
 import sys, time
-from daemon.client import DaemonClient
-from daemon.connection import read_connection_file
+from daemon.client.zeromq import DaemonClient
+from daemon.wire.connection import read_connection_file
 from tests.daemon_harness import rgb_image, LONG_SETTINGS
 client = DaemonClient(read_connection_file())
 job = client.submit(rgb_image(40, 48, 1), [rgb_image(40, 40, 2)], LONG_SETTINGS)
@@ -516,7 +519,7 @@ def test_sigterm_exits_cleanly_and_removes_the_connection_file(tmp_path, weights
 
 
 def test_a_stale_connection_file_is_replaced(tmp_path, weights_file):
-    from daemon.connection import ConnectionInfo, write_connection_file
+    from daemon.wire.connection import ConnectionInfo, write_connection_file
 
     write_connection_file(ConnectionInfo("tcp://127.0.0.1:9", pid=2**22 + 12345, curve=random_curve_keys()),
                           tmp_path / "connection.json")

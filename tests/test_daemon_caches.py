@@ -1,10 +1,10 @@
-"""daemon.caches.GramCache: least-recently-used eviction by bytes, and its hit and miss counts."""
+"""daemon.server.caches.GramCache: least-recently-used eviction by bytes, and its hit and miss counts."""
 
 from __future__ import annotations
 
 import torch
 
-from daemon.caches import GramCache
+from daemon.server.caches import GramCache
 
 KIB = 1024
 

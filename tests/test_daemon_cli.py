@@ -11,8 +11,9 @@ import time
 import pytest
 import zmq
 
-from daemon.client import DaemonClient, DaemonJobError, DaemonUnreachableError, connect
-from daemon.connection import ConnectionInfo, read_connection_file
+from daemon.client.zeromq import DaemonClient, connect
+from daemon.client.contract import DaemonJobError, DaemonUnreachableError
+from daemon.wire.connection import ConnectionInfo, read_connection_file
 from nst_engine.cli.image_files import read_image, write_image
 
 from .stand_ins import smooth_image

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.client import DaemonJobError
-from daemon.messages import EstimateReply
+from daemon.client.contract import DaemonJobError
+from daemon.wire.messages import EstimateReply
 from nst_engine.memory import BF16_CPU, BF16_EMULATED, FP32, MODEL_BYTES, estimate_bytes
 from nst_engine.settings import Optimizer, Precision, StyleSettings
 
@@ -85,7 +85,7 @@ def test_the_quick_feasibility_check_agrees_with_the_planner():
     """estimates._runs (used to check the largest size cheaply) says what plan_stage would: a plan or none."""
     import random
 
-    from daemon.estimates import _runs
+    from daemon.server.estimates import _runs
     from nst_engine import InsufficientMemoryError, StyleSettings
     from nst_engine.tiling import plan_stage
 
@@ -119,7 +119,7 @@ def _observe_stage(speed, job_id: str, side: int, seconds_per_iteration: float, 
 def test_the_speed_fit_separates_fixed_costs_from_the_cost_per_pixel():
     """Jobs of two sizes whose iterations take 0.05 s plus 2 s per megapixel: a 1-megapixel iteration is
     predicted at 2.05 s.  A ratio through zero, as the daemon used before, predicts 3.5 s from them."""
-    from daemon.estimates import EvaluationSpeed
+    from daemon.server.estimates import EvaluationSpeed
 
     speed = EvaluationSpeed()
     assert speed.model() is None
@@ -133,7 +133,7 @@ def test_the_speed_fit_separates_fixed_costs_from_the_cost_per_pixel():
 
 
 def test_with_jobs_of_one_size_the_speed_is_a_ratio_through_zero():
-    from daemon.estimates import EvaluationSpeed
+    from daemon.server.estimates import EvaluationSpeed
 
     speed = EvaluationSpeed()
     _observe_stage(speed, "only", 100, 0.03)

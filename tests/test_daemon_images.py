@@ -1,4 +1,4 @@
-"""daemon.images.frame_to_rgb: wire frames (u8, u16, f32; gray, gray+alpha, RGB, RGBA) to the engine's 3×H×W floats."""
+"""daemon.server.images.frame_to_rgb: wire frames (u8, u16, f32; gray, gray+alpha, RGB, RGBA) to the engine's 3×H×W floats."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from array import array
 import pytest
 import torch
 
-from daemon.images import frame_to_rgb, rgb_to_frame
-from daemon.records import DType, ImageSpec
+from daemon.server.images import frame_to_rgb, rgb_to_frame
+from daemon.wire.messages import DType, ImageSpec
 
 # A 2-row × 3-column image: each pixel's channels are (row, column, channel-number) codes, so that a
 # transposed or shuffled result cannot pass.

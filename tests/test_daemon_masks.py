@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from daemon.client import DaemonJobError, Image
-from daemon.protocol import DType, ErrorCode, ImageSpec
+from daemon.client.contract import DaemonJobError
+from daemon.wire.messages import Image
+from daemon.wire.messages import DType, ErrorCode, ImageSpec
 
 from .daemon_harness import TINY_SETTINGS, image_array, rgb_image, start_daemon
 
@@ -111,7 +112,7 @@ def test_a_bad_mask_is_an_invalid_request_naming_it(daemon, client, options, mat
 def test_a_mask_of_the_wrong_dtype_or_a_missing_style_is_refused_on_the_wire(daemon, client):
     """What the client cannot send through its arguments: a mask entry with a bad dtype, or for a style
     that does not exist."""
-    from daemon.messages import MessageType
+    from daemon.wire.messages import MessageType
 
     entries = [{"role": "content", "width": 8, "height": 8, "channels": 3, "dtype": "u8"},
                {"role": "style", "width": 8, "height": 8, "channels": 3, "dtype": "u8"}]

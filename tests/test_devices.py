@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from daemon.devices import resolve_devices
-from daemon.records import DaemonJobError
+from daemon.server.devices import resolve_devices
+from daemon.client.contract import DaemonJobError
 
 from .daemon_harness import LONG_SETTINGS, TINY_SETTINGS, image_array, rgb_image, start_daemon
 

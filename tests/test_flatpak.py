@@ -1,17 +1,19 @@
-"""Flatpak GIMP and remote daemons, as the plug-in decides them (daemon/launch.py) and install.py records
+"""Flatpak GIMP and remote daemons, as the plug-in decides them (daemon/client/launch.py) and install.py records
 them: without Flatpak, from a fake ``/.flatpak-info`` and a fake home."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 
 import zmq
 
-from daemon import launch
-from daemon.connection import ConnectionInfo, CurveKeys, write_connection_file
+from daemon.client import launch
+from daemon.wire.connection import ConnectionInfo, CurveKeys, write_connection_file
 
-from .daemon_harness import load_script
+from .daemon_harness import REPO_ROOT, load_script
 
 SPAWN_ALLOWED = """[Application]
 name=org.gimp.GIMP
@@ -123,9 +125,14 @@ def test_a_remote_connection_never_starts_a_local_daemon(tmp_path):
     write_connection_file(ConnectionInfo("tcp://127.0.0.1:5", pid=1, curve=keys), local)
     plan = launch.plan_launch(record, flatpak_info=tmp_path / "absent", environ={"NEURAL_STYLE_CONNECTION": str(local)})
     assert plan.remote_endpoint is None and plan.start_command == record["start_command"]
-    # Without msgpack (a plug-in using the bridge), the invitation is still recognised from its JSON.
-    assert launch._remote_endpoint_from_json(remote) == "tcp://gpu-box:5557"
-    assert launch._remote_endpoint_from_json(local) is None
+    # Without pyzmq and msgpack (a plug-in using the bridge), the invitation is still recognised.
+    code = ("import json, sys\nsys.modules['zmq'] = sys.modules['msgpack'] = None\n"
+            "from daemon.client import launch\n"
+            "print(json.dumps([launch.plan_launch({}, environ={'NEURAL_STYLE_CONNECTION': path}).remote_endpoint "
+            "for path in sys.argv[1:]]))")
+    completed = subprocess.run([sys.executable, "-c", code, str(remote), str(local)], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True)
+    assert json.loads(completed.stdout) == ["tcp://gpu-box:5557", None]
 
 
 def test_install_connect_copies_the_file_into_a_flatpak_gimps_folder(tmp_path, monkeypatch):

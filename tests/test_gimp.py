@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from daemon.connection import ConnectionInfo, write_connection_file
+from daemon.wire.connection import ConnectionInfo, write_connection_file
 from nst_engine.settings import StyleSettings
 
 from .daemon_harness import TCP, random_curve_keys, start_daemon
@@ -189,7 +189,7 @@ def test_without_pyzmq_the_plug_in_works_through_the_bridge(work_dir, daemon):
     saved = record_path.read_text()
     plugin_inside = "/" + str((PLUGIN_DIR / "neural_style").relative_to(CHROOT))
     record = json.loads(saved)
-    record["bridge_command"] = ["env", f"PYTHONPATH={plugin_inside}/lib:{plugin_inside}", "python3", "-m", "daemon.bridge"]
+    record["bridge_command"] = ["env", f"PYTHONPATH={plugin_inside}/lib:{plugin_inside}", "python3", "-m", "daemon.client.bridge"]
     record_path.write_text(json.dumps(record))
     try:
         completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {

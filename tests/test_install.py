@@ -23,8 +23,9 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
     folder = tmp_path / "neural_style"
     script = folder / "neural_style.py"
     assert script.stat().st_mode & stat.S_IXUSR, "GIMP only runs an executable script"
-    for name in ("pixels.py", "progress_text.py", "arguments.py", "daemon/records.py", "daemon/protocol.py",
-                 "daemon/client.py", "daemon/connection.py", "daemon/bridge.py", "nst_engine/settings.py", "install.json"):
+    for name in ("pixels.py", "progress_text.py", "arguments.py", "daemon/wire/messages.py", "daemon/wire/framing.py",
+                 "daemon/client/zeromq.py", "daemon/wire/connection.py", "daemon/client/bridge.py",
+                 "nst_engine/settings.py", "install.json"):
         assert (folder / name).is_file(), name
     assert_self_contained_and_torch_free(folder)
     for module in ("zmq", "msgpack"):
@@ -34,7 +35,7 @@ def test_plugin_install_is_complete_idempotent_and_removable(tmp_path):
     assert "cp313" in msgpack_wheel.read_text()
     record = json.loads((folder / "install.json").read_text())
     assert record["start_command"][1:] == ["-m", "daemon", "start"]
-    assert record["bridge_command"][1:] == ["-m", "daemon.bridge"]
+    assert record["bridge_command"][1:] == ["-m", "daemon.client.bridge"]
     assert not any("torch" in path.name for path in folder.rglob("*") if path.is_dir())
     subprocess.run([*command[:2], "--uninstall", "--plugin-dir", str(tmp_path)], check=True, capture_output=True)
     assert not folder.exists()
@@ -46,8 +47,8 @@ def assert_self_contained_and_torch_free(folder):
     code = f"""
 import sys
 sys.path.insert(0, {str(folder)!r})
-import arguments, pixels, progress_text, daemon.bridge, daemon.client, nst_engine.settings
-modules = [arguments, pixels, progress_text, daemon.bridge, daemon.client, nst_engine.settings]
+import arguments, pixels, progress_text, daemon.client.bridge, daemon.client.zeromq, nst_engine.settings
+modules = [arguments, pixels, progress_text, daemon.client.bridge, daemon.client.zeromq, nst_engine.settings]
 outside = [m.__name__ for m in modules if not m.__file__.startswith({str(folder)!r})]
 assert not outside, outside
 assert not any(m.partition(".")[0] == "torch" for m in sys.modules), "torch was imported"
@@ -60,11 +61,11 @@ def test_without_wheels_for_gimps_python_the_plugin_is_installed_for_the_bridge(
     completed = subprocess.run([sys.executable, str(REPO_ROOT / "install.py"), "--plugin-only", "--plugin-dir",
                                 str(tmp_path), "--gimp-python", "2.6"], capture_output=True, text=True, check=True)
     folder = tmp_path / "neural_style"
-    assert (folder / "neural_style.py").is_file() and (folder / "daemon" / "bridge.py").is_file()
+    assert (folder / "neural_style.py").is_file() and (folder / "daemon" / "client" / "bridge.py").is_file()
     assert not (folder / "lib").exists()
     assert "bridge" in completed.stdout
     bridge_python = json.loads((folder / "install.json").read_text())["bridge_command"][0]
-    assert subprocess.run([bridge_python, "-c", "import daemon.bridge, zmq"], check=False).returncode == 0
+    assert subprocess.run([bridge_python, "-c", "import daemon.client.bridge, zmq"], check=False).returncode == 0
 
 
 def test_the_main_job_stylises_the_bundled_samples(tmp_path, weights_file, monkeypatch):
@@ -121,7 +122,7 @@ def test_install_names_no_package_index_host():
 def test_connect_records_the_remote_file_and_refuses_an_unsafe_one(tmp_path, monkeypatch, capsys):
     import zmq
 
-    from daemon.connection import ConnectionInfo, CurveKeys, write_connection_file
+    from daemon.wire.connection import ConnectionInfo, CurveKeys, write_connection_file
 
     install = load_script("install.py")
     keys = CurveKeys(*(zmq.curve_keypair()[0].decode() for _ in range(3)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.protocol import validate_settings
+from daemon.wire.messages import validate_settings
 from nst_engine.schema import FrontEnd
 from nst_engine.settings import SETTINGS, StyleSettings, settings_for
 

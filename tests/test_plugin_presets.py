@@ -75,7 +75,7 @@ def test_a_layer_mask_multiplies_the_style_layers_alpha():
 
 def test_the_cost_line_says_memory_plan_and_time_or_the_largest_size_that_runs():
     from cost_text import cost_text
-    from daemon.messages import EstimateReply
+    from daemon.wire.messages import EstimateReply
 
     def reply(memory, available, tiled, tiles, seconds, runnable, largest, width, height):
         return EstimateReply(memory_bytes=memory, available_bytes=available, tiled=tiled, tiles=tiles,

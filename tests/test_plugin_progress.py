@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.records import JobProgress
+from daemon.wire.messages import JobProgress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gimp_plugin"))
 
@@ -36,7 +36,7 @@ def test_the_fraction_stays_between_0_and_1(iteration, total, expected):
 def test_progress_rises_through_a_real_jobs_reports(engine):
     """The engine's own records, turned into wire records by the daemon's worker, give a rising bar that
     ends full."""
-    from daemon.worker import progress_record
+    from daemon.server.worker import progress_record
     from nst_engine import StyleSettings
 
     from .stand_ins import smooth_image

@@ -11,10 +11,9 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from daemon.limits import MessageCaps
-from daemon.protocol import (
+from daemon.wire.limits import MessageCaps
+from daemon.wire.messages import (
     PROTOCOL_VERSION,
-    Codec,
     DType,
     ErrorCode,
     ImageSpec,
@@ -22,6 +21,7 @@ from daemon.protocol import (
     ProtocolError,
     validate_settings,
 )
+from daemon.wire.framing import Codec
 
 from .daemon_harness import BAD_HEADERS, load_script
 
@@ -169,14 +169,15 @@ def test_image_spec_byte_length():
 
 
 def test_protocol_and_client_import_no_torch():
-    code = ("import sys, daemon.protocol, daemon.client, daemon.connection, daemon.bridge, daemon.lifecycle; "
+    code = ("import sys, daemon.wire.framing, daemon.client.zeromq, daemon.wire.connection, daemon.client.bridge, "
+            "daemon.server.lifecycle; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert result.stdout.strip() == "False"
 
 
 def test_no_pickle_anywhere():
-    for path in [*REPO_ROOT.glob("daemon/*.py"), *REPO_ROOT.glob("nst_engine/**/*.py")]:
+    for path in [*REPO_ROOT.glob("daemon/**/*.py"), *REPO_ROOT.glob("nst_engine/**/*.py")]:
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -186,11 +187,11 @@ def test_no_pickle_anywhere():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Message bodies (daemon/messages.py) and their tables in docs/protocol.md
+# Message bodies (daemon/wire/messages.py) and their tables in docs/protocol.md
 # ---------------------------------------------------------------------------------------------------
 def sample_bodies():
     """One instance of each body record, every optional field set."""
-    from daemon import messages as m
+    from daemon.wire import messages as m
 
     spec = ImageSpec(4, 2, 3, DType.F32)
     progress = m.JobProgress("j", 1, 2, 3, 8, 24, 16, {"content": 1.0, "style": 2.0, "tv": 0.0, "total": 3.0}, 0.5, 3, 4)
@@ -213,7 +214,7 @@ def sample_bodies():
 
 
 def test_every_body_has_a_record_and_each_round_trips():
-    from daemon import messages as m
+    from daemon.wire import messages as m
 
     samples = sample_bodies()
     assert {kind.record for kind in m.MESSAGES.values()} - {m.Empty} == set(samples)
@@ -238,7 +239,7 @@ def test_the_documented_fields_are_the_fields_sent(capsys):
 
 
 def test_fault_injection_is_not_in_the_public_schema():
-    from daemon import messages as m
+    from daemon.wire import messages as m
 
     tables = load_script("docs/message_tables.py")
     assert "fault" not in tables.field_names(m.Submit)
@@ -249,7 +250,7 @@ def test_fault_injection_is_not_in_the_public_schema():
 
 
 def test_heartbeat_is_documented_as_answered_with_pong():
-    from daemon import messages as m
+    from daemon.wire import messages as m
 
     assert "`pong`" in m.MESSAGES[MessageType.HEARTBEAT].answer
     document = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -277,14 +278,14 @@ def test_heartbeat_is_documented_as_answered_with_pong():
     ],
 )
 def test_submit_bodies_are_checked_by_their_record(body, match):
-    from daemon.messages import Submit
+    from daemon.wire.messages import Submit
 
     with pytest.raises(ProtocolError, match=match):
         Submit.from_wire(body)
 
 
 def test_a_malformed_error_body_still_reads_as_an_error():
-    from daemon.messages import Error
+    from daemon.wire.messages import Error
 
     error = Error.from_wire({"code": "teleported", "message": 3, "largest_size": "big"})
     assert error.code is ErrorCode.INTERNAL and error.message and error.largest_size is None

@@ -15,18 +15,18 @@ import pytest
 import zmq
 
 from daemon import __main__ as daemon_cli
-from daemon.client import connect
-from daemon.connection import ConnectionInfo, CurveKeys, read_connection_file, write_connection_file
-from daemon.invitations import InvitationError, InvitationStore, keys_path
-from daemon.records import DaemonJobError, DaemonUnreachableError
-from daemon.remote import (
+from daemon.client.zeromq import connect
+from daemon.wire.connection import ConnectionInfo, CurveKeys, read_connection_file, write_connection_file
+from daemon.server.invitations import InvitationError, InvitationStore, keys_path
+from daemon.client.contract import DaemonJobError, DaemonUnreachableError
+from daemon.client.zeromq import probe_handshake
+from daemon.client.remote import (
     Handshake,
     InsecureEndpointError,
     daemon_silence_limit_s,
     default_client_timeout_s,
     invitation_info,
     is_loopback,
-    probe_handshake,
     remote_info,
     require_curve,
 )

@@ -23,12 +23,14 @@ from pathlib import Path
 import pytest
 import zmq
 
-from daemon.auth import KeyPair, make_curve_server
-from daemon.bridge import read_message
-from daemon.client import DaemonClient, DaemonError, DaemonJobError, connect
-from daemon.connection import ConnectionInfo, read_connection_file, write_connection_file
-from daemon.lifecycle import DaemonLock, LockHeldError, ProcessIdentity, probe, terminate
-from daemon.protocol import PROTOCOL_VERSION, Codec, ErrorCode, MessageType
+from daemon.server.auth import KeyPair, make_curve_server
+from daemon.client.bridge import read_message
+from daemon.client.zeromq import DaemonClient, connect
+from daemon.client.contract import DaemonError, DaemonJobError
+from daemon.wire.connection import ConnectionInfo, read_connection_file, write_connection_file
+from daemon.server.lifecycle import DaemonLock, LockHeldError, ProcessIdentity, probe, terminate
+from daemon.wire.messages import PROTOCOL_VERSION, ErrorCode, MessageType
+from daemon.wire.framing import Codec
 
 from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TCP, TINY_SETTINGS, random_curve_keys, rgb_image, start_daemon
 
@@ -707,7 +709,7 @@ BRIDGE_INPUTS = {
 @pytest.mark.parametrize("data", BRIDGE_INPUTS.values(), ids=BRIDGE_INPUTS.keys())
 def test_the_bridge_answers_malformed_input_with_one_error_event(tmp_path, data):
     env = dict(os.environ, NEURAL_STYLE_CONNECTION=str(tmp_path / "none.json"))
-    completed = subprocess.run([sys.executable, "-m", "daemon.bridge"], input=data, capture_output=True, cwd=REPO_ROOT,
+    completed = subprocess.run([sys.executable, "-m", "daemon.client.bridge"], input=data, capture_output=True, cwd=REPO_ROOT,
                                env=env, timeout=60)
     assert completed.returncode == 2, completed.stderr.decode(errors="replace")
     assert b"Traceback" not in completed.stderr and b"MemoryError" not in completed.stderr

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from daemon.protocol import ProtocolError, validate_settings
+from daemon.wire.messages import ProtocolError, validate_settings
 from nst_engine.cli import build_parser, settings_values
 from nst_engine.errors import InvalidSettingsError
 from nst_engine.schema import Choice, FrontEnd, Kind, Setting, setting, settings_of
@@ -25,8 +25,9 @@ from .daemon_harness import load_script
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 TORCH_FREE = ("nst_engine", "nst_engine.settings", "nst_engine.schema", "nst_engine.errors", "nst_engine.layers",
-              "nst_engine.geometry", "daemon.protocol", "daemon.client", "daemon.records", "daemon.bridge",
-              "daemon.connection", "arguments", "pixels", "progress_text")
+              "nst_engine.geometry", "daemon.wire.framing", "daemon.wire.messages", "daemon.client.zeromq",
+              "daemon.client.contract", "daemon.client.bridge", "daemon.wire.connection", "arguments", "pixels",
+              "progress_text")
 
 
 def torch_modules_after_importing(modules: tuple[str, ...]) -> list[str]:

@@ -18,9 +18,9 @@ from nst_engine import (
     StyleSettings,
 )
 from nst_engine.cli.image_files import read_image, write_image
-from daemon.jobs import Job, JobImage, JobQueue
-from daemon.records import DType, ImageSpec
-from daemon.worker import Worker
+from daemon.server.jobs import Job, JobImage, JobQueue
+from daemon.wire.messages import DType, ImageSpec
+from daemon.server.worker import Worker
 from nst_engine.geometry import TILE_ALIGN, fit_longest_side
 from nst_engine.losses import StyleTerm
 from nst_engine.memory import (

@@ -34,7 +34,7 @@ from nst_engine.memory import arithmetic_for, largest_fitting_side
 from nst_engine.tiling import largest_runnable_side
 
 from .auth import IssuedKeys, ZapHandler, make_curve_server
-from .connection import (
+from ..wire.connection import (
     ConnectionInfo,
     CurveKeys,
     DaemonFiles,
@@ -46,11 +46,11 @@ from .connection import (
 from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
 from .jobs import Job, JobImage, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
-from .limits import TCP_MAX_FRAME_BYTES, MessageCaps
+from ..wire.limits import TCP_MAX_FRAME_BYTES, MessageCaps
 from .peers import PeerConnections
-from .private_files import private_directory
+from ..wire.private_files import private_directory
 from .estimates import estimate_job
-from .messages import (
+from ..wire.messages import (
     PROTOCOL_VERSION,
     Accepted,
     Buffer,
@@ -71,7 +71,7 @@ from .messages import (
     WireRecord,
     invalid,
 )
-from .protocol import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, Codec, Message
+from ..wire.framing import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, Codec, Message
 from .rejections import RejectionLog
 from .devices import WorkerPool
 
@@ -81,7 +81,6 @@ VERSION = "0.1.0"
 _EVENTS_ENDPOINT = "inproc://worker-events"
 _POLL_MS = 100
 _RECEIVE_HWM = 64  # messages queued per client before libzmq stops reading from it
-_UNIX_SOCKET_PATH_BYTES = 100  # sun_path holds 108 bytes on Linux, 104 on macOS, with the terminating NUL
 _CONNECTION_FILE_CHECK_S = 1.0
 
 
@@ -165,7 +164,7 @@ class DaemonService:
         self.rejections = RejectionLog(log)
         self._issued_keys: IssuedKeys | None = None  # over TCP: each message's key is checked against them
         self._stop = threading.Event()
-        self.worker = WorkerPool(  # one worker per device (daemon/devices.py)
+        self.worker = WorkerPool(  # one worker per device (daemon/server/devices.py)
             self.queue, self._make_worker_sender, config.devices or [config.device], weights=config.weights,
             lazy=config.lazy, gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget,
             test_faults=config.test_faults,
@@ -277,7 +276,7 @@ class DaemonService:
         socket = self.files.socket
         directory = socket.parent.stat()
         owner_only = directory.st_uid == os.geteuid() and not directory.st_mode & 0o077
-        if owner_only and len(os.fsencode(socket)) <= _UNIX_SOCKET_PATH_BYTES:
+        if owner_only and self.files.socket_fits:
             return f"ipc://{socket}", None  # a stale one is replaced: holding the lock, no other daemon uses it
         made = Path(tempfile.mkdtemp(prefix="neural-style-"))  # mode 0700
         return f"ipc://{made / 'daemon.sock'}", made

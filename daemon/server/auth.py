@@ -6,7 +6,7 @@ endpoint is always a CURVE server.  The handshake runs inside libzmq: a peer who
 does not admit is disconnected before it is attached to the ROUTER socket, so it never gets a routing
 id, cannot queue a message and cannot make the daemon parse anything.  The handler answers from the
 keys in :class:`IssuedKeys`: the key pair the daemon issues at each start for its own connection file, and
-the clients invited with ``daemon invite`` (:mod:`daemon.invitations`, read again whenever that file
+the clients invited with ``daemon invite`` (:mod:`daemon.server.invitations`, read again whenever that file
 changes, so that ``daemon revoke`` refuses a key from its next handshake on).
 """
 

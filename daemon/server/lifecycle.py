@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .private_files import open_private
+from ..wire.private_files import open_private
 
 _RECORD_BYTES = 4096
 _WINDOWS_LOCK_OFFSET = 1 << 20  # msvcrt locks are mandatory: lock a byte past the record so it stays readable

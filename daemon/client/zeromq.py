@@ -5,7 +5,7 @@ time-out close the socket, open a fresh one and send again, a few times, before 
 :class:`DaemonUnreachableError`.  While a job runs the client heartbeats every half second, which
 also tells it within a few seconds when the daemon has died.
 
-The client trusts a daemon only through a private connection file (:mod:`daemon.private_files`): over
+The client trusts a daemon only through a private connection file (:mod:`daemon.wire.private_files`): over
 ipc:// it also checks that the socket is its own user's, over TCP it authenticates the daemon by its
 CURVE public key (and the daemon it, by the client key pair the file holds).
 """
@@ -26,16 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from .connection import (
-    ConnectionFileError,
-    ConnectionInfo,
-    connection_path,
-    read_connection_file,
-)
+from ..wire.connection import ConnectionFileError, ConnectionInfo, connection_path, read_connection_file
 from .launch import daemon_command
-from .private_files import UnsafeFileError, private_directory
-from .messages import (
+from ..wire.private_files import UnsafeFileError, private_directory
+from ..wire.messages import (
     PROTOCOL_VERSION,
     Accepted,
     Buffer,
@@ -59,9 +55,9 @@ from .messages import (
     Welcome,
     WireRecord,
 )
-from .remote import daemon_silence_limit_s, probe_handshake, remote_info, unreachable_message
-from .protocol import Codec, Message
-from .records import DaemonError, DaemonJobError, DaemonUnreachableError, JobResult
+from .remote import Handshake, daemon_silence_limit_s, remote_info, unreachable_message
+from ..wire.framing import Codec, Message
+from .contract import DaemonError, DaemonJobError, DaemonUnreachableError, JobResult
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -304,6 +300,35 @@ def configure_socket(socket: zmq.Socket, info: ConnectionInfo) -> None:
         socket.curve_serverkey = info.curve.server_public.encode("ascii")
         socket.curve_publickey = info.curve.client_public.encode("ascii")
         socket.curve_secretkey = info.curve.client_secret.encode("ascii")
+
+
+def probe_handshake(info: ConnectionInfo, timeout_s: float = 3.0) -> Handshake:
+    """Connect once with a monitored socket and say how the CURVE handshake went."""
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.DEALER)
+    configure_socket(socket, info)
+    monitor = socket.get_monitor_socket()
+    connected = False
+    try:
+        socket.connect(info.endpoint)
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not monitor.poll(int(remaining * 1000) + 1):
+                break
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                return Handshake.SUCCEEDED
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                return Handshake.KEY_REFUSED
+            if event == zmq.EVENT_CONNECTED:
+                connected = True
+            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) and connected:
+                return Handshake.SERVER_KEY_MISMATCH
+        return Handshake.SERVER_KEY_MISMATCH if connected else Handshake.NO_CONNECTION
+    finally:
+        socket.disable_monitor()
+        monitor.close(0)
+        socket.close(0)
 
 
 def _check_ipc_socket(path: str) -> None:

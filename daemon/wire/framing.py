@@ -1,7 +1,7 @@
 """The wire protocol between clients (plug-in, CLI, tests) and the daemon.  Torch-free.
 
 Every message is a multipart ZeroMQ message (docs/protocol.md has the full description; the bodies are
-the records of :mod:`daemon.messages`)::
+the records of :mod:`daemon.wire.messages`)::
 
     [header, frame_0, frame_1, ...]
 

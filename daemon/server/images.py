@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from .messages import Buffer, DType, ImageSpec
+from ..wire.messages import Buffer, DType, ImageSpec
 
 _TORCH_DTYPES = {DType.U8: torch.uint8, DType.U16: torch.uint16, DType.F32: torch.float32, DType.F16: torch.float16}
 _SCALE = {DType.U8: 255.0, DType.U16: 65535.0, DType.F32: 1.0, DType.F16: 1.0}

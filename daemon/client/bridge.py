@@ -1,12 +1,12 @@
 """A pipe bridge for a GIMP whose Python cannot load pyzmq (or msgpack).
 
 GIMP runs plug-ins with its own Python; where no wheel fits it (GIMP's bundled Python on Windows may
-refuse PyPI wheels), the plug-in starts ``python -m daemon.bridge`` with the project's own Python (the
+refuse PyPI wheels), the plug-in starts ``python -m daemon.client.bridge`` with the project's own Python (the
 command install.py records) and talks to it over the child's stdin and stdout.  The bridge is an
-ordinary client of the daemon: it signs, heartbeats and retries as :mod:`daemon.client` does.
+ordinary client of the daemon: it signs, heartbeats and retries as :mod:`daemon.client.zeromq` does.
 
 This module's plug-in side (:class:`BridgeClient`, :func:`connect_any`) uses the standard library only;
-the bridge side imports :mod:`daemon.client` when it runs.
+the bridge side imports :mod:`daemon.client.zeromq` when it runs.
 
 Pipe format, both ways: a 4-byte little-endian length, that many bytes of a JSON object, then the raw
 binary frames whose byte lengths the object lists under ``"frames"``.  One request per bridge process:
@@ -24,7 +24,7 @@ binary frames whose byte lengths the object lists under ``"frames"``.  One reque
   any of the last, one ``{"event": "error", "kind": "job" | "unreachable" | "daemon", "message", …}``,
   a job's carrying the daemon's error body (``code``, ``largest_size``…).
 
-The bodies are those of :mod:`daemon.messages`, checked by its records on both sides.
+The bodies are those of :mod:`daemon.wire.messages`, checked by its records on both sides.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
-from .client_protocol import StyleClient
-from .limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGES, MAX_STYLES, MessageCaps
-from .messages import (
+from .contract import StyleClient
+from ..wire.limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGES, MAX_STYLES, MessageCaps
+from ..wire.messages import (
     Buffer,
     Error,
     Estimate,
@@ -55,7 +55,7 @@ from .messages import (
     StatusReply,
     invalid,
 )
-from .records import DaemonError, DaemonJobError, DaemonUnreachableError, JobResult
+from .contract import DaemonError, DaemonJobError, DaemonUnreachableError, JobResult
 
 log = logging.getLogger(__name__)
 _R = TypeVar("_R")
@@ -131,7 +131,7 @@ def _read_exactly(stream: BinaryIO, count: int, at_start: bool = False) -> bytes
 # ---------------------------------------------------------------------------------------------------
 class BridgeClient:
     """Runs requests through a bridge process, one process per request; the same calls, with the same
-    meaning, as DaemonClient (:class:`daemon.client_protocol.StyleClient`)."""
+    meaning, as DaemonClient (:class:`daemon.client.contract.StyleClient`)."""
 
     transport = "bridge"
 
@@ -327,7 +327,7 @@ def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence
     NEURAL_STYLE_BRIDGE=1), else a BridgeClient running ``bridge_command``."""
     if os.environ.get(FORCE_BRIDGE_VARIABLE) != "1":
         try:
-            from .client import connect
+            from .zeromq import connect
         except ImportError as missing:
             log.info("Direct connection unavailable (%s); using the bridge", missing)
         else:
@@ -344,7 +344,7 @@ def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence
 # ---------------------------------------------------------------------------------------------------
 def serve(requests: BinaryIO, events: BinaryIO) -> int:
     """Answer the one request read from ``requests``, writing its events to ``events``; the exit status."""
-    from .client import connect
+    from .zeromq import connect
 
     try:
         message = read_message(requests)

@@ -1,14 +1,41 @@
-"""The contract both clients keep: :class:`daemon.client.DaemonClient` (ZeroMQ) and
-:class:`daemon.bridge.BridgeClient` (through a pipe, for a GIMP without pyzmq).  Standard library only."""
+"""The contract every client keeps, and the records it returns: :class:`StyleClient`, which
+:class:`daemon.client.zeromq.DaemonClient` (ZeroMQ) and :class:`daemon.client.bridge.BridgeClient`
+(through a pipe, for a GIMP whose Python cannot load pyzmq or msgpack) implement.  Standard library
+only, with the torch-free message records."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from .messages import EstimateReply, Image, JobProgress, StatusReply
-from .records import JobResult
+from ..wire.messages import EstimateReply, Image, JobProgress, StatusReply
+
+
+class DaemonError(Exception):
+    """Base class of the client's errors; every message is fit to show to a user."""
+
+
+class DaemonUnreachableError(DaemonError):
+    pass
+
+
+class DaemonJobError(DaemonError):
+    """The daemon answered with an error; ``code`` is an :class:`ErrorCode` value."""
+
+    def __init__(self, code: str, message: str, largest_size: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.largest_size = largest_size
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    image: Image  # RGB in the submit's result_dtype (float32 unless asked otherwise)
+    elapsed_s: float
+    image_bytes_sent: int = 0  # the pixel bytes this client sent for the job's images (content, styles, masks, init)
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """A daemon on another machine, seen from the client side: which endpoints need CURVE, the invitation
 files ``daemon invite`` writes, liveness limits for a network, and errors that name the remote endpoint.
-Torch-free; pyzmq is imported only where a socket is needed (the bridge's GIMP side has none).
+Torch-free and socket-free (the bridge's GIMP side has no pyzmq); the ZeroMQ client probes a handshake.
 """
 
 from __future__ import annotations
@@ -8,12 +8,11 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from .connection import ConnectionFileError, ConnectionInfo, CurveKeys, read_connection_file
-from .private_files import UnsafeFileError
+from ..wire.connection import ConnectionFileError, ConnectionInfo, CurveKeys, read_connection_file
+from ..wire.private_files import UnsafeFileError
 
 SILENCE_ENV_VAR = "NEURAL_STYLE_DAEMON_SILENCE_S"
 LOCAL_DAEMON_SILENCE_S = 4.0  # a client gives up on a silent local daemon after this long during a job
@@ -103,40 +102,6 @@ class Handshake(str, enum.Enum):
     KEY_REFUSED = "key_refused"  # the daemon's ZAP handler refused our key: never invited, or revoked
     SERVER_KEY_MISMATCH = "server_key_mismatch"  # connected, but the daemon dropped the handshake
     NO_CONNECTION = "no_connection"  # nothing accepted a TCP connection there
-
-
-def probe_handshake(info: ConnectionInfo, timeout_s: float = 3.0) -> Handshake:
-    """Connect once with a monitored socket and say how the CURVE handshake went."""
-    import zmq
-    from zmq.utils.monitor import recv_monitor_message
-
-    from .client import configure_socket
-
-    context = zmq.Context.instance()
-    socket = context.socket(zmq.DEALER)
-    configure_socket(socket, info)
-    monitor = socket.get_monitor_socket()
-    connected = False
-    try:
-        socket.connect(info.endpoint)
-        deadline = time.monotonic() + timeout_s
-        while (remaining := deadline - time.monotonic()) > 0:
-            if not monitor.poll(int(remaining * 1000) + 1):
-                break
-            event = recv_monitor_message(monitor)["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                return Handshake.SUCCEEDED
-            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                return Handshake.KEY_REFUSED
-            if event == zmq.EVENT_CONNECTED:
-                connected = True
-            elif event in (zmq.EVENT_DISCONNECTED, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL) and connected:
-                return Handshake.SERVER_KEY_MISMATCH
-        return Handshake.SERVER_KEY_MISMATCH if connected else Handshake.NO_CONNECTION
-    finally:
-        socket.disable_monitor()
-        monitor.close(0)
-        socket.close(0)
 
 
 def unreachable_message(info: ConnectionInfo, path: Path, outcome: Handshake | None) -> str:

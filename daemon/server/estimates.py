@@ -14,7 +14,7 @@ from nst_engine.memory import LBFGS_HISTORY, Arithmetic, arithmetic_for, estimat
 from nst_engine.settings import Optimizer
 from nst_engine.tiling import StagePlan, largest_runnable_side, plan_stage, tiled_bytes, whole_stage_bytes
 
-from .messages import Estimate, EstimateReply, invalid
+from ..wire.messages import Estimate, EstimateReply, invalid
 
 # A style image's Gram targets cost one forward pass, about a third of an evaluation (forward and backward).
 _STYLE_PASS_FRACTION = 1 / 3

@@ -11,7 +11,7 @@ from typing import Any
 
 from nst_engine import CancelToken
 
-from .messages import Buffer, DType, ImageSpec
+from ..wire.messages import Buffer, DType, ImageSpec
 
 
 class JobState(str, enum.Enum):

@@ -3,7 +3,7 @@
 The daemon writes it with mode 0600 into a directory only its user can change (a per-user 0700
 directory by default, like Jupyter's kernel connection files; ``$NEURAL_STYLE_CONNECTION`` overrides
 the path).  Clients refuse a file that another user could have planted, read or replaced
-(:mod:`daemon.private_files`).  Beside it live the daemon's lock file, log and, by default, its socket
+(:mod:`daemon.wire.private_files`).  Beside it live the daemon's lock file, log and, by default, its socket
 (:class:`DaemonFiles`).
 """
 
@@ -19,10 +19,11 @@ from typing import Any
 
 from .limits import MessageCaps
 from .private_files import UnsafeFileError, read_private_file, write_private_file
-from .protocol import PROTOCOL_VERSION
+from .messages import PROTOCOL_VERSION
 
 CONNECTION_ENV_VAR = "NEURAL_STYLE_CONNECTION"
 APP_DIR_NAME = "neural-style-gimp"
+_UNIX_SOCKET_PATH_BYTES = 100
 _Z85_KEY = re.compile(r"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 
 
@@ -91,6 +92,13 @@ class DaemonFiles:
     lock: Path  # held (flock / msvcrt.locking) by the running daemon, which also records itself in it
     log: Path  # the background daemon's output (python -m daemon start)
     socket: Path  # the default ipc:// endpoint, when the directory is owner-only and the path short enough
+
+    @property
+    def socket_fits(self) -> bool:
+        """Whether :attr:`socket` fits in a socket address (sun_path: 108 bytes on Linux, 104 on macOS,
+        with the terminating NUL); a longer one goes to the temporary directory, which a sandbox does not
+        share."""
+        return len(os.fsencode(self.socket)) <= _UNIX_SOCKET_PATH_BYTES
 
     @classmethod
     def beside(cls, connection: Path) -> DaemonFiles:

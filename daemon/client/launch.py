@@ -1,6 +1,6 @@
 """How the plug-in reaches the daemon from where it runs: which connection file, whether and how it may
-start a daemon, and what to tell the user when it may not.  Standard library only at import: install.py
-uses it with whatever Python runs it, and the plug-in with GIMP's.
+start a daemon, and what to tell the user when it may not.  Standard library only (with the wire
+records): install.py uses it with whatever Python runs it, and the plug-in with GIMP's.
 
 The plug-in calls :func:`plan_launch` with its install record (``install.json``) and then
 ``connect_any(start_command=plan.start_command, bridge_command=plan.bridge_command)`` after setting
@@ -29,11 +29,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..wire.connection import APP_DIR_NAME, CONNECTION_ENV_VAR, DaemonFiles
+from .remote import remote_info
+
 FLATPAK_INFO = Path("/.flatpak-info")
 GIMP_FLATPAK_APP = "org.gimp.GIMP"
-CONNECTION_ENV_VAR = "NEURAL_STYLE_CONNECTION"  # as daemon.connection, which needs msgpack to import
-APP_DIR_NAME = "neural-style-gimp"
-_UNIX_SOCKET_PATH_BYTES = 100  # as daemon.service: longer ipc paths go to $TMPDIR, which a sandbox does not share
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,7 @@ def host_start_command(python: str, connection_file: Path, extra: Sequence[str] 
     connection file (the sandbox has its own /tmp): when that path is too long for a socket, TCP on
     loopback (with CURVE) instead, which a sandbox with network access shares with the host."""
     command = daemon_command("start", *extra, python=python)
-    socket = connection_file.with_name(f"{connection_file.stem}.sock")
-    if len(os.fsencode(socket)) > _UNIX_SOCKET_PATH_BYTES and "--endpoint" not in extra:
+    if not DaemonFiles.beside(connection_file).socket_fits and "--endpoint" not in extra:
         command += ["--endpoint", "tcp://127.0.0.1:0"]
     return command
 
@@ -110,7 +109,7 @@ def shell_command(command: Sequence[str], connection_file: Path) -> str:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    connection_file: Path | None  # None: the default (daemon.connection.connection_path())
+    connection_file: Path | None  # None: the default (daemon.wire.connection.connection_path())
     start_command: list[str] | None  # None: never start a daemon from here
     bridge_command: list[str] | None
     remote_endpoint: str | None  # set when the daemon is on another machine
@@ -144,24 +143,8 @@ def plan_launch(record: Mapping[str, object], *, flatpak_info: Path = FLATPAK_IN
 
 
 def _remote_endpoint(connection_file: Path | None) -> str | None:
-    if connection_file is None:
-        return None
-    try:
-        from .remote import remote_info  # needs msgpack, which a plug-in without wheels lacks
-    except ImportError:
-        return _remote_endpoint_from_json(connection_file)
-    info = remote_info(connection_file)
+    info = None if connection_file is None else remote_info(connection_file)
     return None if info is None else info.endpoint
-
-
-def _remote_endpoint_from_json(connection_file: Path) -> str | None:
-    import json
-
-    try:
-        data = json.loads(connection_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return str(data["endpoint"]) if isinstance(data, dict) and data.get("invitation") and "endpoint" in data else None
 
 
 def _string(value: object) -> str | None:

@@ -35,7 +35,7 @@ from .caches import GramCache, ResultCache
 from .estimates import EvaluationSpeed
 from .images import fingerprint, frame_alpha, frame_to_mask, frame_to_rgb, rgb_to_frame
 from .jobs import Job, JobImage, JobQueue, JobState
-from .messages import Buffer, Error, ErrorCode, JobProgress, MessageType, Preview, Result, WireRecord
+from ..wire.messages import Buffer, Error, ErrorCode, JobProgress, MessageType, Preview, Result, WireRecord
 
 log = logging.getLogger(__name__)
 
