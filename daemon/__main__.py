@@ -108,7 +108,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     import zmq
 
-    from .client.remote import InsecureEndpointError, default_client_timeout_s, require_curve
+    from .server.endpoints import InsecureEndpointError, default_client_timeout_s, require_curve
     from .server.service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -312,7 +312,7 @@ def _invitation_command(args: argparse.Namespace) -> int:
     from .server.invitations import InvitationError, InvitationStore, keys_path
     from .wire.limits import TCP_MAX_FRAME_BYTES
     from .wire.private_files import write_private_file
-    from .client.remote import REMOTE_DAEMON_SILENCE_S, invitation_info
+    from .server.endpoints import REMOTE_DAEMON_SILENCE_S, invitation_info
 
     path = connection_path()
     store = InvitationStore(keys_path(path))

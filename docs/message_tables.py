@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "docs"))
 
-from daemon.wire.messages import MESSAGES, Empty, MessageKind, Sender  # noqa: E402
+from daemon.wire.messages import MESSAGES, Empty, MessageKind, Origin  # noqa: E402
 from settings_tables import between_markers  # noqa: E402  (docs/settings_tables.py)
 
 DOC = REPO_ROOT / "docs" / "protocol.md"
@@ -47,12 +48,9 @@ _WIRE_WORDS = {"int": "integer", "float": "number", "str": "string", "bool": "bo
 
 def wire_type_of(annotation: str) -> str:
     """How a record's field type reads on the wire: ``str | None`` → ``string or null``."""
-    kinds = []
-    for part in (piece.strip() for piece in annotation.split(" | ")):
-        if part == "None":
-            continue
-        kinds.append(_WIRE_WORDS.get(part.split("[", 1)[0], part))
-    return " or ".join(kinds) + (" or null" if "None" in annotation.split(" | ") else "")
+    parts = [part.strip() for part in re.split(r"\|(?![^\[]*\])", annotation)]  # not within brackets
+    kinds = [_WIRE_WORDS.get(part.split("[", 1)[0], part) for part in parts if part != "None"]
+    return " or ".join(kinds) + (" or null" if "None" in parts else "")
 
 
 def _record_of(item: dataclasses.Field) -> type:
@@ -83,8 +81,8 @@ def _fields(record: type) -> str:
 
 def tables() -> str:
     kinds = list(MESSAGES.values())
-    requests = [kind for kind in kinds if kind.sender is Sender.CLIENT]
-    replies = [kind for kind in kinds if kind.sender is Sender.DAEMON]
+    requests = [kind for kind in kinds if kind.sender is Origin.CLIENT]
+    replies = [kind for kind in kinds if kind.sender is Origin.DAEMON]
     records = []
     for kind in requests + replies:
         if kind.record is not Empty and kind.record not in records:

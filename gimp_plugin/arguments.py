@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from nst_engine.schema import Choice, FrontEnd, Kind, Setting
@@ -138,7 +138,3 @@ def settings_from_arguments(value_of: Callable[[str], Any], width: int, height: 
             raise ValueError("the blend weights of the style layers are all 0: give at least one a weight")
         settings["style_blend_weights"] = weights
     return settings
-
-
-def with_label(argument: Argument, label: str) -> Argument:
-    return replace(argument, label=label)

@@ -22,6 +22,13 @@ import gi  # noqa: E402
 gi.require_version("Gimp", "3.0")
 from gi.repository import GLib, GObject, Gimp  # noqa: E402
 
+from arguments import ARGUMENTS, BY_NAME, STYLE_LAYERS, ArgumentKind  # noqa: E402
+from cost_text import estimate_line  # noqa: E402
+from daemon.client.contract import DaemonError  # noqa: E402
+from items import item_by_tattoo  # noqa: E402
+from plan import STYLE_LAYER_PARASITE, plan_targets  # noqa: E402
+from presets import Preset, device_kind, quality  # noqa: E402
+from stylise import follow_launch_plan, stylise  # noqa: E402
 from user_error import UserError  # noqa: E402
 
 PROCEDURE = "plug-in-neural-style"
@@ -50,7 +57,6 @@ class NeuralStyle(Gimp.PlugIn):
             name,
         )
         procedure.set_attribution("Neural Style for GIMP", "Neural Style for GIMP", "2026")
-        from arguments import ARGUMENTS
 
         for argument in ARGUMENTS:
             _add_argument(procedure, argument)
@@ -58,9 +64,6 @@ class NeuralStyle(Gimp.PlugIn):
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         try:
-            from plan import plan_targets
-            from stylise import follow_launch_plan
-
             follow_launch_plan()  # before any connection: which connection file (remote, Flatpak)
             if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
                 raise UserError("Neural Style does not work on indexed images: use Image → Mode → RGB first.")
@@ -73,17 +76,15 @@ class NeuralStyle(Gimp.PlugIn):
             if re_edit is not None and config.get_property("style-layer") is None:
                 _load_record(image, config, re_edit, only_layers=True)
             if run_mode == Gimp.RunMode.INTERACTIVE:
-                from dialog import run_dialog
+                from dialog import run_dialog  # loads GimpUi, which only an interactive run needs
 
                 with _DialogDaemon(image, targets, config) as daemon:
-                    accepted = run_dialog(procedure, config, _device_kind(daemon.status), re_editing=re_edit is not None,
+                    accepted = run_dialog(procedure, config, device_kind(daemon.status), re_editing=re_edit is not None,
                                           estimate=daemon.estimate_text if daemon.client is not None else None)
                 if not accepted:
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
             elif config.get_property("preset") != "custom":
                 _apply_preset(config)
-            from stylise import stylise
-
             stylise(image, targets, config)
         except UserError as error:
             return _error(procedure, str(error))
@@ -93,8 +94,6 @@ class NeuralStyle(Gimp.PlugIn):
 
 
 def _add_argument(procedure, argument) -> None:
-    from arguments import ArgumentKind
-
     flags = GObject.ParamFlags.READWRITE
     name, label, help_text = argument.name, argument.label, argument.help
     if argument.kind is ArgumentKind.LAYER:
@@ -126,7 +125,7 @@ class _DialogDaemon:
 
     def __enter__(self):
         try:
-            from daemon.client.zeromq import connect
+            from daemon.client.zeromq import connect  # pyzmq, which GIMP's Python may lack (then: no estimates)
 
             self.client = connect(timeout_s=STATUS_TIMEOUT_S)
             self.client.retries = 0
@@ -141,9 +140,6 @@ class _DialogDaemon:
             self.client = None
 
     def estimate_text(self) -> str:
-        from arguments import STYLE_LAYERS
-        from cost_text import estimate_line
-
         target = self.targets[0]
         if target.record is not None:
             width, height = target.record.region.width, target.record.region.height
@@ -159,26 +155,15 @@ class _DialogDaemon:
 def _apply_preset(config) -> None:
     """A script's (or Repeat's) preset other than Custom sets the size, iterations and stages for the
     daemon's device, as choosing it in the dialog does."""
-    from presets import Preset, quality
-
     with _DialogDaemon(None, [], config) as daemon:
-        chosen = quality(Preset(config.get_property("preset")), _device_kind(daemon.status))
+        chosen = quality(Preset(config.get_property("preset")), device_kind(daemon.status))
     if chosen is not None:
         for name, value in chosen.arguments().items():
             config.set_property(name, value)
 
 
-def _device_kind(status):
-    from presets import device_kind
-
-    return device_kind(status)
-
-
 def _load_record(image, config, record, only_layers: bool = False) -> None:
     """Set the procedure's values to those a result remembers; UserError when one of its layers is gone."""
-    from arguments import BY_NAME, ArgumentKind
-    from items import item_by_tattoo
-
     for name, tattoo in record.tattoos.items():
         if name not in BY_NAME:
             continue
@@ -198,9 +183,6 @@ def _load_record(image, config, record, only_layers: bool = False) -> None:
 def _load_remembered_style_layers(image, config) -> None:
     """The style layers of this image's last run.  GIMP 3.0 cannot store a layer among a procedure's
     last values, so the plug-in keeps the layers' tattoos in an image parasite of its own."""
-    from items import item_by_tattoo
-    from plan import STYLE_LAYER_PARASITE
-
     parasite = image.get_parasite(STYLE_LAYER_PARASITE)
     if parasite is None:
         return
@@ -223,8 +205,6 @@ def _error(procedure, message):
 
 
 def _message(error: BaseException) -> str:
-    from daemon.client.contract import DaemonError
-
     if isinstance(error, DaemonError):
         return f"Neural Style: {error}"
     return f"Neural Style failed: {type(error).__name__}: {error}"

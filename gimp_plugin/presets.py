@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from daemon.wire.messages import StatusReply
 from nst_engine.schema import Choice
 
 
@@ -64,16 +65,12 @@ PRESET_CHOICES = (
 )
 
 
-def device_kind(status: dict | None) -> DeviceKind | None:
-    """GPU or CPU from the daemon's status (which names the device jobs run on, or will once the model
-    is loaded); None when there is no status."""
-    if status is None:
+def device_kind(status: StatusReply | None) -> DeviceKind | None:
+    """GPU or CPU from the daemon's status: the device the next job goes to (its first, whose model is
+    loaded or will be); None when there is no status."""
+    if status is None or not status.devices:
         return None
-
-    def field(name: str):
-        return status[name] if name in status else None  # a dict, or the client's StatusReply record
-
-    device = str(field("device") or "")
+    device = str(status.devices[0]["device"])
     if device.startswith(("cuda", "mps", "xpu")):
         return DeviceKind.GPU
     if device.startswith("cpu"):

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 
 from gi.repository import Gegl, Gimp
 
-from arguments import ARGUMENTS, BLEND_WEIGHTS, REGIONS, STYLE_LAYERS, ArgumentKind, settings_from_arguments
+from daemon.client.bridge import connect_any
+from daemon.client.contract import DaemonUnreachableError
+from daemon.client.launch import CONNECTION_ENV_VAR, plan_launch
+from daemon.wire.messages import Image, ImageSpec
+
+from arguments import ARGUMENTS, REGIONS, STYLE_LAYERS, ArgumentKind, settings_from_arguments
 from pixels import FULL_PRECISION, Region, WireFormat, wire_format, with_mask_in_alpha
 from plan import STYLE_LAYER_PARASITE, Target
 from preview_size import gdk_monitors, preview_max_side
@@ -41,8 +46,6 @@ def follow_launch_plan():
     """Where the daemon is and whether this plug-in may start it (a remote daemon: never; a Flatpak GIMP:
     through flatpak-spawn on the host, or not at all), from install.json; points the client at the plan's
     connection file."""
-    from daemon.client.launch import CONNECTION_ENV_VAR, plan_launch
-
     plan = plan_launch(_install_record())
     if plan.connection_file is not None:
         os.environ[CONNECTION_ENV_VAR] = str(plan.connection_file)
@@ -50,9 +53,6 @@ def follow_launch_plan():
 
 
 def _connect(plan, on_wait):
-    from daemon.client.bridge import connect_any
-    from daemon.client.contract import DaemonUnreachableError
-
     try:
         return connect_any(start_command=plan.start_command, bridge_command=plan.bridge_command, on_wait=on_wait)
     except DaemonUnreachableError as error:
@@ -101,8 +101,6 @@ def _style_image(layer, grayscale: bool):
     layer mask travels as float32 whatever the precision: the product of two 8- or 16-bit values is not
     on their grid, and rounding it would coarsen the weights the user painted; such styles are rare and
     usually small, so the bytes this costs hardly matter."""
-    from daemon.wire.messages import Image, ImageSpec
-
     image = layer.get_image()
     wire = _wire_format(image)
     whole = Region(0, 0, layer.get_width(), layer.get_height())
@@ -118,8 +116,6 @@ def _style_image(layer, grayscale: bool):
 def _region_image(item, source, region: Region):
     """``item`` (a channel, or a layer mask) over the part of the image the source's ``region`` covers,
     in its image's compact sample type where it has one (channels are stored in the image's precision)."""
-    from daemon.wire.messages import Image, ImageSpec
-
     image = item.get_image()
     wire = _wire_format(image)
     source_x, source_y = source.get_offsets()[1:]
@@ -145,8 +141,6 @@ def _plain_arguments(config) -> tuple[dict, dict]:
 
 
 def stylise(image, targets: list[Target], config) -> None:
-    from daemon.wire.messages import Image, ImageSpec
-
     grayscale = image.get_base_type() == Gimp.ImageBaseType.GRAY
     channels = 2 if grayscale else 4
     wire = _wire_format(image)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import InsufficientMemoryError
-from .geometry import MIN_TILE, TILE_ALIGN
+from .geometry import MIN_TILE, TILE_ALIGN, fit_longest_side
 from .layers import layer_channels, layer_downsampling
 from .guides import LayerGuides
 from .losses import (
@@ -42,7 +42,6 @@ from .memory import (
     estimate_bytes,
     estimate_style_pass_bytes,
     estimate_tiled_bytes,
-    largest_fitting_side,
     largest_side,
 )
 from .progress import CancelToken
@@ -213,20 +212,37 @@ def plan_stage(height: int, width: int, settings: StyleSettings, budget: int,
     )
 
 
+def runs(height: int, width: int, settings: StyleSettings, budget: int, arithmetic: Arithmetic) -> bool:
+    """Whether :func:`plan_stage` finds a plan for the stage (without its search for the best one): whole,
+    unless tiles are forced, or else in the smallest tiles (the forced size, if any) with the shortest
+    history.  Style passes are left out: in tiles they are tiled too."""
+    whole = estimate_bytes(height, width, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
+    if not settings.tile_size and whole <= budget:
+        return True
+    tile = settings.tile_size or MIN_TILE
+    return tiled_bytes(height, width, tile, settings, arithmetic, _histories(settings.optimizer)[-1]) <= budget
+
+
 def largest_runnable_side(budget: int, settings: StyleSettings, aspect: float = 1.0, limit: int = 1 << 16, *,
                           arithmetic: Arithmetic) -> int:
     """Largest longest side (up to ``limit``) of an image with this short/long ``aspect`` whose stage
-    :func:`plan_stage` can run within ``budget``: whole, or in the smallest tiles (the forced tile size,
-    if any) with the shortest history."""
-    history = _histories(settings.optimizer)[-1]
-    tile = settings.tile_size or MIN_TILE
-    tiled = largest_side(
-        lambda long, short: tiled_bytes(long, short, tile, settings, arithmetic, history) <= budget, aspect, limit)
-    if settings.tile_size:  # plan_stage never runs a stage whole when tiles are forced
-        return tiled
-    whole = largest_fitting_side(budget, settings.layers, settings.style_layers, settings.optimizer, arithmetic,
-                                 aspect, limit=limit)
-    return max(whole, tiled)
+    :func:`plan_stage` can run within ``budget`` (see :func:`runs`)."""
+    return largest_side(lambda long, short: runs(long, short, settings, budget, arithmetic), aspect, limit)
+
+
+_LARGEST_CHECKS = 16
+
+
+def largest_runnable_size(height: int, width: int, settings: StyleSettings, budget: int,
+                          arithmetic: Arithmetic) -> int:
+    """The largest longest side of an output of this shape that runs, checked at the sizes a job of it
+    would have (the search works from the aspect ratio, whose rounding can in rare cases differ by a
+    pixel from fit_longest_side's from the two sides)."""
+    largest = largest_runnable_side(budget, settings, min(height, width) / max(height, width), arithmetic=arithmetic)
+    for candidate in range(largest, max(0, largest - _LARGEST_CHECKS), -1):
+        if runs(*fit_longest_side(height, width, candidate), settings, budget, arithmetic):
+            return candidate
+    return max(0, largest - _LARGEST_CHECKS)
 
 
 def tiled_bytes(height: int, width: int, tile: int, settings: StyleSettings, arithmetic: Arithmetic,

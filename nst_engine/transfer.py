@@ -7,7 +7,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -22,7 +21,7 @@ from .device import (
     select_device,
 )
 from .errors import InvalidSettingsError
-from .geometry import fit_longest_side, style_size_at
+from .geometry import style_size_at
 from .image_ops import resize
 from .layers import layer_downsampling
 from .guides import LayerGuides, check_masks, guides_at_layers, resize_mask
@@ -38,7 +37,8 @@ from .losses import (
 from .memory import LBFGS_HISTORY, arithmetic_for, available_bytes
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
 from .settings import Colors, Init, Optimizer, Precision, StyleSettings
-from .tiling import StagePlan, TiledObjective, TilePlan, plan_stage, sum_grams
+from .planning import JobPlan, Stage, plan_job
+from .tiling import StagePlan, TiledObjective, TilePlan, sum_grams
 from .vgg import VGGFeatures
 from .weights import load_vgg19_state_dict
 
@@ -53,17 +53,6 @@ _BOX_PENALTY_STRENGTH = 200.0
 
 # Called once per iteration with (stage iteration, weighted loss terms, current image).
 _Report = Callable[[int, torch.Tensor, torch.Tensor], None]
-
-
-@dataclass(frozen=True)
-class _Stage:
-    index: int  # 1-based
-    count: int
-    height: int
-    width: int
-    iterations: int
-    first_iteration: int  # overall index of this stage's first iteration, 1-based
-    total_iterations: int
 
 
 @runtime_checkable
@@ -220,17 +209,13 @@ class StyleTransfer:
             raise InvalidSettingsError("init is 'image' but no init_image was given")
         cancel = cancel or CancelToken()
 
-        content_h, content_w = content.shape[-2:]
-        final_longest = settings.size or max(content_h, content_w)
-        stage_dims = [fit_longest_side(content_h, content_w, s) for s in settings.stage_sizes(final_longest)]
-        self._check_sizes(stage_dims, styles, settings)
-        final_h, final_w = stage_dims[-1]
         budget = settings.memory_budget(memory_budget if memory_budget is not None else available_bytes(self.device))
         # Before allocating anything: each stage whole, or in tiles, or a clear refusal.
-        plans = [plan_stage(height, width, settings, budget,
-                            [style_size_at(*style.shape[-2:], settings.style_scale, height, width) for style in styles],
-                            arithmetic=arithmetic_for(settings.precision, self.device))
-                 for height, width in stage_dims]
+        job = plan_job(*content.shape[-2:], [tuple(style.shape[-2:]) for style in styles], settings, budget,
+                       arithmetic_for(settings.precision, self.device))
+        self._check_sizes(job, settings)
+        job.require_runnable()
+        final_h, final_w = job.final.height, job.final.width
 
         content_rgb = self.to_device(content[None])
         luminance_only = settings.colors is Colors.LUMINANCE
@@ -244,13 +229,13 @@ class StyleTransfer:
             style_work = [colour.match_colours(s, content_rgb, mask) for s, mask in zip(style_work, masks)]
         content_regions = None if regions is None else [None if r is None else self.to_device(r) for r in regions]
 
-        image = self._initial_image(content_work, init_image, settings, *stage_dims[0])
+        image = self._initial_image(content_work, init_image, settings, job.stages[0].height, job.stages[0].width)
         with fp32_arithmetic(self.device, resolve_precision(settings.precision, self.device), cancel):
-            for stage in _plan_stages(stage_dims, settings):
+            for stage in job.stages:
                 cancel.raise_if_cancelled()
-                height, width = stage.height, stage.width
+                height, width, plan = stage.height, stage.width, stage.plan
+                assert plan is not None  # require_runnable
                 image = self._warm_start(image, content_work, height, width)
-                plan = plans[stage.index - 1]
                 objective = self._stage_objective(
                     content_work, style_work, settings, height, width,
                     # With the content's colours, the style targets depend on the content too.
@@ -271,21 +256,21 @@ class StyleTransfer:
             result = colour.recombine(result, resize(content_rgb, final_h, final_w))
         return result[0].float().cpu().contiguous()
 
-    def _check_sizes(self, stage_dims: list[tuple[int, int]], styles: Sequence[torch.Tensor], settings: StyleSettings) -> None:
+    @staticmethod
+    def _check_sizes(job: JobPlan, settings: StyleSettings) -> None:
         minimum = max(layer_downsampling(layer) for layer in settings.layers)
-        smallest_h, smallest_w = stage_dims[0]
-        if min(smallest_h, smallest_w) < minimum:
+        first = job.stages[0]
+        if min(first.height, first.width) < minimum:
             raise InvalidSettingsError(
-                f"size: the first stage would be {smallest_w}×{smallest_h} pixels, but the layers in use need "
+                f"size: the first stage would be {first.width}×{first.height} pixels, but the layers in use need "
                 f"at least {minimum} pixels on each side; use fewer scales or a larger size"
             )
-        for number, style in enumerate(styles, start=1):
-            for height, width in stage_dims:
-                style_h, style_w = style_size_at(*style.shape[-2:], settings.style_scale, height, width)
+        for stage in job.stages:
+            for number, (style_h, style_w) in enumerate(stage.style_sizes, start=1):
                 if min(style_h, style_w) < minimum:
                     raise InvalidSettingsError(
                         f"style_scale: style image {number} would be {style_w}×{style_h} pixels at a "
-                        f"{width}×{height} stage, but needs at least {minimum} on each side; raise style_scale"
+                        f"{stage.width}×{stage.height} stage, but needs at least {minimum} on each side; raise style_scale"
                     )
 
     @staticmethod
@@ -448,17 +433,8 @@ def _digest(mask: torch.Tensor | None) -> str | None:
     return hashlib.blake2b(mask.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
 
 
-def _plan_stages(stage_dims: list[tuple[int, int]], settings: StyleSettings) -> list[_Stage]:
-    iterations = settings.stage_iterations(len(stage_dims))
-    return [
-        _Stage(index, len(stage_dims), height, width, iterations[index - 1],
-               first_iteration=sum(iterations[: index - 1]) + 1, total_iterations=sum(iterations))
-        for index, (height, width) in enumerate(stage_dims, start=1)
-    ]
-
-
 def _reporter(
-    stage: _Stage, on_progress: ProgressCallback | None, preview_every: int,
+    stage: Stage, on_progress: ProgressCallback | None, preview_every: int,
     to_rgb: Callable[[torch.Tensor], torch.Tensor], started: float,
 ) -> _Report:
     """The per-iteration report of one stage: a Progress record, with the image when one is due."""

@@ -76,7 +76,7 @@ def start_daemon(directory: Path, weights_file: Path, *extra: str, timeout_s: fl
         try:
             if daemon.info.pid == process.pid:
                 with daemon.client() as client:
-                    while "--lazy" not in extra and client.status()["model"] != "loaded":
+                    while "--lazy" not in extra and any(d["model"] != "loaded" for d in client.status().devices):
                         time.sleep(0.05)
                 return daemon
         except ConnectionFileError:

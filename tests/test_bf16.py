@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from daemon.server.service import precision_status
+from daemon.server.devices import precision_status
 from nst_engine import Precision, StyleSettings
 from nst_engine import device as device_module
 from nst_engine.cli import main as cli_main
@@ -228,7 +228,7 @@ def test_a_running_daemon_reports_its_precision(tmp_path, weights_file, native_b
     daemon = start_daemon(tmp_path, weights_file, "--lazy")
     try:
         with daemon.client() as client:
-            assert client.status()["precision"] == precision_status(CPU)
+            assert client.status().devices[0]["precision"] == precision_status(CPU)
     finally:
         daemon.stop()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_a_plugin_without_pyzmq_runs_a_job_through_the_bridge(daemon):
     assert outcome["bytes"] == 40 * 24 * 3 * 4
     assert outcome["iterations"] == [1, 2, 3] and outcome["previews"] == 3
     with daemon.client() as client:
-        assert client.status()["jobs_done"] >= 1
+        assert client.status().jobs_done >= 1
 
 
 def test_the_bridge_passes_on_a_clear_error(tmp_path):
@@ -105,14 +106,14 @@ def test_killing_the_plugin_side_stops_its_job_within_2_seconds(daemon):
     started = json.loads(process.stdout.readline())
     assert started["started"]
     with daemon.client() as client:
-        assert client.status()["running"] is not None
+        assert client.status().running()
         process.send_signal(signal.SIGKILL)  # what GIMP does to a plug-in whose progress is cancelled
         killed = time.monotonic()
-        while client.status()["running"] is not None:
+        while client.status().running():
             assert time.monotonic() - killed < 5, "the daemon kept running the job"
             time.sleep(0.05)
         assert time.monotonic() - killed < 2.0
-        assert client.status()["queue"] == []
+        assert client.status().queue == []
     process.wait(10)
     deadline = time.monotonic() + 10
     while _alive(started["bridge_pid"]):
@@ -231,7 +232,7 @@ def test_cancel_through_the_bridge_means_what_it_means_directly(daemon, bridge):
         bridge.wait(job_id)
     assert raised.value.code == "cancelled" and time.monotonic() - started < 5
     with daemon.client() as client:
-        assert client.status()["running"] is None
+        assert not client.status().running()
 
 
 def test_both_clients_count_the_pixel_bytes_they_send_and_compact_frames_pass_through(daemon, bridge):
@@ -254,3 +255,27 @@ def test_both_clients_count_the_pixel_bytes_they_send_and_compact_frames_pass_th
         assert result.image_bytes_sent == expected
         assert result.image.spec == ImageSpec(32, 19, 3, DType.U16)
     assert bytes(through_bridge.image.data) == bytes(directly.image.data)
+
+
+def test_the_plugin_side_sends_the_very_submit_record_and_frames_the_zeromq_client_would(tmp_path):
+    """The bridge relays a ``Submit``: the plug-in writes submit_request's body and frames, which the bridge
+    side reads back as that same record."""
+    from daemon.client.bridge import BridgeClient, _parse_request
+    from daemon.client.contract import DaemonUnreachableError, submit_request
+    from daemon.wire.messages import DType
+
+    recorded = tmp_path / "request.pickle"
+    record_one = (f"import pickle, sys; sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+                  "from daemon.client.bridge import read_message\n"
+                  f"with open({str(recorded)!r}, 'wb') as file: pickle.dump(read_message(sys.stdin.buffer), file)")
+    content, style, region = rgba(40, 24, 1), rgba(32, 32, 2), grey(40, 24)
+    options = {"regions": [region], "output_size": (80, 48), "result_dtype": DType.U16, "preview_every": 2}
+    with BridgeClient([sys.executable, "-c", record_one], start_command=["start-it"]) as client:
+        with pytest.raises(DaemonUnreachableError, match="stopped without a result"):
+            client.submit(content, [style], {"size": 32}, **options)
+    fields, frames = pickle.loads(recorded.read_bytes())
+    request, expected_frames = submit_request(content, [style], {"size": 32}, **options)
+    assert fields == {"op": "submit", "submit": request.to_wire(), "start_command": ["start-it"],
+                      "frames": [len(frame) for frame in expected_frames]}
+    assert frames == [bytes(frame) for frame in expected_frames]
+    assert _parse_request(fields, frames).record == request

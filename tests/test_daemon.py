@@ -52,7 +52,7 @@ def raw(daemon):
 
 def still_serving(daemon) -> None:
     with daemon.client() as fresh:
-        assert fresh.status()["pid"] == daemon.process.pid
+        assert fresh.status().pid == daemon.process.pid
 
 
 def raw_reply(socket: zmq.Socket, codec: Codec = Codec()) -> dict:
@@ -88,13 +88,12 @@ def test_default_connection_directory_is_0700(tmp_path, monkeypatch):
 
 
 def test_hello_ping_and_status(client):
-    assert client.hello()["protocol_version"] == PROTOCOL_VERSION
+    assert client.hello().protocol_version == PROTOCOL_VERSION
     client.ping()
     status = client.status()
-    assert status["model"] == "loaded" and status["device"] == "cpu"
-    for key in ("queue", "running", "style_cache", "memory", "versions", "uptime_s"):
-        assert key in status
-    memory = status["memory"]
+    assert status.devices[0]["model"] == "loaded" and status.devices[0]["device"] == "cpu"
+    assert status.queue == [] and not status.running() and status.uptime_s > 0 and "torch" in status.versions
+    memory = status.memory
     # The engine's memory model, applied to what is free now: L-BFGS's history costs it size.
     assert memory["available_bytes"] > 0
     assert memory["largest_size"]["adam"] > memory["largest_size"]["lbfgs"] > 0
@@ -133,10 +132,10 @@ def test_every_pixel_format_is_accepted(client, dtype, channels):
 
 def test_same_style_again_hits_the_cache(client):
     content, style = content_and_style()
-    before = client.status()["style_cache"]
+    before = client.status().style_cache
     client.stylize(content, [style], {**TINY_SETTINGS, "seed": 11})
     client.stylize(rgb_image(40, 48, seed=9), [style], {**TINY_SETTINGS, "seed": 12})
-    after = client.status()["style_cache"]
+    after = client.status().style_cache
     assert after["hits"] > before["hits"] and after["entries"] >= 1
 
 
@@ -177,7 +176,7 @@ def test_compact_results_round_trip_within_their_format(client, dtype, tolerance
 def test_a_result_dtype_that_is_not_offered_is_refused(client):
     content, style = content_and_style()
     with pytest.raises(DaemonJobError, match="result_dtype must be one of f32, u16, f16, got 'u8'"):
-        client.stylize(content, [style], TINY_SETTINGS, extra={"result_dtype": "u8"})
+        client.stylize(content, [style], TINY_SETTINGS, result_dtype=DType.U8)
 
 
 # -- malformed input -------------------------------------------------------------------------------
@@ -279,7 +278,7 @@ def test_nan_pixels_are_refused_by_the_engine(client):
 def test_injected_out_of_memory_then_the_next_job_succeeds(client):
     content, style = content_and_style()
     with pytest.raises(DaemonJobError) as raised:
-        client.stylize(content, [style], TINY_SETTINGS, extra={"fault": "oom"})
+        client.stylize(content, [style], TINY_SETTINGS, fault="oom")
     assert raised.value.code == "out_of_memory" and raised.value.largest_size
     assert client.stylize(content, [style], TINY_SETTINGS).image.spec.width == 32
 
@@ -287,7 +286,7 @@ def test_injected_out_of_memory_then_the_next_job_succeeds(client):
 def test_an_exception_in_a_job_is_an_internal_error(client, daemon):
     content, style = content_and_style()
     with pytest.raises(DaemonJobError, match="injected") as raised:
-        client.stylize(content, [style], TINY_SETTINGS, extra={"fault": "exception"})
+        client.stylize(content, [style], TINY_SETTINGS, fault="exception")
     assert raised.value.code == "internal"
     assert "Traceback" in daemon.log()
     client.stylize(content, [style], TINY_SETTINGS)
@@ -329,7 +328,7 @@ def test_cancel(daemon, client, when):
         with pytest.raises(DaemonJobError):
             blocker.wait(blocker_id)
         blocker.close()
-    wait_until(lambda: client.status()["running"] is None, 5)
+    wait_until(lambda: not client.status().running(), 5)
 
 
 def test_ping_is_answered_during_a_job(daemon, client):
@@ -337,7 +336,7 @@ def test_ping_is_answered_during_a_job(daemon, client):
     job_id = client.submit(content, [style], LONG_SETTINGS)
     try:
         with daemon.client() as other:
-            wait_until(lambda: other.status()["running"] is not None, 10)
+            wait_until(lambda: other.status().running(), 10)
             started = time.monotonic()
             other.ping()
             assert time.monotonic() - started < 1.0
@@ -416,7 +415,7 @@ def test_a_client_that_never_reads_cannot_block_the_daemon(daemon):
     # It never reads and never heartbeats: the daemon keeps serving others and drops its job.
     with daemon.client() as other:
         other.stylize(content, [style], TINY_SETTINGS)
-        wait_until(lambda: lazy_id not in str(other.status()["queue"]) and other.status()["running"] is None, 10)
+        wait_until(lambda: lazy_id not in str(other.status().queue) and not other.status().running(), 10)
     lazy.close()
 
 
@@ -438,10 +437,10 @@ def test_a_killed_client_has_its_job_cancelled_within_2_seconds(daemon, client):
                                text=True)
     job_id = process.stdout.readline().strip()
     # Another client's job: status shows it without its id, the daemon's log (-v) names it once it runs.
-    wait_until(lambda: f"Job {job_id}: " in daemon.log() and client.status()["running"] is not None, 30)
+    wait_until(lambda: f"Job {job_id}: " in daemon.log() and client.status().running(), 30)
     process.kill()
     process.wait()
-    elapsed = wait_until(lambda: client.status()["running"] is None, 5)
+    elapsed = wait_until(lambda: not client.status().running(), 5)
     assert elapsed < 2.0
     # Noticed from the closed connection, not from missed heartbeats (up to 2 s by themselves).
     assert f"disconnected: cancelling job {job_id}" in daemon.log()
@@ -451,7 +450,7 @@ def test_a_connected_client_that_stops_heartbeating_has_its_job_cancelled(daemon
     with daemon.client() as hung:  # submits, then never waits: no heartbeats, connection still open
         job_id = hung.submit(rgb_image(40, 48, 1), [rgb_image(40, 40, 2)], LONG_SETTINGS)
         wait_until(lambda: f"went silent: cancelling job {job_id}" in daemon.log(), 10)
-        wait_until(lambda: client.status()["running"] is None, 5)
+        wait_until(lambda: not client.status().running(), 5)
 
 
 def test_clients_coming_and_going_leave_another_clients_job_running(daemon, client):
@@ -477,8 +476,8 @@ def test_thirty_jobs_with_random_cancels_and_failures_do_not_grow_memory(daemon,
     rss = []
     for number in range(30):
         kind = rng.choice(["ok", "cancel", "fault"])
-        extra = {"fault": "exception"} if kind == "fault" else None
-        job_id = client.submit(content, [rgb_image(40, 40, seed=number % 3)], TINY_SETTINGS, extra=extra)
+        fault = "exception" if kind == "fault" else None
+        job_id = client.submit(content, [rgb_image(40, 40, seed=number % 3)], TINY_SETTINGS, fault=fault)
         cancel = threading.Event()
         if kind == "cancel":
             cancel.set()
@@ -487,7 +486,7 @@ def test_thirty_jobs_with_random_cancels_and_failures_do_not_grow_memory(daemon,
         except DaemonJobError as error:
             assert error.code in ("cancelled", "internal")
         if number in (9, 29):
-            rss.append(client.status()["memory"]["rss_bytes"])
+            rss.append(client.status().memory["rss_bytes"])
     assert rss[1] < rss[0] * 1.10 + 20 * 2**20, rss
 
 
@@ -506,7 +505,7 @@ def test_status_names_the_device_before_the_model_is_loaded(tmp_path, weights_fi
     try:
         with own.client() as fresh:
             status = fresh.status()
-        assert status["model"] == "not_loaded" and status["device"] == "cpu"
+        assert status.devices[0]["model"] == "not_loaded" and status.devices[0]["device"] == "cpu"
     finally:
         own.stop()
 

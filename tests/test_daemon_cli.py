@@ -101,7 +101,7 @@ def test_missing_weights_give_weights_unavailable_and_the_daemon_keeps_serving(t
                 client.stylize(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], TINY_SETTINGS)
             assert raised.value.code == "weights_unavailable"
             status = client.status()
-            assert status["model"] == "failed" and "no-such-weights" in status["model_error"]
+            assert status.devices[0]["model"] == "failed" and "no-such-weights" in status.devices[0]["model_error"]
     finally:
         daemon.stop()
 

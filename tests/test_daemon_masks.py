@@ -46,7 +46,7 @@ def pixels(result) -> np.ndarray:
 
 def still_serving(daemon) -> None:
     with daemon.client() as fresh:
-        assert fresh.status()["pid"] == daemon.process.pid
+        assert fresh.status().pid == daemon.process.pid
 
 
 CONTENT = rgb_image(40, 48, seed=1)
@@ -84,7 +84,7 @@ def test_masks_are_part_of_the_style_cache_key(client):
     misses = []
     for style_masks in runs:
         client.stylize(CONTENT, [style], SEEDED, style_masks=style_masks)
-        misses.append(client.status()["style_cache"]["misses"])
+        misses.append(client.status().style_cache["misses"])
     # Each new mask computes its own targets; the repeated one (the last) finds them.
     assert misses[1] > misses[0] and misses[2] > misses[1] and misses[3] == misses[2]
 

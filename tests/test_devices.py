@@ -36,7 +36,7 @@ def wait_until(condition, timeout_s: float = 30.0):
 
 def devices_where(client, condition):
     """The status's devices when ``condition`` holds for each of them, else None."""
-    devices = client.status()["devices"]
+    devices = client.status().devices
     return devices if all(condition(d) for d in devices) else None
 
 
@@ -74,7 +74,7 @@ def test_each_concurrent_client_gets_its_own_correct_result_and_a_failure_stays_
         thread.start()
     for thread in threads:
         thread.join(120)
-    done_before = sum(d["jobs_done"] for d in daemon.client().status()["devices"])
+    done_before = sum(d["jobs_done"] for d in daemon.client().status().devices)
     for seed in jobs:
         assert together[seed].shape == alone[seed].shape == (32, 26, 3)
         assert np.abs(together[seed] - alone[seed]).max() <= 0.01, seed
@@ -83,15 +83,15 @@ def test_each_concurrent_client_gets_its_own_correct_result_and_a_failure_stays_
     # One device's job fails while the other device's job runs on; the failed device then takes the next job.
     with daemon.client() as long_client, daemon.client() as faulty, daemon.client() as next_client:
         long_job = long_client.submit(rgb_image(48, 48, 5), [rgb_image(32, 32, 6)], LONG_SETTINGS)
-        wait_until(lambda: any(d["running"] and d["running"]["job_id"] == long_job for d in long_client.status()["devices"]))
+        wait_until(lambda: any(d["running"] and d["running"]["job_id"] == long_job for d in long_client.status().devices))
         with pytest.raises(DaemonJobError) as failed:
-            faulty.stylize(rgb_image(32, 32, 7), [rgb_image(32, 32, 8)], settings, extra={"fault": "fail"})
+            faulty.stylize(rgb_image(32, 32, 7), [rgb_image(32, 32, 8)], settings, fault="fail")
         assert failed.value.code == "internal"
         result = next_client.stylize(rgb_image(40, 32, 1), [rgb_image(32, 32, 11)], settings)
         assert result.image.spec.width == 26
         status = long_client.status()
-        assert any(d["running"] and d["running"]["job_id"] == long_job for d in status["devices"])
-        assert sum(d["jobs_done"] for d in status["devices"]) == done_before + 1 and status["jobs_done"] == done_before + 1
+        assert any(d["running"] and d["running"]["job_id"] == long_job for d in status.devices)
+        assert sum(d["jobs_done"] for d in status.devices) == done_before + 1 and status.jobs_done == done_before + 1
         long_client.cancel(long_job)
         with pytest.raises(DaemonJobError):
             long_client.wait(long_job)

@@ -178,7 +178,7 @@ def test_a_smaller_preview_is_scaled_up_to_its_layer_in_gimp(results):
 def test_second_runs_reuse_the_warm_daemon(results, daemon):
     with daemon.client() as client:
         status = client.status()
-    assert status["style_cache"]["hits"] >= 1 and status["jobs_done"] >= 7
+    assert status.style_cache["hits"] >= 1 and status.jobs_done >= 7
 
 
 def test_without_pyzmq_the_plug_in_works_through_the_bridge(work_dir, daemon):
@@ -341,12 +341,12 @@ def test_killing_the_plug_in_stops_its_job_within_2_seconds(work_dir, daemon):
         gimp = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         with daemon.client() as client:
             deadline = time.monotonic() + 120
-            while client.status()["running"] is None:
+            while not client.status().running():
                 assert time.monotonic() < deadline and gimp.poll() is None, "the job never started"
                 time.sleep(0.1)
             subprocess.run(["pkill", "-KILL", "-f", "plug-ins/neural_style/neural_style.py"], check=True)
             killed = time.monotonic()
-            while client.status()["running"] is not None:
+            while client.status().running():
                 assert time.monotonic() - killed < 5, "the daemon kept running the job"
                 time.sleep(0.05)
             assert time.monotonic() - killed < 2.0

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from array import array
 from pathlib import Path
 
 import pytest
 
+from daemon.wire.messages import StatusReply
 from nst_engine.settings import SETTINGS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gimp_plugin"))
@@ -18,10 +20,16 @@ from presets import DEFAULT_PRESET, PRESETS, DeviceKind, Preset, describe, devic
 from result_record import ResultRecord  # noqa: E402
 
 
+def status_of(*devices: str) -> StatusReply:
+    """A status whose fields are all None but its devices."""
+    values = {item.name: None for item in dataclasses.fields(StatusReply)}
+    return StatusReply(**{**values, "devices": [{"device": device, "model": "loaded"} for device in devices]})
+
+
 @pytest.mark.parametrize(("status", "kind"), [
-    ({"device": "cuda:0", "precision": {"auto": "tf32"}}, DeviceKind.GPU),
-    ({"device": "cpu", "precision": {"auto": "fp32"}}, DeviceKind.CPU),
-    ({"device": "mps", "precision": {"auto": "fp32"}}, DeviceKind.GPU),
+    (status_of("cuda:0", "cuda:1"), DeviceKind.GPU),
+    (status_of("cpu"), DeviceKind.CPU),
+    (status_of("mps"), DeviceKind.GPU),
     (None, None),
 ])
 def test_the_device_kind_comes_from_the_daemons_status(status, kind):

@@ -289,3 +289,65 @@ def test_a_malformed_error_body_still_reads_as_an_error():
 
     error = Error.from_wire({"code": "teleported", "message": 3, "largest_size": "big"})
     assert error.code is ErrorCode.INTERNAL and error.message and error.largest_size is None
+
+
+def test_optional_fields_are_left_out_at_their_default_unless_always_sent():
+    """The generic to_wire: optional fields at their default stay off the wire, except those always sent."""
+    from daemon.wire import messages as m
+
+    spec = ImageSpec(4, 2, 3, DType.U8)
+    submit = m.Submit((m.ImageEntry(m.ImageRole.CONTENT, spec), m.ImageEntry(m.ImageRole.STYLE, spec)))
+    entry = {"width": 4, "height": 2, "channels": 3, "dtype": "u8"}
+    assert submit.to_wire() == {"images": [{"role": "content", **entry}, {"role": "style", **entry}], "settings": {},
+                                "progress_every": 1, "preview_every": 0}
+    assert m.Estimate(8, 6).to_wire() == {"width": 8, "height": 6, "settings": {}, "style_sizes": []}
+    assert m.Error(ErrorCode.BUSY, "later").to_wire() == {"code": "busy", "message": "later"}
+    assert m.Submit.from_wire(submit.to_wire()) == submit
+    assert m.Submit.from_wire({"images": submit.to_wire()["images"]}) == submit  # left out: the defaults
+    assert m.Result.from_wire({"job_id": "j", "image": entry}).elapsed_s == 0.0
+
+
+def _changed(record: type, **changes) -> dict:
+    body = sample_bodies()[record].to_wire()
+    for name, value in changes.items():
+        if value is ...:
+            del body[name]
+        else:
+            body[name] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("record", "changes", "match"),
+    [
+        ("Accepted", {"position": True}, "position must be an integer from 0 to 2147483648, got True"),
+        ("Welcome", {"pid": -1}, "pid must be an integer from 0 to"),
+        ("Welcome", {"pid": ...}, "pid must be an integer from 0 to .*, got None"),
+        ("Cancel", {"job_id": 3}, "cancel: job_id must be a string, got 3"),
+        ("EstimateReply", {"tiled": 1}, "tiled must be true or false, got 1"),
+        ("EstimateReply", {"seconds": float("inf")}, "seconds must be a finite number, got inf"),
+        ("JobProgress", {"elapsed_s": "1"}, "elapsed_s must be a finite number"),
+        ("JobProgress", {"losses": {"content": 1.0}}, r"losses.style must be a finite number, got None"),
+        ("JobProgress", {"losses": [1.0]}, "losses must be a map"),
+        ("JobProgress", {"stage_iteration": ...}, "stage_iteration must be an integer"),
+        ("JobProgress", {"colour": 1}, "progress: unknown field colour"),
+        ("Preview", {"colour": 1}, "unknown field colour"),
+        ("Submit", {"result_dtype": "u8"}, "result_dtype must be one of f32, u16, f16, got 'u8'"),
+        ("Submit", {"output": [8, 4]}, "output must be a map"),
+        ("Submit", {"output": {"width": 8, "height": 10**6}}, "output.height must be an integer from 1 to"),
+        ("Submit", {"progress_every": None}, "progress_every must be an integer from 1 to 100000, got None"),
+        ("Submit", {"settings": None}, "settings must be a map"),
+        ("Submit", {"images": [{"role": "painting"}] * 2}, r"images\[0\].role must be one of content, style"),
+        ("Estimate", {"style_sizes": [[4, 4]] * 16}, "estimate: style_sizes must list at most 15"),
+        ("Estimate", {"style_sizes": [[4]]}, r"estimate: style_sizes\[0\] must list 2 items"),
+        ("Estimate", {"style_sizes": [[4, 0]]}, r"estimate: style_sizes\[0\]\[1\] must be an integer from 1"),
+        ("Estimate", {"width": 2.0}, "estimate: width must be an integer"),
+        ("Result", {"image": "big"}, "image must be a map"),
+    ],
+)
+def test_each_kind_of_field_refuses_a_wrong_value(record, changes, match):
+    from daemon.wire import messages as m
+
+    with pytest.raises(ProtocolError, match=match) as raised:
+        getattr(m, record).from_wire(_changed(getattr(m, record), **changes))
+    assert raised.value.code is ErrorCode.INVALID_REQUEST

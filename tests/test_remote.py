@@ -20,14 +20,12 @@ from daemon.wire.connection import ConnectionInfo, CurveKeys, read_connection_fi
 from daemon.server.invitations import InvitationError, InvitationStore, keys_path
 from daemon.client.contract import DaemonJobError, DaemonUnreachableError
 from daemon.client.zeromq import probe_handshake
-from daemon.client.remote import (
-    Handshake,
+from daemon.client.remote import Handshake, daemon_silence_limit_s, remote_info
+from daemon.server.endpoints import (
     InsecureEndpointError,
-    daemon_silence_limit_s,
     default_client_timeout_s,
     invitation_info,
     is_loopback,
-    remote_info,
     require_curve,
 )
 
@@ -126,7 +124,7 @@ def test_invited_clients_run_jobs_and_others_are_refused_while_the_daemon_keeps_
     assert "desk" in listed and "laptop" not in listed
     with connect(second_file) as client:
         client.ping()
-        running = [d["running"] for d in client.status()["devices"]]
+        running = [d["running"] for d in client.status().devices]
         assert running == [None]  # the revoked client's job was cancelled
     assert daemon.process.poll() is None
     assert "did not issue" in daemon.log()

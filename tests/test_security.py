@@ -153,7 +153,7 @@ def test_routing_id_squatting_from_another_user_leaves_the_daemon_serving(daemon
         time.sleep(1.0)  # let libzmq attach whatever it would attach
         for _ in range(5):  # each new client would take the next generated routing id
             with daemon.client() as client:
-                assert client.status()["pid"] == daemon.process.pid
+                assert client.status().pid == daemon.process.pid
         assert daemon.process.poll() is None, daemon.log()[-2000:]
     finally:
         release(squatter)
@@ -456,7 +456,7 @@ def test_two_concurrent_serves_give_exactly_one_daemon(tmp_path, weights_file):
                 assert loser.returncode == 4 and "already running" in loser.stderr.read()
         assert read_connection_file(path).pid == winner.pid
         with DaemonClient(read_connection_file(path)) as client:
-            assert client.status()["pid"] == winner.pid
+            assert client.status().pid == winner.pid
     finally:
         for process in processes:
             process.terminate()
@@ -597,15 +597,15 @@ def test_another_clients_job_cannot_be_warm_started_from_cancelled_or_seen(daemo
         running = owner.submit(content, [style], LONG_SETTINGS)
         try:
             # the previous job may still show as running for a moment after its result was sent
-            wait_until(lambda: (owner.status()["running"] or {}).get("job_id") == running, 30, "the job runs")
+            wait_until(lambda: next(iter(owner.status().running()), {}).get("job_id") == running, 30, "the job runs")
             seen = other.status()
-            assert seen["running"] == {"job_id": None, "progress": None}
+            assert seen.running() == [{"job_id": None, "progress": None}]
             assert running not in json.dumps(seen.to_wire())
-            assert owner.status()["running"]["job_id"] == running
+            assert owner.status().running()[0]["job_id"] == running
             other._send(MessageType.CANCEL, {"job_id": running})
             reply = other._receive(5)
             assert reply is not None and reply.type is MessageType.ERROR and "of yours" in reply.body["message"]
-            assert owner.status()["running"]["job_id"] == running
+            assert owner.status().running()[0]["job_id"] == running
         finally:
             owner.cancel(running)
             with pytest.raises(DaemonJobError, match="cancelled"):
@@ -655,8 +655,8 @@ def test_a_recorded_tcp_session_replayed_does_nothing(tcp_daemon):
         client.stylize(rgb_image(40, 48, 1), [rgb_image(40, 40, 2)], TINY_SETTINGS)
     with daemon.client() as observer:
         # The worker counts a job once it has sent the result: wait until it is idle again.
-        wait_until(lambda: observer.status()["running"] is None, 10, "the recorded job is counted")
-        done = observer.status()["jobs_done"]
+        wait_until(lambda: not observer.status().running(), 10, "the recorded job is counted")
+        done = observer.status().jobs_done
     assert len(recorder.sent) > 1000
     replay = socket.create_connection(("127.0.0.1", tcp_port(daemon)))
     try:
@@ -669,7 +669,7 @@ def test_a_recorded_tcp_session_replayed_does_nothing(tcp_daemon):
         replay.close()
     with daemon.client() as observer:
         status = observer.status()
-    assert status["jobs_done"] == done and status["queue"] == [] and status["running"] is None
+    assert status.jobs_done == done and status.queue == [] and not status.running()
 
 
 # -- 10. hello with another protocol version -----------------------------------------------------------------
@@ -679,7 +679,7 @@ def test_hello_with_another_protocol_version_gets_a_version_error(daemon, versio
         with pytest.raises(DaemonJobError, match="protocol version") as raised:
             client.request(MessageType.HELLO, {"protocol_version": version}, expect=MessageType.WELCOME)
         assert raised.value.code == ErrorCode.VERSION_MISMATCH.value
-        assert client.hello()["protocol_version"] == PROTOCOL_VERSION
+        assert client.hello().protocol_version == PROTOCOL_VERSION
 
 
 # -- 11. the bridge's malformed input -------------------------------------------------------------------------
@@ -689,20 +689,28 @@ def bridge_message(fields: dict, frames: list[bytes] = (), declared: list[int] |
 
 
 SPEC = {"width": 2, "height": 2, "channels": 4, "dtype": "f32"}
+CONTENT, STYLE = {"role": "content", **SPEC}, {"role": "style", **SPEC}
+
+
+def bridge_submit(images: list, frames: list[bytes] = (), declared: list[int] | None = None, **body) -> bytes:
+    return bridge_message({"op": "submit", "submit": {"images": images, **body}}, frames, declared)
+
+
 BRIDGE_INPUTS = {
     "garbage": bytes(range(7, 250, 3)) * 3,
     "4 GB length prefix": b"\xff\xff\xff\xff" + b"{}" * 10,
     "bad JSON": struct.pack("<I", 9) + b"{not json",
     "not UTF-8": struct.pack("<I", 4) + b"\xff\xfe\xfd\xfc",
-    "truncated frame": bridge_message({"op": "stylize", "content": SPEC, "styles": [SPEC]}, declared=[64, 64]) + bytes(70),
-    "wrong style count": bridge_message({"op": "stylize", "content": SPEC, "styles": [SPEC, SPEC]}, [bytes(64)] * 2),
-    "styles not a list": bridge_message({"op": "stylize", "content": SPEC, "styles": 3}, [bytes(64)] * 2),
-    "spec without a size": bridge_message({"op": "stylize", "content": {"dtype": "f32"}, "styles": [SPEC]}, [bytes(64)] * 2),
-    "frame of the wrong size": bridge_message({"op": "stylize", "content": SPEC, "styles": [SPEC]}, [bytes(63), bytes(64)]),
-    "1 TiB declared frame": bridge_message({"op": "stylize", "content": SPEC, "styles": [SPEC]}, declared=[2**40, 64]),
+    "truncated frame": bridge_submit([CONTENT, STYLE], declared=[64, 64]) + bytes(70),
+    "wrong image count": bridge_submit([CONTENT, STYLE, STYLE], [bytes(64)] * 2),
+    "images not a list": bridge_submit(3, [bytes(64)] * 2),
+    "submit not a map": bridge_message({"op": "submit", "submit": [CONTENT, STYLE]}, [bytes(64)] * 2),
+    "spec without a size": bridge_submit([{"role": "content", "dtype": "f32"}, STYLE], [bytes(64)] * 2),
+    "frame of the wrong size": bridge_submit([CONTENT, STYLE], [bytes(63), bytes(64)]),
+    "1 TiB declared frame": bridge_submit([CONTENT, STYLE], declared=[2**40, 64]),
     "a frame list that is not one": struct.pack("<I", 17) + b'{"frames": "all"}',
-    "unknown option": bridge_message({"op": "stylize", "content": SPEC, "styles": [SPEC], "options": {"evil": 1}},
-                                     [bytes(64)] * 2),
+    "unknown field": bridge_submit([CONTENT, STYLE], [bytes(64)] * 2, evil=1),
+    "unknown op": bridge_message({"op": "stylize", "content": SPEC, "styles": [SPEC]}, [bytes(64)] * 2),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
@@ -18,8 +19,8 @@ from nst_engine import (
     StyleSettings,
 )
 from nst_engine.cli.image_files import read_image, write_image
-from daemon.server.jobs import Job, JobImage, JobQueue
-from daemon.wire.messages import DType, ImageSpec
+from daemon.server.jobs import Job, JobQueue
+from daemon.wire.messages import DType, ImageEntry, ImageRole, ImageSpec, Submit
 from daemon.server.worker import Worker
 from nst_engine.geometry import TILE_ALIGN, fit_longest_side
 from nst_engine.losses import StyleTerm
@@ -39,6 +40,7 @@ from nst_engine.tiling import (
     TilePlan,
     largest_runnable_side,
     plan_stage,
+    runs,
     spans,
     sum_grams,
 )
@@ -230,7 +232,7 @@ def test_the_daemon_runs_a_job_that_does_not_fit_whole_in_tiles(tmp_path, weight
     daemon = start_daemon(tmp_path, weights_file, "--memory-budget", str(budget))
     try:
         with daemon.client() as client:
-            memory = client.status()["memory"]
+            memory = client.status().memory
             assert memory["largest_whole_size"]["adam"] < 256 <= memory["largest_size"]["adam"]
             result = client.stylize(rgb_image(256, 256, seed=1), [rgb_image(128, 128, seed=2)],
                                     {"size": 256, "scales": 1, "iterations": 2, "optimizer": "adam"})
@@ -245,8 +247,10 @@ def test_the_daemon_out_of_memory_reply_suggests_what_the_tiled_planner_would_ru
     budget = 2**30
     worker = Worker(JobQueue(1), lambda: None, weights=None, device="cpu", lazy=True, gram_cache_bytes=0,
                     memory_budget=budget)
-    settings = {"size": size, "scales": 1, "optimizer": "adam"}
-    job = Job("job", b"client", settings, JobImage(ImageSpec(size, size, 3, DType.F32), b""), [])
+    spec = ImageSpec(size, size, 3, DType.F32)
+    submit = Submit((ImageEntry(ImageRole.CONTENT, spec), ImageEntry(ImageRole.STYLE, spec)),
+                    {"size": size, "scales": 1, "optimizer": "adam"})
+    job = Job("job", b"client", submit, [b"", b""])
     failure = worker._out_of_memory_failure(job)  # as after a real CUDA out-of-memory error
     adam = StyleSettings(optimizer=Optimizer.ADAM)
     arithmetic = arithmetic_for(adam.precision, torch.device("cpu"))  # what the job's auto runs in here
@@ -271,3 +275,23 @@ def test_the_largest_runnable_side_runs_at_a_jobs_own_size_and_one_pixel_more_do
     plan_stage(*fit_longest_side(height, width, largest), settings, budget, arithmetic=arithmetic)
     with pytest.raises(InsufficientMemoryError):
         plan_stage(*fit_longest_side(height, width, largest + 1), settings, budget, arithmetic=arithmetic)
+
+
+def test_the_quick_feasibility_check_agrees_with_the_planner():
+    """tiling.runs (which the largest-size searches use, being cheap) says what plan_stage would: a plan
+    or none."""
+    rng = random.Random(0)
+    outcomes = set()
+    for _ in range(400):
+        height, width = rng.randint(16, 12000), rng.randint(16, 12000)
+        budget = rng.choice([2**28, 2**30, 2**32])
+        settings = StyleSettings(optimizer=rng.choice(["lbfgs", "adam"]), tile_size=rng.choice([0, 0, 256]))
+        arithmetic = rng.choice(ARITHMETICS)
+        try:
+            plan_stage(height, width, settings, budget, arithmetic=arithmetic)
+            planned = True
+        except InsufficientMemoryError:
+            planned = False
+        assert runs(height, width, settings, budget, arithmetic) == planned, (height, width, budget, settings)
+        outcomes.add(planned)
+    assert outcomes == {True, False}

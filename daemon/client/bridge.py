@@ -11,20 +11,21 @@ the bridge side imports :mod:`daemon.client.zeromq` when it runs.
 Pipe format, both ways: a 4-byte little-endian length, that many bytes of a JSON object, then the raw
 binary frames whose byte lengths the object lists under ``"frames"``.  One request per bridge process:
 
-- plug-in → bridge: ``{"op": "stylize", "content": spec, "styles": [spec…], "regions": [spec | null…] | null,
-  "style_masks": [spec | null…] | null, "settings": {…}, "options": {…}, "start_command": [...] | null}``
-  with the content, style, region and style-mask pixels as frames in that order (masks that are null
-  have none); later, optionally, ``{"op": "cancel"}``, which cancels the job as DaemonClient.cancel does;
-  or ``{"op": "status", "start_command"}``, or ``{"op": "estimate", "estimate": {…estimate body…},
-  "start_command"}``;
-- bridge → plug-in, for stylize: any number of ``{"event": "wait", "text"}``, then ``{"event": "accepted",
-  "job_id"}``, any number of ``{"event": "progress", "body": {…progress body…}}`` (a preview image as a
-  frame, its spec under ``"image"``), then one ``{"event": "result", …result body…}`` with the pixels;
-  for status and estimate one ``{"event": "status" | "estimate", "body": {…reply body…}}``; in place of
-  any of the last, one ``{"event": "error", "kind": "job" | "unreachable" | "daemon", "message", …}``,
-  a job's carrying the daemon's error body (``code``, ``largest_size``…).
+- plug-in → bridge: ``{"op": "submit", "submit": {…submit body…}, "start_command": [...] | null}`` with the
+  job's images as frames: the very record and binary parts :class:`daemon.client.zeromq.DaemonClient`
+  sends, which the bridge checks and sends on unchanged; later, optionally, ``{"op": "cancel"}``, which
+  cancels the job as DaemonClient.cancel does; or ``{"op": "status", "start_command"}``, or
+  ``{"op": "estimate", "estimate": {…estimate body…}, "start_command"}``;
+- bridge → plug-in, for submit: any number of ``{"event": "wait", "text"}``, then ``{"event": "accepted",
+  "job_id"}``, any number of ``{"event": "progress" | "preview", "body": {…}}`` (a preview's image as a
+  frame), then one ``{"event": "result", "body": {…}}`` with the pixels; for status and estimate one
+  ``{"event": "status" | "estimate", "body": {…reply body…}}``; in place of any of the last, one
+  ``{"event": "error", "kind": "job" | "unreachable" | "daemon", "message", …}``, a job's carrying the
+  daemon's error body (``code``, ``largest_size``…).  A request the bridge refuses gets one error event and
+  exit status 2 (a record the daemon would refuse, as the job's ``invalid_request``), a failed job status 1.
 
-The bodies are those of :mod:`daemon.wire.messages`, checked by its records on both sides.
+The bodies are those of the daemon's messages (:mod:`daemon.wire.messages`), checked by its records on
+both sides.
 """
 
 from __future__ import annotations
@@ -38,35 +39,39 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO
 
-from .contract import StyleClient
-from ..wire.limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGES, MAX_STYLES, MessageCaps
+from ..wire.limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGES, MessageCaps
 from ..wire.messages import (
     Buffer,
     Error,
     Estimate,
     EstimateReply,
-    Image,
-    ImageSpec,
     JobProgress,
+    Preview,
     ProtocolError,
     Result,
     StatusReply,
+    Submit,
     invalid,
 )
-from .contract import DaemonError, DaemonJobError, DaemonUnreachableError, JobResult
+from .contract import (
+    DaemonError,
+    DaemonJobError,
+    DaemonUnreachableError,
+    JobResult,
+    ProgressCallback,
+    StyleClient,
+    parse_reply,
+)
 
 log = logging.getLogger(__name__)
-_R = TypeVar("_R")
 
 FORCE_BRIDGE_VARIABLE = "NEURAL_STYLE_BRIDGE"  # "1": use the bridge even where pyzmq would load
 _LENGTH = struct.Struct("<I")
 _MAX_JSON_BYTES = 1 << 20
 _CAPS = MessageCaps.for_images()
 _READ_CHUNK_BYTES = 16 * 2**20  # what is allocated ahead of the data actually arriving
-_SUBMIT_OPTIONS = frozenset({"output_size", "preview_every", "progress_every", "warm_start", "result_dtype",
-                             "preview_max_side"})
 EXIT_FAILED = 1  # the daemon or the job failed; the error event says why
 EXIT_MALFORMED = 2  # the request itself was malformed
 
@@ -129,26 +134,19 @@ def _read_exactly(stream: BinaryIO, count: int, at_start: bool = False) -> bytes
 # ---------------------------------------------------------------------------------------------------
 # The plug-in's side
 # ---------------------------------------------------------------------------------------------------
-class BridgeClient:
-    """Runs requests through a bridge process, one process per request; the same calls, with the same
-    meaning, as DaemonClient (:class:`daemon.client.contract.StyleClient`)."""
+class BridgeClient(StyleClient):
+    """Runs requests through a bridge process, one process per request."""
 
     transport = "bridge"
 
     def __init__(self, command: Sequence[str], start_command: Sequence[str] | None = None,
                  on_wait: Callable[[str], None] | None = None) -> None:
+        super().__init__()
         self.command = list(command)
         self.start_command = list(start_command) if start_command else None
         self.on_wait = on_wait
         self.process: subprocess.Popen[bytes] | None = None
         self._job_id: str | None = None
-        self._image_bytes = 0  # the pixel bytes of the job's images, sent down the pipe as the bridge sends them on
-
-    def __enter__(self) -> BridgeClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def close(self) -> None:
         process, self.process, self._job_id = self.process, None, None
@@ -164,80 +162,46 @@ class BridgeClient:
             process.wait()
 
     # -- requests ---------------------------------------------------------------------------------
-    def submit(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
-               regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
-               **submit_options: Any) -> str:
-        """Start a bridge for the job and return its id once the daemon accepted it; follow with :meth:`wait`."""
-        frames: list[Buffer] = [content.data, *(style.data for style in styles)]
-        request: dict[str, Any] = {
-            "op": "stylize",
-            "content": content.spec.to_wire(),
-            "styles": [style.spec.to_wire() for style in styles],
-            "settings": dict(settings or {}),
-            "options": submit_options,
-            "start_command": self.start_command,
-        }
-        for name, masks in (("regions", regions), ("style_masks", style_masks)):
-            if masks is not None:
-                request[name] = [None if mask is None else mask.spec.to_wire() for mask in masks]
-                frames += [mask.data for mask in masks if mask is not None]
-        self._start(request, frames)
+    def send_submit(self, request: Submit, frames: Sequence[Buffer]) -> str:
+        """Start a bridge for the job and return its id once the daemon accepted it."""
+        self._start({"op": "submit", "submit": request.to_wire()}, frames)
         while (event := self._next()) is not None:
-            fields, _ = event
-            if fields.get("event") == "accepted":
-                self._job_id = str(fields.get("job_id"))
-                self._image_bytes = sum(memoryview(frame).nbytes for frame in frames)
+            if event[0].get("event") == "accepted":
+                self._job_id = str(event[0].get("job_id"))
                 return self._job_id
         raise self._stopped()
 
-    def wait(self, job_id: str, *, on_progress: Callable[[JobProgress], None] | None = None,
-             cancel: threading.Event | None = None) -> JobResult:
-        """The job's progress until its result.  ``cancel``: set, the job is cancelled as by :meth:`cancel`
-        (GIMP usually kills the plug-in instead, which closes the pipe, which cancels the job too)."""
+    def _wait(self, job_id: str, on_progress: ProgressCallback | None, cancel: threading.Event | None) -> JobResult:
+        """``cancel`` set cancels the job as :meth:`cancel` does (GIMP usually kills the plug-in instead, which
+        closes the pipe, which cancels the job too)."""
         if self.process is None or job_id != self._job_id:
             raise DaemonJobError("invalid_request", f"no job {job_id!r} runs through this bridge")
         if cancel is not None:
             threading.Thread(target=self._cancel_when_set, args=(cancel,), daemon=True).start()
         while (event := self._next()) is not None:
             fields, frames = event
-            if fields.get("event") == "progress" and on_progress is not None:
-                preview = None
-                if frames:
-                    preview = Image(_spec(fields.get("image")), frames[0])
-                on_progress(_record(JobProgress, fields.get("body"), preview))
-            elif fields.get("event") == "result":
-                result = _record(Result, fields)
-                if len(frames) != 1 or len(frames[0]) != result.image.nbytes:
-                    raise DaemonError("The bridge sent an image whose size does not match its description.")
-                return JobResult(result.job_id, Image(result.image, frames[0]), result.elapsed_s, self._image_bytes)
+            result = self._job_message(str(fields.get("event")), fields.get("body"), frames, on_progress)
+            if result is not None:
+                return result
         raise self._stopped()
 
     def cancel(self, job_id: str) -> None:
-        """Ask the daemon to stop the job; :meth:`wait` then raises DaemonJobError with code ``cancelled``."""
         if self.process is not None and self.process.stdin is not None and job_id == self._job_id:
             try:
                 write_message(self.process.stdin, {"op": "cancel"})
             except (OSError, ValueError):
                 pass  # the bridge has gone: its job is cancelled as its pipe closed
 
-    def stylize(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
-                on_progress: Callable[[JobProgress], None] | None = None,
-                cancel: threading.Event | None = None, **submit_options: Any) -> JobResult:
-        job_id = self.submit(content, styles, settings, **submit_options)
-        return self.wait(job_id, on_progress=on_progress, cancel=cancel)
-
     def status(self) -> StatusReply:
-        return _record(StatusReply, self._one_reply({"op": "status"}, "status"))
+        return parse_reply(StatusReply, self._one_reply({"op": "status"}, "status"))
 
-    def estimate(self, settings: dict[str, Any] | None, width: int, height: int, *,
-                 style_sizes: Sequence[tuple[int, int]] = ()) -> EstimateReply:
-        request = Estimate(width, height, dict(settings or {}), tuple((int(w), int(h)) for w, h in style_sizes))
-        return _record(EstimateReply, self._one_reply({"op": "estimate", "estimate": request.to_wire()}, "estimate"))
+    def send_estimate(self, request: Estimate) -> EstimateReply:
+        reply = self._one_reply({"op": "estimate", "estimate": request.to_wire()}, "estimate")
+        return parse_reply(EstimateReply, reply)
 
     # -- the pipe ---------------------------------------------------------------------------------
     def _one_reply(self, request: dict[str, Any], event: str) -> Any:
-        self.close()
-        self._start({**request, "start_command": self.start_command}, [])
+        self._start(request, [])
         try:
             while (message := self._next()) is not None:
                 if message[0].get("event") == event:
@@ -256,7 +220,7 @@ class BridgeClient:
             ) from None
         assert self.process.stdin is not None
         try:
-            write_message(self.process.stdin, request, frames)
+            write_message(self.process.stdin, {**request, "start_command": self.start_command}, frames)
         except OSError as error:
             log.info("Bridge pipe failed: %s", error)
 
@@ -298,27 +262,10 @@ class BridgeClient:
 def _bridge_error(fields: dict[str, Any]) -> DaemonError:
     message = str(fields.get("message", "The daemon reported an error."))
     if fields.get("kind") == "job":
-        error = Error.from_wire(fields)
-        return DaemonJobError(error.code.value, error.message, error.largest_size)
+        return DaemonJobError.of(Error.from_wire(fields))
     if fields.get("kind") == "unreachable":
         return DaemonUnreachableError(message)
     return DaemonError(message)
-
-
-def _record(record: type[_R], body: object, *extra: Any) -> _R:
-    try:
-        if not isinstance(body, dict):
-            raise invalid("the body is not a map")
-        return record.from_wire(body, *extra)  # type: ignore[attr-defined]
-    except ProtocolError as error:
-        raise DaemonError(f"The bridge sent a malformed message: {error}") from None
-
-
-def _spec(fields: object) -> ImageSpec:
-    try:
-        return ImageSpec.from_wire(fields)
-    except ProtocolError as error:
-        raise DaemonError(f"The bridge sent a malformed image: {error}") from None
 
 
 def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence[str] | None,
@@ -351,36 +298,37 @@ def serve(requests: BinaryIO, events: BinaryIO) -> int:
         if message is None:
             return 0
         request = _parse_request(*message)
-    except ValueError as error:
-        _report_error(events, {"kind": "daemon", "message": f"The bridge received a malformed request ({error})."})
+    except (ValueError, ProtocolError) as error:
+        # What the daemon would refuse reaches the plug-in as it would directly: the job's invalid_request.
+        kind = {"kind": "job", "code": error.code.value} if isinstance(error, ProtocolError) else {"kind": "daemon"}
+        _report_error(events, {**kind, "message": f"The bridge received a malformed request ({error})."})
         return EXIT_MALFORMED
 
     cancel = threading.Event()
-    if isinstance(request, _Stylize):
+    if isinstance(request.record, Submit):
         threading.Thread(target=_watch_for_cancel, args=(requests, cancel), daemon=True).start()
 
     def on_progress(progress: JobProgress) -> None:
-        preview = progress.preview
-        extra = {"image": preview.spec.to_wire()} if preview is not None else {}
-        write_message(events, {"event": "progress", "body": progress.to_wire(), **extra}, [preview.data] if preview else [])
+        if (preview := progress.preview) is None:
+            write_message(events, {"event": "progress", "body": progress.to_wire()})
+        else:
+            body = Preview(progress, preview.spec).to_wire()
+            write_message(events, {"event": "preview", "body": body}, [preview.data])
 
     try:
         with connect(start_command=request.start_command,
                      on_wait=lambda text: write_message(events, {"event": "wait", "text": text})) as client:
-            if isinstance(request, _Estimate):
-                reply = client.estimate(request.estimate.settings, request.estimate.width, request.estimate.height,
-                                        style_sizes=request.estimate.style_sizes)
-                write_message(events, {"event": "estimate", "body": reply.to_wire()})
-                return 0
-            if isinstance(request, _Status):
+            if request.record is None:
                 write_message(events, {"event": "status", "body": client.status().to_wire()})
                 return 0
-            job_id = client.submit(request.content, request.styles, request.settings, regions=request.regions,
-                                   style_masks=request.style_masks, **request.options)
+            if isinstance(request.record, Estimate):
+                write_message(events, {"event": "estimate", "body": client.send_estimate(request.record).to_wire()})
+                return 0
+            job_id = client.send_submit(request.record, request.frames)
             write_message(events, {"event": "accepted", "job_id": job_id})
             result = client.wait(job_id, on_progress=on_progress, cancel=cancel)
-        write_message(events, {"event": "result", **Result(result.job_id, result.image.spec, result.elapsed_s).to_wire()},
-                      [result.image.data])
+        body = Result(result.job_id, result.image.spec, result.elapsed_s).to_wire()
+        write_message(events, {"event": "result", "body": body}, [result.image.data])
         return 0
     except DaemonJobError as error:
         _report_error(events, {"kind": "job", "code": error.code, "message": str(error),
@@ -416,88 +364,41 @@ def _watch_for_cancel(requests: BinaryIO, cancel: threading.Event) -> None:
 
 
 @dataclass(frozen=True)
-class _Stylize:
-    content: Image
-    styles: list[Image]
-    regions: list[Image | None] | None
-    style_masks: list[Image | None] | None
-    settings: dict[str, Any]
-    options: dict[str, Any]
+class _Request:
     start_command: list[str] | None
+    record: Submit | Estimate | None  # None: status
+    frames: list[bytes]
 
 
-@dataclass(frozen=True)
-class _Status:
-    start_command: list[str] | None
+_PARSERS: dict[str, Callable[[dict[str, Any]], Submit | Estimate | None]] = {
+    "submit": lambda body: Submit.from_wire(body, MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS),
+    "estimate": Estimate.from_wire,
+    "status": lambda _: None,
+}
 
 
-@dataclass(frozen=True)
-class _Estimate:
-    estimate: Estimate
-    start_command: list[str] | None
-
-
-def _parse_request(fields: dict[str, Any], frames: list[bytes]) -> _Stylize | _Status | _Estimate:
-    """The request, checked: MalformedRequestError (a ValueError) names what is wrong."""
+def _parse_request(fields: dict[str, Any], frames: list[bytes]) -> _Request:
+    """The request, checked: MalformedRequestError (a ValueError) for a pipe message that is no request,
+    ProtocolError for a record (or its frames) the daemon would refuse."""
     start_command = fields.get("start_command")
     if start_command is not None and (not isinstance(start_command, list)
                                       or not all(isinstance(part, str) for part in start_command)):
         raise MalformedRequestError("start_command must be a list of strings")
     op = fields.get("op")
-    if op in ("status", "estimate") and frames:
-        raise MalformedRequestError(f"{op} takes no frames")
-    if op == "status":
-        return _Status(start_command)
-    if op == "estimate":
-        try:
-            return _Estimate(Estimate.from_wire(fields.get("estimate") if isinstance(fields.get("estimate"), dict) else {}),
-                             start_command)
-        except ProtocolError as error:
-            raise MalformedRequestError(str(error)) from None
-    if op != "stylize":
+    parse = _PARSERS.get(op) if isinstance(op, str) else None
+    if parse is None:
         raise MalformedRequestError(f"unknown op {op!r}")
-    styles = fields.get("styles")
-    if not isinstance(styles, list) or not 1 <= len(styles) <= MAX_STYLES:
-        raise MalformedRequestError(f"styles must list 1 to {MAX_STYLES} image specs")
-    specs: list[tuple[object, str]] = [(fields.get("content"), "content")]
-    specs += [(spec, f"styles[{index}]") for index, spec in enumerate(styles)]
-    masks: dict[str, list[object] | None] = {}
-    for name in ("regions", "style_masks"):
-        listed = fields.get(name)
-        if listed is not None and (not isinstance(listed, list) or len(listed) != len(styles)):
-            raise MalformedRequestError(f"{name} must list one spec (or null) per style image")
-        masks[name] = listed
-        specs += [(spec, f"{name}[{index}]") for index, spec in enumerate(listed or []) if spec is not None]
-    if len(frames) != len(specs):
-        raise MalformedRequestError(f"{len(specs)} images described but {len(frames)} frames sent")
-    images = iter([_image(spec, frame, where) for (spec, where), frame in zip(specs, frames)])
-    content = next(images)
-    style_images = [next(images) for _ in styles]
-    mask_images = {name: None if listed is None else [None if spec is None else next(images) for spec in listed]
-                   for name, listed in masks.items()}
-    settings = fields.get("settings") or {}
-    options = dict(fields.get("options") or {})
-    if not isinstance(settings, dict):
-        raise MalformedRequestError("settings must be an object")
-    if not set(options) <= _SUBMIT_OPTIONS:
-        raise MalformedRequestError(f"unknown option {sorted(set(options) - _SUBMIT_OPTIONS)[0]!r}")
-    if options.get("output_size") is not None:
-        size = options["output_size"]
-        if not isinstance(size, list) or len(size) != 2 or not all(isinstance(side, int) for side in size):
-            raise MalformedRequestError("output_size must be [width, height]")
-        options["output_size"] = tuple(size)
-    return _Stylize(content, style_images, mask_images["regions"], mask_images["style_masks"], settings, options,
-                    start_command)
-
-
-def _image(spec: object, frame: bytes, where: str) -> Image:
-    try:
-        image_spec = ImageSpec.from_wire(spec, where, MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS)
-    except ProtocolError as error:
-        raise MalformedRequestError(f"{where} is not an image spec ({error})") from None
-    if image_spec.nbytes != len(frame):
-        raise MalformedRequestError(f"{where} needs {image_spec.nbytes} bytes but its frame has {len(frame)}")
-    return Image(image_spec, frame)
+    body = fields.get(op, {})
+    if not isinstance(body, dict):
+        raise MalformedRequestError(f"{op} must be an object")
+    record = parse(body)
+    sizes = [entry.spec.nbytes for entry in record.images] if isinstance(record, Submit) else []
+    if len(frames) != len(sizes):
+        raise invalid(f"{len(sizes)} images described but {len(frames)} frames sent")
+    for index, (size, frame) in enumerate(zip(sizes, frames)):
+        if size != len(frame):
+            raise invalid(f"images[{index}] needs {size} bytes but its frame has {len(frame)}")
+    return _Request(start_command, record, frames)
 
 
 def _report_error(events: BinaryIO, fields: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ CURVE public key (and the daemon it, by the client key pair the file holds).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import secrets
@@ -23,56 +22,56 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from ..wire.connection import ConnectionFileError, ConnectionInfo, connection_path, read_connection_file
-from .launch import daemon_command
-from ..wire.private_files import UnsafeFileError, private_directory
+from ..wire.framing import Codec, Message
 from ..wire.messages import (
     PROTOCOL_VERSION,
     Accepted,
     Buffer,
     Cancel,
-    DType,
     Error,
     Estimate,
     EstimateReply,
     Hello,
-    Image,
-    ImageEntry,
-    ImageRole,
-    ImageSpec,
-    JobProgress,
     MessageType,
-    Preview,
     ProtocolError,
-    Result,
     StatusReply,
     Submit,
     Welcome,
     WireRecord,
 )
+from ..wire.private_files import UnsafeFileError, private_directory
+from .contract import (
+    DaemonError,
+    DaemonJobError,
+    DaemonUnreachableError,
+    JobResult,
+    ProgressCallback,
+    StyleClient,
+    parse_reply,
+)
+from .launch import daemon_command
 from .remote import Handshake, daemon_silence_limit_s, remote_info, unreachable_message
-from ..wire.framing import Codec, Message
-from .contract import DaemonError, DaemonJobError, DaemonUnreachableError, JobResult
 
 log = logging.getLogger(__name__)
-_R = TypeVar("_R")
 
 HEARTBEAT_INTERVAL_S = 0.5
 SEND_TIMEOUT_MS = 5000
 
 
-class DaemonClient:
+class DaemonClient(StyleClient):
     """A connection to a running daemon (see :func:`connect`)."""
 
     transport = "zeromq"
 
     def __init__(self, info: ConnectionInfo, *, timeout_s: float = 5.0, retries: int = 2,
                  context: zmq.Context | None = None) -> None:
+        super().__init__()
         if info.protocol_version != PROTOCOL_VERSION:
             raise DaemonError(
                 f"The running daemon speaks protocol version {info.protocol_version}, this client "
@@ -90,7 +89,6 @@ class DaemonClient:
         self.codec = Codec(info.caps)
         self.context = context or zmq.Context.instance()
         self.socket: zmq.Socket | None = None
-        self._image_bytes: dict[str, int] = {}  # job id → pixel bytes submitted, until its result
         self._open()
 
     # -- socket handling --------------------------------------------------------------------------
@@ -105,12 +103,6 @@ class DaemonClient:
         if self.socket is not None:
             self.socket.close(0)
             self.socket = None
-
-    def __enter__(self) -> DaemonClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
     def _send(self, message_type: MessageType, body: WireRecord | dict[str, Any] | None = None,
               frames: Sequence[Buffer] = ()) -> None:
@@ -145,7 +137,7 @@ class DaemonClient:
                 if reply is None:
                     break
                 if reply.type is MessageType.ERROR and "job_id" not in reply.body:
-                    raise _job_error(Error.from_wire(reply.body))
+                    raise DaemonJobError.of(Error.from_wire(reply.body))
                 if reply.type is expect:
                     return reply
                 # anything else (a late reply to an earlier request) is skipped
@@ -159,60 +151,41 @@ class DaemonClient:
     # -- requests ---------------------------------------------------------------------------------
     def hello(self) -> Welcome:
         reply = self.request(MessageType.HELLO, Hello(PROTOCOL_VERSION), expect=MessageType.WELCOME)
-        return _parse(Welcome, reply.body)
+        return parse_reply(Welcome, reply.body)
 
     def ping(self) -> None:
         self.request(MessageType.PING, expect=MessageType.PONG)
 
     def status(self) -> StatusReply:
-        return _parse(StatusReply, self.request(MessageType.STATUS, expect=MessageType.STATUS_REPLY).body)
+        return parse_reply(StatusReply, self.request(MessageType.STATUS, expect=MessageType.STATUS_REPLY).body)
 
-    def estimate(self, settings: dict[str, Any] | None, width: int, height: int, *,
-                 style_sizes: Sequence[tuple[int, int]] = ()) -> EstimateReply:
-        """What a job of these settings on a width×height content (and styles of ``style_sizes``) would
-        cost now: memory, whole or tiled, seconds, whether it can run and the largest size that can."""
-        request = Estimate(width, height, dict(settings or {}), tuple((int(w), int(h)) for w, h in style_sizes))
-        return _parse(EstimateReply, self.request(MessageType.ESTIMATE, request, expect=MessageType.ESTIMATE_REPLY).body)
+    def send_estimate(self, request: Estimate) -> EstimateReply:
+        reply = self.request(MessageType.ESTIMATE, request, expect=MessageType.ESTIMATE_REPLY)
+        return parse_reply(EstimateReply, reply.body)
 
     def shutdown(self) -> None:
         self.request(MessageType.SHUTDOWN, expect=MessageType.SHUTTING_DOWN)
 
-    def submit(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
-               regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
-               init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
-               preview_every: int = 0, output_size: tuple[int, int] | None = None,
-               result_dtype: DType = DType.F32, preview_max_side: int = 0,
-               extra: dict[str, Any] | None = None) -> str:
-        """Queue a job and return its id; follow it with :meth:`wait`.  ``output_size`` (width, height)
-        has the daemon resize the result, e.g. back to the region the content came from.  ``regions``
-        and ``style_masks`` (spatial control) are explained by :func:`submit_request`; ``extra`` adds raw
-        body fields (the tests' fault injection)."""
-        request, frames = submit_request(content, styles, settings, regions=regions, style_masks=style_masks, init=init,
-                                         warm_start=warm_start, progress_every=progress_every,
-                                         preview_every=preview_every, output_size=output_size,
-                                         result_dtype=result_dtype, preview_max_side=preview_max_side)
+    def send_submit(self, request: Submit, frames: Sequence[Buffer]) -> str:
         # Submitting is not retried: a resent job could run twice.
-        self._send(MessageType.SUBMIT, {**request.to_wire(), **(extra or {})}, frames)
+        self._send(MessageType.SUBMIT, request, frames)
         reply = self._receive(self.timeout_s)
         while reply is not None and reply.type not in (MessageType.ACCEPTED, MessageType.ERROR):
             reply = self._receive(self.timeout_s)
         if reply is None:
             self._open()
-            raise DaemonUnreachableError(f"The daemon at {self.info.endpoint} did not accept the job within {self.timeout_s:g} s.")
+            raise DaemonUnreachableError(
+                f"The daemon at {self.info.endpoint} did not accept the job within {self.timeout_s:g} s.")
         if reply.type is MessageType.ERROR:
-            raise _job_error(Error.from_wire(reply.body))
-        job_id = _parse(Accepted, reply.body).job_id
-        self._image_bytes[job_id] = sum(memoryview(frame).nbytes for frame in frames)
-        return job_id
+            raise DaemonJobError.of(Error.from_wire(reply.body))
+        return parse_reply(Accepted, reply.body).job_id
 
     def cancel(self, job_id: str) -> None:
-        """Ask the daemon to stop the job; :meth:`wait` then raises DaemonJobError with code ``cancelled``."""
         self._send(MessageType.CANCEL, Cancel(job_id))
 
-    def wait(self, job_id: str, *, on_progress: Callable[[JobProgress], None] | None = None,
-             cancel: threading.Event | None = None) -> JobResult:
-        """Receive the job's progress until its result; heartbeat meanwhile.  Raises DaemonJobError
-        (code "cancelled" after ``cancel`` is set), or DaemonUnreachableError when the daemon goes silent."""
+    def _wait(self, job_id: str, on_progress: ProgressCallback | None,
+              cancel: threading.Event | None) -> JobResult:
+        """Receive the job's messages, heartbeating meanwhile (which also tells when the daemon has died)."""
         last_heard = time.monotonic()
         next_heartbeat = 0.0
         cancel_sent = False
@@ -234,58 +207,12 @@ class DaemonClient:
             if reply is None:
                 continue
             last_heard = time.monotonic()
-            body = reply.body
-            if body.get("job_id") not in (None, job_id):
+            if reply.body.get("job_id") not in (None, job_id):
                 continue
-            if reply.type is MessageType.PROGRESS and on_progress is not None:
-                on_progress(_parse(JobProgress, body))
-            elif reply.type is MessageType.PREVIEW and on_progress is not None:
-                preview = _parse(Preview, body)
-                on_progress(dataclasses.replace(preview.progress, preview=_frame_image(preview.image, reply.frames)))
-            elif reply.type is MessageType.RESULT:
-                result = _parse(Result, body)
-                return JobResult(job_id, _frame_image(result.image, reply.frames), result.elapsed_s,
-                                 self._image_bytes.pop(job_id, 0))
-            elif reply.type is MessageType.ERROR:
-                self._image_bytes.pop(job_id, None)
-                raise _job_error(Error.from_wire(body))
-
-    def stylize(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
-                on_progress: Callable[[JobProgress], None] | None = None, cancel: threading.Event | None = None,
-                **submit_options: Any) -> JobResult:
-        job_id = self.submit(content, styles, settings, **submit_options)
-        return self.wait(job_id, on_progress=on_progress, cancel=cancel)
-
-
-def submit_request(content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
-                   regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
-                   init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
-                   preview_every: int = 0, output_size: tuple[int, int] | None = None,
-                   result_dtype: DType = DType.F32, preview_max_side: int = 0) -> tuple[Submit, list[Buffer]]:
-    """A submit body and its binary parts.  ``regions``: one per style (None: everywhere), a 1-channel
-    image of the content's size, white where that style applies in the output.  ``style_masks``: one
-    per style (None: its alpha channel, if any, else all of it), a 1-channel image of that style's size,
-    white where its statistics are taken.  The daemon checks them (sizes, channels, counts)."""
-    images: list[tuple[Image, ImageEntry]] = [(content, _entry(ImageRole.CONTENT, content))]
-    images += [(style, _entry(ImageRole.STYLE, style)) for style in styles]
-    for role, masks in ((ImageRole.REGION, regions), (ImageRole.STYLE_MASK, style_masks)):
-        if masks is None:
-            continue
-        name = "regions" if role is ImageRole.REGION else "style_masks"
-        if len(masks) != len(styles):
-            raise DaemonJobError("invalid_request", f"{name} needs one mask (or None) per style image: "
-                                 f"{len(styles)}, got {len(masks)}")
-        images += [(mask, _entry(role, mask, index)) for index, mask in enumerate(masks) if mask is not None]
-    if init is not None:
-        images.append((init, _entry(ImageRole.INIT, init)))
-    request = Submit(tuple(entry for _, entry in images), dict(settings or {}), progress_every, preview_every,
-                     warm_start, None if output_size is None else (int(output_size[0]), int(output_size[1])),
-                     DType(result_dtype), preview_max_side)
-    return request, [image.data for image, _ in images]
-
-
-def _entry(role: ImageRole, image: Image, style: int | None = None) -> ImageEntry:
-    return ImageEntry(role, image.spec, style)
+            if reply.type is MessageType.ERROR:
+                raise DaemonJobError.of(Error.from_wire(reply.body))
+            if (result := self._job_message(reply.type, reply.body, reply.frames, on_progress)) is not None:
+                return result
 
 
 def configure_socket(socket: zmq.Socket, info: ConnectionInfo) -> None:
@@ -344,23 +271,6 @@ def _check_ipc_socket(path: str) -> None:
                                      "(start it with: python -m daemon start).") from None
     if not stat.S_ISSOCK(info.st_mode) or (os.name == "posix" and info.st_uid != os.geteuid()):
         raise DaemonError(f"{path} is not a socket of this user's daemon; remove it and restart the daemon.")
-
-
-def _parse(record: type[_R], body: dict[str, Any]) -> _R:
-    try:
-        return record.from_wire(body)  # type: ignore[attr-defined]
-    except ProtocolError as error:
-        raise DaemonError(f"The daemon sent a malformed message: {error}") from None
-
-
-def _frame_image(spec: ImageSpec, frames: list[Buffer]) -> Image:
-    if len(frames) != 1 or memoryview(frames[0]).nbytes != spec.nbytes:
-        raise DaemonError("The daemon sent an image whose size does not match its description.")
-    return Image(spec, frames[0])
-
-
-def _job_error(error: Error) -> DaemonJobError:
-    return DaemonJobError(error.code.value, error.message, error.largest_size)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -11,10 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from nst_engine import Precision
+from nst_engine.device import choose_precision
+
 from .caches import ResultCache
-from .estimates import EvaluationSpeed
 from .jobs import Job, JobQueue
-from .worker import ModelState, Sender, Worker
+from .worker import Outbox, Worker
 
 
 def resolve_devices(devices: str | None, device: str | None, cuda_count: int) -> list[str | None]:
@@ -33,10 +37,9 @@ def resolve_devices(devices: str | None, device: str | None, cuda_count: int) ->
 
 
 class WorkerPool:
-    """The workers of one daemon.  Its single-device fields (``device``, ``model_state``…) are the first
-    worker's, for the status fields that predate several devices; :meth:`device_status` has them all."""
+    """The workers of one daemon, one per device, sharing the queue and the kept results."""
 
-    def __init__(self, queue: JobQueue, send: Callable[[], Sender], devices: Sequence[str | None], *,
+    def __init__(self, queue: JobQueue, send: Callable[[], Outbox], devices: Sequence[str | None], *,
                  weights: Path | None, lazy: bool, gram_cache_bytes: int, memory_budget: int | None = None,
                  test_faults: bool = False) -> None:
         if not devices:
@@ -46,11 +49,10 @@ class WorkerPool:
                    memory_budget=memory_budget, test_faults=test_faults)
             for device in devices
         ]
-        shared = ResultCache()
+        self.results = ResultCache()
         for worker in self.workers:
-            worker.results = shared
+            worker.results = self.results
 
-    # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
@@ -65,55 +67,27 @@ class WorkerPool:
     def is_running(self, job: Job) -> bool:
         return any(job is running for running in self.running_jobs())
 
-    # -- the first worker's fields ----------------------------------------------------------------
-    @property
-    def first(self) -> Worker:
-        return self.workers[0]
-
-    @property
-    def device(self) -> str:
-        return self.first.device
-
-    @property
-    def model_state(self) -> ModelState:
-        return self.first.model_state
-
-    @property
-    def model_error(self) -> str | None:
-        return self.first.model_error
-
-    @property
-    def gram_cache(self):
-        return self.first.gram_cache
-
-    @property
-    def results(self) -> ResultCache:
-        return self.first.results
+    def next_worker(self) -> Worker:
+        """The worker a job submitted now would go to: the first idle one (else the first), whose device,
+        memory and measured speed an estimate is for."""
+        return next((worker for worker in self.workers if worker.running is None), self.workers[0])
 
     @property
     def jobs_done(self) -> int:
         return sum(worker.jobs_done for worker in self.workers)
 
-    @property
-    def speed(self) -> EvaluationSpeed:
-        """The first device's measured speed, for estimates: jobs go to the first free device."""
-        return self.first.speed
+    def style_cache_status(self) -> dict[str, int]:
+        caches = [worker.gram_cache for worker in self.workers]
+        return {"hits": sum(cache.hits for cache in caches), "misses": sum(cache.misses for cache in caches),
+                "entries": sum(len(cache) for cache in caches), "bytes": sum(cache.nbytes for cache in caches)}
 
-    def available_memory(self) -> int:
-        return self.first.available_memory()
-
-    def memory_device(self):
-        return self.first.memory_device()
-
-    # -- status -----------------------------------------------------------------------------------
     def device_status(self, client: bytes | None) -> list[dict[str, Any]]:
-        """Each device: its name, model, memory, the job it runs (its id only for its own client), jobs done."""
+        """Each device: its name, model, precision, memory, the job it runs (its id only for its own
+        client), jobs done."""
         return [_worker_status(index, worker, client) for index, worker in enumerate(self.workers)]
 
 
 def _worker_status(index: int, worker: Worker, client: bytes | None) -> dict[str, Any]:
-    import torch
-
     device = worker.memory_device()
     name = str(device)
     memory: dict[str, int] = {"available_bytes": worker.available_memory()}
@@ -128,6 +102,7 @@ def _worker_status(index: int, worker: Worker, client: bytes | None) -> dict[str
         "name": name,
         "model": worker.model_state.value,
         "model_error": worker.model_error,
+        "precision": precision_status(device),
         "memory": memory,
         "running": None if running is None else (
             {"job_id": running.id, "progress": running.progress} if running.client == client
@@ -135,3 +110,9 @@ def _worker_status(index: int, worker: Worker, client: bytes | None) -> dict[str
         "jobs_done": worker.jobs_done,
         "style_cache_entries": len(worker.gram_cache),
     }
+
+
+def precision_status(device: torch.device) -> dict[str, str]:
+    """What a job's ``auto`` precision runs in on ``device``, and why."""
+    choice = choose_precision(Precision.AUTO, device)
+    return {"auto": choice.precision.value, "reason": choice.reason}

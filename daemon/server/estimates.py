@@ -6,13 +6,16 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from nst_engine import InsufficientMemoryError, InvalidSettingsError, Progress, StyleSettings
-from nst_engine.geometry import MIN_TILE, fit_longest_side, style_size_at
 import torch
 
-from nst_engine.memory import LBFGS_HISTORY, Arithmetic, arithmetic_for, estimate_bytes
-from nst_engine.settings import Optimizer
-from nst_engine.tiling import StagePlan, largest_runnable_side, plan_stage, tiled_bytes, whole_stage_bytes
+from nst_engine import (
+    InvalidSettingsError,
+    Progress,
+    StyleSettings,
+)
+from nst_engine.memory import LBFGS_HISTORY, arithmetic_for
+from nst_engine.planning import plan_job
+from nst_engine.tiling import largest_runnable_size
 
 from ..wire.messages import Estimate, EstimateReply, invalid
 
@@ -20,8 +23,6 @@ from ..wire.messages import Estimate, EstimateReply, invalid
 _STYLE_PASS_FRACTION = 1 / 3
 _DECAY = 0.98  # per sample, of the running fit's sums
 _MIN_SIZE_SPREAD = 0.1  # the samples' sizes' standard deviation, relative to their mean, that a slope needs
-_LARGEST_CHECKS = 16
-LBFGS_SHORTEST_HISTORY = 5  # the shortest history nst_engine.tiling's planner falls back to
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class EvaluationSpeed:
 
 
 def estimate_job(request: Estimate, available: int, speed: SpeedModel | None, device: torch.device) -> EstimateReply:
-    """The cost of a job of ``request``'s settings and sizes on ``device`` with ``available`` bytes;
-    ProtocolError for settings the engine would refuse."""
+    """The cost of a job of ``request``'s settings and sizes on ``device`` with ``available`` bytes, by
+    the plan the engine would follow; ProtocolError for settings the engine would refuse."""
     try:
         settings = StyleSettings.from_values(request.settings or {})
         settings.validate(max(1, len(request.style_sizes)))
@@ -93,69 +94,19 @@ def estimate_job(request: Estimate, available: int, speed: SpeedModel | None, de
         raise invalid(str(error)) from None
     available = settings.memory_budget(available)
     arithmetic = arithmetic_for(settings.precision, device)
-    height, width = request.height, request.width
-    longest = settings.size or max(height, width)
-    stages = [fit_longest_side(height, width, side) for side in settings.stage_sizes(longest)]
-    iterations = settings.stage_iterations(len(stages))
-    memory, runnable, tiled, tiles, history = 0, True, False, 1, LBFGS_HISTORY
-    work = 0.0  # megapixel-iterations, tiles' context margins included
-    evaluations = 0  # of the whole image or of one tile
-    for (stage_h, stage_w), stage_iterations in zip(stages, iterations):
-        try:
-            style_sizes = [style_size_at(style_h, style_w, settings.style_scale, stage_h, stage_w)
-                           for style_w, style_h in request.style_sizes]
-            plan = plan_stage(stage_h, stage_w, settings, available, style_sizes, arithmetic=arithmetic)
-        except InsufficientMemoryError as error:
-            runnable = False
-            memory = max(memory, error.required_bytes)
-            work += stage_iterations * stage_h * stage_w / 1e6
-            evaluations += stage_iterations
-            continue
-        stage_bytes, pixels, tiles = _stage_cost(stage_h, stage_w, settings, arithmetic, plan, style_sizes)
-        history = plan.lbfgs_history
-        memory = max(memory, stage_bytes)
-        tiled = tiled or plan.tiles is not None
-        styles = sum(style_h * style_w for style_h, style_w in style_sizes)
-        work += stage_iterations * pixels / 1e6 + _STYLE_PASS_FRACTION * styles / 1e6
-        evaluations += stage_iterations * tiles
-    largest = _largest_runnable(height, width, settings, arithmetic, available)
-    final_h, final_w = stages[-1]
+    plan = plan_job(request.height, request.width, [(height, width) for width, height in request.style_sizes],
+                    settings, available, arithmetic)
+    # Megapixel-iterations (the tiles' context margins included) and evaluations of the whole image or a tile.
+    work = sum(stage.iterations * stage.evaluated_pixels / 1e6 + _STYLE_PASS_FRACTION
+               * sum(height * width for height, width in stage.style_sizes) / 1e6 * (stage.plan is not None)
+               for stage in plan.stages)
+    evaluations = sum(stage.iterations * stage.tiles for stage in plan.stages)
+    final = plan.final
     return EstimateReply(
-        memory_bytes=memory, available_bytes=available, tiled=tiled, tiles=tiles, lbfgs_history=history,
-        iterations=sum(iterations),
-        seconds=None if speed is None else speed.seconds(evaluations, work),
-        runnable=runnable, largest_size=largest, output_width=final_w, output_height=final_h,
+        memory_bytes=plan.peak_bytes, available_bytes=available, tiled=plan.tiled, tiles=final.tiles,
+        lbfgs_history=final.plan.lbfgs_history if final.plan is not None else LBFGS_HISTORY,
+        iterations=final.total_iterations, seconds=None if speed is None else speed.seconds(evaluations, work),
+        runnable=plan.runnable,
+        largest_size=largest_runnable_size(request.height, request.width, settings, available, arithmetic),
+        output_width=final.width, output_height=final.height,
     )
-
-
-def _largest_runnable(height: int, width: int, settings: StyleSettings, arithmetic: Arithmetic, available: int) -> int:
-    """The tiled planner's largest longest side for this shape, checked at the sizes a job of it would have
-    (the planner works from the aspect ratio, whose rounding can in rare cases differ by a pixel from
-    fit_longest_side's from the two sides)."""
-    largest = largest_runnable_side(available, settings, min(height, width) / max(height, width), arithmetic=arithmetic)
-    for candidate in range(largest, max(0, largest - _LARGEST_CHECKS), -1):
-        if _runs(*fit_longest_side(height, width, candidate), settings, arithmetic, available):
-            return candidate
-    return max(0, largest - _LARGEST_CHECKS)
-
-
-def _runs(height: int, width: int, settings: StyleSettings, arithmetic: Arithmetic, available: int) -> bool:
-    """Whether plan_stage finds a plan: the stage whole (unless tiles are forced), or else in the smallest
-    tiles with the shortest history (what largest_runnable_side assumes), without its search for the best."""
-    whole = estimate_bytes(height, width, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
-    if not settings.tile_size and whole <= available:
-        return True
-    history = LBFGS_SHORTEST_HISTORY if settings.optimizer is Optimizer.LBFGS else LBFGS_HISTORY
-    return tiled_bytes(height, width, settings.tile_size or MIN_TILE, settings, arithmetic, history) <= available
-
-
-def _stage_cost(height: int, width: int, settings: StyleSettings, arithmetic: Arithmetic, plan: StagePlan,
-                style_sizes: list[tuple[int, int]]) -> tuple[int, int, int]:
-    """(peak bytes, pixels one evaluation passes through VGG, tiles) of a stage run by ``plan``, by the
-    same model the planner used to choose it."""
-    if plan.tiles is None:
-        return whole_stage_bytes(height, width, settings, arithmetic, style_sizes), height * width, 1
-    grid = plan.tiles.tiles(height, width)
-    peak = tiled_bytes(height, width, plan.tiles.tile, settings, arithmetic, plan.lbfgs_history)
-    passed = sum((rows.context_end - rows.context_start) * (cols.context_end - cols.context_start) for rows, cols in grid)
-    return peak, passed, len(grid)

@@ -1,4 +1,4 @@
-"""Jobs and the bounded queue that feeds the single GPU worker."""
+"""Jobs and the bounded queue that feeds the workers (one per device)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from nst_engine import CancelToken
 
-from ..wire.messages import Buffer, DType, ImageSpec
+from ..wire.messages import Buffer, ImageRole, ImageSpec, Submit
 
 
 class JobState(str, enum.Enum):
@@ -22,7 +22,7 @@ class JobState(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobImage:
     spec: ImageSpec
     frame: Buffer
@@ -30,26 +30,43 @@ class JobImage:
 
 @dataclass
 class Job:
+    """A submitted job: its request as it came (checked), its images, and where it stands."""
+
     id: str
     client: bytes  # routing identity of the submitting client, its owner: only it may cancel, warm-start from or see it
-    settings: dict[str, Any]
-    content: JobImage
-    styles: list[JobImage]
-    init: JobImage | None = None
-    # Spatial control, one entry per style (None: that style has none), or None when no style has one.
-    regions: list[JobImage | None] | None = None  # 1 channel, the content's size: where the style applies
-    style_masks: list[JobImage | None] | None = None  # 1 channel, its style's size: where its statistics come from
-    warm_start: str | None = None
-    progress_every: int = 1
-    preview_every: int = 0
+    submit: Submit
+    frames: list[Buffer]  # the binary parts, in the order of ``submit.images``
     output_size: tuple[int, int] | None = None  # (height, width) to resize the result to
-    result_dtype: DType = DType.F32
-    preview_max_side: int = 0  # 0: previews at the result's size
-    fault: str | None = None  # test hook, honoured only when the daemon runs with --test-faults
     state: JobState = JobState.QUEUED
     cancel_token: CancelToken = field(default_factory=CancelToken)
     submitted_at: float = field(default_factory=time.monotonic)
     progress: dict[str, Any] | None = None
+
+    def _image(self, index: int) -> JobImage:
+        return JobImage(self.submit.images[index].spec, self.frames[index])
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.submit.settings
+
+    @property
+    def content(self) -> JobImage:
+        return self._image(self.submit.indices(ImageRole.CONTENT)[0])
+
+    @property
+    def styles(self) -> list[JobImage]:
+        return [self._image(index) for index in self.submit.indices(ImageRole.STYLE)]
+
+    @property
+    def init(self) -> JobImage | None:
+        return next((self._image(index) for index in self.submit.indices(ImageRole.INIT)), None)
+
+    def masks(self, role: ImageRole) -> list[JobImage | None] | None:
+        """Per style, its mask of ``role`` (None: it has none), or None when no style has one: regions (the
+        content's size: where the style applies) or style masks (its style's size: where its statistics
+        come from)."""
+        found = self.submit.masks(role)
+        return None if found is None else [None if index is None else self._image(index) for index in found]
 
 
 class JobQueue:

@@ -27,9 +27,8 @@ import torch
 import torchvision
 import zmq
 
-from nst_engine import Optimizer, Precision, StyleSettings
-from nst_engine.device import choose_precision
-from nst_engine.geometry import fit_longest_side
+from nst_engine import InvalidSettingsError, Optimizer, Precision, StyleSettings
+from nst_engine.planning import output_size as result_size
 from nst_engine.memory import arithmetic_for, largest_fitting_side
 from nst_engine.tiling import largest_runnable_side
 
@@ -44,9 +43,9 @@ from ..wire.connection import (
     write_connection_file,
 )
 from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
-from .jobs import Job, JobImage, JobQueue, JobState
+from .jobs import Job, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
-from ..wire.limits import TCP_MAX_FRAME_BYTES, MessageCaps
+from ..wire.limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, TCP_MAX_FRAME_BYTES, MessageCaps
 from .peers import PeerConnections
 from ..wire.private_files import private_directory
 from .estimates import estimate_job
@@ -71,7 +70,7 @@ from ..wire.messages import (
     WireRecord,
     invalid,
 )
-from ..wire.framing import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE, Codec, Message
+from ..wire.framing import Codec, Message
 from .rejections import RejectionLog
 from .devices import WorkerPool
 
@@ -95,8 +94,8 @@ class DaemonConfig:
     devices: list[str | None] = field(default_factory=list)  # one worker each; empty: one on ``device``
     lazy: bool = False
     queue_capacity: int = 4
-    max_image_side: int = DEFAULT_MAX_IMAGE_SIDE
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_image_side: int = MAX_IMAGE_SIDE
+    max_image_pixels: int = MAX_IMAGE_PIXELS
     gram_cache_bytes: int = 512 * 2**20
     memory_budget: int | None = None  # bytes a job may use; None: what the device has free when it starts
     client_timeout_s: float = 1.5  # clients heartbeat every 0.5 s while they have jobs
@@ -164,7 +163,7 @@ class DaemonService:
         self.rejections = RejectionLog(log)
         self._issued_keys: IssuedKeys | None = None  # over TCP: each message's key is checked against them
         self._stop = threading.Event()
-        self.worker = WorkerPool(  # one worker per device (daemon/server/devices.py)
+        self.pool = WorkerPool(  # one worker per device (daemon/server/devices.py)
             self.queue, self._make_worker_sender, config.devices or [config.device], weights=config.weights,
             lazy=config.lazy, gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget,
             test_faults=config.test_faults,
@@ -198,15 +197,15 @@ class DaemonService:
                               max_frame_bytes=TCP_MAX_FRAME_BYTES if transport.curve is not None else 0)
         write_connection_file(info, self.files.connection)
         log.info("Listening on %s (%s; connection file %s)", self.endpoint, self.transport_name, self.files.connection)
-        self.worker.start()
+        self.pool.start()
         try:
             self._loop(transport, events, info)
         finally:
             log.info("Shutting down")
             self.queue.close()
-            for running in self.worker.running_jobs():
+            for running in self.pool.running_jobs():
                 running.cancel_token.cancel()
-            self.worker.join(timeout=10)
+            self.pool.join(timeout=10)
             remove_connection_file(self.files.connection, pid=os.getpid())
             transport.router.close(0)
             if transport.socket_file is not None:
@@ -423,48 +422,36 @@ class DaemonService:
     def _parse_job(self, client: bytes, message: Message) -> Job:
         submit = Submit.from_wire(message.body, self.config.max_image_side, self.max_pixels)
         if len(message.frames) != len(submit.images):
-            raise _invalid(f"submit: {len(submit.images)} images described but {len(message.frames)} binary frames sent")
-        images: list[JobImage] = []
+            raise invalid(f"submit: {len(submit.images)} images described but {len(message.frames)} binary frames sent")
         for index, (entry, frame) in enumerate(zip(submit.images, message.frames)):
             spec, length = entry.spec, memoryview(frame).nbytes
             if length != spec.nbytes:
-                raise _invalid(
+                raise invalid(
                     f"images[{index}]: {spec.width}×{spec.height}×{spec.channels} {spec.dtype.value} needs {spec.nbytes} "
                     f"bytes but its frame has {length}"
                 )
-            images.append(JobImage(spec, frame))
         settings = submit.settings
         if settings.get("size", 0) > self.config.max_image_side:
-            raise _invalid(f"settings.size must be at most {self.config.max_image_side}")
-        regions = submit.masks(ImageRole.REGION)
-        if regions is not None and settings.get("style_layer_sources") is not None:
-            raise _invalid("regions: masks over the output cannot be combined with settings.style_layer_sources; "
-                           "choose one kind of control")
-        content = images[submit.indices(ImageRole.CONTENT)[0]]
-        inits = submit.indices(ImageRole.INIT)
-        style_masks = submit.masks(ImageRole.STYLE_MASK)
-        output_size = self._output_size(submit.output, content.spec, settings)
-        return Job(
-            id=secrets.token_hex(8), client=client, settings=settings, content=content,
-            styles=[images[index] for index in submit.indices(ImageRole.STYLE)],
-            init=images[inits[0]] if inits else None,
-            regions=None if regions is None else [None if index is None else images[index] for index in regions],
-            style_masks=None if style_masks is None else [None if index is None else images[index] for index in style_masks],
-            warm_start=submit.warm_start, progress_every=submit.progress_every, preview_every=submit.preview_every,
-            fault=submit.fault if self.config.test_faults else None, output_size=output_size,
-            result_dtype=submit.result_dtype, preview_max_side=submit.preview_max_side,
-        )
+            raise invalid(f"settings.size must be at most {self.config.max_image_side}")
+        if submit.masks(ImageRole.REGION) is not None and settings.get("style_layer_sources") is not None:
+            raise invalid("regions: masks over the output cannot be combined with settings.style_layer_sources; "
+                          "choose one kind of control")
+        job = Job(id=secrets.token_hex(8), client=client, submit=submit, frames=list(message.frames))
+        job.output_size = self._output_size(submit.output, job.content.spec, settings)
+        return job
 
     def _output_size(self, output: tuple[int, int] | None, content: ImageSpec,
                      settings: dict[str, Any]) -> tuple[int, int] | None:
         """(height, width) to resize the result to, or None; either way the image sent back (and each
         preview) stays within the pixel limit that inputs have (Submit.from_wire checked ``output``'s)."""
         if output is None:
-            longest = settings.get("size", StyleSettings.size) or max(content.height, content.width)
-            height, width = fit_longest_side(content.height, content.width, longest)
+            try:
+                height, width = result_size(content.height, content.width, StyleSettings.from_values(settings))
+            except InvalidSettingsError as error:
+                raise invalid(str(error)) from None
             if height * width > self.max_pixels:
-                raise _invalid(f"settings.size {longest} makes a {width}×{height} result ({height * width} pixels); "
-                               f"the limit is {self.max_pixels}")
+                raise invalid(f"settings.size {max(height, width)} makes a {width}×{height} result "
+                              f"({height * width} pixels); the limit is {self.max_pixels}")
             return None
         width, height = output
         return height, width
@@ -472,7 +459,7 @@ class DaemonService:
     def _cancel(self, router: zmq.Socket, client: bytes, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job is None or job.client != client:
-            raise _invalid(f"cancel: no job {job_id!r} of yours")
+            raise invalid(f"cancel: no job {job_id!r} of yours")
         self._cancel_job(job, router)
 
     def _cancel_job(self, job: Job, router: zmq.Socket | None) -> None:
@@ -505,7 +492,7 @@ class DaemonService:
 
     def _forget_finished_jobs(self, peers: PeerConnections) -> None:
         for job_id, job in list(self.jobs.items()):
-            if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and not self.worker.is_running(job):
+            if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED) and not self.pool.is_running(job):
                 del self.jobs[job_id]
         active = {job.client for job in self.jobs.values()}
         for client in [c for c in self.last_seen if c not in active]:
@@ -516,27 +503,8 @@ class DaemonService:
     # -- status -----------------------------------------------------------------------------------
     def status(self, client: bytes | None = None) -> StatusReply:
         """The daemon's state as ``client`` may see it: other clients' jobs are counted, not named."""
-        running = next((job for job in self.worker.running_jobs() if job.client == client),
-                       next(iter(self.worker.running_jobs()), None))
-        speed = self.worker.speed.model()
-        memory: dict[str, Any] = {"rss_bytes": _rss_bytes()}
-        if torch.cuda.is_available():  # every GPU's together (``devices`` has each one's)
-            gpus = range(torch.cuda.device_count())
-            memory["cuda_allocated_bytes"] = sum(torch.cuda.memory_allocated(gpu) for gpu in gpus)
-            memory["cuda_max_allocated_bytes"] = sum(torch.cuda.max_memory_allocated(gpu) for gpu in gpus)
-        # What the engine's measured memory model lets a new job do now (square image, default layers):
-        # the largest size at all (in tiles where needed) and the largest that runs whole (faster).
-        available = self.worker.available_memory()
-        memory["available_bytes"] = available
-        defaults = {optimizer.value: StyleSettings(optimizer=optimizer) for optimizer in Optimizer}
-        arithmetic = arithmetic_for(Precision.AUTO, self.worker.memory_device())
-        memory["largest_size"] = {name: largest_runnable_side(available, settings, arithmetic=arithmetic)
-                                  for name, settings in defaults.items()}
-        memory["largest_whole_size"] = {
-            name: largest_fitting_side(available, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
-            for name, settings in defaults.items()
-        }
-        cache = self.worker.gram_cache
+        worker = self.pool.next_worker()
+        speed = worker.speed.model()
         return StatusReply(
             version=VERSION,
             protocol_version=PROTOCOL_VERSION,
@@ -544,20 +512,13 @@ class DaemonService:
             endpoint=self.endpoint,
             transport=self.transport_name,
             uptime_s=time.monotonic() - self.started_at,
-            device=self.worker.device,
-            precision=precision_status(self.worker.memory_device()),
-            model=self.worker.model_state.value,
-            model_error=self.worker.model_error,
             queue=[job.id if job.client == client else None for job in self.queue.snapshot()],
             queue_capacity=self.queue.capacity,
-            running=None if running is None else (
-                {"job_id": running.id, "progress": running.progress} if running.client == client
-                else {"job_id": None, "progress": None}),
-            jobs_done=self.worker.jobs_done,
-            devices=self.worker.device_status(client),
-            style_cache={"hits": cache.hits, "misses": cache.misses, "entries": len(cache), "bytes": cache.nbytes},
-            kept_results=len(self.worker.results),
-            memory=memory,
+            jobs_done=self.pool.jobs_done,
+            devices=self.pool.device_status(client),
+            style_cache=self.pool.style_cache_status(),
+            kept_results=len(self.pool.results),
+            memory=_memory_status(worker.available_memory(), worker.memory_device()),
             seconds_per_megapixel_iteration=None if speed is None else speed.seconds_per_megapixel,
             seconds_per_iteration=None if speed is None else speed.seconds_per_iteration,
             versions={
@@ -571,14 +532,27 @@ class DaemonService:
         )
 
     def estimate(self, request: Estimate) -> EstimateReply:
-        return estimate_job(request, self.worker.available_memory(), self.worker.speed.model(),
-                            self.worker.memory_device())
+        worker = self.pool.next_worker()
+        return estimate_job(request, worker.available_memory(), worker.speed.model(), worker.memory_device())
 
 
-def precision_status(device: torch.device) -> dict[str, str]:
-    """What a job's ``auto`` precision runs in on ``device``, and why."""
-    choice = choose_precision(Precision.AUTO, device)
-    return {"auto": choice.precision.value, "reason": choice.reason}
+def _memory_status(available: int, device: torch.device) -> dict[str, Any]:
+    """The process's memory, and what the engine's measured memory model lets a new job do now on the
+    device it would run on (square image, default layers, ``auto`` precision): the largest size at all
+    (in tiles where needed) and the largest that runs whole (faster)."""
+    memory: dict[str, Any] = {"rss_bytes": _rss_bytes(), "available_bytes": available}
+    if torch.cuda.is_available():  # every GPU's together (``devices`` has each one's)
+        gpus = range(torch.cuda.device_count())
+        memory["cuda_allocated_bytes"] = sum(torch.cuda.memory_allocated(gpu) for gpu in gpus)
+        memory["cuda_max_allocated_bytes"] = sum(torch.cuda.max_memory_allocated(gpu) for gpu in gpus)
+    defaults = {optimizer.value: StyleSettings(optimizer=optimizer) for optimizer in Optimizer}
+    arithmetic = arithmetic_for(Precision.AUTO, device)
+    memory["largest_size"] = {name: largest_runnable_side(available, settings, arithmetic=arithmetic)
+                              for name, settings in defaults.items()}
+    memory["largest_whole_size"] = {
+        name: largest_fitting_side(available, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
+        for name, settings in defaults.items()}
+    return memory
 
 
 def _rss_bytes() -> int:
@@ -592,6 +566,5 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-_invalid = invalid
 
 

@@ -1,4 +1,4 @@
-"""The one thread that owns the model and runs jobs, one at a time."""
+"""A worker: the thread that owns one device's model and runs jobs on it, one at a time."""
 
 from __future__ import annotations
 
@@ -29,17 +29,27 @@ from nst_engine.device import select_device
 from nst_engine.geometry import fit_longest_side
 from nst_engine.image_ops import resize
 from nst_engine.memory import arithmetic_for, available_bytes
-from nst_engine.tiling import plan_stage
+from nst_engine.planning import plan_job
 
 from .caches import GramCache, ResultCache
 from .estimates import EvaluationSpeed
 from .images import fingerprint, frame_alpha, frame_to_mask, frame_to_rgb, rgb_to_frame
 from .jobs import Job, JobImage, JobQueue, JobState
-from ..wire.messages import Buffer, Error, ErrorCode, JobProgress, MessageType, Preview, Result, WireRecord
+from ..wire.messages import (
+    Buffer,
+    Error,
+    ErrorCode,
+    ImageRole,
+    JobProgress,
+    MessageType,
+    Preview,
+    Result,
+    WireRecord,
+)
 
 log = logging.getLogger(__name__)
 
-class Sender(Protocol):
+class Outbox(Protocol):
     """Sends one message to a client (routing identity, type, body, frames); closed when the worker ends."""
 
     def __call__(self, client: bytes, message_type: MessageType, body: WireRecord, frames: Sequence[Buffer]) -> None: ...
@@ -71,7 +81,7 @@ class Worker:
     def __init__(
         self,
         queue: JobQueue,
-        send: Callable[[], Sender],
+        send: Callable[[], Outbox],
         *,
         weights: Path | None,
         device: str | None,
@@ -158,9 +168,11 @@ class Worker:
         failure: JobFailure | None = None
         out_of_memory = False
         try:
-            self._run_job(job)
+            result, frame = self._run_job(job)
+            # Counted before the client has its result, so that a status it asks for next counts it.
             job.state = JobState.DONE
             self.jobs_done += 1
+            self._send(job.client, MessageType.RESULT, result, [frame])
         except CancelledError:
             failure = JobFailure(ErrorCode.CANCELLED, "Job cancelled.")
         except InsufficientMemoryError as error:
@@ -185,72 +197,76 @@ class Worker:
             error = Error(failure.code, failure.message, job_id=job.id, largest_size=failure.largest_size)
             self._send(job.client, MessageType.ERROR, error, ())
 
-    def _run_job(self, job: Job) -> None:
+    def _run_job(self, job: Job) -> tuple[Result, Buffer]:
+        """The job's result, with its pixels."""
         engine = self._ensure_engine()
         settings = StyleSettings.from_values(job.settings)
         content = frame_to_rgb(job.content.spec, job.content.frame)
         styles = [frame_to_rgb(image.spec, image.frame) for image in job.styles]
-        regions = _masks(job.regions)
+        regions = _masks(job.masks(ImageRole.REGION))
         # A style sent with alpha takes its statistics where it is opaque, unless a style mask is given.
-        given = job.style_masks or [None] * len(job.styles)
+        given = job.masks(ImageRole.STYLE_MASK) or [None] * len(styles)
+        style_images = job.styles
         style_masks = [frame_to_mask(mask.spec, mask.frame) if mask is not None else frame_alpha(image.spec, image.frame)
-                       for image, mask in zip(job.styles, given)]
-        style_keys = [fingerprint(image.spec, image.frame) for image in job.styles]
-        init_image = frame_to_rgb(job.init.spec, job.init.frame) if job.init is not None else None
-        if job.warm_start is not None:
-            init_image = self.results.get(_result_key(job.client, job.warm_start))
+                       for image, mask in zip(style_images, given)]
+        style_keys = [fingerprint(image.spec, image.frame) for image in style_images]
+        init = job.init
+        init_image = frame_to_rgb(init.spec, init.frame) if init is not None else None
+        request = job.submit
+        if request.warm_start is not None:
+            init_image = self.results.get(_result_key(job.client, request.warm_start))
             if init_image is None:
-                raise JobFailure(ErrorCode.INVALID_REQUEST, f"warm_start: no kept result of yours for job {job.warm_start}")
+                raise JobFailure(ErrorCode.INVALID_REQUEST,
+                                 f"warm_start: no kept result of yours for job {request.warm_start}")
             settings = dataclasses.replace(settings, init=Init.IMAGE)
 
         def on_progress(progress: Progress) -> None:
-            if self.test_faults and job.fault and progress.iteration == 2:
-                if job.fault == "oom":
+            if self.test_faults and request.fault and progress.iteration == 2:
+                if request.fault == "oom":
                     raise torch.cuda.OutOfMemoryError("injected out-of-memory error (--test-faults)")
                 raise InjectedFault("injected failure (--test-faults)")
             record = progress_record(job.id, progress)
             job.progress = record.to_wire()
             self.speed.observe(job.id, progress)
-            if job.preview_every and progress.image is not None:
+            if request.preview_every and progress.image is not None:
                 preview = progress.image
                 size = job.output_size or tuple(preview.shape[-2:])
-                if job.preview_max_side and max(size) > job.preview_max_side:
-                    size = fit_longest_side(*size, job.preview_max_side)
+                if request.preview_max_side and max(size) > request.preview_max_side:
+                    size = fit_longest_side(*size, request.preview_max_side)
                 if size != tuple(preview.shape[-2:]):
                     preview = resize(preview[None], *size)[0]
-                spec, frame = rgb_to_frame(preview, job.result_dtype)
+                spec, frame = rgb_to_frame(preview, request.result_dtype)
                 self._send(job.client, MessageType.PREVIEW, Preview(record, spec), [frame])
-            elif progress.stage_iteration % job.progress_every == 0 or progress.stage_iteration == progress.stage_iterations:
+            elif (progress.stage_iteration % request.progress_every == 0
+                  or progress.stage_iteration == progress.stage_iterations):
                 self._send(job.client, MessageType.PROGRESS, record, ())
 
         started = time.perf_counter()
         log.debug("Job %s: %.1f ms from submission to the engine", job.id, 1000 * (time.monotonic() - job.submitted_at))
         result = engine.stylize(
             content, styles, settings, init_image=init_image, on_progress=on_progress,
-            preview_every=job.preview_every, cancel=job.cancel_token, style_keys=style_keys,
+            preview_every=request.preview_every, cancel=job.cancel_token, style_keys=style_keys,
             gram_cache=self.gram_cache, memory_budget=self.memory_budget,
             regions=regions, style_image_masks=None if all(mask is None for mask in style_masks) else style_masks,
         )
         self.results.put(_result_key(job.client, job.id), result)
         if job.output_size is not None:
             result = resize(result[None], *job.output_size)[0]
-        spec, frame = rgb_to_frame(result, job.result_dtype)
-        self._send(job.client, MessageType.RESULT, Result(job.id, spec, time.perf_counter() - started), [frame])
+        spec, frame = rgb_to_frame(result, request.result_dtype)
+        return Result(job.id, spec, time.perf_counter() - started), frame
 
     def _out_of_memory_failure(self, job: Job) -> JobFailure:
         self._release_memory(collect=True)
         settings = StyleSettings.from_values(job.settings)
-        height, width = job.content.spec.height, job.content.spec.width
-        longest = settings.size or max(height, width)
-        scaled_h, scaled_w = fit_longest_side(height, width, longest)
+        content = job.content.spec
+        plan = plan_job(content.height, content.width, [], settings, settings.memory_budget(self.available_memory()),
+                        arithmetic_for(settings.precision, self.memory_device()))
         # The engine tiles a stage that does not fit whole, so the size to suggest is the tiled planner's.
-        try:
-            plan_stage(scaled_h, scaled_w, settings, settings.memory_budget(self.available_memory()),
-                       arithmetic=arithmetic_for(settings.precision, self.memory_device()))
-        except InsufficientMemoryError as error:
-            largest = error.largest_size
-        else:
-            largest = max(1, longest * 3 // 4)  # the estimate said it fits, yet it did not: suggest less
+        refusal = plan.final.refusal
+        if refusal is not None:
+            largest = refusal.largest_size
+        else:  # the plan said it fits, yet it did not: suggest less
+            largest = max(1, max(plan.final.height, plan.final.width) * 3 // 4)
         return JobFailure(
             ErrorCode.OUT_OF_MEMORY,
             f"Out of memory on {self.device}; the largest size that should fit now is {largest} pixels on the longest side.",

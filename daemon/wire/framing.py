@@ -45,9 +45,6 @@ class Message:
     frames: list[Buffer] = field(default_factory=list)  # the binary parts, joined
 
 
-_invalid = invalid
-
-
 # ---------------------------------------------------------------------------------------------------
 # Framing
 # ---------------------------------------------------------------------------------------------------
@@ -71,12 +68,12 @@ class Codec:
         """Check the header against the caps, unpack it, then join the binary frames into its parts;
         raise ProtocolError (invalid_request / version_mismatch)."""
         if not parts:
-            raise _invalid("an empty message")
+            raise invalid("an empty message")
         if len(parts) > self.caps.max_frames:
-            raise _invalid(f"a message of {len(parts)} frames; the limit is {self.caps.max_frames}")
+            raise invalid(f"a message of {len(parts)} frames; the limit is {self.caps.max_frames}")
         header, *frames = parts
         if memoryview(header).nbytes > MAX_HEADER_BYTES:
-            raise _invalid(f"the header frame is larger than {MAX_HEADER_BYTES} bytes")
+            raise invalid(f"the header frame is larger than {MAX_HEADER_BYTES} bytes")
         fields = _unpack_header(bytes(header))
         version = fields.get("v")
         if version != PROTOCOL_VERSION:
@@ -87,21 +84,21 @@ class Codec:
         try:
             message_type = MessageType(fields.get("type"))
         except ValueError:
-            raise _invalid(f"unknown message type {fields.get('type')!r}") from None
+            raise invalid(f"unknown message type {fields.get('type')!r}") from None
         body = fields.get("body")
         if not isinstance(body, dict):
-            raise _invalid("header field body must be a map")
+            raise invalid("header field body must be a map")
         sizes = self._part_sizes(fields.get("parts", []))
         return Message(message_type, body, join_parts(frames, sizes))
 
     def _part_sizes(self, sizes: object) -> list[int]:
         if not isinstance(sizes, list) or len(sizes) > MAX_IMAGES:
-            raise _invalid(f"header field parts must list at most {MAX_IMAGES} sizes")
+            raise invalid(f"header field parts must list at most {MAX_IMAGES} sizes")
         for size in sizes:
             if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= self.caps.max_part_bytes:
-                raise _invalid(f"a binary part of {size!r} bytes; the limit is {self.caps.max_part_bytes}")
+                raise invalid(f"a binary part of {size!r} bytes; the limit is {self.caps.max_part_bytes}")
         if sum(sizes) > self.caps.max_message_bytes:
-            raise _invalid(f"binary parts of {sum(sizes)} bytes in all; the limit is {self.caps.max_message_bytes}")
+            raise invalid(f"binary parts of {sum(sizes)} bytes in all; the limit is {self.caps.max_message_bytes}")
         return sizes
 
 
@@ -123,16 +120,16 @@ def join_parts(frames: Sequence[Buffer], sizes: Sequence[int]) -> list[Buffer]:
         start, filled = index, 0
         while True:
             if index >= len(frames):
-                raise _invalid(f"the frames end before the declared parts ({len(sizes)} parts, {len(frames)} frames)")
+                raise invalid(f"the frames end before the declared parts ({len(sizes)} parts, {len(frames)} frames)")
             filled += memoryview(frames[index]).nbytes
             index += 1
             if filled >= size:
                 break
         if filled != size:
-            raise _invalid(f"frames of {filled} bytes do not make a part of {size} bytes")
+            raise invalid(f"frames of {filled} bytes do not make a part of {size} bytes")
         parts.append(frames[start] if index - start == 1 else b"".join(frames[start:index]))
     if index != len(frames):
-        raise _invalid(f"{len(frames) - index} frame(s) beyond the declared parts")
+        raise invalid(f"{len(frames) - index} frame(s) beyond the declared parts")
     return parts
 
 
@@ -146,9 +143,9 @@ def _unpack_header(data: bytes) -> dict[str, Any]:
             max_array_len=4096, max_map_len=1024,
         )
     except (ValueError, msgpack.UnpackException) as error:
-        raise _invalid(f"the header is not valid msgpack ({type(error).__name__}: {error})") from None
+        raise invalid(f"the header is not valid msgpack ({type(error).__name__}: {error})") from None
     except RecursionError:
-        raise _invalid("the header is nested too deeply") from None
+        raise invalid("the header is nested too deeply") from None
     if not isinstance(fields, dict):
-        raise _invalid("the header must be a msgpack map")
+        raise invalid("the header must be a msgpack map")
     return fields
