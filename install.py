@@ -26,7 +26,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent
 VENV_DIR = REPO_ROOT / ".venv"
 PLUGIN_NAME = "neural_style"  # GIMP loads plug-ins/<name>/<name>.py
-PLUGIN_FILES = tuple(sorted(path.name for path in (REPO_ROOT / "gimp_plugin").glob("*.py") if path.name != "__init__.py"))
+PLUGIN_FILES = tuple(sorted(path.name for path in (REPO_ROOT / "gimp_plugin").glob("*.py")
+                            if path.name != "__init__.py"))
 # Torch-free code the plug-in imports: the daemon's wire format and clients (whole folders), and the
 # engine's settings schema.
 CLIENT_PACKAGES = ("wire", "client")
@@ -91,7 +92,8 @@ def choose_torch(platform: str, *, requested: str = "auto", nvidia_gpu: bool = F
             what = "CPU" if windows else "MPS" if mac else "CUDA where there is an NVIDIA GPU"
             return TorchChoice("pypi", index_url, f"PyPI's torch for this platform ({what})" if index_url is None
                                else "torch from the index you gave")
-    needs_index = requested == "rocm" or (requested == "cuda" and windows) or (requested == "cpu" and not windows and not mac)
+    needs_index = (requested == "rocm" or (requested == "cuda" and windows)
+                   or (requested == "cpu" and not windows and not mac))
     if not needs_index:
         return TorchChoice("pypi" if index_url is None else requested, index_url,
                            f"PyPI's torch already is the {requested} build here" if index_url is None
@@ -118,7 +120,8 @@ def pip_config_indexes(pip_config_list: str) -> tuple[str, ...]:
 
 def detect_torch_machine() -> dict[str, object]:
     """What choose_torch needs to know about this machine (besides the platform)."""
-    config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False)
+    config = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                            check=False)
     return {
         "nvidia_gpu": shutil.which("nvidia-smi") is not None,
         "amd_gpu": shutil.which("rocminfo") is not None or Path("/opt/rocm").is_dir(),
@@ -171,8 +174,10 @@ def run_sample_job(weights: Path | None, output: Path | None = None, size: int =
     else:
         step("Starting the daemon and stylising the bundled sample pair through it")
         subprocess.run(daemon_start_command(weights), check=True)
-    subprocess.run([*launch.daemon_command("run", python=venv_python()), str(SAMPLES / "content.png"), str(SAMPLES / "style.png"),
-                    "-o", str(output), "--size", str(size), "--iterations", str(iterations)], check=True, env=environment)
+    subprocess.run([*launch.daemon_command("run", python=venv_python()),
+                    str(SAMPLES / "content.png"), str(SAMPLES / "style.png"),
+                    "-o", str(output), "--size", str(size), "--iterations", str(iterations)],
+                   check=True, env=environment)
     return output
 
 
@@ -314,9 +319,11 @@ def uninstall_plugin(plugin_dir: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, help="use this local VGG19 weights file instead of downloading")
-    parser.add_argument("--plugin-dir", type=Path, help="GIMP's plug-in folder (default: the user's, found per platform)")
+    parser.add_argument("--plugin-dir", type=Path,
+                        help="GIMP's plug-in folder (default: the user's, found per platform)")
     parser.add_argument("--gimp-python", help="GIMP's Python version, e.g. 3.13 (default: the system python3's)")
-    parser.add_argument("--plugin-only", action="store_true", help="only (re)install the plug-in, with the existing .venv")
+    parser.add_argument("--plugin-only", action="store_true",
+                        help="only (re)install the plug-in, with the existing .venv")
     parser.add_argument("--uninstall", action="store_true", help="remove the plug-in")
     parser.add_argument("--connect", type=Path, metavar="FILE",
                         help="use the daemon on another machine that this client connection file names (made there "

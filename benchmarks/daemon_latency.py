@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
-import shutil
 import tempfile
 import threading
 import time
@@ -39,14 +39,13 @@ TRANSFERS = 5  # 4096² transfers timed, each way (this VM's loopback speed vari
 CURVE_TRANSFERS = 2  # CURVE encrypts every byte: slow enough that two tell
 sys.path.insert(0, str(REPO_ROOT))
 
-from daemon.server.auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server  # noqa: E402
-from daemon.client.zeromq import DaemonClient  # noqa: E402
 from daemon.client.contract import DaemonJobError  # noqa: E402
-from daemon.wire.messages import Image  # noqa: E402
+from daemon.client.zeromq import DaemonClient  # noqa: E402
+from daemon.server.auth import IssuedKeys, KeyPair, ZapHandler, make_curve_server  # noqa: E402
 from daemon.server.images import rgb_to_frame  # noqa: E402
-from daemon.wire.limits import TCP_MAX_FRAME_BYTES, MessageCaps  # noqa: E402
 from daemon.wire.framing import Codec  # noqa: E402
-from daemon.wire.messages import DType, ImageSpec, MessageType  # noqa: E402
+from daemon.wire.limits import TCP_MAX_FRAME_BYTES, MessageCaps  # noqa: E402
+from daemon.wire.messages import DType, Image, ImageSpec, MessageType  # noqa: E402
 from nst_engine import CancelledError, CancelToken, StyleSettings, StyleTransfer  # noqa: E402
 from tests.daemon_harness import start_daemon  # noqa: E402
 from tests.stand_ins import write_random_vgg19_features  # noqa: E402
@@ -72,7 +71,8 @@ except CancelledError:
 
 def image_of(array: np.ndarray) -> Image:
     height, width, channels = array.shape
-    return Image(ImageSpec(width, height, channels, DType.F32), memoryview(np.ascontiguousarray(array, dtype="<f4")).cast("B"))
+    return Image(ImageSpec(width, height, channels, DType.F32),
+                 memoryview(np.ascontiguousarray(array, dtype="<f4")).cast("B"))
 
 
 def time_to_first_iteration(client: DaemonClient, content: Image, style: Image, settings: dict) -> tuple[float, float]:
@@ -95,7 +95,8 @@ def time_to_first_iteration(client: DaemonClient, content: Image, style: Image, 
     return first[0]
 
 
-def engine_time_to_first_iteration(engine: StyleTransfer, content: torch.Tensor, style: torch.Tensor, settings: StyleSettings) -> float:
+def engine_time_to_first_iteration(engine: StyleTransfer, content: torch.Tensor, style: torch.Tensor,
+                                   settings: StyleSettings) -> float:
     token = CancelToken()
     first: list[float] = []
 
@@ -200,7 +201,8 @@ def compact_transfers(client: DaemonClient, rng: np.random.Generator) -> None:
         nbytes = 4096 * 4096 * 3 * dtype.itemsize
         print(f"4096×4096 RGB result as {dtype.value} ({nbytes / 1e6:.0f} MB): submit → result median "
               f"{statistics.median(totals[dtype]) * 1000:.0f} ms, of which outside the job (transfer, queue) "
-              f"{statistics.median(outside[dtype]) * 1000:.0f} ms ({' '.join(f'{t * 1000:.0f}' for t in outside[dtype])} ms)")
+              f"{statistics.median(outside[dtype]) * 1000:.0f} ms "
+              f"({' '.join(f'{t * 1000:.0f}' for t in outside[dtype])} ms)")
     result = torch.rand(3, 4096, 4096)
     for dtype in totals:
         times = []
@@ -233,7 +235,7 @@ def preview_transfers(client: DaemonClient, rng: np.random.Generator) -> None:
             started = time.perf_counter()
             client.stylize(content, [style], job, output_size=PREVIEW_LAYER, result_dtype=DType.U16,
                            preview_every=0 if side is None else 1, preview_max_side=side or 0,
-                           on_progress=lambda progress: seen.append(progress.preview))
+                           on_progress=lambda progress, seen=seen: seen.append(progress.preview))
             runs[side].append(time.perf_counter() - started)
             previews = [preview for preview in seen if preview is not None]
             if side is not None:
@@ -272,7 +274,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--weights", type=Path)
-    weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19 (timing does not depend on the values)")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="seeded random VGG19 (timing does not depend on the values)")
     parser.add_argument("--megapixels", type=float, default=1.0, help="content and style size for the latency figures")
     parser.add_argument("--repeats", type=int, default=3, help="jobs per latency figure (median)")
     parser.add_argument("--estimate-only", action="store_true", help="only the estimate request's round trips")
@@ -302,7 +305,8 @@ def main() -> None:
             with daemon.client(timeout_s=60) as client:
                 estimate_latency(client, "nothing measured yet")
                 client.stylize(image_of(rng.random((64, 64, 3), dtype=np.float32)),
-                               [image_of(rng.random((64, 64, 3), dtype=np.float32))], {"size": 64, "scales": 1, "iterations": 5})
+                               [image_of(rng.random((64, 64, 3), dtype=np.float32))],
+                               {"size": 64, "scales": 1, "iterations": 5})
                 estimate_latency(client, "after one job")
         finally:
             daemon.stop()
@@ -319,7 +323,8 @@ def main() -> None:
                 for style in styles
             )
             del engine
-            time_to_first_iteration(client, image_of(content_array), image_of(rng.random((64, 64, 3), dtype=np.float32)),
+            time_to_first_iteration(client, image_of(content_array),
+                                    image_of(rng.random((64, 64, 3), dtype=np.float32)),
                                     {"size": 64, "scales": 1, "iterations": 2})  # warm-up
             # Interleaved, each style new to the daemon once (first) and then again (cache hit).
             first_runs, cached_runs = [], []
@@ -329,8 +334,8 @@ def main() -> None:
             first_job = statistics.median(latency for latency, _ in first_runs)
             cached_job = statistics.median(latency for latency, _ in cached_runs)
             overhead = statistics.median(outside for _, outside in first_runs + cached_runs)
-            print(f"warm daemon, new style: submit → first iteration {first_job * 1000:.0f} ms (median of {args.repeats}); "
-                  f"engine alone in this process {engine_first * 1000:.0f} ms")
+            print(f"warm daemon, new style: submit → first iteration {first_job * 1000:.0f} ms "
+                  f"(median of {args.repeats}); engine alone in this process {engine_first * 1000:.0f} ms")
             print(f"daemon overhead (latency minus the engine's own elapsed time at its first report): "
                   f"{overhead * 1000:.0f} ms (median of {2 * args.repeats} jobs)")
             print(f"warm daemon, same style again (cache hit): {cached_job * 1000:.0f} ms "
@@ -348,7 +353,8 @@ def main() -> None:
                     client.wait(job_id)
                 except DaemonJobError:
                     pass
-            print(f"4096×4096 RGBA f32 ({big.nbytes / 1e6:.0f} MB) to the daemon ({client.info.endpoint.split(':')[0]}), "
+            print(f"4096×4096 RGBA f32 ({big.nbytes / 1e6:.0f} MB) to the daemon "
+                  f"({client.info.endpoint.split(':')[0]}), "
                   f"submit → accepted: {' '.join(f'{rate:.2f}' for rate in rates)} GB/s "
                   f"({TRANSFERS} jobs; median {statistics.median(rates):.2f})")
             compact_transfers(client, rng)

@@ -26,9 +26,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 import torchvision
+from evaluation_profile import profile_evaluations
 from torch import nn
 
-from evaluation_profile import profile_evaluations
 from nst_engine import CancelledError, CancelToken, Precision, StyleSettings, StyleTransfer
 from nst_engine.device import compute_dtype, cpu_has_native_bf16, fp32_arithmetic, resolve_precision
 from nst_engine.layers import LAYER_NAMES, VGG19_CONVS
@@ -268,13 +268,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = parser.add_mutually_exclusive_group()
     weights.add_argument("--weights", help="VGG19 state dict (default: torchvision's cached ImageNet weights)")
-    weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19: speed does not depend on the weights")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="seeded random VGG19: speed does not depend on the weights")
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     sizes.add_argument("--size", type=int, help="one size (same as --sizes N)")
     parser.add_argument("--precisions", nargs="+", choices=[p.value for p in Precision], default=["auto"],
                         help="engine precision modes to time (the first one also runs the time-to-loss comparison)")
-    parser.add_argument("--evals", type=int, default=300, help="baseline evaluations that set the target loss; 0 = skip the time-to-loss comparison")
+    parser.add_argument("--evals", type=int, default=300,
+                        help="baseline evaluations that set the target loss; 0 = skip the time-to-loss comparison")
     parser.add_argument("--repeats", type=int, default=5, help="timed evaluations per measurement (median)")
     parser.add_argument("--scales", type=int, default=2, help="engine stages for the time-to-loss run")
     parser.add_argument("--coarse-iterations", type=int, default=50, help="engine iterations at each coarser stage")
@@ -282,7 +284,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="per precision, split an evaluation into convolutions, Gram products, casts and the rest")
     parser.add_argument("--profile-evals", type=int, default=3, help="evaluations profiled per precision")
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the first size at top level, every size under 'sizes')")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (the first size at top level, every size under 'sizes')")
     args = parser.parse_args()
     device = torch.device(args.device)
     size_list = [args.size] if args.size else args.sizes
@@ -301,7 +304,8 @@ def main() -> None:
     from nst_engine.vgg import VGGFeatures
 
     engine = StyleTransfer(VGGFeatures(state), device)
-    peaks = {precision: measure_gemm_gflops(device, precision) for precision in dict.fromkeys([Precision.FP32, *precisions])}
+    peaks = {precision: measure_gemm_gflops(device, precision)
+             for precision in dict.fromkeys([Precision.FP32, *precisions])}
     gemm = peaks[Precision.FP32]
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -321,9 +325,9 @@ def main() -> None:
         naive_losses = content_losses + style_losses
         naive_image = content[None].to(device).requires_grad_(True)
 
-        def naive_eval():
-            naive_image.grad = None
-            naive_evaluate(naive_model, naive_losses, naive_image)
+        def naive_eval(image=naive_image, model=naive_model, losses=naive_losses):
+            image.grad = None
+            naive_evaluate(model, losses, image)
 
         with fp32_arithmetic(device, Precision.FP32):
             naive_s = seconds_per_call(naive_eval, args.repeats, device)
@@ -339,7 +343,7 @@ def main() -> None:
             objective = engine.objective(content, [style], settings, size, size)
             image = engine.to_device(content[None]).requires_grad_(True)
 
-            def engine_eval():
+            def engine_eval(image=image, objective=objective):
                 image.grad = None
                 objective(image)[0].backward()
 
@@ -351,7 +355,8 @@ def main() -> None:
                 "s_per_eval": engine_s, "gflops": gflops, "share_of_own_peak": gflops / peaks[precision],
                 **({"profile_ms_per_eval": profiled.to_dict()} if profiled else {}),
             }
-            own = f", {100 * gflops / peaks[precision]:.0f} % of {precision.value}'s" if precision is not Precision.FP32 else ""
+            own = (f", {100 * gflops / peaks[precision]:.0f} % of {precision.value}'s"
+                   if precision is not Precision.FP32 else "")
             say(f"  engine ({precision.value}): {engine_s * 1000:7.2f} ms/eval  {gflops:8.1f} GFLOP/s  "
                 f"({100 * gflops / gemm:.0f} % of fp32 matrix multiply{own})")
             if profiled:
@@ -371,10 +376,12 @@ def main() -> None:
                 engine, content, style, size, target_loss, args.scales, args.coarse_iterations,
                 max_iterations=3 * args.evals, precision=precisions[0],
             )
-            record.update(naive_target_loss=target_loss, naive_seconds=naive_seconds, engine_seconds_to_loss=engine_seconds)
+            record.update(naive_target_loss=target_loss, naive_seconds=naive_seconds,
+                          engine_seconds_to_loss=engine_seconds)
             say(f"  naive reaches loss {target_loss:.4g} after {args.evals} evaluations in {naive_seconds:.1f} s")
-            say(f"  engine ({precisions[0].value}, {args.scales} scales, {args.coarse_iterations} coarse iterations) reaches {engine_loss:.4g} "
-                f"in {engine_seconds:.1f} s: {engine_seconds / naive_seconds:.2f}× the baseline's time")
+            say(f"  engine ({precisions[0].value}, {args.scales} scales, {args.coarse_iterations} coarse iterations) "
+                f"reaches {engine_loss:.4g} in {engine_seconds:.1f} s: {engine_seconds / naive_seconds:.2f}× "
+                f"the baseline's time")
         figures.append(record)
 
     if args.json:

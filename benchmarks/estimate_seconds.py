@@ -23,8 +23,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from daemon.wire.messages import Image  # noqa: E402
-from daemon.wire.messages import DType, ImageSpec  # noqa: E402
+from daemon.wire.messages import DType, Image, ImageSpec  # noqa: E402
 from tests.daemon_harness import start_daemon  # noqa: E402
 from tests.stand_ins import write_random_vgg19_features  # noqa: E402
 
@@ -38,7 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--weights", type=Path)
-    weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19 (timing does not depend on the values)")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="seeded random VGG19 (timing does not depend on the values)")
     parser.add_argument("--jobs", nargs="+", default=["64:20:1", "128:50:1", "192:80:1", "256:40:1", "192:40:2"],
                         help="SIZE:ITERATIONS:SCALES of each job, in order")
     args = parser.parse_args()

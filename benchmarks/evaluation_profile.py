@@ -56,7 +56,8 @@ class EvaluationProfile:
         return {**{part.value: ms for part, ms in self.ms.items()}, "total": self.total_ms, "casts": self.casts}
 
     def summary(self) -> str:
-        shares = ", ".join(f"{part.value} {ms:.1f} ms ({100 * ms / self.total_ms:.0f} %)" for part, ms in self.ms.items())
+        shares = ", ".join(f"{part.value} {ms:.1f} ms ({100 * ms / self.total_ms:.0f} %)"
+                           for part, ms in self.ms.items())
         return f"{shares}; {self.casts:.0f} casts"
 
 

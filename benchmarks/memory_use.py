@@ -3,7 +3,8 @@
 
 Each measurement runs in a fresh process (one-stage runs, then a style image's VGG pass alone): the peak
 resident set (CPU, Linux: VmHWM, restarted once the float32 model is loaded) or torch's peak allocation
-(CUDA) above what the process held with the model loaded (the estimates shown are less that model), over a few iterations at one stage.
+(CUDA) above what the process held with the model loaded (the estimates shown are less that model), over a
+few iterations at one stage.
 L-BFGS's history grows by two image-sized vectors per iteration up to 50 pairs; a short run does
 not reach that, so its full-history peak is the measured peak plus the pairs not yet stored
 (computed, and printed separately).
@@ -75,7 +76,7 @@ if device.startswith("cuda"):
 else:
     peak = status_bytes("VmHWM")
 print(json.dumps({"above_model": peak - baseline}))
-"""
+"""  # noqa: E501  (a script run in a subprocess, kept as written)
 
 
 def measure(weights: str, device: str, size: int, optimizer: Optimizer | None, iterations: int,
@@ -94,7 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--weights", help="VGG19 state dict")
-    weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19 (memory does not depend on the values)")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="seeded random VGG19 (memory does not depend on the values)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--iterations", type=int, default=2)
@@ -120,7 +122,8 @@ def main() -> None:
                              "estimate_bytes": estimate})
                 if not args.json:
                     row = rows[-1]
-                    print(f"{arithmetic.name:13} {optimizer.value:6} {size:5} px: measured {measured / 2**20:8.0f} MiB, "
+                    print(f"{arithmetic.name:13} {optimizer.value:6} {size:5} px: "
+                          f"measured {measured / 2**20:8.0f} MiB, "
                           f"with full L-BFGS history {row['full_history_bytes'] / 2**20:8.0f} MiB, estimate "
                           f"{estimate / 2**20:8.0f} MiB ({estimate / row['full_history_bytes']:.2f}×)", flush=True)
         for size in args.sizes:

@@ -35,12 +35,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--weights", help="VGG19 state dict")
-    weights.add_argument("--random-weights", action="store_true", help="seeded random VGG19, normalised to mean activation 1")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="seeded random VGG19, normalised to mean activation 1")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"])
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "bf16"], choices=[p.value for p in Precision])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "tf32", "bf16"],
+                        choices=[p.value for p in Precision])
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip the quality check's extra fp32 runs (2 + 3 per reduced precision)")
     parser.add_argument("--json", action="store_true")
@@ -76,15 +78,18 @@ def main() -> None:
             "seconds": seconds,
             "ms_per_iteration": 1000 * seconds / args.iterations,
             "final_loss": loss,
-            "loss_vs_fp32_percent": 100 * (loss - results["fp32"]["final_loss"]) / results["fp32"]["final_loss"] if name != "fp32" else 0.0,
+            "loss_vs_fp32_percent": (100 * (loss - results["fp32"]["final_loss"]) / results["fp32"]["final_loss"]
+                                     if name != "fp32" else 0.0),
             "psnr_vs_fp32_db": psnr_db(images[name], images["fp32"]),
             "peak_allocated_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0,
         }
         if not args.json:
             r = results[name]
             print(f"{name:5} {args.iterations} {args.optimizer} iterations at {args.size} px: {seconds:7.2f} s "
-                  f"({r['ms_per_iteration']:.2f} ms/iteration), loss {loss:.5g} ({r['loss_vs_fp32_percent']:+.2f} % vs fp32), "
-                  f"PSNR vs fp32 {r['psnr_vs_fp32_db']:.1f} dB, peak {r['peak_allocated_bytes'] / 2**20:.0f} MiB", flush=True)
+                  f"({r['ms_per_iteration']:.2f} ms/iteration), loss {loss:.5g} "
+                  f"({r['loss_vs_fp32_percent']:+.2f} % vs fp32), "
+                  f"PSNR vs fp32 {r['psnr_vs_fp32_db']:.1f} dB, peak {r['peak_allocated_bytes'] / 2**20:.0f} MiB",
+                  flush=True)
         if name != "fp32" and args.check:
             settings = StyleSettings(size=args.size, scales=1, iterations=args.iterations, optimizer=args.optimizer,
                                      precision=Precision(name))

@@ -51,7 +51,7 @@ else:
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
 print(json.dumps({"seconds": seconds, "peak_bytes": peak}))
-"""
+"""  # noqa: E501  (a script run in a subprocess, kept as written)
 
 
 def run(device: str, size: int, iterations: int, optimizer: str, budget: int) -> dict[str, float]:
@@ -62,7 +62,8 @@ def run(device: str, size: int, iterations: int, optimizer: str, budget: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--random-weights", action="store_true", required=True, help="seeded random VGG19 (the only choice: memory and time do not depend on the values)")
+    parser.add_argument("--random-weights", action="store_true", required=True,
+                        help="seeded random VGG19 (the only choice: memory and time do not depend on the values)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--memory-budget", type=byte_size_argument, nargs="+", default=[parse_byte_size("1GiB")],
@@ -88,7 +89,8 @@ def main() -> None:
             continue
         tiled = run(args.device, size, args.iterations, args.optimizer, budget)
         tiles = f"{plan.tiles.tile}-px tiles" if plan.tiles else "whole (fits the budget)"
-        line = f"{size:5} px  tiled in {budget / 2**30:.2f} GiB ({tiles}): {tiled['seconds']:7.1f} s, peak {tiled['peak_bytes'] / 2**30:5.2f} GiB"
+        line = (f"{size:5} px  tiled in {budget / 2**30:.2f} GiB ({tiles}): {tiled['seconds']:7.1f} s, "
+                f"peak {tiled['peak_bytes'] / 2**30:5.2f} GiB")
         if estimate_bytes(size, size, settings.layers, settings.style_layers, settings.optimizer, arithmetic) <= free:
             whole = run(args.device, size, args.iterations, args.optimizer, 0)
             line += f"   whole: {whole['seconds']:7.1f} s, peak {whole['peak_bytes'] / 2**30:5.2f} GiB"

@@ -12,9 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from .client.zeromq import DaemonClient, connect, default_start_command
 from .client.contract import DaemonError, DaemonUnreachableError
 from .client.launch import daemon_command
+from .client.zeromq import DaemonClient, connect, default_start_command
+from .server.lifecycle import probe, terminate
 from .wire.connection import (
     ConnectionFileError,
     ConnectionInfo,
@@ -24,7 +25,6 @@ from .wire.connection import (
     read_connection_file,
     remove_connection_file,
 )
-from .server.lifecycle import probe, terminate
 from .wire.private_files import UnsafeFileError, open_private
 
 EXIT_ALREADY_RUNNING = 4  # serve: another daemon holds this connection file's lock
@@ -43,17 +43,21 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("start", help="start in the background, detached; a no-op when one already runs")
     for sub in (serve, start):
         sub.add_argument("--endpoint", help="ZeroMQ endpoint (default: an ipc:// socket beside the connection file, "
-                         "tcp://127.0.0.1:0 where there is no ipc); tcp://… is always served with CURVE, :0 picks a free port")
-        sub.add_argument("--weights", type=Path, help="VGG19 state dict (default: $NEURAL_STYLE_WEIGHTS, else torchvision's cache)")
+                         "tcp://127.0.0.1:0 where there is no ipc); tcp://… is always served with CURVE, "
+                         ":0 picks a free port")
+        sub.add_argument("--weights", type=Path,
+                         help="VGG19 state dict (default: $NEURAL_STYLE_WEIGHTS, else torchvision's cache)")
         sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
         sub.add_argument("--devices", metavar="LIST",
                          help="one worker per device, e.g. cuda:0,cuda:1 (default: every visible GPU, else the one "
                          "--device names); each job goes to the first free one. cpu,cpu is for tests: it rarely helps")
         sub.add_argument("--lazy", action="store_true", help="load the model at the first job instead of at start")
-        sub.add_argument("--queue", type=int, default=4, help="queued jobs beyond which submissions are refused as busy")
+        sub.add_argument("--queue", type=int, default=4,
+                         help="queued jobs beyond which submissions are refused as busy")
         sub.add_argument("--max-image-side", type=int, default=16384)
         sub.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
-                         help="memory a job may use, e.g. 6GiB (default: what the device has free); larger jobs run in tiles")
+                         help="memory a job may use, e.g. 6GiB (default: what the device has free); "
+                         "larger jobs run in tiles")
         sub.add_argument("--client-timeout", type=float, metavar="SECONDS",
                          help="cancel a job whose client has been silent this long (default 1.5 on loopback and ipc, "
                          "10 on an address other machines reach: a network has jitter)")
@@ -309,10 +313,10 @@ def _add_invitation_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def _invitation_command(args: argparse.Namespace) -> int:
+    from .server.endpoints import REMOTE_DAEMON_SILENCE_S, invitation_info
     from .server.invitations import InvitationError, InvitationStore, keys_path
     from .wire.limits import TCP_MAX_FRAME_BYTES
     from .wire.private_files import write_private_file
-    from .server.endpoints import REMOTE_DAEMON_SILENCE_S, invitation_info
 
     path = connection_path()
     store = InvitationStore(keys_path(path))
@@ -372,8 +376,8 @@ def _run(args: argparse.Namespace) -> int:
     from nst_engine.cli.masks import read_masks
     from nst_engine.cli.progress_bar import TerminalProgressBar
 
-    from .wire.messages import Image
     from .server.images import frame_to_rgb, mask_to_frame, rgb_to_frame
+    from .wire.messages import Image
 
     def as_wire_image(tensor) -> Image:
         return Image(*rgb_to_frame(tensor))

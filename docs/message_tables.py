@@ -18,8 +18,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "docs"))
 
-from daemon.wire.messages import MESSAGES, Empty, MessageKind, Origin  # noqa: E402
 from settings_tables import between_markers  # noqa: E402  (docs/settings_tables.py)
+
+from daemon.wire.messages import MESSAGES, Empty, MessageKind, Origin  # noqa: E402
 
 DOC = REPO_ROOT / "docs" / "protocol.md"
 BEGIN = "<!-- message tables: made by docs/message_tables.py from daemon/wire/messages.py; do not edit -->"

@@ -42,7 +42,8 @@ def wire_table() -> str:
         meaning = spec.help + (f", in {spec.unit}" if spec.unit else "")
         valid = item.requirement() if item.kind is not Kind.CHOICE else \
             "; ".join(f"`{json.dumps(choice.value)}`: {choice.help}" for choice in spec.choices)
-        rows.append(f"| `{item.name}` | {_WIRE_TYPES[item.kind]} | {_cell(default)} | {_cell(valid)} | {_cell(meaning)} |")
+        rows.append(f"| `{item.name}` | {_WIRE_TYPES[item.kind]} | {_cell(default)} | {_cell(valid)} "
+                    f"| {_cell(meaning)} |")
     return "\n".join(rows)
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from nst_engine.schema import Choice, FrontEnd, Kind, Setting
 from nst_engine.settings import MAX_WEIGHT, SETTINGS, settings_for
-
 from presets import PRESET_CHOICES, Preset
 
 

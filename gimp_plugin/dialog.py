@@ -10,7 +10,7 @@ from collections.abc import Callable
 import gi
 
 gi.require_version("GimpUi", "3.0")
-from gi.repository import GLib, GObject, GimpUi  # noqa: E402
+from gi.repository import GimpUi, GLib, GObject  # noqa: E402
 
 from arguments import BLEND_WEIGHTS, BY_NAME, REGIONS, STYLE_LAYERS  # noqa: E402
 from presets import DeviceKind, Preset, describe, opening_preset, quality  # noqa: E402

@@ -20,7 +20,7 @@ sys.path[0:0] = [os.path.join(_HERE, "lib"), _HERE]  # bundled pyzmq/msgpack, an
 import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
-from gi.repository import GLib, GObject, Gimp  # noqa: E402
+from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
 from arguments import ARGUMENTS, BY_NAME, STYLE_LAYERS, ArgumentKind  # noqa: E402
 from cost_text import estimate_line  # noqa: E402
@@ -170,7 +170,8 @@ def _load_record(image, config, record, only_layers: bool = False) -> None:
         item = item_by_tattoo(image, tattoo) if tattoo is not None else None
         if tattoo is not None and item is None:
             what = "style layer" if BY_NAME[name].kind is ArgumentKind.LAYER else "region"
-            raise UserError(f"Neural Style: the {what} this result was made with ({BY_NAME[name].label.replace('_', '')}) "
+            raise UserError(f"Neural Style: the {what} this result was made with "
+                            f"({BY_NAME[name].label.replace('_', '')}) "
                             "is no longer in the image; choose another with the filter on the source layer.")
         config.set_property(name, item)
     if only_layers:

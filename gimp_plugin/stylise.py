@@ -10,12 +10,11 @@ from dataclasses import dataclass
 
 from gi.repository import Gegl, Gimp
 
+from arguments import ARGUMENTS, REGIONS, STYLE_LAYERS, ArgumentKind, settings_from_arguments
 from daemon.client.bridge import connect_any
 from daemon.client.contract import DaemonUnreachableError
 from daemon.client.launch import CONNECTION_ENV_VAR, plan_launch
 from daemon.wire.messages import Image, ImageSpec
-
-from arguments import ARGUMENTS, REGIONS, STYLE_LAYERS, ArgumentKind, settings_from_arguments
 from pixels import FULL_PRECISION, Region, WireFormat, wire_format, with_mask_in_alpha
 from plan import STYLE_LAYER_PARASITE, Target
 from preview_size import gdk_monitors, preview_max_side

@@ -90,7 +90,8 @@ def choose_precision(requested: Precision, device: torch.device) -> PrecisionCho
     """
     if requested is not Precision.AUTO:
         if requested is Precision.BF16 and device.type == "cpu" and not cpu_has_native_bf16():
-            return PrecisionChoice(requested, "as asked; this CPU has no native bf16, so it is emulated, slower than fp32")
+            return PrecisionChoice(requested,
+                                   "as asked; this CPU has no native bf16, so it is emulated, slower than fp32")
         return PrecisionChoice(requested, "as asked")
     if device.type == "cuda":
         return PrecisionChoice(Precision.TF32, "the CUDA default: tensor cores with fp32's picture")

@@ -60,7 +60,8 @@ def check_masks(masks: Sequence[torch.Tensor | None] | None, images: Sequence[to
     if masks is None:
         return
     if len(masks) != len(images):
-        raise InvalidSettingsError(f"{what}: one mask (or None) per style image is needed, got {len(masks)} for {len(images)}")
+        raise InvalidSettingsError(f"{what}: one mask (or None) per style image is needed, "
+                                   f"got {len(masks)} for {len(images)}")
     for number, (mask, image) in enumerate(zip(masks, images), start=1):
         if mask is None:
             continue
@@ -69,7 +70,8 @@ def check_masks(masks: Sequence[torch.Tensor | None] | None, images: Sequence[to
             raise InvalidSettingsError(f"{name} must be an H×W tensor")
         if tuple(mask.shape[-2:]) != tuple(image.shape[-2:]):
             raise InvalidSettingsError(
-                f"{name} is {mask.shape[-1]}×{mask.shape[-2]} pixels but its image is {image.shape[-1]}×{image.shape[-2]}"
+                f"{name} is {mask.shape[-1]}×{mask.shape[-2]} pixels "
+                f"but its image is {image.shape[-1]}×{image.shape[-2]}"
             )
         if not mask.is_floating_point() or not torch.isfinite(mask).all() or mask.min() < 0 or mask.max() > 1:
             raise InvalidSettingsError(f"{name} must hold values from 0 to 1")

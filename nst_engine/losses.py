@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -119,7 +119,8 @@ def style_layer_loss(features: torch.Tensor, target: torch.Tensor, guide: torch.
     return _StyleLayerLoss.apply(matrix, transposed, target, weights, total_weight)
 
 
-def gram_gradient_surrogate(features: torch.Tensor, difference: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+def gram_gradient_surrogate(features: torch.Tensor, difference: torch.Tensor,
+                            guide: torch.Tensor | None = None) -> torch.Tensor:
     """⟨(Ĝ − Â)·H, H⟩ with (Ĝ − Â)·H held constant, H = F∘g being the guided feature maps of part of an
     image whose whole per-position Gram difference is ``difference``: its gradient with respect to F is
     (Ĝ − Â)·(F∘g)∘g, which is ∂E_l/∂F of the whole image's error, up to
@@ -186,7 +187,8 @@ def total_variation_loss(image: torch.Tensor) -> torch.Tensor:
     return horizontal + vertical
 
 
-def blend_grams(grams_per_style: Sequence[Mapping[str, torch.Tensor]], blend_weights: Sequence[float]) -> dict[str, torch.Tensor]:
+def blend_grams(grams_per_style: Sequence[Mapping[str, torch.Tensor]],
+                blend_weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """Σ_i b_i · Â_i per layer, with the blend weights b normalised to sum to one."""
     total = float(sum(blend_weights))
     layers = grams_per_style[0].keys()

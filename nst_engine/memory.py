@@ -77,26 +77,24 @@ def _widest_style_layer(layers: Collection[str]) -> float:
     return max(layer_channels(name) / layer_downsampling(name) ** 2 for name in layers)
 
 
-def _unfolded_input(layers: Collection[str], first_block: int = 1) -> float:
-    """Elements per input pixel of the largest unfolded convolution input up to the deepest layer, among
-    the convolutions from ``first_block`` on."""
+def _unfolded_input(layers: Collection[str]) -> float:
+    """Elements per input pixel of the largest unfolded convolution input up to the deepest layer."""
     deepest = max(LAYER_DEPTH[name] for name in layers) // 2
-    return max((_UNFOLD * spec.in_channels / 4 ** (spec.block - 1) for spec in VGG19_CONVS[: deepest + 1]
-                if spec.block >= first_block), default=0.0)
+    return max(_UNFOLD * spec.in_channels / 4 ** (spec.block - 1) for spec in VGG19_CONVS[: deepest + 1])
 
 
 def _pass_bytes_per_pixel(layers: Collection[str], style_layers: Collection[str], arithmetic: Arithmetic) -> float:
     """Bytes per pixel of a VGG pass with gradients, beyond the image-sized float32 copies: the
     activations and gradients (ACTIVATION_FACTOR, fitted in float32, scales with their bytes), a style
-    layer widened to float32 for its Gram product, and an unfolded input.  The unfolding that counts
-    is of a convolution past the first block: conv1_2's larger one runs early in the forward pass and
-    late in the backward pass, when few activations are alive (measured, bf16 emulated, Adam, two
-    iterations: 2350, 3100, 2184 B/px above both models at 192, 320, 512 px; native 1665 at 512)."""
+    layer widened to float32 for its Gram product, and the largest unfolded convolution input (conv1_2's,
+    1152 bytes per pixel in bf16).  Emulated bf16's peak varies from run to run: measured (Adam, two
+    iterations, above both models) 2350, 3100–3600 and 2184 bytes per pixel at 192, 320 and 512 px,
+    against 2676 estimated; native bf16, 1665 at 512 px."""
     bytes_ = ACTIVATION_FACTOR * feature_elements_per_pixel(layers) * arithmetic.activation_bytes
     if arithmetic.widened_grams and style_layers:
         bytes_ += BYTES_PER_FLOAT * _widest_style_layer(style_layers)
     if arithmetic.unfolded_convolutions:
-        bytes_ += arithmetic.activation_bytes * _unfolded_input(layers, first_block=2)
+        bytes_ += arithmetic.activation_bytes * _unfolded_input(layers)
     return bytes_
 
 

@@ -78,9 +78,9 @@ def plan_job(height: int, width: int, style_sizes: Sequence[tuple[int, int]], se
     for index, (stage_h, stage_w) in enumerate(dims, start=1):
         styles = tuple(style_size_at(style_h, style_w, settings.style_scale, stage_h, stage_w)
                        for style_h, style_w in style_sizes)
-        common = dict(index=index, count=len(dims), height=stage_h, width=stage_w, iterations=iterations[index - 1],
-                      first_iteration=sum(iterations[: index - 1]) + 1, total_iterations=sum(iterations),
-                      style_sizes=styles)
+        common = {"index": index, "count": len(dims), "height": stage_h, "width": stage_w,
+                  "iterations": iterations[index - 1], "first_iteration": sum(iterations[: index - 1]) + 1,
+                  "total_iterations": sum(iterations), "style_sizes": styles}
         try:
             plan = plan_stage(stage_h, stage_w, settings, budget, styles, arithmetic=arithmetic)
         except InsufficientMemoryError as refusal:
@@ -98,6 +98,7 @@ def _stage_cost(height: int, width: int, settings: StyleSettings, arithmetic: Ar
         return {"peak_bytes": whole_stage_bytes(height, width, settings, arithmetic, style_sizes), "tiles": 1,
                 "evaluated_pixels": height * width}
     grid = plan.tiles.tiles(height, width)
-    passed = sum((rows.context_end - rows.context_start) * (cols.context_end - cols.context_start) for rows, cols in grid)
+    passed = sum((rows.context_end - rows.context_start) * (cols.context_end - cols.context_start)
+                 for rows, cols in grid)
     return {"peak_bytes": tiled_bytes(height, width, plan.tiles.tile, settings, arithmetic, plan.lbfgs_history),
             "tiles": len(grid), "evaluated_pixels": passed}

@@ -226,7 +226,8 @@ def settings_of(cls: type) -> dict[str, Setting]:
         if kind in (Kind.NUMBER, Kind.INTEGER, Kind.INTEGERS) and (spec.minimum is None or spec.maximum is None):
             raise TypeError(f"{cls.__name__}.{field.name}: a number needs a minimum and a maximum")
         if choice_type is not None and tuple(c.value for c in spec.choices) != tuple(m.value for m in choice_type):
-            raise TypeError(f"{cls.__name__}.{field.name}: its choices must list {choice_type.__name__}'s values in order")
+            raise TypeError(f"{cls.__name__}.{field.name}: its choices must list "
+                            f"{choice_type.__name__}'s values in order")
         item = Setting(field.name, kind, field.default, spec, choice_type)
         item.check(field.default)
         declared[field.name] = item

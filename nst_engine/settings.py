@@ -159,7 +159,8 @@ class StyleSettings:
     precision: Precision = setting(
         Precision.AUTO, "arithmetic of the VGG passes (Gram matrices and losses are always float32)",
         label="Precision (fp32, tf32, bf1_6)", front_ends=_EVERYWHERE, choices=(
-            Choice("auto", "Automatic", "tf32 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere"),
+            Choice("auto", "Automatic", "tf32 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16 or AMX), "
+                   "fp32 elsewhere"),
             Choice("fp32", "fp32", "IEEE float32 throughout"),
             Choice("tf32", "tf32", "convolutions and matrix products on TF32 tensor cores on CUDA; fp32 elsewhere"),
             Choice("bf16", "bf16", "VGG forward and backward passes in bfloat16, Gram matrices accumulated in float32; "
@@ -205,7 +206,8 @@ class StyleSettings:
             _check_count(self.style_layer_sources, len(self.style_layers), "style_layer_sources", "style layer")
             if max(self.style_layer_sources) > style_count:
                 raise InvalidSettingsError(
-                    f"style_layer_sources names style image {max(self.style_layer_sources)}, but there are {style_count}"
+                    f"style_layer_sources names style image {max(self.style_layer_sources)}, "
+                    f"but there are {style_count}"
                 )
 
     @property

@@ -25,8 +25,8 @@ import torch
 
 from .errors import InsufficientMemoryError
 from .geometry import MIN_TILE, TILE_ALIGN, fit_longest_side
-from .layers import layer_channels, layer_downsampling
 from .guides import LayerGuides
+from .layers import layer_channels, layer_downsampling
 from .losses import (
     StyleTerm,
     content_loss,
@@ -298,7 +298,8 @@ class TiledObjective:
                 channels = layer_channels(layer)
                 difference = term_means[layer] - term.targets[layer]
                 style += term.weight * weight * gram_error(difference, channels)
-                coefficient = s.effective_style_weight * term.weight * weight * style_normaliser(channels) / total_weight
+                coefficient = (s.effective_style_weight * term.weight * weight * style_normaliser(channels)
+                               / total_weight)
                 pulls.append((term, layer, coefficient, difference.to(self.model.dtype)))
         content_positions = layer_channels(s.content_layer) * feature_positions(height, width, s.content_layer)
         content = image.new_zeros((), dtype=torch.float32)

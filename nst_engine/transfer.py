@@ -22,9 +22,9 @@ from .device import (
 )
 from .errors import InvalidSettingsError
 from .geometry import style_size_at
+from .guides import LayerGuides, check_masks, guides_at_layers, resize_mask
 from .image_ops import resize
 from .layers import layer_downsampling
-from .guides import LayerGuides, check_masks, guides_at_layers, resize_mask
 from .losses import (
     StyleTerm,
     blend_grams,
@@ -35,9 +35,9 @@ from .losses import (
     total_variation_loss,
 )
 from .memory import LBFGS_HISTORY, arithmetic_for, available_bytes
+from .planning import JobPlan, Stage, plan_job
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
 from .settings import Colors, Init, Optimizer, Precision, StyleSettings
-from .planning import JobPlan, Stage, plan_job
 from .tiling import StagePlan, TiledObjective, TilePlan, sum_grams
 from .vgg import VGGFeatures
 from .weights import load_vgg19_state_dict
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 # penalties slow L-BFGS badly (×12 the weight: 9 % higher loss after 200 iterations in our tests);
 # the stray pixels this allows are at most a few levels out and are clamped at the end.
 _BOX_PENALTY_STRENGTH = 200.0
+
+_DEFAULT_SETTINGS = StyleSettings()
+_WHOLE_STAGE = StagePlan(None)  # a stage run whole, with the full L-BFGS history
 
 
 # Called once per iteration with (stage iteration, weighted loss terms, current image).
@@ -134,7 +137,8 @@ class StyleTransfer:
         *,
         progress: bool = False,
     ) -> StyleTransfer:
-        """Load VGG19 (see :func:`nst_engine.weights.load_vgg19_state_dict`) onto ``device`` (default: best available)."""
+        """Load VGG19 (see :func:`nst_engine.weights.load_vgg19_state_dict`) onto ``device`` (default: best
+        available)."""
         chosen = select_device(device)
         return cls(VGGFeatures(load_vgg19_state_dict(weights_file, progress=progress)), chosen)
 
@@ -163,7 +167,7 @@ class StyleTransfer:
         self,
         content: torch.Tensor,
         styles: Sequence[torch.Tensor],
-        settings: StyleSettings = StyleSettings(),
+        settings: StyleSettings = _DEFAULT_SETTINGS,
         *,
         init_image: torch.Tensor | None = None,
         on_progress: ProgressCallback | None = None,
@@ -270,7 +274,8 @@ class StyleTransfer:
                 if min(style_h, style_w) < minimum:
                     raise InvalidSettingsError(
                         f"style_scale: style image {number} would be {style_w}×{style_h} pixels at a "
-                        f"{stage.width}×{stage.height} stage, but needs at least {minimum} on each side; raise style_scale"
+                        f"{stage.width}×{stage.height} stage, but needs at least {minimum} on each side; "
+                        "raise style_scale"
                     )
 
     @staticmethod
@@ -348,7 +353,7 @@ class StyleTransfer:
         self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings, height: int, width: int,
         style_keys: Sequence[Hashable] | None = None,
         gram_cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None = None,
-        plan: StagePlan = StagePlan(None),
+        plan: StagePlan = _WHOLE_STAGE,
         cancel: CancelToken | None = None,
         style_image_masks: Sequence[torch.Tensor | None] | None = None,
         regions: Sequence[torch.Tensor | None] | None = None,
@@ -392,8 +397,8 @@ class StyleTransfer:
         if plan.tiles is None:
             targets = self.style_grams(style_image, settings, guides)
         else:
-            targets = sum_grams(self.model_for(settings.precision), style_image, plan.tiles.tiles(*style_size), settings,
-                                cancel, [guides])[0]
+            targets = sum_grams(self.model_for(settings.precision), style_image, plan.tiles.tiles(*style_size),
+                                settings, cancel, [guides])[0]
         if key is not None:
             gram_cache[key] = targets
         return targets
@@ -422,7 +427,8 @@ def _style_terms(
         return [StyleTerm({layer: grams[sources[layer] - 1][layer] for layer in settings.style_layers})]
     total = float(sum(blend))
     return [StyleTerm(targets, weight / total,
-                      None if region is None else guides_at_layers(resize_mask(region, height, width), settings.style_layers))
+                      None if region is None
+                      else guides_at_layers(resize_mask(region, height, width), settings.style_layers))
             for targets, weight, region in zip(grams, blend, regions) if weight > 0]
 
 

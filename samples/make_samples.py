@@ -48,7 +48,7 @@ def style(size: int = 256, seed: int = 7) -> Image.Image:
         x, y = rng.uniform(0, size), rng.uniform(0, size)
         angle, length = rng.uniform(0, math.tau), rng.uniform(8, 26)
         points = []
-        for step in range(6):
+        for _step in range(6):
             angle += rng.uniform(-0.35, 0.35)
             x, y = x + math.cos(angle) * length / 6, y + math.sin(angle) * length / 6
             points.append((x, y))

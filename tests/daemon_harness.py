@@ -16,9 +16,8 @@ import numpy as np
 import zmq
 
 from daemon.client.zeromq import DaemonClient, configure_socket
-from daemon.wire.messages import Image
 from daemon.wire.connection import ConnectionFileError, ConnectionInfo, CurveKeys, read_connection_file
-from daemon.wire.messages import DType, ImageSpec
+from daemon.wire.messages import DType, Image, ImageSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

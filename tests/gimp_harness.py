@@ -47,7 +47,8 @@ def proc_mounted() -> Iterator[None]:
         subprocess.run(["umount", str(proc)], check=False)
 
 
-def run_batch(work_dir: Path, script: str, env: dict[str, str], timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+def run_batch(work_dir: Path, script: str, env: dict[str, str],
+              timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
     """Run ``script`` (a path inside the chroot) in gimp-console; ``work_dir`` lies inside the chroot."""
     with proc_mounted():
         command = ["chroot", str(CHROOT), "env", "HOME=/root", f"NST_E2E_DIR={inside_path(work_dir)}",
@@ -87,7 +88,7 @@ if sys.argv[1]:
 else:
     box = (0, 0, root.get_width(), root.get_height())
 Gdk.pixbuf_get_from_window(root, *box).savev(sys.argv[2], "png", [], [])
-"""
+"""  # noqa: E501  (a script run inside the chroot, kept as written)
 
 
 _KEY_RETRIES = 5

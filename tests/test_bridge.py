@@ -205,8 +205,10 @@ def test_status_and_estimate_through_the_bridge_are_the_daemons(daemon, bridge):
     with daemon.client() as direct:
         directly = direct.estimate({"size": 64, "scales": 1}, 80, 40, style_sizes=[(32, 32)])
     # The same but for what depends on the memory free at that moment.
-    assert replace(through_bridge, available_bytes=0, largest_size=0) == replace(directly, available_bytes=0, largest_size=0)
-    assert isinstance(through_bridge, EstimateReply) and (through_bridge.output_width, through_bridge.output_height) == (64, 32)
+    assert (replace(through_bridge, available_bytes=0, largest_size=0)
+            == replace(directly, available_bytes=0, largest_size=0))
+    assert (isinstance(through_bridge, EstimateReply)
+            and (through_bridge.output_width, through_bridge.output_height) == (64, 32))
 
 
 def test_masks_travel_through_the_bridge_and_a_bad_one_is_a_job_error(bridge):
@@ -216,7 +218,8 @@ def test_masks_travel_through_the_bridge_and_a_bad_one_is_a_job_error(bridge):
     result = bridge.stylize(rgba(40, 24, 1), [rgba(32, 32, 2)], settings, regions=[grey(40, 24)],
                             style_masks=[grey(32, 32, 0.5)])
     assert (result.image.spec.width, result.image.spec.height) == (32, 19)
-    with pytest.raises(DaemonJobError, match=r"regions\[0\]\) is 32×32 but must be the size of the content, 40×24") as raised:
+    with pytest.raises(DaemonJobError,
+                       match=r"regions\[0\]\) is 32×32 but must be the size of the content, 40×24") as raised:
         bridge.stylize(rgba(40, 24, 1), [rgba(32, 32, 2)], settings, regions=[grey(32, 32)])
     assert raised.value.code == "invalid_request"
 
@@ -242,8 +245,10 @@ def test_both_clients_count_the_pixel_bytes_they_send_and_compact_frames_pass_th
 
     from daemon.wire.messages import DType, Image, ImageSpec
 
-    content = Image(ImageSpec(40, 24, 4, DType.U8), array("B", ((i * 7919) % 256 for i in range(40 * 24 * 4))).tobytes())
-    style = Image(ImageSpec(32, 32, 4, DType.U16), array("H", ((i * 104729) % 65536 for i in range(32 * 32 * 4))).tobytes())
+    content = Image(ImageSpec(40, 24, 4, DType.U8),
+                    array("B", ((i * 7919) % 256 for i in range(40 * 24 * 4))).tobytes())
+    style = Image(ImageSpec(32, 32, 4, DType.U16),
+                  array("H", ((i * 104729) % 65536 for i in range(32 * 32 * 4))).tobytes())
     region = Image(ImageSpec(40, 24, 1, DType.U8), bytes([255] * (20 * 24) + [0] * (20 * 24)))
     expected = 40 * 24 * 4 * 1 + 32 * 32 * 4 * 2 + 40 * 24 * 1
     assert expected == (40 * 24 * 4 * 4) // 4 + (32 * 32 * 4 * 4) // 2 + (40 * 24 * 4) // 4

@@ -17,7 +17,6 @@ from nst_engine.cli.image_files import ImageFileError, read_image, write_image
 from nst_engine.weights import WEIGHTS_ENV_VAR
 
 from .icc import adobe_rgb_like_profile
-
 from .stand_ins import smooth_image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 import zmq
 
-from daemon.client.zeromq import DaemonClient
 from daemon.client.contract import DaemonJobError, DaemonUnreachableError
-from daemon.wire.messages import Image
-from daemon.wire.limits import MessageCaps
-from daemon.wire.messages import PROTOCOL_VERSION, DType, ErrorCode, ImageSpec, MessageType
+from daemon.client.zeromq import DaemonClient
 from daemon.wire.framing import Codec
+from daemon.wire.limits import MessageCaps
+from daemon.wire.messages import PROTOCOL_VERSION, DType, ErrorCode, Image, ImageSpec, MessageType
 
 from .daemon_harness import (
     BAD_HEADERS,
@@ -55,7 +54,10 @@ def still_serving(daemon) -> None:
         assert fresh.status().pid == daemon.process.pid
 
 
-def raw_reply(socket: zmq.Socket, codec: Codec = Codec()) -> dict:
+CODEC = Codec()  # the default caps: MessageCaps.for_images()
+
+
+def raw_reply(socket: zmq.Socket, codec: Codec = CODEC) -> dict:
     assert socket.poll(5000), "the daemon did not answer"
     message = codec.decode(socket.recv_multipart())
     assert message.type is MessageType.ERROR
@@ -167,7 +169,8 @@ def test_compact_results_round_trip_within_their_format(client, dtype, tolerance
     assert compact.image.spec == ImageSpec(full.image.spec.width, full.image.spec.height, 3, dtype)
     assert len(compact.image.data) == full.image.spec.width * full.image.spec.height * 3 * 2  # half the bytes
     scale = 65535.0 if dtype is DType.U16 else 1.0
-    difference = np.abs(image_array(compact.image).astype(np.float64) / scale - image_array(full.image).astype(np.float64))
+    difference = np.abs(image_array(compact.image).astype(np.float64) / scale
+                        - image_array(full.image).astype(np.float64))
     assert difference.max() <= tolerance, difference.max()
     assert previews and all(p is not None and p.spec.dtype is dtype and max(p.spec.width, p.spec.height) == 16
                             for p in previews)
@@ -207,7 +210,8 @@ def test_a_frame_larger_than_the_maximum_message_size(daemon, raw):
     at_cap = msgpack.packb({"v": PROTOCOL_VERSION, "type": "submit", "body": {}, "parts": [caps.socket_max_bytes]})
     raw.send_multipart([at_cap, bytes(caps.socket_max_bytes)])
     body = raw_reply(raw)
-    assert body["code"] == ErrorCode.INVALID_REQUEST.value and f"a binary part of {caps.socket_max_bytes} bytes" in body["message"]
+    assert (body["code"] == ErrorCode.INVALID_REQUEST.value
+            and f"a binary part of {caps.socket_max_bytes} bytes" in body["message"])
 
     monitor = raw.get_monitor_socket(zmq.EVENT_DISCONNECTED)
     try:
@@ -244,17 +248,25 @@ def image_entry(role: str, width=8, height=8, channels=3, dtype="u8") -> dict:
 @pytest.mark.parametrize(
     ("body", "frames", "match"),
     [
-        ({"images": [image_entry("content"), image_entry("style")]}, [bytes(192)], "2 images described but 1 binary frames"),
-        ({"images": [image_entry("content"), image_entry("style")]}, [bytes(192), bytes(191)], r"images\[1\].*needs 192 bytes but its frame has 191"),
-        ({"images": [image_entry("content", width=0), image_entry("style")]}, [b"", bytes(192)], r"images\[0\].width must be from 1"),
-        ({"images": [image_entry("content", width=100000), image_entry("style")]}, [b"", bytes(192)], r"images\[0\].width must be from 1"),
-        ({"images": [image_entry("content"), image_entry("style")], "settings": {"style_weight": float("nan")}}, [bytes(192)] * 2, "settings.style_weight"),
-        ({"images": [image_entry("content"), image_entry("style")], "settings": {"iterations": -1}}, [bytes(192)] * 2, "settings.iterations"),
-        ({"images": [image_entry("content"), image_entry("style")], "settings": {"iterations": "many"}}, [bytes(192)] * 2, "settings.iterations must be an integer"),
+        ({"images": [image_entry("content"), image_entry("style")]}, [bytes(192)],
+         "2 images described but 1 binary frames"),
+        ({"images": [image_entry("content"), image_entry("style")]}, [bytes(192), bytes(191)],
+         r"images\[1\].*needs 192 bytes but its frame has 191"),
+        ({"images": [image_entry("content", width=0), image_entry("style")]}, [b"", bytes(192)],
+         r"images\[0\].width must be from 1"),
+        ({"images": [image_entry("content", width=100000), image_entry("style")]}, [b"", bytes(192)],
+         r"images\[0\].width must be from 1"),
+        ({"images": [image_entry("content"), image_entry("style")], "settings": {"style_weight": float("nan")}},
+         [bytes(192)] * 2, "settings.style_weight"),
+        ({"images": [image_entry("content"), image_entry("style")], "settings": {"iterations": -1}},
+         [bytes(192)] * 2, "settings.iterations"),
+        ({"images": [image_entry("content"), image_entry("style")], "settings": {"iterations": "many"}},
+         [bytes(192)] * 2, "settings.iterations must be an integer"),
         ({"images": "all of them"}, [], "images must list"),
         ({}, [], "images must list"),
         ({"images": [image_entry("content"), image_entry("content")]}, [bytes(192)] * 2, r"images\[1\].role"),
-        ({"images": [image_entry("content"), image_entry("style")], "colour": 1}, [bytes(192)] * 2, "unknown field colour"),
+        ({"images": [image_entry("content"), image_entry("style")], "colour": 1}, [bytes(192)] * 2,
+         "unknown field colour"),
     ],
 )
 def test_bad_submissions_name_the_field(daemon, body, frames, match):

@@ -11,13 +11,13 @@ import time
 import pytest
 import zmq
 
-from daemon.client.zeromq import DaemonClient, connect
 from daemon.client.contract import DaemonJobError, DaemonUnreachableError
+from daemon.client.zeromq import DaemonClient, connect
 from daemon.wire.connection import ConnectionInfo, read_connection_file
 from nst_engine.cli.image_files import read_image, write_image
 
-from .stand_ins import smooth_image
 from .daemon_harness import REPO_ROOT, TINY_SETTINGS, rgb_image, start_daemon
+from .stand_ins import smooth_image
 
 
 def daemon_cli(*args: str, connection_file, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,5 @@
-"""daemon.server.images.frame_to_rgb: wire frames (u8, u16, f32; gray, gray+alpha, RGB, RGBA) to the engine's 3×H×W floats."""
+"""daemon.server.images.frame_to_rgb: wire frames (u8, u16, f32; gray, gray+alpha, RGB, RGBA) to the engine's
+3×H×W floats."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ HEIGHT, WIDTH = 2, 3
 
 
 def samples(channels: int, code) -> list[int]:
-    return [code(row, column, channel) for row in range(HEIGHT) for column in range(WIDTH) for channel in range(channels)]
+    return [code(row, column, channel)
+            for row in range(HEIGHT) for column in range(WIDTH) for channel in range(channels)]
 
 
 def frame(dtype: DType, values: list) -> bytes:
@@ -35,7 +37,8 @@ def expected_rgb(channels: int, code, scale: float) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
-@pytest.mark.parametrize(("dtype", "scale"), [(DType.U8, 255.0), (DType.U16, 65535.0), (DType.F32, 1.0), (DType.F16, 1.0)])
+@pytest.mark.parametrize(("dtype", "scale"),
+                         [(DType.U8, 255.0), (DType.U16, 65535.0), (DType.F32, 1.0), (DType.F16, 1.0)])
 def test_channels_are_scaled_to_0_1_gray_repeated_alpha_dropped(dtype, scale, channels):
     top = {DType.U8: 255, DType.U16: 65535, DType.F32: 1.0, DType.F16: 1.0}[dtype]
 
@@ -86,7 +89,8 @@ def test_every_u8_and_u16_level_reads_exactly_as_its_float_reading(dtype, levels
 def test_results_are_interleaved_and_rounded_to_their_dtype(dtype):
     """rgb_to_frame: the engine's 3×H×W floats as H×W×3 of the result dtype; u16 clamped to [0, 1] and
     rounded to the nearest level, and read back by frame_to_rgb within half a level."""
-    planes = torch.tensor([[[code / 64 - 0.25 + channel * 0.3 + row * 0.75 for code in range(WIDTH)] for row in range(HEIGHT)]
+    planes = torch.tensor([[[code / 64 - 0.25 + channel * 0.3 + row * 0.75 for code in range(WIDTH)]
+                            for row in range(HEIGHT)]
                            for channel in range(3)], dtype=torch.float32)
     spec, data = rgb_to_frame(planes, dtype)
     assert spec == ImageSpec(WIDTH, HEIGHT, 3, dtype) and data.nbytes == spec.nbytes

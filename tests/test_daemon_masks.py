@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from daemon.client.contract import DaemonJobError
-from daemon.wire.messages import Image
-from daemon.wire.messages import DType, ErrorCode, ImageSpec
+from daemon.wire.messages import DType, ErrorCode, Image, ImageSpec
 
 from .daemon_harness import TINY_SETTINGS, image_array, rgb_image, start_daemon
 
@@ -93,10 +92,12 @@ def test_masks_are_part_of_the_style_cache_key(client):
     ("options", "match"),
     [
         ({"regions": [mask(40, 40), None]}, r"regions\[0\]\) is 40×40 but must be the size of the content, 48×40"),
-        ({"style_masks": [None, mask(40, 40)]}, r"style_masks\[1\]\) is 40×40 but must be the size of style image 1, 24×32"),
+        ({"style_masks": [None, mask(40, 40)]},
+         r"style_masks\[1\]\) is 40×40 but must be the size of style image 1, 24×32"),
         ({"regions": [mask(40, 48, channels=3), None]}, r"regions\[0\]\) must have 1 channel"),
         ({"regions": [mask(40, 48)]}, r"regions needs one mask \(or None\) per style image: 2, got 1"),
-        ({"style_masks": [None, None, mask(40, 40)]}, r"style_masks needs one mask \(or None\) per style image: 2, got 3"),
+        ({"style_masks": [None, None, mask(40, 40)]},
+         r"style_masks needs one mask \(or None\) per style image: 2, got 3"),
         ({"regions": [mask(40, 48), None], "settings": {**SEEDED, "style_layer_sources": [1, 1, 2, 2, 2]}},
          r"regions: .* cannot be combined with settings.style_layer_sources"),
     ],

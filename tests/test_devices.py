@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from daemon.server.devices import resolve_devices
 from daemon.client.contract import DaemonJobError
+from daemon.server.devices import resolve_devices
 
 from .daemon_harness import LONG_SETTINGS, TINY_SETTINGS, image_array, rgb_image, start_daemon
 
@@ -62,7 +62,8 @@ def test_each_concurrent_client_gets_its_own_correct_result_and_a_failure_stays_
     settings = {**TINY_SETTINGS, "iterations": 20}
     jobs = {seed: (rgb_image(40, 32, seed), [rgb_image(32, 32, seed + 10)]) for seed in (1, 2)}
     with daemon.client() as client:  # each alone first, for reference
-        alone = {seed: image_array(client.stylize(content, styles, settings).image) for seed, (content, styles) in jobs.items()}
+        alone = {seed: image_array(client.stylize(content, styles, settings).image)
+                 for seed, (content, styles) in jobs.items()}
     together: dict[int, np.ndarray] = {}
 
     def run(seed: int) -> None:
@@ -83,7 +84,8 @@ def test_each_concurrent_client_gets_its_own_correct_result_and_a_failure_stays_
     # One device's job fails while the other device's job runs on; the failed device then takes the next job.
     with daemon.client() as long_client, daemon.client() as faulty, daemon.client() as next_client:
         long_job = long_client.submit(rgb_image(48, 48, 5), [rgb_image(32, 32, 6)], LONG_SETTINGS)
-        wait_until(lambda: any(d["running"] and d["running"]["job_id"] == long_job for d in long_client.status().devices))
+        wait_until(lambda: any(d["running"] and d["running"]["job_id"] == long_job
+                               for d in long_client.status().devices))
         with pytest.raises(DaemonJobError) as failed:
             faulty.stylize(rgb_image(32, 32, 7), [rgb_image(32, 32, 8)], settings, fault="fail")
         assert failed.value.code == "internal"
@@ -137,13 +139,16 @@ def test_cuda_workers_run_jobs_at_once_each_with_its_own_result(tmp_path, weight
             status = wait_until(lambda: devices_where(client, lambda d: d["model"] == "loaded"), 120)
             assert [d["device"] for d in status] == devices
             assert all(d["memory"]["total_bytes"] > 0 and d["name"] != d["device"] for d in status)
-            alone = {seed: image_array(client.stylize(content, styles, {**settings, "precision": precisions[seed]}).image)
-                     for seed, (content, styles) in jobs.items()}
+            alone = {
+                seed: image_array(client.stylize(content, styles, {**settings, "precision": precisions[seed]}).image)
+                for seed, (content, styles) in jobs.items()
+            }
         together: dict[int, np.ndarray] = {}
 
         def run(seed: int) -> None:
             with daemon.client() as client:
-                together[seed] = image_array(client.stylize(*jobs[seed], {**settings, "precision": precisions[seed]}).image)
+                together[seed] = image_array(
+                    client.stylize(*jobs[seed], {**settings, "precision": precisions[seed]}).image)
 
         with daemon.client() as first, daemon.client() as second:
             a = first.submit(rgb_image(64, 64, 3), [rgb_image(32, 32, 4)], LONG_SETTINGS)

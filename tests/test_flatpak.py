@@ -46,7 +46,8 @@ def test_sandbox_detection(tmp_path):
     assert launch.flatpak_sandbox(fake_info(tmp_path, SPAWN_ALLOWED)) == launch.Sandbox("org.gimp.GIMP", True)
     assert launch.flatpak_sandbox(fake_info(tmp_path, SPAWN_DENIED)) == launch.Sandbox("org.gimp.GIMP", False)
     assert launch.flatpak_sandbox(fake_info(tmp_path, "not a keyfile [")) == launch.Sandbox("", False)
-    assert launch.flatpak_permissions_allow_spawn(SPAWN_ALLOWED) and not launch.flatpak_permissions_allow_spawn(SPAWN_DENIED)
+    assert (launch.flatpak_permissions_allow_spawn(SPAWN_ALLOWED)
+            and not launch.flatpak_permissions_allow_spawn(SPAWN_DENIED))
 
 
 def test_install_records_a_flatpak_gimp_with_the_connection_file_both_sides_see(tmp_path):

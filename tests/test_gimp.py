@@ -189,7 +189,8 @@ def test_without_pyzmq_the_plug_in_works_through_the_bridge(work_dir, daemon):
     saved = record_path.read_text()
     plugin_inside = "/" + str((PLUGIN_DIR / "neural_style").relative_to(CHROOT))
     record = json.loads(saved)
-    record["bridge_command"] = ["env", f"PYTHONPATH={plugin_inside}/lib:{plugin_inside}", "python3", "-m", "daemon.client.bridge"]
+    record["bridge_command"] = ["env", f"PYTHONPATH={plugin_inside}/lib:{plugin_inside}", "python3", "-m",
+                                "daemon.client.bridge"]
     record_path.write_text(json.dumps(record))
     try:
         completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {
@@ -211,13 +212,14 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     one undo step, and Ctrl+Z in the image window takes the results away, leaving the image as it was."""
     last_values = PLUGIN_DIR.parent / "plug-in-settings" / "GimpProcedureConfigRun-plug-in-neural-style.last"
     last_values.unlink(missing_ok=True)  # as on first use: the dialog opens with the caller's values
-    run = run_with_interface(work_dir, "/tmp/nst-e2e/ui.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
-        KeyPress("dialog", "^Neural Style$", "Return", screenshot="dialog.png"),
-        KeyPress("undo-1", "Untitled.*GIMP", "ctrl+z"),
-        KeyPress("undo-2", "Untitled.*GIMP", "ctrl+z"),
-        KeyPress("re-edit", "^Neural Style$", "Return", screenshot="dialog-re-edit.png"),
-        KeyPress("undo-3", "Untitled.*GIMP", "ctrl+z"),
-    ])
+    run = run_with_interface(
+        work_dir, "/tmp/nst-e2e/ui.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
+            KeyPress("dialog", "^Neural Style$", "Return", screenshot="dialog.png"),
+            KeyPress("undo-1", "Untitled.*GIMP", "ctrl+z"),
+            KeyPress("undo-2", "Untitled.*GIMP", "ctrl+z"),
+            KeyPress("re-edit", "^Neural Style$", "Return", screenshot="dialog-re-edit.png"),
+            KeyPress("undo-3", "Untitled.*GIMP", "ctrl+z"),
+        ])
     output = run.output
     (work_dir / "ui-output.txt").write_text(output)
     assert run.stuck is None, run.failure()
@@ -238,7 +240,8 @@ def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
     repeated = facts["last_values"]
     assert repeated["status"] == "success", repeated["error"]
     layers = [layer["name"] for layer in repeated["after"]]
-    assert layers == ["content (Neural Style)", "content (Neural Style) #1", "content", "style"]  # GIMP numbers a repeated name
+    # GIMP numbers a repeated name
+    assert layers == ["content (Neural Style)", "content (Neural Style) #1", "content", "style"]
     second = repeated["after"][1]  # directly above the active layer, below the first result
     second_settings = json.loads(second["parasite"])
     assert (second_settings["iterations"], second_settings["seed"], second_settings["style_layer"]) == (3, 11, "style")
@@ -322,7 +325,8 @@ def test_unreachable_daemon_is_a_clean_execution_error(work_dir, daemon):
     dead = work_dir / "dead.json"
     write_connection_file(ConnectionInfo("tcp://127.0.0.1:9", pid=2**22 + 7, curve=random_curve_keys()), dead)
     completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {
-        "NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/dead.json", "NST_E2E_CASES": "rgb", "NST_E2E_OUTPUT": "dead-result.json"})
+        "NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/dead.json", "NST_E2E_CASES": "rgb",
+        "NST_E2E_OUTPUT": "dead-result.json"})
     facts = json.loads((work_dir / "dead-result.json").read_text())["rgb"]
     assert facts["status"] == "execution-error", completed.stderr
     assert "Neural Style" in facts["error"] and "daemon" in facts["error"]
@@ -380,7 +384,8 @@ def test_re_running_a_result_replaces_it_in_place(results):
     record = json.loads(other[0]["parasite"])
     assert record["seed"] == 2 and record["init"] == "noise" and record["source_tattoo"] == facts["source_tattoo"]
     again = facts["other_seed_again"]["after"]
-    assert again[0]["digest"] == other[0]["digest"], "the same seed again: the same pixels (the re-run is from the source)"
+    assert again[0]["digest"] == other[0]["digest"], (
+        "the same seed again: the same pixels (the re-run is from the source)")
     kept = facts["kept"]["after"]
     assert len(kept) == len(other) + 1 and facts["kept_visible"][:2] == [True, False], \
         "Keep the previous result: the new one above, the previous one hidden"
@@ -430,7 +435,8 @@ def test_a_transparent_half_of_the_style_layer_adds_nothing(results):
     assert masked < 0.5 * ignored, (masked, ignored)
 
 
-@pytest.mark.parametrize(("drawable", "words"), [("group", "layer group"), ("channel", "channel"), ("mask", "layer mask")])
+@pytest.mark.parametrize(("drawable", "words"),
+                         [("group", "layer group"), ("channel", "channel"), ("mask", "layer mask")])
 def test_a_group_a_channel_or_a_mask_gets_a_clear_message(results, drawable, words):
     facts = results["not_layers"]
     assert "exception" not in facts, facts

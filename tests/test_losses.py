@@ -105,7 +105,8 @@ def test_gram_matrix_is_the_same_in_both_memory_formats():
     features = torch.rand(1, 8, 5, 7)
     guide = torch.rand(1, 1, 5, 7)
     for g in (None, guide):
-        assert torch.allclose(mean_gram(features, g), mean_gram(features.contiguous(memory_format=torch.channels_last), g))
+        assert torch.allclose(mean_gram(features, g),
+                              mean_gram(features.contiguous(memory_format=torch.channels_last), g))
 
 
 # -- guided Gram matrices (Gatys et al. 2017, spatial control) ------------------------------------------

@@ -41,7 +41,7 @@ def test_every_setting_offered_in_gimp_is_an_argument_with_the_schemas_rules():
             low = 0 if item.spec.zero_means else item.spec.minimum
             assert (argument.minimum, argument.maximum) == (low, item.spec.maximum)
         if argument.kind is ArgumentKind.CHOICE:
-            assert set(choice.value for choice in argument.choices) <= set(item.choice_values)
+            assert {choice.value for choice in argument.choices} <= set(item.choice_values)
 
 
 def test_the_dialogs_new_controls_are_the_schemas_settings_in_kebab_case():

@@ -32,9 +32,9 @@ def test_mismatched_sizes_are_refused():
 
 
 # -- how pixels travel, by the image's precision ----------------------------------------------------------------
-from pixels import FULL_PRECISION, Sample, WireFormat, wire_format  # noqa: E402
-
 import pytest  # noqa: E402
+
+from pixels import FULL_PRECISION, Sample, WireFormat, wire_format  # noqa: E402
 
 
 @pytest.mark.parametrize(("precision", "source"), [
@@ -100,4 +100,5 @@ def test_alpha_between_integer_and_float_samples():
 
 def test_mismatched_compact_sizes_are_refused():
     with pytest.raises(ValueError):
-        rgb_with_alpha(array("H", [1, 1, 1]).tobytes(), array("B", [1, 2, 3, 4] * 2).tobytes(), 4, Sample.U16, Sample.U8)
+        rgb_with_alpha(array("H", [1, 1, 1]).tobytes(), array("B", [1, 2, 3, 4] * 2).tobytes(), 4,
+                       Sample.U16, Sample.U8)

@@ -60,8 +60,8 @@ def test_custom_sets_nothing_and_every_preset_value_is_valid_for_its_argument():
 
 
 def test_a_results_record_round_trips_and_keeps_the_settings_at_the_top_level():
-    record = ResultRecord(7, Region(1, 2, 30, 40), {"seed": 3, "colors": "style"}, {"style-layer": 9, "style-region": None},
-                          {"iterations": 5}, {"job_id": "j"})
+    record = ResultRecord(7, Region(1, 2, 30, 40), {"seed": 3, "colors": "style"},
+                          {"style-layer": 9, "style-region": None}, {"iterations": 5}, {"job_id": "j"})
     text = record.to_json()
     back = ResultRecord.from_json(text)
     assert back is not None and (back.source_tattoo, back.region, back.arguments, back.tattoos, back.settings) == \

@@ -11,6 +11,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from daemon.wire.framing import Codec
 from daemon.wire.limits import MessageCaps
 from daemon.wire.messages import (
     PROTOCOL_VERSION,
@@ -21,7 +22,6 @@ from daemon.wire.messages import (
     ProtocolError,
     validate_settings,
 )
-from daemon.wire.framing import Codec
 
 from .daemon_harness import BAD_HEADERS, load_script
 
@@ -194,7 +194,8 @@ def sample_bodies():
     from daemon.wire import messages as m
 
     spec = ImageSpec(4, 2, 3, DType.F32)
-    progress = m.JobProgress("j", 1, 2, 3, 8, 24, 16, {"content": 1.0, "style": 2.0, "tv": 0.0, "total": 3.0}, 0.5, 3, 4)
+    progress = m.JobProgress("j", 1, 2, 3, 8, 24, 16, {"content": 1.0, "style": 2.0, "tv": 0.0, "total": 3.0},
+                             0.5, 3, 4)
     return {
         m.Hello: m.Hello(PROTOCOL_VERSION),
         m.Welcome: m.Welcome(PROTOCOL_VERSION, "0.1.0", 42),
@@ -207,7 +208,7 @@ def sample_bodies():
         m.Preview: m.Preview(progress, spec),
         m.Result: m.Result("j", spec, 1.5),
         m.Error: m.Error(ErrorCode.OUT_OF_MEMORY, "no room", "j", 512, "submit"),
-        m.StatusReply: m.StatusReply(**{name: None for name in m.StatusReply.__dataclass_fields__}),
+        m.StatusReply: m.StatusReply(**dict.fromkeys(m.StatusReply.__dataclass_fields__)),
         m.Estimate: m.Estimate(64, 48, {"size": 32}, ((16, 16),)),
         m.EstimateReply: m.EstimateReply(2**20, 2**30, True, 4, 20, 500, 1.25, True, 2048, 64, 48),
     }

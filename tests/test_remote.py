@@ -15,12 +15,9 @@ import pytest
 import zmq
 
 from daemon import __main__ as daemon_cli
-from daemon.client.zeromq import connect
-from daemon.wire.connection import ConnectionInfo, CurveKeys, read_connection_file, write_connection_file
-from daemon.server.invitations import InvitationError, InvitationStore, keys_path
 from daemon.client.contract import DaemonJobError, DaemonUnreachableError
-from daemon.client.zeromq import probe_handshake
 from daemon.client.remote import Handshake, daemon_silence_limit_s, remote_info
+from daemon.client.zeromq import connect, probe_handshake
 from daemon.server.endpoints import (
     InsecureEndpointError,
     default_client_timeout_s,
@@ -28,6 +25,8 @@ from daemon.server.endpoints import (
     is_loopback,
     require_curve,
 )
+from daemon.server.invitations import InvitationError, InvitationStore, keys_path
+from daemon.wire.connection import ConnectionInfo, CurveKeys, read_connection_file, write_connection_file
 
 from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TINY_SETTINGS, rgb_image, start_daemon
 
@@ -91,8 +90,9 @@ def test_invited_clients_run_jobs_and_others_are_refused_while_the_daemon_keeps_
     # The right client key but another daemon's server key: the handshake fails, and says so.
     impostor = tmp_path / "client" / "impostor.json"
     other_server, _ = zmq.curve_keypair()
-    write_connection_file(dataclasses.replace(info, curve=dataclasses.replace(info.curve, server_public=other_server.decode())),
-                          impostor)
+    write_connection_file(
+        dataclasses.replace(info, curve=dataclasses.replace(info.curve, server_public=other_server.decode())),
+        impostor)
     with pytest.raises(DaemonUnreachableError, match="server key in the file is not that daemon's"):
         connect(impostor, timeout_s=1.0)
 
@@ -214,7 +214,8 @@ def test_endpoint_classification_and_liveness_defaults():
     assert daemon_silence_limit_s(local, {}) == 4.0 and daemon_silence_limit_s(invited, {}) == 20
     assert daemon_silence_limit_s(invited, {"NEURAL_STYLE_DAEMON_SILENCE_S": "42"}) == 42
     with pytest.raises(ValueError):
-        invitation_info("tcp://*:5557", keys.server_public, keys.client_public, keys.client_secret, "x", max_frame_bytes=1)
+        invitation_info("tcp://*:5557", keys.server_public, keys.client_public, keys.client_secret, "x",
+                        max_frame_bytes=1)
 
 
 def test_remote_info_tells_an_invitation_from_a_local_connection_file(tmp_path):

@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 import zmq
 
-from daemon.server.auth import KeyPair, make_curve_server
 from daemon.client.bridge import read_message
-from daemon.client.zeromq import DaemonClient, connect
 from daemon.client.contract import DaemonError, DaemonJobError
-from daemon.wire.connection import ConnectionInfo, read_connection_file, write_connection_file
+from daemon.client.zeromq import DaemonClient, connect
+from daemon.server.auth import KeyPair, make_curve_server
 from daemon.server.lifecycle import DaemonLock, LockHeldError, ProcessIdentity, probe, terminate
-from daemon.wire.messages import PROTOCOL_VERSION, ErrorCode, MessageType
+from daemon.wire.connection import ConnectionInfo, read_connection_file, write_connection_file
 from daemon.wire.framing import Codec
+from daemon.wire.messages import PROTOCOL_VERSION, ErrorCode, MessageType
 
 from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TCP, TINY_SETTINGS, random_curve_keys, rgb_image, start_daemon
 
@@ -226,7 +226,8 @@ def test_another_user_cannot_open_the_socket(ipc_daemon):
 
 
 def test_an_authenticated_message_over_the_byte_cap_is_refused_unread(tmp_path, weights_file):
-    small = start_daemon(tmp_path, weights_file, "--lazy", "--max-image-side", "64")  # parts ≤ 64 KiB, messages ≤ 256 KiB
+    # parts ≤ 64 KiB, messages ≤ 256 KiB
+    small = start_daemon(tmp_path, weights_file, "--lazy", "--max-image-side", "64")
     try:
         raw = small.raw_socket()
         header = Codec().encode(MessageType.PING)[0]
@@ -299,7 +300,8 @@ def test_start_replaces_a_stale_file_whose_pid_now_runs_another_process(tmp_path
 
 def test_stop_signals_a_daemon_that_does_not_answer_once_its_identity_is_checked(tmp_path, weights_file):
     path = tmp_path / "connection.json"
-    assert daemon_cli("start", "--weights", str(weights_file), "--device", "cpu", "--lazy", connection_file=path).returncode == 0
+    assert daemon_cli("start", "--weights", str(weights_file), "--device", "cpu", "--lazy",
+                      connection_file=path).returncode == 0
     pid = read_connection_file(path).pid
     os.kill(pid, signal.SIGSTOP)  # hung: it cannot answer the shutdown request
     try:
@@ -378,9 +380,11 @@ def test_an_unsafe_connection_file_is_refused_naming_the_file_and_the_fix(tmp_pa
     with pytest.raises(DaemonError) as raised:
         connect(path, start_command=["false"])  # refused before anything is started or sent
     message = str(raised.value)
-    assert str(path.parent) in message and any(fix in message for fix in ("chmod", "remove", "use a directory")), message
+    assert (str(path.parent) in message
+            and any(fix in message for fix in ("chmod", "remove", "use a directory"))), message
     status = daemon_cli("status", connection_file=path)
-    assert status.returncode == 1 and status.stderr.startswith("error: ") and status.stderr.count("\n") == 1, status.stderr
+    assert (status.returncode == 1 and status.stderr.startswith("error: ")
+            and status.stderr.count("\n") == 1), status.stderr
     assert "Traceback" not in status.stderr
 
 
@@ -467,7 +471,8 @@ def test_two_concurrent_starts_give_exactly_one_daemon(tmp_path, weights_file):
     path = tmp_path / "connection.json"
     args = ("start", "--weights", str(weights_file), "--device", "cpu", "--lazy")
     results: list[subprocess.CompletedProcess[str]] = []
-    threads = [threading.Thread(target=lambda: results.append(daemon_cli(*args, connection_file=path))) for _ in range(2)]
+    threads = [threading.Thread(target=lambda: results.append(daemon_cli(*args, connection_file=path)))
+               for _ in range(2)]
     try:
         for thread in threads:
             thread.start()
@@ -490,7 +495,8 @@ def test_a_removed_connection_file_does_not_lead_to_a_second_daemon(tmp_path, we
         again = daemon_cli(*args, connection_file=path)
         assert again.returncode == 0 and f"already running (pid {first}" in again.stdout, again.stdout + again.stderr
         assert read_connection_file(path).pid == first  # the running daemon wrote it again
-        wait_until(lambda: serving_daemons(path) == [first], 30, f"only daemon {first} serves ({serving_daemons(path)})")
+        wait_until(lambda: serving_daemons(path) == [first], 30,
+                   f"only daemon {first} serves ({serving_daemons(path)})")
     finally:
         assert daemon_cli("stop", connection_file=path).returncode == 0
     # stop returns once the lock is released, which is a moment before the process ends
@@ -511,7 +517,8 @@ def test_a_huge_output_for_a_tiny_job_is_refused(daemon, options, match):
         job_id = None
         try:
             with pytest.raises(DaemonJobError, match=match) as raised:
-                job_id = client.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], settings, preview_every=1, **options)
+                job_id = client.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], settings, preview_every=1,
+                                       **options)
             assert raised.value.code == "invalid_request"
         finally:
             if job_id is not None:
@@ -717,8 +724,8 @@ BRIDGE_INPUTS = {
 @pytest.mark.parametrize("data", BRIDGE_INPUTS.values(), ids=BRIDGE_INPUTS.keys())
 def test_the_bridge_answers_malformed_input_with_one_error_event(tmp_path, data):
     env = dict(os.environ, NEURAL_STYLE_CONNECTION=str(tmp_path / "none.json"))
-    completed = subprocess.run([sys.executable, "-m", "daemon.client.bridge"], input=data, capture_output=True, cwd=REPO_ROOT,
-                               env=env, timeout=60)
+    completed = subprocess.run([sys.executable, "-m", "daemon.client.bridge"], input=data, capture_output=True,
+                               cwd=REPO_ROOT, env=env, timeout=60)
     assert completed.returncode == 2, completed.stderr.decode(errors="replace")
     assert b"Traceback" not in completed.stderr and b"MemoryError" not in completed.stderr
     events = io.BytesIO(completed.stdout)

@@ -10,6 +10,9 @@ import sys
 import pytest
 import torch
 
+from daemon.server.jobs import Job, JobQueue
+from daemon.server.worker import Worker
+from daemon.wire.messages import DType, ImageEntry, ImageRole, ImageSpec, Submit
 from nst_engine import (
     CancelledError,
     CancelToken,
@@ -19,9 +22,6 @@ from nst_engine import (
     StyleSettings,
 )
 from nst_engine.cli.image_files import read_image, write_image
-from daemon.server.jobs import Job, JobQueue
-from daemon.wire.messages import DType, ImageEntry, ImageRole, ImageSpec, Submit
-from daemon.server.worker import Worker
 from nst_engine.geometry import TILE_ALIGN, fit_longest_side
 from nst_engine.losses import StyleTerm
 from nst_engine.memory import (
@@ -46,8 +46,8 @@ from nst_engine.tiling import (
 )
 from nst_engine.transfer import StageObjective
 
-from .stand_ins import smooth_image
 from .daemon_harness import REPO_ROOT, load_script, rgb_image, start_daemon
+from .stand_ins import smooth_image
 
 SIZE = 192
 TILE = 64
@@ -60,7 +60,8 @@ def test_spans_cover_the_axis_once_on_the_16_pixel_grid():
         assert parts[0].core_start == 0 and parts[-1].core_end == 200
         assert all(a.core_end == b.core_start for a, b in zip(parts, parts[1:]))
         assert all(p.core_start % TILE_ALIGN == 0 and p.context_start % TILE_ALIGN == 0 for p in parts)
-        assert all(p.context_start == max(0, p.core_start - 32) and p.context_end == min(200, p.core_end + 32) for p in parts)
+        assert all(p.context_start == max(0, p.core_start - 32) and p.context_end == min(200, p.core_end + 32)
+                   for p in parts)
 
 
 def test_the_tiled_gradient_is_the_whole_images(engine):
@@ -85,7 +86,7 @@ def test_the_tiled_gradient_is_the_whole_images(engine):
 @pytest.fixture(scope="module")
 def tiled_and_whole(engine):
     content, style = smooth_image(SIZE, SIZE, 1), smooth_image(SIZE, SIZE, 2)
-    common = dict(size=SIZE, scales=1, iterations=12, optimizer=Optimizer.ADAM, seed=3)
+    common = {"size": SIZE, "scales": 1, "iterations": 12, "optimizer": Optimizer.ADAM, "seed": 3}
     whole = engine.stylize(content, [style], StyleSettings(**common))
     progress = []
     tiled = engine.stylize(content, [style], StyleSettings(**common, tile_size=TILE), on_progress=progress.append,
@@ -160,7 +161,8 @@ def test_a_stage_whose_style_pass_does_not_fit_is_tiled():
         stage = estimate_bytes(512, 512, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
         style_pass = estimate_style_pass_bytes(2048, 2048, settings.style_layers, arithmetic)
         assert style_pass > stage
-        assert plan_stage(512, 512, settings, stage, arithmetic=arithmetic).tiles is None, "without the style's size, it fits"
+        assert plan_stage(512, 512, settings, stage, arithmetic=arithmetic).tiles is None, (
+            "without the style's size, it fits")
         assert plan_stage(512, 512, settings, stage, [(2048, 2048)], arithmetic=arithmetic).tiles is not None
         assert plan_stage(512, 512, settings, style_pass, [(2048, 2048)], arithmetic=arithmetic).tiles is None
 
@@ -211,10 +213,12 @@ def test_cli_stays_within_its_memory_budget(tmp_path, weights_file):
     # The CLI's own peak resident set, read by a wrapper in the same process.
     wrapper = ("import resource, runpy, sys\n"
                "try:\n    runpy.run_module('nst_engine', run_name='__main__')\n"
-               "finally:\n    print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\n")
+               "finally:\n"
+               "    print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\n")
     completed = subprocess.run(
         [sys.executable, "-c", wrapper, str(content), str(style), "-o", str(tmp_path / "out.png"), "--size", "1024",
-         "--iterations", "2", "--scales", "1", "--optimizer", "adam", "--memory-budget", "1GiB", "--weights", str(weights_file), "--device", "cpu", "-q"],
+         "--iterations", "2", "--scales", "1", "--optimizer", "adam", "--memory-budget", "1GiB",
+         "--weights", str(weights_file), "--device", "cpu", "-q"],
         cwd=REPO_ROOT, capture_output=True, text=True, env=dict(os.environ), timeout=900,
     )
     assert completed.returncode == 0, completed.stderr

@@ -15,16 +15,16 @@ import torch
 
 from nst_engine import (
     CancelledError,
-    Colors,
     CancelToken,
+    Colors,
     Init,
     InsufficientMemoryError,
     InvalidSettingsError,
     Optimizer,
     Precision,
     StyleSettings,
+    colour,
 )
-from nst_engine import colour
 from nst_engine.device import cpu_has_native_bf16, resolve_precision
 from nst_engine.memory import FP32, estimate_bytes
 from nst_engine.quality import PrecisionQuality, judge_precision
@@ -34,7 +34,7 @@ from nst_engine.transfer import Objective
 from .bf16_check import CHECK_SETTINGS, bf16_quality, check_inputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(size=48, iterations=8, scales=1)
+TINY = {"size": 48, "iterations": 8, "scales": 1}
 
 
 def run(engine, content, style, progress=None, **overrides):
@@ -118,12 +118,14 @@ def test_progress_iterations_rise_and_carry_each_term(engine, content_image, sty
     iterations = [r.iteration for r in records]
     assert iterations == sorted(iterations) and len(set(iterations)) == len(iterations)
     assert iterations[-1] == 10
-    assert all(r.elapsed_s >= 0 and r.losses.total == pytest.approx(r.losses.content + r.losses.style + r.losses.tv) for r in records)
+    assert all(r.elapsed_s >= 0 and r.losses.total == pytest.approx(r.losses.content + r.losses.style + r.losses.tv)
+               for r in records)
 
 
 def test_preview_images_arrive_every_n_iterations(engine, content_image, style_image):
     records = []
-    engine.stylize(content_image, [style_image], StyleSettings(**{**TINY, "optimizer": Optimizer.ADAM, "iterations": 6}),
+    engine.stylize(content_image, [style_image],
+                   StyleSettings(**{**TINY, "optimizer": Optimizer.ADAM, "iterations": 6}),
                    on_progress=records.append, preview_every=2)
     with_image = [r.stage_iteration for r in records if r.image is not None]
     assert with_image == [2, 4, 6]
@@ -150,7 +152,8 @@ def test_cancel_stops_within_one_iteration(engine, content_image, style_image, o
     engine.model.forward = counting_forward
     try:
         with pytest.raises(CancelledError):
-            engine.stylize(content_image, [style_image], StyleSettings(size=64, scales=2, iterations=5, optimizer=optimizer),
+            engine.stylize(content_image, [style_image],
+                           StyleSettings(size=64, scales=2, iterations=5, optimizer=optimizer),
                            on_progress=on_progress, cancel=token)
     finally:
         del engine.model.forward
@@ -175,7 +178,8 @@ def test_cancel_from_another_thread(engine, content_image, style_image):
             threading.Thread(target=token.cancel).start()
 
     with pytest.raises(CancelledError):
-        engine.stylize(content_image, [style_image], StyleSettings(**{**TINY, "iterations": 500}, optimizer=Optimizer.ADAM),
+        engine.stylize(content_image, [style_image],
+                       StyleSettings(**{**TINY, "iterations": 500}, optimizer=Optimizer.ADAM),
                        on_progress=on_progress, cancel=token)
     assert len(records) < 50
 
@@ -311,7 +315,7 @@ def test_tf32_is_fp32_on_the_cpu(engine, content_image, style_image):
 @pytest.mark.parametrize("tile_size", [0, 64])
 def test_strength_multiplies_the_style_weight_by_two_every_ten_points(engine, content_image, style_image, tile_size):
     """Strength 60 at β 1000 is β 2000 at strength 50, whole and in tiles; strength 40 gives another result."""
-    common = dict(size=80 if tile_size else 48, iterations=1, tile_size=tile_size)
+    common = {"size": 80 if tile_size else 48, "iterations": 1, "tile_size": tile_size}
     stronger, _ = run(engine, content_image, style_image, style_weight=1000.0, strength=60.0, **common)
     doubled, _ = run(engine, content_image, style_image, style_weight=2000.0, strength=50.0, **common)
     weaker, _ = run(engine, content_image, style_image, style_weight=1000.0, strength=40.0, **common)

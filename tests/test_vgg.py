@@ -23,7 +23,7 @@ def test_unknown_layer_is_named_in_the_error():
 
 def test_features_match_torchvision_at_named_layers(engine):
     reference = torchvision.models.vgg19().features
-    reference.load_state_dict({k: v for k, v in _features_state(engine).items()})
+    reference.load_state_dict(dict(_features_state(engine)))
     image = torch.rand(1, 3, 32, 32)
     normalised = (image - engine.model.mean) / engine.model.std
     expected = reference[:23](normalised)  # through relu4_2 (index 22)

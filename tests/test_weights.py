@@ -5,7 +5,13 @@ import urllib.error
 import pytest
 import torch
 
-from nst_engine import InvalidWeightsFileError, StyleTransfer, WeightsError, WeightsUnavailableError, load_vgg19_state_dict
+from nst_engine import (
+    InvalidWeightsFileError,
+    StyleTransfer,
+    WeightsError,
+    WeightsUnavailableError,
+    load_vgg19_state_dict,
+)
 from nst_engine.weights import WEIGHTS_ENV_VAR, default_weights_cache_path
 
 
@@ -51,7 +57,8 @@ def test_offline_without_cache_raises_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailableError) as raised:
         load_vgg19_state_dict()
     message = str(raised.value)
-    for expected in (WEIGHTS_ENV_VAR, str(default_weights_cache_path()), "download.pytorch.org", "--weights", "connect"):
+    for expected in (WEIGHTS_ENV_VAR, str(default_weights_cache_path()), "download.pytorch.org", "--weights",
+                     "connect"):
         assert expected in message
 
 

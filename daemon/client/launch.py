@@ -135,7 +135,8 @@ def plan_launch(record: Mapping[str, object], *, flatpak_info: Path = FLATPAK_IN
     host = _command(record.get("host_start_command")) or start
     if connection_file is None:
         connection_file = flatpak_connection_file(Path.home(), sandbox.app_id or GIMP_FLATPAK_APP)
-    on_host = shell_command(host, connection_file) if host else f"{CONNECTION_ENV_VAR}={connection_file} python -m daemon start"
+    on_host = (shell_command(host, connection_file) if host
+               else f"{CONNECTION_ENV_VAR}={connection_file} python -m daemon start")
     advice = f"GIMP runs in a Flatpak sandbox and cannot start the daemon itself. Start it on the host with: {on_host}"
     if sandbox.may_spawn_on_host and host:
         return LaunchPlan(connection_file, spawn_on_host(host, connection_file), None, None, advice)

@@ -18,8 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .auth import KeyPair
 from ..wire.private_files import UnsafeFileError, private_directory, read_private_file, write_private_file
+from .auth import KeyPair
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 CONNECTION_FILE_CLIENT = "connection-file"  # the name of the key pair a daemon issues at start for its own file

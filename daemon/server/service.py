@@ -28,11 +28,10 @@ import torchvision
 import zmq
 
 from nst_engine import InvalidSettingsError, Optimizer, Precision, StyleSettings
-from nst_engine.planning import output_size as result_size
 from nst_engine.memory import arithmetic_for, largest_fitting_side
+from nst_engine.planning import output_size as result_size
 from nst_engine.tiling import largest_runnable_side
 
-from .auth import IssuedKeys, ZapHandler, make_curve_server
 from ..wire.connection import (
     ConnectionInfo,
     CurveKeys,
@@ -42,13 +41,8 @@ from ..wire.connection import (
     remove_connection_file,
     write_connection_file,
 )
-from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
-from .jobs import Job, JobQueue, JobState
-from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
+from ..wire.framing import Codec, Message
 from ..wire.limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, TCP_MAX_FRAME_BYTES, MessageCaps
-from .peers import PeerConnections
-from ..wire.private_files import private_directory
-from .estimates import estimate_job
 from ..wire.messages import (
     PROTOCOL_VERSION,
     Accepted,
@@ -70,9 +64,15 @@ from ..wire.messages import (
     WireRecord,
     invalid,
 )
-from ..wire.framing import Codec, Message
-from .rejections import RejectionLog
+from ..wire.private_files import private_directory
+from .auth import IssuedKeys, ZapHandler, make_curve_server
 from .devices import WorkerPool
+from .estimates import estimate_job
+from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
+from .jobs import Job, JobQueue, JobState
+from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
+from .peers import PeerConnections
+from .rejections import RejectionLog
 
 log = logging.getLogger(__name__)
 
@@ -415,7 +415,8 @@ class DaemonService:
         job = self._parse_job(client, message)
         position = self.queue.put(job)
         if position is None:
-            raise ProtocolError(ErrorCode.BUSY, f"The daemon's queue is full ({self.queue.capacity} jobs); try again later.")
+            raise ProtocolError(ErrorCode.BUSY,
+                                f"The daemon's queue is full ({self.queue.capacity} jobs); try again later.")
         self.jobs[job.id] = job
         self._reply(router, client, MessageType.ACCEPTED, Accepted(job.id, position))
 
@@ -427,8 +428,8 @@ class DaemonService:
             spec, length = entry.spec, memoryview(frame).nbytes
             if length != spec.nbytes:
                 raise invalid(
-                    f"images[{index}]: {spec.width}×{spec.height}×{spec.channels} {spec.dtype.value} needs {spec.nbytes} "
-                    f"bytes but its frame has {length}"
+                    f"images[{index}]: {spec.width}×{spec.height}×{spec.channels} {spec.dtype.value} "
+                    f"needs {spec.nbytes} bytes but its frame has {length}"
                 )
         settings = submit.settings
         if settings.get("size", 0) > self.config.max_image_side:

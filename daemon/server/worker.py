@@ -31,10 +31,6 @@ from nst_engine.image_ops import resize
 from nst_engine.memory import arithmetic_for, available_bytes
 from nst_engine.planning import plan_job
 
-from .caches import GramCache, ResultCache
-from .estimates import EvaluationSpeed
-from .images import fingerprint, frame_alpha, frame_to_mask, frame_to_rgb, rgb_to_frame
-from .jobs import Job, JobImage, JobQueue, JobState
 from ..wire.messages import (
     Buffer,
     Error,
@@ -46,13 +42,18 @@ from ..wire.messages import (
     Result,
     WireRecord,
 )
+from .caches import GramCache, ResultCache
+from .estimates import EvaluationSpeed
+from .images import fingerprint, frame_alpha, frame_to_mask, frame_to_rgb, rgb_to_frame
+from .jobs import Job, JobImage, JobQueue, JobState
 
 log = logging.getLogger(__name__)
 
 class Outbox(Protocol):
     """Sends one message to a client (routing identity, type, body, frames); closed when the worker ends."""
 
-    def __call__(self, client: bytes, message_type: MessageType, body: WireRecord, frames: Sequence[Buffer]) -> None: ...
+    def __call__(self, client: bytes, message_type: MessageType, body: WireRecord,
+                 frames: Sequence[Buffer]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -207,7 +208,8 @@ class Worker:
         # A style sent with alpha takes its statistics where it is opaque, unless a style mask is given.
         given = job.masks(ImageRole.STYLE_MASK) or [None] * len(styles)
         style_images = job.styles
-        style_masks = [frame_to_mask(mask.spec, mask.frame) if mask is not None else frame_alpha(image.spec, image.frame)
+        style_masks = [frame_to_mask(mask.spec, mask.frame) if mask is not None
+                       else frame_alpha(image.spec, image.frame)
                        for image, mask in zip(style_images, given)]
         style_keys = [fingerprint(image.spec, image.frame) for image in style_images]
         init = job.init
@@ -269,7 +271,8 @@ class Worker:
             largest = max(1, max(plan.final.height, plan.final.width) * 3 // 4)
         return JobFailure(
             ErrorCode.OUT_OF_MEMORY,
-            f"Out of memory on {self.device}; the largest size that should fit now is {largest} pixels on the longest side.",
+            f"Out of memory on {self.device}; the largest size that should fit now is {largest} pixels "
+            "on the longest side.",
             largest,
         )
 

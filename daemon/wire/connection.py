@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .limits import MessageCaps
-from .private_files import UnsafeFileError, read_private_file, write_private_file
 from .messages import PROTOCOL_VERSION
+from .private_files import UnsafeFileError, read_private_file, write_private_file
 
 CONNECTION_ENV_VAR = "NEURAL_STYLE_CONNECTION"
 APP_DIR_NAME = "neural-style-gimp"
@@ -114,7 +114,8 @@ def runtime_dir() -> Path:
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Application Support"
     else:
-        base = Path(os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        base = Path(os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("XDG_STATE_HOME")
+                    or Path.home() / ".local" / "state")
     return base / APP_DIR_NAME
 
 
@@ -149,7 +150,8 @@ def read_connection_file(path: Path | None = None) -> ConnectionInfo:
     try:
         data = json.loads(read_private_file(path).decode("utf-8"))
     except FileNotFoundError:
-        raise ConnectionFileError(f"No daemon connection file at {path}: the daemon is not running (start it with: python -m daemon start).") from None
+        raise ConnectionFileError(f"No daemon connection file at {path}: the daemon is not running "
+                                  "(start it with: python -m daemon start).") from None
     except UnsafeFileError:
         raise
     except (OSError, ValueError) as error:

@@ -113,7 +113,8 @@ def _open(path: Path, flags: int, *, display: Path) -> int:
         return os.open(path, flags | _NOFOLLOW | _CLOEXEC | getattr(os, "O_BINARY", 0), 0o600)
     except OSError:
         if os.path.islink(path):  # O_NOFOLLOW's refusal (ELOOP on Linux and macOS, EMLINK on FreeBSD)
-            raise UnsafeFileError(f"{display} is a symbolic link; remove it (a private file is never a link).") from None
+            raise UnsafeFileError(f"{display} is a symbolic link; remove it "
+                                  "(a private file is never a link).") from None
         raise
 
 

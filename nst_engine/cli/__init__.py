@@ -20,7 +20,8 @@ from .masks import add_mask_arguments, read_masks
 from .progress_bar import TerminalProgressBar
 from .setting_options import add_settings_arguments, init_image_path, settings_values
 
-__all__ = ["add_mask_arguments", "add_settings_arguments", "build_parser", "byte_size_argument", "init_image_path", "main", "read_masks", "settings_values"]
+__all__ = ["add_mask_arguments", "add_settings_arguments", "build_parser", "byte_size_argument", "init_image_path",
+           "main", "read_masks", "settings_values"]
 
 
 def byte_size_argument(text: str) -> int:
@@ -41,13 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", type=Path, help="output image (.png for 16-bit)")
     add_settings_arguments(parser)
     add_mask_arguments(parser)
-    parser.add_argument("--weights", type=Path, help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, else torchvision's cached download)")
+    parser.add_argument("--weights", type=Path,
+                        help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, "
+                             "else torchvision's cached download)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
                         help="memory the run may use, e.g. 1GiB (default: what the device has free); stages that do "
                              "not fit run in tiles")
     parser.add_argument("--bits", type=int, choices=(8, 16), help="output bit depth (default: the content's)")
-    parser.add_argument("--fetch-weights", action="store_true", help="only make sure the weights are available, then exit")
+    parser.add_argument("--fetch-weights", action="store_true",
+                        help="only make sure the weights are available, then exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
     return parser
@@ -87,8 +91,9 @@ def _stylize_files(args: argparse.Namespace) -> int:
         print(choose_precision(settings.precision, engine.device).describe(engine.device), flush=True)
     bar = TerminalProgressBar(force=False) if not args.quiet else None
     try:
-        result = engine.stylize(content.rgb, styles, settings, init_image=init_image, on_progress=bar, cancel=CancelToken(),
-                                memory_budget=args.memory_budget, regions=regions, style_image_masks=style_image_masks)
+        result = engine.stylize(content.rgb, styles, settings, init_image=init_image, on_progress=bar,
+                                cancel=CancelToken(), memory_budget=args.memory_budget, regions=regions,
+                                style_image_masks=style_image_masks)
     finally:
         if bar is not None:
             bar.close()

@@ -32,7 +32,8 @@ def read_masks(
     regions = None
     if args.style_masks is not None:
         height, width = content.rgb.shape[-2:]
-        regions = [_read_mask(path, height, width) for path in _one_per_style(args.style_masks, styles, "--style-masks")]
+        regions = [_read_mask(path, height, width)
+                   for path in _one_per_style(args.style_masks, styles, "--style-masks")]
     given = _one_per_style(args.style_image_masks, styles, "--style-image-masks") if args.style_image_masks else None
     style_masks = [
         _read_mask(given[index], *style.rgb.shape[-2:]) if given and given[index] != NO_MASK else _alpha_mask(style)

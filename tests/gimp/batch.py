@@ -12,7 +12,6 @@ sys.path.insert(0, WORK)
 from gimp_facts import PDB, error_text, fill, floats, snapshot, status_name  # noqa: E402
 
 
-
 def run_case(name, base_type=Gimp.ImageBaseType.RGB, precision=Gimp.Precision.U8_NON_LINEAR, offset=(0, 0),
              alpha_hole=False, selection=None, size=(48, 40), iterations=3, live=False, indexed=False):
     width, height = size
@@ -173,7 +172,8 @@ def transparent_half_case():
         facts[key] = run_plugin(image, [content], style_layer=style, **options)
         if facts[key]["status"] == "success":
             facts[key + "_pixels"] = result_floats(image, "content (Neural Style)")
-            image.remove_layer(next(layer for layer in image.get_layers() if layer.get_name() == "content (Neural Style)"))
+            image.remove_layer(next(layer for layer in image.get_layers()
+                                    if layer.get_name() == "content (Neural Style)"))
     image.delete()
     return facts
 

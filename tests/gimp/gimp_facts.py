@@ -44,7 +44,8 @@ def snapshot(image):
         layers.append({"name": layer.get_name(), "width": layer.get_width(), "height": layer.get_height(),
                        "offsets": list(layer.get_offsets()[1:]), "digest": digest(layer),
                        "has_mask": layer.get_mask() is not None, "visible": layer.get_visible(),
-                       "parasite": (lambda p: bytes(p.get_data()).decode() if p else None)(layer.get_parasite("neural-style-settings"))})
+                       "parasite": (lambda p: bytes(p.get_data()).decode() if p else None)(
+                           layer.get_parasite("neural-style-settings"))})
     return layers
 
 
