@@ -36,7 +36,6 @@ class Stage:
 @dataclass(frozen=True)
 class JobPlan:
     stages: tuple[Stage, ...]
-    budget: int
 
     @property
     def runnable(self) -> bool:
@@ -88,7 +87,7 @@ def plan_job(height: int, width: int, style_sizes: Sequence[tuple[int, int]], se
                                 evaluated_pixels=stage_h * stage_w, refusal=refusal))
             continue
         stages.append(Stage(**common, plan=plan, **_stage_cost(stage_h, stage_w, settings, arithmetic, plan, styles)))
-    return JobPlan(tuple(stages), budget)
+    return JobPlan(tuple(stages))
 
 
 def _stage_cost(height: int, width: int, settings: StyleSettings, arithmetic: Arithmetic, plan: StagePlan,

@@ -8,13 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from nst_engine import (
-    InvalidSettingsError,
-    Progress,
-    StyleSettings,
-)
+from nst_engine import InvalidSettingsError, Progress, StyleSettings
 from nst_engine.memory import LBFGS_HISTORY, arithmetic_for
-from nst_engine.planning import plan_job
+from nst_engine.planning import Stage, plan_job
 from nst_engine.tiling import largest_runnable_size
 
 from ..wire.messages import Estimate, EstimateReply, invalid
@@ -96,10 +92,7 @@ def estimate_job(request: Estimate, available: int, speed: SpeedModel | None, de
     arithmetic = arithmetic_for(settings.precision, device)
     plan = plan_job(request.height, request.width, [(height, width) for width, height in request.style_sizes],
                     settings, available, arithmetic)
-    # Megapixel-iterations (the tiles' context margins included) and evaluations of the whole image or a tile.
-    work = sum(stage.iterations * stage.evaluated_pixels / 1e6 + _STYLE_PASS_FRACTION
-               * sum(height * width for height, width in stage.style_sizes) / 1e6 * (stage.plan is not None)
-               for stage in plan.stages)
+    work = sum(_megapixel_iterations(stage) for stage in plan.stages)
     evaluations = sum(stage.iterations * stage.tiles for stage in plan.stages)
     final = plan.final
     return EstimateReply(
@@ -110,3 +103,12 @@ def estimate_job(request: Estimate, available: int, speed: SpeedModel | None, de
         largest_size=largest_runnable_size(request.height, request.width, settings, available, arithmetic),
         output_width=final.width, output_height=final.height,
     )
+
+
+def _megapixel_iterations(stage: Stage) -> float:
+    """The VGG work of a stage: its evaluations' pixels (the tiles' context margins included), and for a
+    stage that runs, its style images' passes."""
+    work = stage.iterations * stage.evaluated_pixels / 1e6
+    if stage.plan is not None:
+        work += _STYLE_PASS_FRACTION * sum(height * width for height, width in stage.style_sizes) / 1e6
+    return work

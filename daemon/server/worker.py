@@ -203,11 +203,11 @@ class Worker:
         engine = self._ensure_engine()
         settings = StyleSettings.from_values(job.settings)
         content = frame_to_rgb(job.content.spec, job.content.frame)
-        styles = [frame_to_rgb(image.spec, image.frame) for image in job.styles]
+        style_images = job.styles
+        styles = [frame_to_rgb(image.spec, image.frame) for image in style_images]
         regions = _masks(job.masks(ImageRole.REGION))
         # A style sent with alpha takes its statistics where it is opaque, unless a style mask is given.
         given = job.masks(ImageRole.STYLE_MASK) or [None] * len(styles)
-        style_images = job.styles
         style_masks = [frame_to_mask(mask.spec, mask.frame) if mask is not None
                        else frame_alpha(image.spec, image.frame)
                        for image, mask in zip(style_images, given)]
