@@ -264,22 +264,21 @@ def install_plugin(plugin_dir: Path, gimp_python: str, weights: Path | None = No
         if flatpak:  # the sandbox sees the app's own folder, not the file where it is
             connection_file = launch.flatpak_connection_file(home).with_name("remote.json")
             connection_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            shutil.copyfile(connect, connection_file)
-            connection_file.chmod(0o600)
+            write_whole(connection_file, connect.read_bytes(), mode=0o600)
         step(f"The plug-in will use the daemon that {connection_file} names; it never starts one on this machine")
     target.mkdir(parents=True, exist_ok=True)
     for name in PLUGIN_FILES:
-        shutil.copy2(REPO_ROOT / "gimp_plugin" / name, target / name)
+        copy_whole(REPO_ROOT / "gimp_plugin" / name, target / name)
     (target / "neural_style.py").chmod(0o755)
     shutil.rmtree(target / "daemon", ignore_errors=True)  # no module of an earlier layout stays behind
     (target / "daemon").mkdir()
-    shutil.copy2(REPO_ROOT / "daemon" / "__init__.py", target / "daemon" / "__init__.py")
+    copy_whole(REPO_ROOT / "daemon" / "__init__.py", target / "daemon" / "__init__.py")
     for package in CLIENT_PACKAGES:
         shutil.copytree(REPO_ROOT / "daemon" / package, target / "daemon" / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+                        ignore=shutil.ignore_patterns("__pycache__"), copy_function=copy_whole)
     (target / "nst_engine").mkdir(exist_ok=True)
     for name in SCHEMA_MODULES:
-        shutil.copy2(REPO_ROOT / "nst_engine" / name, target / "nst_engine" / name)
+        copy_whole(REPO_ROOT / "nst_engine" / name, target / "nst_engine" / name)
     lib = target / "lib"
     if not all((lib / module).is_dir() for module in GIMP_WHEEL_MODULES):
         command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--upgrade",
@@ -303,8 +302,26 @@ def install_plugin(plugin_dir: Path, gimp_python: str, weights: Path | None = No
     if flatpak and record["start_command"] is None and connect is None:
         step("This Flatpak GIMP may not start programs on the host: start the daemon yourself with "
              + launch.shell_command(record["host_start_command"], Path(record["connection_file"])))
-    (target / "install.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+    write_whole(target / "install.json", json.dumps(record, indent=2).encode())
     return target
+
+
+def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write beside ``path`` and rename over it: an interrupted install or a full disk leaves each file whole."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            os.fsync(handle.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def copy_whole(source: Path | str, target: Path | str) -> None:
+    write_whole(Path(target), Path(source).read_bytes(), mode=Path(source).stat().st_mode & 0o777)
 
 
 def uninstall_plugin(plugin_dir: Path) -> None:

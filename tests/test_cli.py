@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,81 @@ def test_unreadable_profile_is_reported(tmp_path):
     Image.new("RGB", (4, 4)).save(path, icc_profile=b"garbage profile bytes")
     with pytest.raises(ImageFileError, match="colour profile"):
         read_image(path)
+
+
+_FULL_DISK_CHILD = """
+import resource, signal, sys, torch
+from nst_engine.cli.image_files import ImageFileError, write_image
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    write_image(sys.argv[1], torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(1)), bits=16)
+except ImageFileError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("name", ["existing.png", "link.png"])
+def test_a_failed_write_leaves_the_previous_file_whole(tmp_path, name):
+    """The disk fills up while the result is written: the previous image stays as it was, with no leftover
+    (a 96×96 16-bit PNG of noise is far over the 4 KiB the writing process may write)."""
+    existing = tmp_path / "existing.png"
+    write_image(existing, smooth_image(32, 32, seed=5), bits=8)
+    before = existing.read_bytes()
+    if name == "link.png":
+        (tmp_path / name).symlink_to(existing)
+    written = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(tmp_path / name)], capture_output=True,
+                             text=True, cwd=REPO_ROOT, timeout=120)
+    assert written.returncode == 3, written.stderr
+    assert "cannot be written" in written.stdout
+    assert existing.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted({"existing.png", name})
+
+
+def test_a_written_image_replaces_the_old_one_and_keeps_its_mode(tmp_path):
+    out = tmp_path / "out.png"
+    write_image(out, smooth_image(16, 16, seed=1), bits=8)
+    out.chmod(0o640)
+    write_image(out, smooth_image(20, 24, seed=2), bits=16)
+    assert read_image(out).rgb.shape == (3, 20, 24) and read_image(out).bits == 16
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert [path.name for path in tmp_path.iterdir()] == ["out.png"]
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ("missing/out.png", "the folder"),
+    ("out.webq", "unknown image format"),
+    ("out.jpg", "16-bit output is written as PNG only"),
+    (".", "is a folder"),
+])
+def test_an_unwritable_output_is_refused_before_the_model_loads(image_pair, tmp_path, output, message):
+    """No weights are given: the output's error must come first, before any model is looked for."""
+    content, style = image_pair  # a 16-bit content: 16-bit output by default
+    result = run_cli(str(content), str(style), "-o", str(tmp_path / output), "--size", "32",
+                     "--weights", str(tmp_path / "no-such-weights.pth"))
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_read_only_folder_is_refused_before_the_model_loads(image_pair):
+    """As another user (root writes anywhere), in a folder that user can read but not write."""
+    shared = Path(tempfile.mkdtemp(prefix="nst-read-only-"))
+    try:
+        shared.chmod(0o755)
+        for path in image_pair:
+            shutil.copy(path, shared / path.name)
+            (shared / path.name).chmod(0o644)
+        command = [sys.executable, "-m", "nst_engine", str(shared / "content.png"), str(shared / "style.png"), "-o",
+                   str(shared / "out.png"), "--size", "32", "--weights", str(shared / "no-such-weights.pth")]
+        if os.geteuid() == 0:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        else:
+            shared.chmod(0o555)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+                                env={**os.environ, "HOME": str(shared)})
+    finally:
+        shared.chmod(0o755)
+        shutil.rmtree(shared)
+    assert result.returncode == 1
+    assert "cannot be written" in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -138,3 +138,25 @@ def test_connect_records_the_remote_file_and_refuses_an_unsafe_one(tmp_path, mon
     os.chmod(remote, 0o644)
     assert install.main(["--plugin-only", "--plugin-dir", str(plugin_dir), "--connect", str(remote)]) == 1
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_each_installed_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """A full disk (here a 4 KiB file-size limit) while a plug-in file is rewritten leaves the old file as it was."""
+    existing = tmp_path / "neural_style.py"
+    existing.write_text("the previous version\n")
+    child = f"""
+import resource, signal, sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from tests.daemon_harness import load_script
+install = load_script("install.py")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+try:
+    install.write_whole(install.Path({str(existing)!r}), b"x" * 65536)
+except OSError as error:
+    sys.exit(3)
+"""
+    written = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert written.returncode == 3, written.stderr
+    assert existing.read_text() == "the previous version\n"
+    assert [path.name for path in tmp_path.iterdir()] == ["neural_style.py"]

@@ -15,7 +15,7 @@ from ..progress import CancelToken
 from ..settings import StyleSettings
 from ..transfer import StyleTransfer
 from ..weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict
-from .image_files import ImageFileError, read_image, write_image
+from .image_files import ImageFileError, check_writable, read_image, write_image
 from .masks import add_mask_arguments, read_masks
 from .progress_bar import TerminalProgressBar
 from .setting_options import add_settings_arguments, init_image_path, settings_values
@@ -86,6 +86,7 @@ def _stylize_files(args: argparse.Namespace) -> int:
     init_image = read_image(init_path).rgb if init_path is not None else None
     settings = StyleSettings.from_values(settings_values(args))
     settings.validate(len(styles))  # before the slow model load
+    check_writable(args.output, args.bits or content.bits)
     engine = StyleTransfer.from_weights(args.weights, args.device, progress=not args.quiet)
     if not args.quiet:
         print(choose_precision(settings.precision, engine.device).describe(engine.device), flush=True)

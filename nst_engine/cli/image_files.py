@@ -7,7 +7,11 @@ written with the small PNG encoder below.
 from __future__ import annotations
 
 import io
+import os
+import secrets
+import stat
 import struct
+import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -110,28 +114,74 @@ def _to_srgb(image: Image.Image, icc: bytes, has_alpha: bool, path: Path) -> Ima
     return converted
 
 
-def write_image(path: str | Path, rgb: torch.Tensor, alpha: torch.Tensor | None = None, bits: int = 8) -> None:
-    """Write a 3×H×W float image in [0, 1] (with optional 1×H×W alpha) as 8- or 16-bit sRGB."""
+def check_writable(path: str | Path, bits: int = 8) -> None:
+    """Refuse, before a long job, an output that cannot be written: an unknown format, 16 bits in other than
+    PNG, a folder, a missing or read-only folder."""
     path = Path(path)
+    if path.is_dir():
+        raise ImageFileError(f"{path}: is a folder; give a file name for the output")
+    _format_for(path, bits)
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        raise ImageFileError(f"{path}: the folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ImageFileError(f"{path}: cannot be written in {folder} ({error.strerror})") from None
+
+
+def write_image(path: str | Path, rgb: torch.Tensor, alpha: torch.Tensor | None = None, bits: int = 8) -> None:
+    """Write a 3×H×W float image in [0, 1] (with optional 1×H×W alpha) as 8- or 16-bit sRGB.  The file is
+    replaced whole or not at all: a full disk or a crash leaves the previous file as it was."""
+    path = Path(path)
+    image_format = _format_for(path, bits)
     pixels = rgb if alpha is None else torch.cat([rgb, alpha])
     pixels = pixels.detach().float().clamp(0.0, 1.0).permute(1, 2, 0).contiguous()
     try:
         if bits == 16:
-            if path.suffix.lower() != ".png":
-                raise ImageFileError(f"{path}: 16-bit output is written as PNG only; use a .png name or --bits 8")
-            path.write_bytes(_encode_png16(pixels))
+            _replace_file(path, _encode_png16(pixels))
             return
-        if bits != 8:
-            raise ImageFileError(f"{path}: bits must be 8 or 16, got {bits}")
         array = (pixels * 255.0).round().to(torch.uint8).numpy()
         image = Image.fromarray(array, "RGBA" if alpha is not None else "RGB")
-        if alpha is not None and path.suffix.lower() in (".jpg", ".jpeg"):
+        if alpha is not None and image_format == "JPEG":
             image = image.convert("RGB")  # JPEG has no alpha channel
-        image.save(path)
-    except ImageFileError:
-        raise
+        encoded = io.BytesIO()
+        image.save(encoded, format=image_format)
+        _replace_file(path, encoded.getbuffer())
     except (OSError, ValueError, KeyError) as error:
         raise ImageFileError(f"{path}: cannot be written ({error})") from None
+
+
+def _format_for(path: Path, bits: int) -> str:
+    """Pillow's format for the file name's extension, as ``Image.save`` would choose it."""
+    if bits not in (8, 16):
+        raise ImageFileError(f"{path}: bits must be 8 or 16, got {bits}")
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ImageFileError(f"{path}: unknown image format {path.suffix or '(no extension)'}; use .png, .jpg or .tif")
+    if bits == 16 and image_format != "PNG":
+        raise ImageFileError(f"{path}: 16-bit output is written as PNG only; use a .png name or --bits 8")
+    return image_format
+
+
+def _replace_file(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` to a new file beside ``path`` and rename it over ``path`` (through a link to its target),
+    keeping an existing file's mode; the new file is removed on any failure."""
+    target = path.resolve() if path.is_symlink() else path
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _encode_png16(pixels: torch.Tensor) -> bytes:
