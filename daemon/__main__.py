@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .client.contract import DaemonError, DaemonUnreachableError
 from .client.launch import daemon_command
-from .client.zeromq import DaemonClient, connect, default_start_command
+from .client.remote import remote_info
+from .client.zeromq import DaemonClient, connect, handshake
 from .server.lifecycle import probe, terminate
 from .wire.connection import (
     ConnectionFileError,
@@ -28,106 +29,116 @@ from .wire.connection import (
 from .wire.private_files import UnsafeFileError, open_private
 
 EXIT_ALREADY_RUNNING = 4  # serve: another daemon holds this connection file's lock
+_INVITATION_COMMANDS = ("invite", "revoke", "clients")
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
-    if arguments and arguments[0] in _INVITATION_COMMANDS:
-        return _invitation_main(arguments)  # without the settings parser, which loads torch (seconds)
-    from nst_engine.cli import add_settings_arguments, byte_size_argument
-    from nst_engine.cli.masks import add_mask_arguments
-
-    parser = argparse.ArgumentParser(prog="python -m daemon", description="The Neural Style daemon.")
-    commands = parser.add_subparsers(dest="command")
-    serve = commands.add_parser("serve", help="run in the foreground (the default)")
-    start = commands.add_parser("start", help="start in the background, detached; a no-op when one already runs")
-    for sub in (serve, start):
-        sub.add_argument("--endpoint", help="ZeroMQ endpoint (default: an ipc:// socket beside the connection file, "
-                         "tcp://127.0.0.1:0 where there is no ipc); tcp://… is always served with CURVE, "
-                         ":0 picks a free port")
-        sub.add_argument("--weights", type=Path,
-                         help="VGG19 state dict (default: $NEURAL_STYLE_WEIGHTS, else torchvision's cache)")
-        sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
-        sub.add_argument("--devices", metavar="LIST",
-                         help="one worker per device, e.g. cuda:0,cuda:1 (default: every visible GPU, else the one "
-                         "--device names); each job goes to the first free one. cpu,cpu is for tests: it rarely helps")
-        sub.add_argument("--lazy", action="store_true", help="load the model at the first job instead of at start")
-        sub.add_argument("--queue", type=int, default=4,
-                         help="queued jobs beyond which submissions are refused as busy")
-        sub.add_argument("--max-image-side", type=int, default=16384)
-        sub.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
-                         help="memory a job may use, e.g. 6GiB (default: what the device has free); "
-                         "larger jobs run in tiles")
-        sub.add_argument("--client-timeout", type=float, metavar="SECONDS",
-                         help="cancel a job whose client has been silent this long (default 1.5 on loopback and ipc, "
-                         "10 on an address other machines reach: a network has jitter)")
-        sub.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
-        sub.add_argument("-v", "--verbose", action="store_true")
-    commands.add_parser("stop", help="stop the running daemon")
-    commands.add_parser("status", help="show the daemon's state")
-    _add_invitation_commands(commands)
-    run = commands.add_parser("run", help="stylise files through the daemon")
-    run.add_argument("content", type=Path)
-    run.add_argument("styles", nargs="+", type=Path, metavar="style")
-    run.add_argument("-o", "--output", type=Path, required=True)
-    run.add_argument("--bits", type=int, choices=(8, 16))
-    run.add_argument("-q", "--quiet", action="store_true")
-    add_settings_arguments(run)
-    add_mask_arguments(run)
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
+    # invite, revoke and clients go without the settings parser, which loads torch (seconds)
+    parser = _parser(everything=not arguments or arguments[0] not in _INVITATION_COMMANDS)
+    args = parser.parse_args(arguments or ["serve"])
     try:
-        if args.command in (None, "serve"):
-            return _serve(args if args.command else serve.parse_args([]))
+        # serve, start and stop are for the daemon's own machine, and would overwrite or remove an invitation
+        if args.command in ("serve", "start", "stop") and (remote := remote_info(path := connection_path())):
+            return _fail(f"{path} is an invitation to the daemon at {remote.endpoint}: {args.command} it on that "
+                         f"machine (unset NEURAL_STYLE_CONNECTION to {args.command} a local one).")
+        if args.command in _INVITATION_COMMANDS:
+            return _invitation_command(args)
         if args.command == "start":
-            return _start(argv[argv.index("start") + 1:])
+            return _start(arguments[arguments.index("start") + 1:])
         if args.command == "stop":
             return _stop()
         if args.command == "status":
             return _status()
-        if args.command in ("invite", "revoke", "clients"):
-            return _invitation_command(args)
-        return _run(args)
+        return _run(args) if args.command == "run" else _serve(args)
     except (DaemonError, ConnectionFileError, UnsafeFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error)
     except KeyboardInterrupt:
         return 130
 
 
-def _refuse_for_remote(path: Path, command: str) -> bool:
-    """True (with the error printed) when ``path`` is an invitation to a remote daemon: start, serve and
-    stop are for the daemon's own machine, and would overwrite or remove that file."""
-    from .client.remote import remote_info
+def _parser(everything: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m daemon", description="The Neural Style daemon.")
+    commands = parser.add_subparsers(dest="command")
+    if everything:
+        for name, text in (("serve", "run in the foreground (the default)"),
+                           ("start", "start in the background, detached; a no-op when one already runs")):
+            _add_serve_arguments(commands.add_parser(name, help=text))
+        commands.add_parser("stop", help="stop the running daemon")
+        commands.add_parser("status", help="show the daemon's state")
+    invite = commands.add_parser("invite", help="issue a client key and write its connection file, for another machine")
+    invite.add_argument("-o", "--output", type=Path, required=True, help="the client connection file to write (0600)")
+    invite.add_argument("--name", help="the client's name, for revoke and clients (default: client-N)")
+    invite.add_argument("--endpoint", help="tcp://HOST:PORT as the client dials it (default: the running daemon's "
+                        "endpoint, unless it listens on every interface)")
+    invite.add_argument("--daemon-silence", type=float, metavar="SECONDS",
+                        help="how long the client waits for word from the daemon during a job (default 15)")
+    revoke = commands.add_parser("revoke", help="withdraw an invitation: that key is refused from its next connection")
+    revoke.add_argument("name")
+    commands.add_parser("clients", help="list the invited clients")
+    if everything:
+        from nst_engine.cli import add_settings_arguments
+        from nst_engine.cli.masks import add_mask_arguments
 
-    if (info := remote_info(path)) is None:
-        return False
-    print(f"error: {path} is an invitation to the daemon at {info.endpoint}: {command} it on that machine "
-          f"(unset NEURAL_STYLE_CONNECTION to {command} a local one).", file=sys.stderr)
-    return True
+        run = commands.add_parser("run", help="stylise files through the daemon")
+        run.add_argument("content", type=Path)
+        run.add_argument("styles", nargs="+", type=Path, metavar="style")
+        run.add_argument("-o", "--output", type=Path, required=True)
+        run.add_argument("--bits", type=int, choices=(8, 16))
+        run.add_argument("-q", "--quiet", action="store_true")
+        add_settings_arguments(run)
+        add_mask_arguments(run)
+    return parser
+
+
+def _add_serve_arguments(sub: argparse.ArgumentParser) -> None:
+    from nst_engine.cli import byte_size_argument
+
+    sub.add_argument("--endpoint", help="ZeroMQ endpoint (default: an ipc:// socket beside the connection file, "
+                     "tcp://127.0.0.1:0 where there is no ipc); tcp://… is always served with CURVE, "
+                     ":0 picks a free port")
+    sub.add_argument("--weights", type=Path,
+                     help="VGG19 state dict (default: $NEURAL_STYLE_WEIGHTS, else torchvision's cache)")
+    sub.add_argument("--device", help="auto (default), cpu, cuda, cuda:N, mps")
+    sub.add_argument("--devices", metavar="LIST",
+                     help="one worker per device, e.g. cuda:0,cuda:1 (default: every visible GPU, else the one "
+                     "--device names); each job goes to the first free one. cpu,cpu is for tests: it rarely helps")
+    sub.add_argument("--lazy", action="store_true", help="load the model at the first job instead of at start")
+    sub.add_argument("--queue", type=int, default=4, help="queued jobs beyond which submissions are refused as busy")
+    sub.add_argument("--max-image-side", type=int, default=16384)
+    sub.add_argument("--memory-budget", type=byte_size_argument, metavar="SIZE",
+                     help="memory a job may use, e.g. 6GiB (default: what the device has free); "
+                     "larger jobs run in tiles")
+    sub.add_argument("--client-timeout", type=float, metavar="SECONDS",
+                     help="cancel a job whose client has been silent this long (default 1.5 on loopback and ipc, "
+                     "10 on an address other machines reach: a network has jitter)")
+    sub.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
+    sub.add_argument("-v", "--verbose", action="store_true")
+
+
+def _fail(error: object, status: int = 1) -> int:
+    """Print ``error: …`` on stderr; return the exit status."""
+    print(f"error: {error}", file=sys.stderr)
+    return status
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if _refuse_for_remote(connection_path(), "serve"):
-        return 1
+    import torch
     import zmq
 
+    from .server.devices import resolve_devices
     from .server.endpoints import InsecureEndpointError, default_client_timeout_s, require_curve
     from .server.service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.endpoint:
-        try:
-            require_curve(args.endpoint, curve_available=zmq.has("curve"))
-        except InsecureEndpointError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
     try:
-        devices = _devices(args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        if args.endpoint:
+            require_curve(args.endpoint, curve_available=zmq.has("curve"))
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        devices = resolve_devices(args.devices, args.device, gpus)
+    except (InsecureEndpointError, ValueError) as error:
+        return _fail(error)
     config = DaemonConfig(endpoint=args.endpoint, connection_file=connection_path(), weights=args.weights,
                           device=args.device, devices=devices, lazy=args.lazy, queue_capacity=args.queue,
                           max_image_side=args.max_image_side, memory_budget=args.memory_budget,
@@ -136,100 +147,75 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         DaemonService(config).serve()
     except AlreadyRunningError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_ALREADY_RUNNING
+        return _fail(error, EXIT_ALREADY_RUNNING)
     except (EndpointError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error)
     return 0
 
 
-def _devices(args: argparse.Namespace) -> list[str | None]:
-    import torch
-
-    from .server.devices import resolve_devices
-
-    return resolve_devices(args.devices, args.device, torch.cuda.device_count() if torch.cuda.is_available() else 0)
-
-
 def _live_daemon(path: Path) -> DaemonClient | None:
-    """A client of the daemon the connection file names, if it answers; UnsafeFileError for a file that is
-    not private."""
+    """A client of the daemon the connection file names, if it answers; DaemonError for a file not private."""
     try:
-        info = read_connection_file(path)
-    except ConnectionFileError:
+        return handshake(path, timeout_s=2.0, retries=0)
+    except (ConnectionFileError, DaemonUnreachableError):
         return None
-    try:
-        client = DaemonClient(info, timeout_s=2.0, retries=0)
-    except DaemonUnreachableError:
-        return None
-    try:
-        client.ping()
-    except DaemonUnreachableError:
-        client.close()
-        return None
-    return client
+
+
+def _already_running(files: DaemonFiles) -> bool:
+    """True (with its pid and endpoint printed) when a daemon answers at the connection file."""
+    if (client := _live_daemon(files.connection)) is None:
+        return False
+    with client:
+        print(f"The daemon is already running (pid {client.info.pid}, {client.info.endpoint}).")
+    return True
 
 
 def _start(serve_arguments: list[str]) -> int:
     """Start ``serve`` with the same arguments (start takes serve's), detached."""
-    if _refuse_for_remote(connection_path(), "start"):
-        return 1
     files = DaemonFiles.beside(connection_path())
-    if (client := _live_daemon(files.connection)) is not None:
-        print(f"The daemon is already running (pid {client.info.pid}, {client.info.endpoint}).")
-        client.close()
+    if _already_running(files):
         return 0
     prepare_directory(files.connection)
-    command = daemon_command("serve", *serve_arguments)
     with os.fdopen(open_private(files.log, os.O_WRONLY | os.O_APPEND), "ab") as log_file:
         # Its own session and process group: GIMP killing the plug-in's group does not reach it.
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
+        process = subprocess.Popen(daemon_command("serve", *serve_arguments), stdin=subprocess.DEVNULL,
+                                   stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                   cwd=str(Path(__file__).resolve().parents[1]))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             if process.returncode == EXIT_ALREADY_RUNNING:
                 return _await_running_daemon(files, deadline)
-            print(f"error: the daemon exited at start (status {process.returncode}); see {files.log}", file=sys.stderr)
-            return 1
+            return _fail(f"the daemon exited at start (status {process.returncode}); see {files.log}")
         if (client := _live_daemon(files.connection)) is not None:
             client.close()
             if client.info.pid == process.pid:
                 print(f"Daemon started (pid {process.pid}); log: {files.log}")
                 return 0
         time.sleep(0.1)
-    print(f"error: the daemon did not come up within 60 s; see {files.log}", file=sys.stderr)
-    return 1
+    return _fail(f"the daemon did not come up within 60 s; see {files.log}")
 
 
 def _await_running_daemon(files: DaemonFiles, deadline: float) -> int:
     """Another daemon holds the lock: one that a concurrent start is bringing up, or one whose connection
     file was removed and that writes it again within a second.  Wait for it to answer."""
     while time.monotonic() < deadline:
-        if (client := _live_daemon(files.connection)) is not None:
-            print(f"The daemon is already running (pid {client.info.pid}, {client.info.endpoint}).")
-            client.close()
+        if _already_running(files):
             return 0
         time.sleep(0.1)
     owner = probe(files.lock).owner
     who = f"pid {owner.pid}" if owner is not None else "another process"
-    print(f"error: a daemon ({who}) holds {files.lock} but does not answer; stop it with: python -m daemon stop",
-          file=sys.stderr)
-    return 1
+    return _fail(f"a daemon ({who}) holds {files.lock} but does not answer; stop it with: python -m daemon stop")
 
 
 def _stop() -> int:
     """Ask the daemon to shut down; signal it only when it does not answer and the lock shows that the
     process is that daemon (pid and start time); otherwise signal nothing and remove stale files."""
-    if _refuse_for_remote(connection_path(), "stop"):
-        return 1
     files = DaemonFiles.beside(connection_path())
-    info: ConnectionInfo | None = None
     try:
-        info = read_connection_file(files.connection)
+        info: ConnectionInfo | None = read_connection_file(files.connection)
     except ConnectionFileError:
-        pass
+        info = None
     asked = False
     if info is not None:
         try:
@@ -242,20 +228,17 @@ def _stop() -> int:
     if not state.held and not asked:
         if info is None:
             print("No daemon is running.")
-            return 0
-        _remove_stale_files(files, info)
-        print(f"No daemon is running; removed its stale connection file {files.connection}.")
+        else:
+            _remove_stale_files(files, info)
+            print(f"No daemon is running; removed its stale connection file {files.connection}.")
         return 0
-    if state.held and not asked:
-        if state.owner is None or not terminate(state.owner):
-            print(f"error: a daemon holds {files.lock} but does not answer, and its process cannot be identified; "
-                  "nothing was signalled", file=sys.stderr)
-            return 1
+    if not asked and (state.owner is None or not terminate(state.owner)):
+        return _fail(f"a daemon holds {files.lock} but does not answer, and its process cannot be identified; "
+                     "nothing was signalled")
     deadline = time.monotonic() + 15
     while probe(files.lock).held:
         if time.monotonic() > deadline:
-            print(f"error: the daemon (pid {state.owner.pid if state.owner else '?'}) did not stop", file=sys.stderr)
-            return 1
+            return _fail(f"the daemon (pid {state.owner.pid if state.owner else '?'}) did not stop")
         time.sleep(0.1)
     print("Daemon stopped.")
     return 0
@@ -277,39 +260,12 @@ def _remove_stale_files(files: DaemonFiles, info: ConnectionInfo) -> None:
 
 
 def _status() -> int:
-    client = _live_daemon(connection_path())
-    if client is None:
+    if (client := _live_daemon(connection_path())) is None:
         print("No daemon is running.")
         return 3
     with client:
         print(json.dumps(client.status().to_wire(), indent=2))
     return 0
-
-
-_INVITATION_COMMANDS = ("invite", "revoke", "clients")
-
-
-def _invitation_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m daemon")
-    _add_invitation_commands(parser.add_subparsers(dest="command"))
-    try:
-        return _invitation_command(parser.parse_args(argv))
-    except (ConnectionFileError, UnsafeFileError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-
-
-def _add_invitation_commands(commands: argparse._SubParsersAction) -> None:
-    invite = commands.add_parser("invite", help="issue a client key and write its connection file, for another machine")
-    invite.add_argument("-o", "--output", type=Path, required=True, help="the client connection file to write (0600)")
-    invite.add_argument("--name", help="the client's name, for revoke and clients (default: client-N)")
-    invite.add_argument("--endpoint", help="tcp://HOST:PORT as the client dials it (default: the running daemon's "
-                        "endpoint, unless it listens on every interface)")
-    invite.add_argument("--daemon-silence", type=float, metavar="SECONDS",
-                        help="how long the client waits for word from the daemon during a job (default 15)")
-    revoke = commands.add_parser("revoke", help="withdraw an invitation: that key is refused from its next connection")
-    revoke.add_argument("name")
-    commands.add_parser("clients", help="list the invited clients")
 
 
 def _invitation_command(args: argparse.Namespace) -> int:
@@ -322,8 +278,7 @@ def _invitation_command(args: argparse.Namespace) -> int:
     store = InvitationStore(keys_path(path))
     try:
         if args.command == "clients":
-            clients = store.clients()
-            for client in clients:
+            for client in (clients := store.clients()):
                 issued = time.strftime("%Y-%m-%d %H:%M", time.localtime(client.issued_at))
                 print(f"{client.name}\tissued {issued}\tkey {client.public[:8]}…")
             if not clients:
@@ -349,8 +304,7 @@ def _invitation_command(args: argparse.Namespace) -> int:
                                daemon_silence_s=args.daemon_silence or REMOTE_DAEMON_SILENCE_S)
         write_private_file(args.output, json.dumps(info.to_json(), indent=2).encode())
     except (InvitationError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error)
     print(f"Invited {name}: {args.output} (mode 0600) reaches {endpoint}. Copy it to the client's machine "
           "privately, then use it there with NEURAL_STYLE_CONNECTION=FILE or python3 install.py --connect FILE.")
     return 0
@@ -375,6 +329,7 @@ def _run(args: argparse.Namespace) -> int:
     from nst_engine.cli.image_files import ImageFileError, read_image, write_image
     from nst_engine.cli.masks import read_masks
     from nst_engine.cli.progress_bar import TerminalProgressBar
+    from nst_engine.image_ops import resize
 
     from .server.images import frame_to_rgb, mask_to_frame, rgb_to_frame
     from .wire.messages import Image
@@ -392,13 +347,11 @@ def _run(args: argparse.Namespace) -> int:
         init = read_image(init_path) if init_path else None
         regions, style_masks = read_masks(args, content, styles)
     except ImageFileError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error)
     bar = None if args.quiet else TerminalProgressBar()
-    client = connect(start_command=default_start_command(),
-                     on_wait=None if args.quiet else lambda message: print(message, file=sys.stderr))
     # On Ctrl-C the client stops heartbeating and the daemon cancels the job within two seconds.
-    with client:
+    with connect(start_command=daemon_command("start"),
+                 on_wait=None if args.quiet else lambda message: print(message, file=sys.stderr)) as client:
         try:
             result = client.stylize(
                 as_wire_image(content.rgb), [as_wire_image(style.rgb) for style in styles], settings_values(args),
@@ -410,17 +363,12 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    from nst_engine.image_ops import resize
-
     spec = result.image.spec
-    rgb = frame_to_rgb(spec, result.image.data)
-
     alpha = None if content.alpha is None else resize(content.alpha[None], spec.height, spec.width)[0]
     try:
-        write_image(args.output, rgb, alpha, bits=args.bits or content.bits)
+        write_image(args.output, frame_to_rgb(spec, result.image.data), alpha, bits=args.bits or content.bits)
     except ImageFileError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _fail(error)
     if not args.quiet:
         print(f"Wrote {args.output} ({spec.width}×{spec.height}) in {result.elapsed_s:.1f} s.")
     return 0

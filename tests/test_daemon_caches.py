@@ -1,10 +1,10 @@
-"""daemon.server.caches.GramCache: least-recently-used eviction by bytes, and its hit and miss counts."""
+"""daemon.server.devices.GramCache: least-recently-used eviction by bytes, and its hit and miss counts."""
 
 from __future__ import annotations
 
 import torch
 
-from daemon.server.caches import GramCache
+from daemon.server.devices import GramCache
 
 KIB = 1024
 

@@ -36,7 +36,7 @@ def test_the_fraction_stays_between_0_and_1(iteration, total, expected):
 def test_progress_rises_through_a_real_jobs_reports(engine):
     """The engine's own records, turned into wire records by the daemon's worker, give a rising bar that
     ends full."""
-    from daemon.server.worker import progress_record
+    from daemon.server.devices import progress_record
     from nst_engine import StyleSettings
 
     from .stand_ins import smooth_image

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
+from daemon.server.devices import Worker
 from daemon.server.jobs import Job, JobQueue
-from daemon.server.worker import Worker
 from daemon.wire.messages import DType, ImageEntry, ImageRole, ImageSpec, Submit
 from nst_engine import (
     CancelledError,

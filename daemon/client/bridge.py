@@ -1,32 +1,9 @@
-"""A pipe bridge for a GIMP whose Python cannot load pyzmq (or msgpack).
-
-GIMP runs plug-ins with its own Python; where no wheel fits it (GIMP's bundled Python on Windows may
-refuse PyPI wheels), the plug-in starts ``python -m daemon.client.bridge`` with the project's own Python (the
-command install.py records) and talks to it over the child's stdin and stdout.  The bridge is an
-ordinary client of the daemon: it signs, heartbeats and retries as :mod:`daemon.client.zeromq` does.
-
-This module's plug-in side (:class:`BridgeClient`, :func:`connect_any`) uses the standard library only;
-the bridge side imports :mod:`daemon.client.zeromq` when it runs.
-
-Pipe format, both ways: a 4-byte little-endian length, that many bytes of a JSON object, then the raw
-binary frames whose byte lengths the object lists under ``"frames"``.  One request per bridge process:
-
-- plug-in → bridge: ``{"op": "submit", "submit": {…submit body…}, "start_command": [...] | null}`` with the
-  job's images as frames: the very record and binary parts :class:`daemon.client.zeromq.DaemonClient`
-  sends, which the bridge checks and sends on unchanged; later, optionally, ``{"op": "cancel"}``, which
-  cancels the job as DaemonClient.cancel does; or ``{"op": "status", "start_command"}``, or
-  ``{"op": "estimate", "estimate": {…estimate body…}, "start_command"}``;
-- bridge → plug-in, for submit: any number of ``{"event": "wait", "text"}``, then ``{"event": "accepted",
-  "job_id"}``, any number of ``{"event": "progress" | "preview", "body": {…}}`` (a preview's image as a
-  frame), then one ``{"event": "result", "body": {…}}`` with the pixels; for status and estimate one
-  ``{"event": "status" | "estimate", "body": {…reply body…}}``; in place of any of the last, one
-  ``{"event": "error", "kind": "job" | "unreachable" | "daemon", "message", …}``, a job's carrying the
-  daemon's error body (``code``, ``largest_size``…).  A request the bridge refuses gets one error event and
-  exit status 2 (a record the daemon would refuse, as the job's ``invalid_request``), a failed job status 1.
-
-The bodies are those of the daemon's messages (:mod:`daemon.wire.messages`), checked by its records on
-both sides.
-"""
+"""A pipe bridge for a GIMP whose Python cannot load pyzmq (or msgpack): GIMP's bundled Python on Windows
+may refuse PyPI wheels.  The plug-in then starts ``python -m daemon.client.bridge`` with the project's own
+Python (the command install.py records) and talks to it over the child's stdin and stdout (the messages are in
+docs/protocol.md, "The pipe bridge").  The bridge is an ordinary client of the daemon (:mod:`daemon.client.zeromq`,
+imported when it runs); the plug-in's side (:class:`BridgeClient`, :func:`connect_any`) uses the standard
+library only."""
 
 from __future__ import annotations
 
@@ -44,7 +21,6 @@ from typing import Any, BinaryIO
 from ..wire.limits import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_IMAGES, MessageCaps
 from ..wire.messages import (
     Buffer,
-    Error,
     Estimate,
     EstimateReply,
     JobProgress,
@@ -76,13 +52,7 @@ EXIT_FAILED = 1  # the daemon or the job failed; the error event says why
 EXIT_MALFORMED = 2  # the request itself was malformed
 
 
-class MalformedRequestError(ValueError):
-    pass
-
-
-# ---------------------------------------------------------------------------------------------------
-# Pipe framing
-# ---------------------------------------------------------------------------------------------------
+# -- pipe framing -------------------------------------------------------------------------------------
 def write_message(stream: BinaryIO, fields: dict[str, Any], frames: Sequence[Buffer] = ()) -> None:
     data = json.dumps({**fields, "frames": [memoryview(frame).nbytes for frame in frames]}).encode()
     stream.write(_LENGTH.pack(len(data)))
@@ -131,9 +101,7 @@ def _read_exactly(stream: BinaryIO, count: int, at_start: bool = False) -> bytes
     return b"".join(chunks)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The plug-in's side
-# ---------------------------------------------------------------------------------------------------
+# -- the plug-in's side -------------------------------------------------------------------------------
 class BridgeClient(StyleClient):
     """Runs requests through a bridge process, one process per request."""
 
@@ -165,11 +133,8 @@ class BridgeClient(StyleClient):
     def send_submit(self, request: Submit, frames: Sequence[Buffer]) -> str:
         """Start a bridge for the job and return its id once the daemon accepted it."""
         self._start({"op": "submit", "submit": request.to_wire()}, frames)
-        while (event := self._next()) is not None:
-            if event[0].get("event") == "accepted":
-                self._job_id = str(event[0].get("job_id"))
-                return self._job_id
-        raise self._stopped()
+        self._job_id = str(self._until("accepted").get("job_id"))
+        return self._job_id
 
     def _wait(self, job_id: str, on_progress: ProgressCallback | None, cancel: threading.Event | None) -> JobResult:
         """``cancel`` set cancels the job as :meth:`cancel` does (GIMP usually kills the plug-in instead, which
@@ -178,10 +143,8 @@ class BridgeClient(StyleClient):
             raise DaemonJobError("invalid_request", f"no job {job_id!r} runs through this bridge")
         if cancel is not None:
             threading.Thread(target=self._cancel_when_set, args=(cancel,), daemon=True).start()
-        while (event := self._next()) is not None:
-            fields, frames = event
-            result = self._job_message(str(fields.get("event")), fields.get("body"), frames, on_progress)
-            if result is not None:
+        for fields, frames in iter(self._next, None):
+            if (result := self._job_message(str(fields.get("event")), fields.get("body"), frames, on_progress)):
                 return result
         raise self._stopped()
 
@@ -193,31 +156,34 @@ class BridgeClient(StyleClient):
                 pass  # the bridge has gone: its job is cancelled as its pipe closed
 
     def status(self) -> StatusReply:
-        return parse_reply(StatusReply, self._one_reply({"op": "status"}, "status"))
+        return parse_reply(StatusReply, self._one_reply({"op": "status"}))
 
     def send_estimate(self, request: Estimate) -> EstimateReply:
-        reply = self._one_reply({"op": "estimate", "estimate": request.to_wire()}, "estimate")
-        return parse_reply(EstimateReply, reply)
+        return parse_reply(EstimateReply, self._one_reply({"op": "estimate", "estimate": request.to_wire()}))
 
     # -- the pipe ---------------------------------------------------------------------------------
-    def _one_reply(self, request: dict[str, Any], event: str) -> Any:
+    def _one_reply(self, request: dict[str, Any]) -> Any:
+        """The body of a request's one reply event, named as its op, from a bridge of its own."""
         self._start(request, [])
         try:
-            while (message := self._next()) is not None:
-                if message[0].get("event") == event:
-                    return message[0].get("body")
-            raise self._stopped()
+            return self._until(request["op"]).get("body")
         finally:
             self.close()
+
+    def _until(self, event: str) -> dict[str, Any]:
+        """The fields of the next ``event``, skipping others."""
+        for fields, _ in iter(self._next, None):
+            if fields.get("event") == event:
+                return fields
+        raise self._stopped()
 
     def _start(self, request: dict[str, Any], frames: Sequence[Buffer]) -> None:
         self.close()
         try:
             self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         except OSError as error:
-            raise DaemonUnreachableError(
-                f"The bridge to the daemon could not be started ({error}); run python3 install.py again."
-            ) from None
+            raise DaemonUnreachableError(f"The bridge to the daemon could not be started ({error}); "
+                                         "run python3 install.py again.") from None
         assert self.process.stdin is not None
         try:
             write_message(self.process.stdin, {**request, "start_command": self.start_command}, frames)
@@ -233,45 +199,35 @@ class BridgeClient(StyleClient):
             except (OSError, ValueError) as error:
                 log.info("Bridge pipe failed: %s", error)
                 return None
-            if message is None:
-                return None
-            fields = message[0]
-            if fields.get("event") == "wait":
-                if self.on_wait is not None:
-                    self.on_wait(str(fields.get("text", "")))
-            elif fields.get("event") == "error":
-                raise _bridge_error(fields)
-            else:
+            if message is None or (event := message[0].get("event")) not in ("wait", "error"):
                 return message
+            if event == "error":
+                raise _bridge_error(message[0])
+            if self.on_wait is not None:
+                self.on_wait(str(message[0].get("text", "")))
 
     def _cancel_when_set(self, cancel: threading.Event) -> None:
-        while self.process is not None and self._job_id is not None:
+        while self.process is not None and (job_id := self._job_id) is not None:
             if cancel.wait(0.1):
-                if self._job_id is not None:
-                    self.cancel(self._job_id)
+                self.cancel(job_id)  # a no-op once the bridge is closed
                 return
 
     def _stopped(self) -> DaemonUnreachableError:
         code = self.process.poll() if self.process is not None else None
-        return DaemonUnreachableError(
-            f"The bridge to the daemon stopped without a result (exit status {code}); "
-            "see GIMP's error console or run: python -m daemon status"
-        )
+        return DaemonUnreachableError(f"The bridge to the daemon stopped without a result (exit status {code}); "
+                                      "see GIMP's error console or run: python -m daemon status")
 
 
 def _bridge_error(fields: dict[str, Any]) -> DaemonError:
-    message = str(fields.get("message", "The daemon reported an error."))
     if fields.get("kind") == "job":
-        return DaemonJobError.of(Error.from_wire(fields))
-    if fields.get("kind") == "unreachable":
-        return DaemonUnreachableError(message)
-    return DaemonError(message)
+        return DaemonJobError.from_wire(fields)
+    error = DaemonUnreachableError if fields.get("kind") == "unreachable" else DaemonError
+    return error(str(fields.get("message", "The daemon reported an error.")))
 
 
 def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence[str] | None,
                 on_wait: Callable[[str], None] | None = None) -> StyleClient:
-    """A DaemonClient where pyzmq and msgpack load (and the bridge is not forced with
-    NEURAL_STYLE_BRIDGE=1), else a BridgeClient running ``bridge_command``."""
+    """A DaemonClient where pyzmq and msgpack load (unless NEURAL_STYLE_BRIDGE=1), else a BridgeClient."""
     if os.environ.get(FORCE_BRIDGE_VARIABLE) != "1":
         try:
             from .zeromq import connect
@@ -280,15 +236,12 @@ def connect_any(*, start_command: Sequence[str] | None, bridge_command: Sequence
         else:
             return connect(start_command=start_command, on_wait=on_wait)
     if not bridge_command:
-        raise DaemonUnreachableError(
-            "This GIMP's Python cannot load pyzmq and no bridge command is recorded; run python3 install.py again."
-        )
+        raise DaemonUnreachableError("This GIMP's Python cannot load pyzmq and no bridge command is recorded; "
+                                     "run python3 install.py again.")
     return BridgeClient(bridge_command, start_command, on_wait)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The bridge process
-# ---------------------------------------------------------------------------------------------------
+# -- the bridge process -------------------------------------------------------------------------------
 def serve(requests: BinaryIO, events: BinaryIO) -> int:
     """Answer the one request read from ``requests``, writing its events to ``events``; the exit status."""
     from .zeromq import connect
@@ -312,17 +265,15 @@ def serve(requests: BinaryIO, events: BinaryIO) -> int:
         if (preview := progress.preview) is None:
             write_message(events, {"event": "progress", "body": progress.to_wire()})
         else:
-            body = Preview(progress, preview.spec).to_wire()
-            write_message(events, {"event": "preview", "body": body}, [preview.data])
+            write_message(events, {"event": "preview", "body": Preview(progress, preview.spec).to_wire()},
+                          [preview.data])
 
     try:
         with connect(start_command=request.start_command,
                      on_wait=lambda text: write_message(events, {"event": "wait", "text": text})) as client:
-            if request.record is None:
-                write_message(events, {"event": "status", "body": client.status().to_wire()})
-                return 0
-            if isinstance(request.record, Estimate):
-                write_message(events, {"event": "estimate", "body": client.send_estimate(request.record).to_wire()})
+            if not isinstance(request.record, Submit):  # status or estimate: one reply, its event named as the op
+                reply = client.status() if request.record is None else client.send_estimate(request.record)
+                write_message(events, {"event": request.op, "body": reply.to_wire()})
                 return 0
             job_id = client.send_submit(request.record, request.frames)
             write_message(events, {"event": "accepted", "job_id": job_id})
@@ -330,32 +281,19 @@ def serve(requests: BinaryIO, events: BinaryIO) -> int:
         body = Result(result.job_id, result.image.spec, result.elapsed_s).to_wire()
         write_message(events, {"event": "result", "body": body}, [result.image.data])
         return 0
-    except DaemonJobError as error:
-        _report_error(events, {"kind": "job", "code": error.code, "message": str(error),
-                               "largest_size": error.largest_size})
-    except DaemonUnreachableError as error:
-        _report_error(events, {"kind": "unreachable", "message": str(error)})
-    except DaemonError as error:
-        _report_error(events, {"kind": "daemon", "message": str(error)})
+    except DaemonError as error:  # as the plug-in's side raises it again (_bridge_error)
+        job = {"code": error.code, "largest_size": error.largest_size} if isinstance(error, DaemonJobError) else {}
+        kind = "job" if job else "unreachable" if isinstance(error, DaemonUnreachableError) else "daemon"
+        _report_error(events, {"kind": kind, "message": str(error), **job})
     return EXIT_FAILED
-
-
-class _RawStream:
-    """Reads the raw descriptor, not the buffered stream: a thread blocked inside a buffered read would
-    hold its lock when the interpreter shuts down."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.descriptor = stream.fileno()
-
-    def read(self, count: int) -> bytes:
-        return os.read(self.descriptor, count)
 
 
 def _watch_for_cancel(requests: BinaryIO, cancel: threading.Event) -> None:
     """Cancel the job on a ``cancel`` message, or when the plug-in's end of the pipe closes (it is gone)."""
-    stream = _RawStream(requests)
+    # Unbuffered: a thread blocked inside a buffered read would hold its lock when the interpreter shuts down.
+    stream = os.fdopen(requests.fileno(), "rb", buffering=0, closefd=False)
     try:
-        while (message := read_message(stream)) is not None:  # type: ignore[arg-type]
+        while (message := read_message(stream)) is not None:
             if message[0].get("op") == "cancel":
                 break
     except (OSError, ValueError):
@@ -365,40 +303,32 @@ def _watch_for_cancel(requests: BinaryIO, cancel: threading.Event) -> None:
 
 @dataclass(frozen=True)
 class _Request:
+    op: str
     start_command: list[str] | None
     record: Submit | Estimate | None  # None: status
     frames: list[bytes]
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any]], Submit | Estimate | None]] = {
-    "submit": lambda body: Submit.from_wire(body, MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS),
-    "estimate": Estimate.from_wire,
-    "status": lambda _: None,
-}
-
-
 def _parse_request(fields: dict[str, Any], frames: list[bytes]) -> _Request:
-    """The request, checked: MalformedRequestError (a ValueError) for a pipe message that is no request,
-    ProtocolError for a record (or its frames) the daemon would refuse."""
+    """The request, checked: ValueError for a pipe message that is no request, ProtocolError for a record (or
+    its frames) the daemon would refuse."""
     start_command = fields.get("start_command")
     if start_command is not None and (not isinstance(start_command, list)
                                       or not all(isinstance(part, str) for part in start_command)):
-        raise MalformedRequestError("start_command must be a list of strings")
-    op = fields.get("op")
-    parse = _PARSERS.get(op) if isinstance(op, str) else None
-    if parse is None:
-        raise MalformedRequestError(f"unknown op {op!r}")
-    body = fields.get(op, {})
-    if not isinstance(body, dict):
-        raise MalformedRequestError(f"{op} must be an object")
-    record = parse(body)
+        raise ValueError("start_command must be a list of strings")
+    if (op := fields.get("op")) not in ("submit", "estimate", "status"):
+        raise ValueError(f"unknown op {op!r}")
+    if not isinstance(body := fields.get(op, {}), dict):
+        raise ValueError(f"{op} must be an object")
+    record = (Submit.from_wire(body, MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS) if op == "submit"
+              else Estimate.from_wire(body) if op == "estimate" else None)
     sizes = [entry.spec.nbytes for entry in record.images] if isinstance(record, Submit) else []
     if len(frames) != len(sizes):
         raise invalid(f"{len(sizes)} images described but {len(frames)} frames sent")
     for index, (size, frame) in enumerate(zip(sizes, frames)):
         if size != len(frame):
             raise invalid(f"images[{index}] needs {size} bytes but its frame has {len(frame)}")
-    return _Request(start_command, record, frames)
+    return _Request(op, start_command, record, frames)
 
 
 def _report_error(events: BinaryIO, fields: dict[str, Any]) -> None:

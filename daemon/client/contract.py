@@ -56,7 +56,9 @@ class DaemonJobError(DaemonError):
         self.largest_size = largest_size
 
     @classmethod
-    def of(cls, error: Error) -> DaemonJobError:
+    def from_wire(cls, body: Mapping[str, Any]) -> DaemonJobError:
+        """The daemon's error body (ProtocolError where it is malformed)."""
+        error = Error.from_wire(body)
         return cls(error.code.value, error.message, error.largest_size)
 
 
@@ -69,45 +71,26 @@ class JobResult:
 
 
 class StyleClient(ABC):
-    """A connection to the daemon.  Every call means the same whatever the transport:
-
-    - ``submit`` queues a job (its images, settings and the spatial-control masks) and returns its id;
-    - ``wait`` follows that job to its result, calling ``on_progress``; with ``cancel`` set it cancels it;
-      the result counts the pixel bytes the client sent for the job's images (``image_bytes_sent``);
-    - ``cancel`` asks the daemon to stop the job: ``wait`` then raises DaemonJobError with code ``cancelled``;
-    - ``stylize`` is ``submit`` then ``wait``;
-    - ``status`` is the daemon's state, ``estimate`` what a job would cost, each a typed record.
-
-    Errors are DaemonError subclasses whose messages are fit to show to a user.  A transport implements
-    the abstract methods: sending a prepared record, following a job, cancelling, status, closing.
-    """
+    """A connection to the daemon: every call means the same whatever the transport, and every error is a
+    DaemonError whose message is fit to show to a user.  A transport implements the abstract methods."""
 
     transport: ClassVar[str]
 
     def __init__(self) -> None:
         self._image_bytes: dict[str, int] = {}  # job id → pixel bytes submitted, until its result
 
-    def submit(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
-               regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
-               init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
-               preview_every: int = 0, output_size: tuple[int, int] | None = None,
-               result_dtype: DType = DType.F32, preview_max_side: int = 0, fault: str | None = None) -> str:
-        """Queue a job and return its id; follow it with :meth:`wait`.  ``output_size`` (width, height)
-        has the daemon resize the result, e.g. back to the region the content came from.  ``regions``
-        and ``style_masks`` (spatial control) are explained by :func:`submit_request`; ``fault`` is the
-        tests' fault injection."""
-        request, frames = submit_request(content, styles, settings, regions=regions, style_masks=style_masks, init=init,
-                                         warm_start=warm_start, progress_every=progress_every,
-                                         preview_every=preview_every, output_size=output_size,
-                                         result_dtype=result_dtype, preview_max_side=preview_max_side, fault=fault)
+    def submit(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None,
+               **options: Any) -> str:
+        """Queue a job and return its id; follow it with :meth:`wait`.  ``options`` are :func:`submit_request`'s."""
+        request, frames = submit_request(content, styles, settings, **options)
         job_id = self.send_submit(request, frames)
         self._image_bytes[job_id] = sum(memoryview(frame).nbytes for frame in frames)
         return job_id
 
     def wait(self, job_id: str, *, on_progress: ProgressCallback | None = None,
              cancel: threading.Event | None = None) -> JobResult:
-        """Follow the job until its result.  Raises DaemonJobError (code "cancelled" after ``cancel`` is
-        set), or DaemonUnreachableError when the daemon goes silent."""
+        """Follow the job until its result, calling ``on_progress``.  Raises DaemonJobError (code "cancelled"
+        after ``cancel`` is set), or DaemonUnreachableError when the daemon goes silent."""
         try:
             return self._wait(job_id, on_progress, cancel)
         finally:
@@ -116,6 +99,7 @@ class StyleClient(ABC):
     def stylize(self, content: Image, styles: Sequence[Image], settings: dict[str, Any] | None = None, *,
                 on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
                 **submit_options: Any) -> JobResult:
+        """:meth:`submit` then :meth:`wait`."""
         job_id = self.submit(content, styles, settings, **submit_options)
         return self.wait(job_id, on_progress=on_progress, cancel=cancel)
 
@@ -134,8 +118,7 @@ class StyleClient(ABC):
 
     def _job_message(self, kind: str, body: object, frames: Sequence[Buffer],
                      on_progress: ProgressCallback | None) -> JobResult | None:
-        """One ``progress``, ``preview`` or ``result`` message of a job, however it came: progress goes to
-        ``on_progress``, the result is returned."""
+        """A job's message, however it came: progress and previews go to ``on_progress``, the result is returned."""
         if kind == MessageType.RESULT:
             result = parse_reply(Result, body)
             return JobResult(result.job_id, received_image(result.image, frames), result.elapsed_s,
@@ -179,7 +162,9 @@ def submit_request(content: Image, styles: Sequence[Image], settings: dict[str, 
     """A submit body and its binary parts.  ``regions``: one per style (None: everywhere), a 1-channel
     image of the content's size, white where that style applies in the output.  ``style_masks``: one
     per style (None: its alpha channel, if any, else all of it), a 1-channel image of that style's size,
-    white where its statistics are taken.  The daemon checks them (sizes, channels, counts)."""
+    white where its statistics are taken.  The daemon checks them (sizes, channels, counts).
+    ``output_size`` (width, height) has the daemon resize the result, e.g. back to the region the content
+    came from; ``fault`` is the tests' fault injection."""
     images = [(content, ImageEntry(ImageRole.CONTENT, content.spec))]
     images += [(style, ImageEntry(ImageRole.STYLE, style.spec)) for style in styles]
     for role, masks in ((ImageRole.REGION, regions), (ImageRole.STYLE_MASK, style_masks)):

@@ -1,23 +1,6 @@
-"""How the plug-in reaches the daemon from where it runs: which connection file, whether and how it may
-start a daemon, and what to tell the user when it may not.  Standard library only (with the wire
-records): install.py uses it with whatever Python runs it, and the plug-in with GIMP's.
-
-The plug-in calls :func:`plan_launch` with its install record (``install.json``) and then
-``connect_any(start_command=plan.start_command, bridge_command=plan.bridge_command)`` after setting
-``NEURAL_STYLE_CONNECTION`` to ``plan.connection_file`` (when not None); when no daemon answers and
-``plan.start_command`` is None it shows ``plan.advice``.
-
-Three cases:
-
-- **Remote** (the connection file is an invitation from ``daemon invite``): never start anything here;
-  errors name the remote endpoint.
-- **Flatpak GIMP** (``/.flatpak-info`` exists): the sandbox cannot see the host's runtime directory nor
-  run the host's ``.venv``.  The connection file lives in the app's own config folder, which the host
-  and the sandbox both see at the same path; the daemon is started on the host through
-  ``flatpak-spawn --host`` when the app may talk to ``org.freedesktop.Flatpak``, else the user is given
-  the one command to run on the host.  The bridge (a host Python) cannot run from the sandbox.
-- **Anything else**: the recorded start and bridge commands as they are.
-"""
+"""How the plug-in reaches the daemon from where it runs (remote invitation, Flatpak sandbox or neither): which
+connection file, whether and how it may start a daemon, and what to tell the user when it may not
+(docs/scaling.md).  Standard library only (with the wire records): install.py and GIMP's Python use it."""
 
 from __future__ import annotations
 
@@ -52,9 +35,8 @@ def flatpak_sandbox(info_path: Path = FLATPAK_INFO) -> Sandbox | None:
         parser.read(info_path, encoding="utf-8")
     except (configparser.Error, OSError, UnicodeDecodeError):
         return Sandbox("", False)  # a sandbox, though we cannot tell what it may do: assume the least
-    app_id = parser.get("Application", "name", fallback="")
-    policy = parser["Session Bus Policy"] if parser.has_section("Session Bus Policy") else {}
-    return Sandbox(app_id, policy.get("org.freedesktop.Flatpak", "") == "talk")
+    may_spawn = parser.get("Session Bus Policy", "org.freedesktop.Flatpak", fallback="") == "talk"
+    return Sandbox(parser.get("Application", "name", fallback=""), may_spawn)
 
 
 def flatpak_permissions_allow_spawn(permissions: str) -> bool:
@@ -75,11 +57,7 @@ def flatpak_connection_file(home: Path, app_id: str = GIMP_FLATPAK_APP) -> Path:
 
 
 def is_flatpak_plugin_dir(plugin_dir: Path, home: Path, app_id: str = GIMP_FLATPAK_APP) -> bool:
-    try:
-        plugin_dir.resolve().relative_to((home / ".var" / "app" / app_id).resolve())
-    except ValueError:
-        return False
-    return True
+    return plugin_dir.resolve().is_relative_to((home / ".var" / "app" / app_id).resolve())
 
 
 def daemon_command(subcommand: str, *arguments: str, python: str | os.PathLike[str] = sys.executable) -> list[str]:
@@ -119,14 +97,14 @@ class LaunchPlan:
 def plan_launch(record: Mapping[str, object], *, flatpak_info: Path = FLATPAK_INFO,
                 environ: Mapping[str, str] = os.environ) -> LaunchPlan:
     """The plan for a plug-in installed with ``record`` (install.json), running here."""
-    connection = environ.get(CONNECTION_ENV_VAR) or _string(record.get("connection_file"))
+    recorded = record.get("connection_file")
+    connection = environ.get(CONNECTION_ENV_VAR) or (recorded if isinstance(recorded, str) else None)
     connection_file = Path(connection) if connection else None
     start = _command(record.get("start_command"))
     bridge = _command(record.get("bridge_command"))
-    endpoint = _remote_endpoint(connection_file)
-    if endpoint is not None:
-        return LaunchPlan(connection_file, None, bridge, endpoint,
-                          f"The daemon runs on another machine ({endpoint}, connection file {connection_file}): "
+    if connection_file is not None and (remote := remote_info(connection_file)) is not None:
+        return LaunchPlan(connection_file, None, bridge, remote.endpoint,
+                          f"The daemon runs on another machine ({remote.endpoint}, connection file {connection_file}): "
                           "start it there; this machine never starts one for it.")
     sandbox = flatpak_sandbox(flatpak_info)
     if sandbox is None:
@@ -138,18 +116,8 @@ def plan_launch(record: Mapping[str, object], *, flatpak_info: Path = FLATPAK_IN
     on_host = (shell_command(host, connection_file) if host
                else f"{CONNECTION_ENV_VAR}={connection_file} python -m daemon start")
     advice = f"GIMP runs in a Flatpak sandbox and cannot start the daemon itself. Start it on the host with: {on_host}"
-    if sandbox.may_spawn_on_host and host:
-        return LaunchPlan(connection_file, spawn_on_host(host, connection_file), None, None, advice)
-    return LaunchPlan(connection_file, None, None, None, advice)
-
-
-def _remote_endpoint(connection_file: Path | None) -> str | None:
-    info = None if connection_file is None else remote_info(connection_file)
-    return None if info is None else info.endpoint
-
-
-def _string(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    start_on_host = spawn_on_host(host, connection_file) if sandbox.may_spawn_on_host and host else None
+    return LaunchPlan(connection_file, start_on_host, None, None, advice)
 
 
 def _command(value: object) -> list[str] | None:

@@ -1,13 +1,11 @@
-"""Client library for the daemon.  Torch-free: the GIMP plug-in and the command line use it.
+"""Client library for the daemon over ZeroMQ.  Torch-free: the GIMP plug-in and the command line use it.
 
-Requests are retried with the "Lazy Pirate" pattern: wait for the reply with a time-out, and on
-time-out close the socket, open a fresh one and send again, a few times, before giving up with
-:class:`DaemonUnreachableError`.  While a job runs the client heartbeats every half second, which
-also tells it within a few seconds when the daemon has died.
-
-The client trusts a daemon only through a private connection file (:mod:`daemon.wire.private_files`): over
-ipc:// it also checks that the socket is its own user's, over TCP it authenticates the daemon by its
-CURVE public key (and the daemon it, by the client key pair the file holds).
+Requests are retried with the "Lazy Pirate" pattern: wait for the reply with a time-out, and on time-out close
+the socket, open a fresh one and send again, a few times, before giving up with :class:`DaemonUnreachableError`.
+While a job runs the client heartbeats every half second, which also tells it within a few seconds when the
+daemon has died.  The client trusts a daemon only through a private connection file: over ipc:// it also checks
+that the socket is its own user's, over TCP it authenticates the daemon by its CURVE public key (and the daemon
+it, by the client key pair the file holds).
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import os
 import secrets
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +31,6 @@ from ..wire.messages import (
     Accepted,
     Buffer,
     Cancel,
-    Error,
     Estimate,
     EstimateReply,
     Hello,
@@ -55,7 +51,6 @@ from .contract import (
     StyleClient,
     parse_reply,
 )
-from .launch import daemon_command
 from .remote import Handshake, daemon_silence_limit_s, remote_info, unreachable_message
 
 log = logging.getLogger(__name__)
@@ -69,14 +64,11 @@ class DaemonClient(StyleClient):
 
     transport = "zeromq"
 
-    def __init__(self, info: ConnectionInfo, *, timeout_s: float = 5.0, retries: int = 2,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(self, info: ConnectionInfo, *, timeout_s: float = 5.0, retries: int = 2) -> None:
         super().__init__()
         if info.protocol_version != PROTOCOL_VERSION:
-            raise DaemonError(
-                f"The running daemon speaks protocol version {info.protocol_version}, this client "
-                f"{PROTOCOL_VERSION}: restart the daemon (python -m daemon stop, then start)."
-            )
+            raise DaemonError(f"The running daemon speaks protocol version {info.protocol_version}, this client "
+                              f"{PROTOCOL_VERSION}: restart the daemon (python -m daemon stop, then start).")
         if info.curve is not None and not zmq.has("curve"):
             raise DaemonError(f"This pyzmq ({zmq.__version__}) cannot use CURVE, which the daemon's TCP endpoint "
                               "requires; install a pyzmq wheel from PyPI (they include it).")
@@ -87,14 +79,13 @@ class DaemonClient(StyleClient):
         self.retries = retries
         self.silence_limit_s = daemon_silence_limit_s(info)
         self.codec = Codec(info.caps)
-        self.context = context or zmq.Context.instance()
         self.socket: zmq.Socket | None = None
         self._open()
 
     # -- socket handling --------------------------------------------------------------------------
     def _open(self) -> None:
         self.close()
-        socket = self.context.socket(zmq.DEALER)
+        socket = zmq.Context.instance().socket(zmq.DEALER)
         configure_socket(socket, self.info)
         socket.connect(self.info.endpoint)
         self.socket = socket
@@ -111,10 +102,12 @@ class DaemonClient(StyleClient):
         try:
             self.socket.send_multipart(self.codec.encode(message_type, fields, frames), copy=False)
         except zmq.Again:
-            self._open()
-            raise DaemonUnreachableError(
-                f"The daemon at {self.info.endpoint} takes no messages (its connection was dropped); is it running?"
-            ) from None
+            raise self._lost("takes no messages (its connection was dropped); is it running?") from None
+
+    def _lost(self, what: str) -> DaemonUnreachableError:
+        """The error for a daemon that ``what``, after opening a fresh socket (the old one may hold unsent messages)."""
+        self._open()
+        return DaemonUnreachableError(f"The daemon at {self.info.endpoint} {what}")
 
     def _receive(self, timeout_s: float) -> Message | None:
         assert self.socket is not None
@@ -137,16 +130,15 @@ class DaemonClient(StyleClient):
                 if reply is None:
                     break
                 if reply.type is MessageType.ERROR and "job_id" not in reply.body:
-                    raise DaemonJobError.of(Error.from_wire(reply.body))
+                    raise DaemonJobError.from_wire(reply.body)
                 if reply.type is expect:
                     return reply
                 # anything else (a late reply to an earlier request) is skipped
             log.info("No reply to %s (attempt %d); reconnecting", message_type.value, attempt + 1)
             self._open()
-        raise DaemonUnreachableError(
-            f"The daemon at {self.info.endpoint} does not answer (tried {self.retries + 1} times, "
-            f"{self.timeout_s:g} s each). Is it running? Start it with: python -m daemon start"
-        )
+        raise DaemonUnreachableError(f"The daemon at {self.info.endpoint} does not answer (tried {self.retries + 1} "
+                                     f"times, {self.timeout_s:g} s each). Is it running? Start it with: "
+                                     "python -m daemon start")
 
     # -- requests ---------------------------------------------------------------------------------
     def hello(self) -> Welcome:
@@ -173,36 +165,29 @@ class DaemonClient(StyleClient):
         while reply is not None and reply.type not in (MessageType.ACCEPTED, MessageType.ERROR):
             reply = self._receive(self.timeout_s)
         if reply is None:
-            self._open()
-            raise DaemonUnreachableError(
-                f"The daemon at {self.info.endpoint} did not accept the job within {self.timeout_s:g} s.")
+            raise self._lost(f"did not accept the job within {self.timeout_s:g} s.")
         if reply.type is MessageType.ERROR:
-            raise DaemonJobError.of(Error.from_wire(reply.body))
+            raise DaemonJobError.from_wire(reply.body)
         return parse_reply(Accepted, reply.body).job_id
 
     def cancel(self, job_id: str) -> None:
         self._send(MessageType.CANCEL, Cancel(job_id))
 
-    def _wait(self, job_id: str, on_progress: ProgressCallback | None,
-              cancel: threading.Event | None) -> JobResult:
+    def _wait(self, job_id: str, on_progress: ProgressCallback | None, cancel: threading.Event | None) -> JobResult:
         """Receive the job's messages, heartbeating meanwhile (which also tells when the daemon has died)."""
         last_heard = time.monotonic()
         next_heartbeat = 0.0
-        cancel_sent = False
         while True:
             now = time.monotonic()
-            if cancel is not None and cancel.is_set() and not cancel_sent:
+            if cancel is not None and cancel.is_set():
                 self.cancel(job_id)
-                cancel_sent = True
+                cancel = None  # sent once
             if now >= next_heartbeat:
                 self._send(MessageType.HEARTBEAT)
                 next_heartbeat = now + HEARTBEAT_INTERVAL_S
             if now - last_heard > self.silence_limit_s:
-                self._open()
-                raise DaemonUnreachableError(
-                    f"The daemon at {self.info.endpoint} stopped answering during the job "
-                    f"(nothing for {self.silence_limit_s:g} s); it may have crashed."
-                )
+                raise self._lost(f"stopped answering during the job (nothing for {self.silence_limit_s:g} s); "
+                                 "it may have crashed.")
             reply = self._receive(max(0.01, next_heartbeat - time.monotonic()))
             if reply is None:
                 continue
@@ -210,7 +195,7 @@ class DaemonClient(StyleClient):
             if reply.body.get("job_id") not in (None, job_id):
                 continue
             if reply.type is MessageType.ERROR:
-                raise DaemonJobError.of(Error.from_wire(reply.body))
+                raise DaemonJobError.from_wire(reply.body)
             if (result := self._job_message(reply.type, reply.body, reply.frames, on_progress)) is not None:
                 return result
 
@@ -231,8 +216,7 @@ def configure_socket(socket: zmq.Socket, info: ConnectionInfo) -> None:
 
 def probe_handshake(info: ConnectionInfo, timeout_s: float = 3.0) -> Handshake:
     """Connect once with a monitored socket and say how the CURVE handshake went."""
-    context = zmq.Context.instance()
-    socket = context.socket(zmq.DEALER)
+    socket = zmq.Context.instance().socket(zmq.DEALER)
     configure_socket(socket, info)
     monitor = socket.get_monitor_socket()
     connected = False
@@ -273,14 +257,7 @@ def _check_ipc_socket(path: str) -> None:
         raise DaemonError(f"{path} is not a socket of this user's daemon; remove it and restart the daemon.")
 
 
-# ---------------------------------------------------------------------------------------------------
-# Finding or starting the daemon
-# ---------------------------------------------------------------------------------------------------
-def default_start_command(python: str | os.PathLike[str] = sys.executable) -> list[str]:
-    """What starts the daemon in the background when none answers."""
-    return daemon_command("start", python=python)
-
-
+# -- finding or starting the daemon -------------------------------------------------------------------
 def connect(path: Path | None = None, *, start_command: Sequence[str] | None = None, start_timeout_s: float = 120.0,
             on_wait: Callable[[str], None] | None = None, timeout_s: float = 5.0) -> DaemonClient:
     """A handshaken client for the daemon named by the connection file; with ``start_command``, start
@@ -290,11 +267,11 @@ def connect(path: Path | None = None, *, start_command: Sequence[str] | None = N
     path = path or connection_path()
     if (remote := remote_info(path)) is not None:
         try:
-            return _handshake(path, timeout_s, retries=1)
+            return handshake(path, timeout_s, retries=1)
         except DaemonUnreachableError:
             raise DaemonUnreachableError(unreachable_message(remote, path, probe_handshake(remote))) from None
     try:
-        return _handshake(path, timeout_s, retries=0 if start_command else 2)
+        return handshake(path, timeout_s, retries=0 if start_command else 2)
     except (ConnectionFileError, DaemonUnreachableError) as error:
         if start_command is None:
             raise DaemonUnreachableError(str(error)) from None
@@ -305,21 +282,21 @@ def connect(path: Path | None = None, *, start_command: Sequence[str] | None = N
         subprocess.run(list(start_command), env=environment, check=False, stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=start_timeout_s)
     except (OSError, subprocess.SubprocessError) as error:
-        raise DaemonUnreachableError(
-            f"No daemon is running and starting one failed ({error}). Start it with: python -m daemon start"
-        ) from None
+        raise DaemonUnreachableError(f"No daemon is running and starting one failed ({error}). "
+                                     "Start it with: python -m daemon start") from None
     deadline = time.monotonic() + start_timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            return _handshake(path, timeout_s, retries=0)
+            return handshake(path, timeout_s, retries=0)
         except (ConnectionFileError, DaemonUnreachableError) as error:
             last_error = error
             time.sleep(0.2)
     raise DaemonUnreachableError(f"The daemon did not start within {start_timeout_s:g} s ({last_error}).")
 
 
-def _handshake(path: Path, timeout_s: float, retries: int) -> DaemonClient:
+def handshake(path: Path, timeout_s: float, retries: int) -> DaemonClient:
+    """A client of the daemon the connection file names once it answered hello (then retrying twice)."""
     try:
         info = read_connection_file(path)
     except UnsafeFileError as error:

@@ -4,15 +4,12 @@ admits only those.
 A TCP port on 127.0.0.1 is open to every local user (and, bound elsewhere, to the network), so a TCP
 endpoint is always a CURVE server.  The handshake runs inside libzmq: a peer whose key the ZAP handler
 does not admit is disconnected before it is attached to the ROUTER socket, so it never gets a routing
-id, cannot queue a message and cannot make the daemon parse anything.  The handler answers from the
-keys in :class:`IssuedKeys`: the key pair the daemon issues at each start for its own connection file, and
-the clients invited with ``daemon invite`` (:mod:`daemon.server.invitations`, read again whenever that file
-changes, so that ``daemon revoke`` refuses a key from its next handshake on).
+id, cannot queue a message and cannot make the daemon parse anything.  The handler admits the keys of
+:class:`IssuedKeys`: those issued for the daemon's own connection file and those invited (``daemon invite``).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +17,6 @@ from typing import Protocol
 
 import zmq
 from zmq.utils import z85
-
-log = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
 ZAP_DOMAIN = b"neural-style"
@@ -71,12 +66,10 @@ class IssuedKeys:
     def issued_here(self, frame: zmq.Frame) -> bool:
         """Whether a received message was sent with a key this process issued (its own connection file's),
         rather than an invited one."""
-        try:
-            user_id = frame.get("User-Id")
-        except zmq.ZMQError:
+        if not self.admits(frame):  # a key issued here is admitted
             return False
         with self._lock:
-            return user_id in self._names
+            return frame.get("User-Id") in self._names
 
     def name_of(self, public_key: str) -> str | None:
         with self._lock:
@@ -112,8 +105,7 @@ class ZapHandler:
     def start(self) -> None:
         """Start and return once the handler is bound, so that no handshake can happen before it."""
         self._thread.start()
-        self._bound.wait(10)
-        if self._error is not None or not self._bound.is_set():
+        if not self._bound.wait(10):  # it failed (self._error) or hangs
             raise RuntimeError(f"the ZAP handler could not start: {self._error}")
 
     def stop(self) -> None:
@@ -141,25 +133,18 @@ class ZapHandler:
             socket.close(0)
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
-        """The reply to one ZAP request: [version, request id, status, text, user id, metadata]."""
+        """The reply to a ZAP request [version, request id, domain, address, routing id, mechanism, key]:
+        [version, request id, status, text, user id, metadata]."""
         request_id = request[1] if len(request) > 1 else b""
-        reason, name = self._refusal(request), None
-        if reason is None:
-            # Looked up once: the invitations file may change between two lookups.
-            name = self.keys.name_of(z85.encode(request[6]).decode("ascii"))
-            if name is None:
-                reason = "CURVE handshake with a key the daemon did not issue (never invited, or revoked)"
-        if reason is not None or name is None:
-            self.on_denied(reason or "refused")
-            return [b"1.0", request_id, b"400", (reason or "refused").encode(), b"", b""]
-        # The User-Id libzmq attaches to this peer's messages is its key, so that each message can be
-        # checked against the current invitations (IssuedKeys.admits): a revoked key is cut off at once.
-        return [b"1.0", request_id, b"200", b"OK", z85.encode(request[6]), b""]
-
-    def _refusal(self, request: list[bytes]) -> str | None:
         if len(request) != 7 or request[0] != b"1.0":
-            return "malformed ZAP request"
-        _, _, domain, _address, _routing_id, mechanism, key = request
-        if domain != ZAP_DOMAIN or mechanism != b"CURVE" or len(key) != 32:
-            return f"{mechanism.decode(errors='replace')} handshake outside the daemon's CURVE domain"
-        return None
+            reason = "malformed ZAP request"
+        elif request[2] != ZAP_DOMAIN or request[5] != b"CURVE" or len(request[6]) != 32:
+            reason = f"{request[5].decode(errors='replace')} handshake outside the daemon's CURVE domain"
+        elif self.keys.name_of(z85.encode(request[6]).decode("ascii")) is None:
+            reason = "CURVE handshake with a key the daemon did not issue (never invited, or revoked)"
+        else:
+            # The User-Id libzmq attaches to this peer's messages is its key, so that each message can be
+            # checked against the current invitations (IssuedKeys.admits): a revoked key is cut off at once.
+            return [b"1.0", request_id, b"200", b"OK", z85.encode(request[6]), b""]
+        self.on_denied(reason)
+        return [b"1.0", request_id, b"400", reason.encode(), b"", b""]

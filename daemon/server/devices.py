@@ -1,24 +1,411 @@
-"""Several devices: one worker per device, each with its own resident VGG and style cache, all taking
-jobs from the one queue, so that each job goes to the first free device.
-
-Kept results are shared (a warm start may run on another device than the job it starts from).  A
-job's failure stays that job's: each worker catches its own, and the other devices go on.
-"""
+"""A worker per device, what it keeps between jobs, and each device's status.  A worker is a thread with its own
+resident VGG and style cache; all take jobs from the one queue, so that each job goes to the first free device.
+A job's failure stays that job's: each worker catches its own, and the other devices go on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import dataclasses
+import enum
+import gc
+import logging
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, MutableMapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import zmq
 
-from nst_engine import Precision
-from nst_engine.device import choose_precision
+from nst_engine import (
+    CancelledError,
+    Init,
+    InsufficientMemoryError,
+    InvalidSettingsError,
+    Optimizer,
+    Precision,
+    Progress,
+    StyleSettings,
+    StyleTransfer,
+    WeightsError,
+)
+from nst_engine.device import choose_precision, select_device
+from nst_engine.geometry import fit_longest_side
+from nst_engine.image_ops import resize
+from nst_engine.memory import arithmetic_for, available_bytes, largest_fitting_side
+from nst_engine.planning import plan_job
+from nst_engine.tiling import largest_runnable_side
 
-from .caches import ResultCache
-from .jobs import Job, JobQueue
-from .worker import Outbox, Worker
+from ..wire.framing import Codec
+from ..wire.messages import Buffer, Error, ErrorCode, ImageRole, JobProgress, MessageType, Preview, Result, WireRecord
+from .estimates import EvaluationSpeed
+from .images import fingerprint, frame_alpha, frame_to_mask, frame_to_rgb, rgb_to_frame
+from .jobs import Job, JobImage, JobQueue, JobState
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Sends messages to clients: the main loop's on the ROUTER, or a worker's through its own PUSH socket into
+    the main loop (a socket belongs to the thread that made it); closed when its worker ends."""
+
+    def __init__(self, socket: zmq.Socket, codec: Codec) -> None:
+        self.socket, self.codec = socket, codec
+
+    def __call__(self, client: bytes, message_type: MessageType, body: WireRecord,
+                 frames: Sequence[Buffer] = ()) -> None:
+        self.socket.send_multipart([client, *self.codec.encode(message_type, body.to_wire(), frames)], copy=False)
+
+    def close(self) -> None:
+        self.socket.close(0)
+
+
+class ModelState(str, enum.Enum):
+    NOT_LOADED = "not_loaded"
+    LOADING = "loading"
+    LOADED = "loaded"
+    FAILED = "failed"
+
+
+@dataclass
+class JobFailure(Exception):
+    code: ErrorCode
+    message: str
+    largest_size: int | None = None
+
+
+class Worker(threading.Thread):
+    """Runs queued jobs on the engine; loads the model at start unless ``lazy``."""
+
+    def __init__(self, queue: JobQueue, send: Callable[[], Outbox], *, weights: Path | None, device: str | None,
+                 lazy: bool, gram_cache_bytes: int, memory_budget: int | None = None, test_faults: bool = False,
+                 results: ResultCache | None = None) -> None:
+        super().__init__(name="style-worker", daemon=True)
+        self.queue = queue
+        self._make_sender = send
+        self.weights = weights
+        self.device_preference = device
+        self.lazy = lazy
+        self.memory_budget = memory_budget
+        self.test_faults = test_faults
+        self.gram_cache = GramCache(gram_cache_bytes)
+        self.results = ResultCache() if results is None else results  # kept results, for warm starts
+        self.model_state = ModelState.NOT_LOADED
+        self.model_error: str | None = None
+        self.engine: StyleTransfer | None = None
+        self.running: Job | None = None
+        self.jobs_done = 0
+        self.speed = EvaluationSpeed()
+
+    def available_memory(self) -> int:
+        """Bytes a job may use now: the configured budget, else what its device has free."""
+        return self.memory_budget or available_bytes(self.memory_device())
+
+    def memory_device(self) -> torch.device:
+        """Where jobs' memory is allocated: the engine's device, or until the model is loaded, the one it will use."""
+        if self.engine is not None:
+            return self.engine.device
+        try:
+            return select_device(self.device_preference)
+        except InvalidSettingsError:
+            return torch.device("cpu")
+
+    def run(self) -> None:
+        self._send = self._make_sender()  # sockets belong to the thread that made them
+        try:
+            if not self.lazy:
+                with contextlib.suppress(JobFailure):  # reported to each job; the daemon keeps serving
+                    self._ensure_engine()
+            while (job := self.queue.take()) is not None:
+                self._execute(job)
+        finally:
+            self._send.close()
+
+    def _ensure_engine(self) -> StyleTransfer:
+        if self.engine is not None:
+            return self.engine
+        self.model_state = ModelState.LOADING
+        try:
+            started = time.perf_counter()
+            self.engine = StyleTransfer.from_weights(self.weights, self.device_preference)
+        except WeightsError as error:
+            self.model_state, self.model_error = ModelState.FAILED, str(error)
+            log.error("Cannot load VGG19: %s", error)
+            raise JobFailure(ErrorCode.WEIGHTS_UNAVAILABLE, str(error)) from error
+        self.model_state, self.model_error = ModelState.LOADED, None
+        log.info("VGG19 loaded on %s in %.1f s", self.engine.device, time.perf_counter() - started)
+        return self.engine
+
+    def _execute(self, job: Job) -> None:
+        job.state = JobState.RUNNING
+        self.running = job
+        failure: JobFailure | None = None
+        out_of_memory = False
+        try:
+            job.cancel_token.raise_if_cancelled()  # cancelled while it waited
+            result, frame = self._run_job(job)
+            # Counted before the client has its result, so that a status it asks for next counts it.
+            job.state = JobState.DONE
+            self.jobs_done += 1
+            self._send(job.client, MessageType.RESULT, result, [frame])
+        except CancelledError:
+            failure = JobFailure(ErrorCode.CANCELLED, "Job cancelled.")
+        except InsufficientMemoryError as error:
+            failure = JobFailure(ErrorCode.OUT_OF_MEMORY, str(error), error.largest_size)
+        except torch.cuda.OutOfMemoryError:
+            out_of_memory = True  # handled below, once the traceback's tensors are released
+        except JobFailure as error:
+            failure = error
+        except InvalidSettingsError as error:
+            failure = JobFailure(ErrorCode.INVALID_REQUEST, str(error))
+        except Exception as error:
+            log.exception("Job %s failed", job.id)
+            failure = JobFailure(ErrorCode.INTERNAL, f"Internal error: {type(error).__name__}: {error}")
+        finally:
+            self.running = None
+        if out_of_memory:
+            failure = self._out_of_memory_failure(job)
+        else:
+            self._release_memory(collect=False)
+        if failure is not None:
+            job.state = JobState.CANCELLED if failure.code is ErrorCode.CANCELLED else JobState.FAILED
+            error = Error(failure.code, failure.message, job_id=job.id, largest_size=failure.largest_size)
+            self._send(job.client, MessageType.ERROR, error, ())
+
+    def _run_job(self, job: Job) -> tuple[Result, Buffer]:
+        """The job's result, with its pixels."""
+        engine = self._ensure_engine()
+        request = job.submit
+        settings = StyleSettings.from_values(request.settings)
+        content = frame_to_rgb(*job.content)
+        style_images = job.styles
+        styles = [frame_to_rgb(*image) for image in style_images]
+        regions = _masks(job.masks(ImageRole.REGION))
+        # A style sent with alpha takes its statistics where it is opaque, unless a style mask is given.
+        given = job.masks(ImageRole.STYLE_MASK) or [None] * len(styles)
+        style_masks = [frame_alpha(*image) if mask is None else frame_to_mask(*mask)
+                       for image, mask in zip(style_images, given)]
+        style_keys = [fingerprint(*image) for image in style_images]
+        init_image = None if job.init is None else frame_to_rgb(*job.init)
+        if request.warm_start is not None:
+            init_image = self.results.get(_result_key(job.client, request.warm_start))
+            if init_image is None:
+                raise JobFailure(ErrorCode.INVALID_REQUEST,
+                                 f"warm_start: no kept result of yours for job {request.warm_start}")
+            settings = dataclasses.replace(settings, init=Init.IMAGE)
+
+        def on_progress(progress: Progress) -> None:
+            if self.test_faults and request.fault and progress.iteration == 2:
+                if request.fault == "oom":
+                    raise torch.cuda.OutOfMemoryError("injected out-of-memory error (--test-faults)")
+                raise RuntimeError("injected failure (--test-faults)")
+            record = progress_record(job.id, progress)
+            job.progress = record.to_wire()
+            self.speed.observe(job.id, progress)
+            if request.preview_every and progress.image is not None:
+                preview = progress.image
+                size = job.output_size or tuple(preview.shape[-2:])
+                if request.preview_max_side and max(size) > request.preview_max_side:
+                    size = fit_longest_side(*size, request.preview_max_side)
+                if size != tuple(preview.shape[-2:]):
+                    preview = resize(preview[None], *size)[0]
+                spec, frame = rgb_to_frame(preview, request.result_dtype)
+                self._send(job.client, MessageType.PREVIEW, Preview(record, spec), [frame])
+            elif (progress.stage_iteration % request.progress_every == 0
+                  or progress.stage_iteration == progress.stage_iterations):
+                self._send(job.client, MessageType.PROGRESS, record, ())
+
+        started = time.perf_counter()
+        log.debug("Job %s: %.1f ms from submission to the engine", job.id, 1000 * (time.monotonic() - job.submitted_at))
+        result = engine.stylize(
+            content, styles, settings, init_image=init_image, on_progress=on_progress,
+            preview_every=request.preview_every, cancel=job.cancel_token, style_keys=style_keys,
+            gram_cache=self.gram_cache, memory_budget=self.memory_budget,
+            regions=regions, style_image_masks=None if all(mask is None for mask in style_masks) else style_masks,
+        )
+        self.results.put(_result_key(job.client, job.id), result)
+        if job.output_size is not None:
+            result = resize(result[None], *job.output_size)[0]
+        spec, frame = rgb_to_frame(result, request.result_dtype)
+        return Result(job.id, spec, time.perf_counter() - started), frame
+
+    def _out_of_memory_failure(self, job: Job) -> JobFailure:
+        self._release_memory(collect=True)
+        settings = StyleSettings.from_values(job.submit.settings)
+        content = job.content.spec
+        plan = plan_job(content.height, content.width, [], settings, settings.memory_budget(self.available_memory()),
+                        arithmetic_for(settings.precision, self.memory_device()))
+        # The engine tiles a stage that does not fit whole, so the size to suggest is the tiled planner's.
+        refusal = plan.final.refusal
+        if refusal is not None:
+            largest = refusal.largest_size
+        else:  # the plan said it fits, yet it did not: suggest less
+            largest = max(1, max(plan.final.height, plan.final.width) * 3 // 4)
+        return JobFailure(ErrorCode.OUT_OF_MEMORY, f"Out of memory on {self.memory_device()}; the largest size that "
+                          f"should fit now is {largest} pixels on the longest side.", largest)
+
+    def _release_memory(self, collect: bool) -> None:
+        """Return cached GPU blocks; a full garbage collection only after running out of memory, since
+        it holds the interpreter for a noticeable time (about 130 ms here), delaying the next submit."""
+        if collect:
+            gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _result_key(client: bytes, job_id: str) -> str:
+    """Keyed by client too: a job id alone, which other clients might learn, reaches no other client's result."""
+    return f"{client.hex()}/{job_id}"
+
+
+def progress_record(job_id: str, progress: Progress) -> JobProgress:
+    """The engine's progress report as the wire's record."""
+    losses = progress.losses
+    return JobProgress(
+        job_id=job_id, stage=progress.stage, stages=progress.stages, iteration=progress.iteration,
+        total_iterations=progress.total_iterations, width=progress.width, height=progress.height,
+        losses={"content": losses.content, "style": losses.style, "tv": losses.tv, "total": losses.total},
+        elapsed_s=progress.elapsed_s, stage_iteration=progress.stage_iteration,
+        stage_iterations=progress.stage_iterations)
+
+
+def _masks(images: list[JobImage | None] | None) -> list[torch.Tensor | None] | None:
+    return None if images is None else [None if image is None else frame_to_mask(*image) for image in images]
+
+
+class GramCache(MutableMapping[Hashable, dict[str, torch.Tensor]]):
+    """LRU map of Gram targets, evicting the least recently used entries beyond ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[Hashable, dict[str, torch.Tensor]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(grams: dict[str, torch.Tensor]) -> int:
+        return sum(t.numel() * t.element_size() for t in grams.values())
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            found = key in self._entries
+            if found:
+                self.hits += 1
+            else:
+                self.misses += 1
+            return found
+
+    def __getitem__(self, key: Hashable) -> dict[str, torch.Tensor]:
+        with self._lock:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+
+    def __setitem__(self, key: Hashable, grams: dict[str, torch.Tensor]) -> None:
+        with self._lock:
+            if key in self._entries:
+                self._bytes -= self._size(self._entries.pop(key))
+            self._entries[key] = grams
+            self._bytes += self._size(grams)
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= self._size(evicted)
+
+    def __delitem__(self, key: Hashable) -> None:
+        with self._lock:
+            self._bytes -= self._size(self._entries.pop(key))
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+class ResultCache:
+    """The last few results by job id, on the CPU, for warm starts."""
+
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, job_id: str, image: torch.Tensor) -> None:
+        with self._lock:
+            self._entries[job_id] = image
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def get(self, job_id: str) -> torch.Tensor | None:
+        with self._lock:
+            return self._entries.get(job_id)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def worker_status(index: int, worker: Worker, client: bytes | None) -> dict[str, Any]:
+    """One device's entry of the status reply, as ``client`` may see it (docs/protocol.md)."""
+    device = worker.memory_device()  # before the model loads: the device it will load on
+    memory: dict[str, int] = {"available_bytes": worker.available_memory()}
+    if device.type == "cuda":
+        memory["total_bytes"] = torch.cuda.get_device_properties(device).total_memory
+        memory["allocated_bytes"] = torch.cuda.memory_allocated(device)
+    running = worker.running
+    return {
+        "index": index, "device": str(device),
+        "name": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "model": worker.model_state.value, "model_error": worker.model_error, "precision": precision_status(device),
+        "memory": memory, "jobs_done": worker.jobs_done, "style_cache_entries": len(worker.gram_cache),
+        "running": None if running is None else (  # another client's job is counted, not named
+            {"job_id": running.id, "progress": running.progress} if running.client == client
+            else {"job_id": None, "progress": None}),
+    }
+
+
+def memory_status(available: int, device: torch.device) -> dict[str, Any]:
+    """The process's memory, and by the engine's memory model the largest square image a new job (default layers,
+    ``auto`` precision) can take now on ``device``: at all (in tiles where needed), and whole (faster)."""
+    memory: dict[str, Any] = {"rss_bytes": _rss_bytes(), "available_bytes": available}
+    if torch.cuda.is_available():  # every GPU's together (``devices`` has each one's)
+        gpus = range(torch.cuda.device_count())
+        memory["cuda_allocated_bytes"] = sum(torch.cuda.memory_allocated(gpu) for gpu in gpus)
+        memory["cuda_max_allocated_bytes"] = sum(torch.cuda.max_memory_allocated(gpu) for gpu in gpus)
+    defaults = {optimizer.value: StyleSettings(optimizer=optimizer) for optimizer in Optimizer}
+    arithmetic = arithmetic_for(Precision.AUTO, device)
+    memory["largest_size"] = {name: largest_runnable_side(available, settings, arithmetic=arithmetic)
+                              for name, settings in defaults.items()}
+    memory["largest_whole_size"] = {
+        name: largest_fitting_side(available, settings.layers, settings.style_layers, settings.optimizer, arithmetic)
+        for name, settings in defaults.items()}
+    return memory
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def precision_status(device: torch.device) -> dict[str, str]:
+    """What a job's ``auto`` precision runs in on ``device``, and why."""
+    choice = choose_precision(Precision.AUTO, device)
+    return {"auto": choice.precision.value, "reason": choice.reason}
 
 
 def resolve_devices(devices: str | None, device: str | None, cuda_count: int) -> list[str | None]:
@@ -28,91 +415,9 @@ def resolve_devices(devices: str | None, device: str | None, cuda_count: int) ->
         chosen = [part.strip() for part in devices.split(",")]
         if not all(chosen):
             raise ValueError(f"--devices {devices!r}: an empty device name")
-        return list(chosen)
+        return chosen
     if device:
         return [device]
     if cuda_count > 1:
         return [f"cuda:{index}" for index in range(cuda_count)]
     return [None]
-
-
-class WorkerPool:
-    """The workers of one daemon, one per device, sharing the queue and the kept results."""
-
-    def __init__(self, queue: JobQueue, send: Callable[[], Outbox], devices: Sequence[str | None], *,
-                 weights: Path | None, lazy: bool, gram_cache_bytes: int, memory_budget: int | None = None,
-                 test_faults: bool = False) -> None:
-        if not devices:
-            raise ValueError("a worker pool needs at least one device")
-        self.workers = [
-            Worker(queue, send, weights=weights, device=device, lazy=lazy, gram_cache_bytes=gram_cache_bytes,
-                   memory_budget=memory_budget, test_faults=test_faults)
-            for device in devices
-        ]
-        self.results = ResultCache()
-        for worker in self.workers:
-            worker.results = self.results
-
-    def start(self) -> None:
-        for worker in self.workers:
-            worker.start()
-
-    def join(self, timeout: float) -> None:
-        for worker in self.workers:
-            worker.join(timeout)
-
-    def running_jobs(self) -> list[Job]:
-        return [job for worker in self.workers if (job := worker.running) is not None]
-
-    def is_running(self, job: Job) -> bool:
-        return any(job is running for running in self.running_jobs())
-
-    def next_worker(self) -> Worker:
-        """The worker a job submitted now would go to: the first idle one (else the first), whose device,
-        memory and measured speed an estimate is for."""
-        return next((worker for worker in self.workers if worker.running is None), self.workers[0])
-
-    @property
-    def jobs_done(self) -> int:
-        return sum(worker.jobs_done for worker in self.workers)
-
-    def style_cache_status(self) -> dict[str, int]:
-        caches = [worker.gram_cache for worker in self.workers]
-        return {"hits": sum(cache.hits for cache in caches), "misses": sum(cache.misses for cache in caches),
-                "entries": sum(len(cache) for cache in caches), "bytes": sum(cache.nbytes for cache in caches)}
-
-    def device_status(self, client: bytes | None) -> list[dict[str, Any]]:
-        """Each device: its name, model, precision, memory, the job it runs (its id only for its own
-        client), jobs done."""
-        return [_worker_status(index, worker, client) for index, worker in enumerate(self.workers)]
-
-
-def _worker_status(index: int, worker: Worker, client: bytes | None) -> dict[str, Any]:
-    device = worker.memory_device()
-    name = str(device)
-    memory: dict[str, int] = {"available_bytes": worker.available_memory()}
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        memory["total_bytes"] = torch.cuda.get_device_properties(device).total_memory
-        memory["allocated_bytes"] = torch.cuda.memory_allocated(device)
-    running = worker.running
-    return {
-        "index": index,
-        "device": worker.device,
-        "name": name,
-        "model": worker.model_state.value,
-        "model_error": worker.model_error,
-        "precision": precision_status(device),
-        "memory": memory,
-        "running": None if running is None else (
-            {"job_id": running.id, "progress": running.progress} if running.client == client
-            else {"job_id": None, "progress": None}),
-        "jobs_done": worker.jobs_done,
-        "style_cache_entries": len(worker.gram_cache),
-    }
-
-
-def precision_status(device: torch.device) -> dict[str, str]:
-    """What a job's ``auto`` precision runs in on ``device``, and why."""
-    choice = choose_precision(Precision.AUTO, device)
-    return {"auto": choice.precision.value, "reason": choice.reason}

@@ -20,9 +20,7 @@ def endpoint_host(endpoint: str) -> str | None:
     """The host part of a tcp:// endpoint ("*" for any interface), or None for another scheme."""
     if not endpoint.startswith("tcp://"):
         return None
-    address = endpoint.removeprefix("tcp://")
-    host = address.rsplit(":", 1)[0] if ":" in address else address
-    return host.strip("[]")
+    return endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -36,10 +34,6 @@ def is_loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # "*", an interface name or a host name: possibly reachable from elsewhere
-
-
-def is_wildcard(endpoint: str) -> bool:
-    return endpoint_host(endpoint) in ("*", "0.0.0.0", "::")
 
 
 def require_curve(endpoint: str, *, curve_available: bool) -> None:
@@ -61,7 +55,7 @@ def invitation_info(endpoint: str, server_public: str, client_public: str, clien
     """What an invitation file holds.  The endpoint must be one the client can dial: not a wildcard."""
     if not endpoint.startswith("tcp://"):
         raise ValueError(f"an invitation needs the daemon's tcp:// endpoint, not {endpoint}")
-    if is_wildcard(endpoint) or endpoint.endswith(":0"):
+    if endpoint_host(endpoint) in ("*", "0.0.0.0", "::") or endpoint.endswith(":0"):
         raise ValueError(f"{endpoint} is where the daemon listens, not an address a client can dial: "
                          "give --endpoint tcp://HOST:PORT with this machine's address or name")
     return ConnectionInfo(endpoint, pid=0, curve=CurveKeys(server_public, client_public, client_secret),

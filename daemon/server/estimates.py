@@ -34,17 +34,13 @@ class SpeedModel:
 
 
 class EvaluationSpeed:
-    """A running fit of seconds per optimiser iteration against megapixels, from the jobs the daemon runs.
+    """A running fit of seconds per optimiser iteration against megapixels, from the jobs the daemon runs: the
+    speed depends on a job's precision, layers and tiling, and measuring it at load would delay the first job.
 
-    Measured from jobs rather than once at load, since it depends on the precision, the layers and the
-    tiling a job uses, and a measurement at load would delay the first job.  Each sample is the time
-    between two progress reports of one stage, per iteration, at that stage's megapixels (the first
-    iteration of a stage also computes its targets, so it is skipped).  The fit is a weighted least-squares
-    line through the samples, each weighted by its iterations and all decaying by ``_DECAY`` per sample, so
-    that recent jobs count most.  A line rather than a ratio through zero: a tiny job's time is mostly
-    fixed costs, and a ratio learnt from it overstated a large job many times over.  While every sample
-    has about the same size (one single-stage job), the slope cannot be told from the fixed part, and the
-    ratio through zero is all there is.
+    A sample is the time between two progress reports of one stage, per iteration (not the stage's first, which
+    also computes its targets).  The fit is a least-squares line, weighted by iterations and decaying by ``_DECAY``
+    per sample so that recent jobs count most: a ratio through zero, learnt from a tiny job (mostly fixed costs),
+    overstated a large job many times over.  While all samples have about one size, the ratio is all there is.
     """
 
     def __init__(self) -> None:
@@ -101,13 +97,11 @@ def estimate_job(request: Estimate, available: int, speed: SpeedModel | None, de
         iterations=final.total_iterations, seconds=None if speed is None else speed.seconds(evaluations, work),
         runnable=plan.runnable,
         largest_size=largest_runnable_size(request.height, request.width, settings, available, arithmetic),
-        output_width=final.width, output_height=final.height,
-    )
+        output_width=final.width, output_height=final.height)
 
 
 def _megapixel_iterations(stage: Stage) -> float:
-    """The VGG work of a stage: its evaluations' pixels (the tiles' context margins included), and for a
-    stage that runs, its style images' passes."""
+    """A stage's VGG work: its evaluations' pixels (tiles' margins included), and if it runs, its styles' passes."""
     work = stage.iterations * stage.evaluated_pixels / 1e6
     if stage.plan is not None:
         work += _STYLE_PASS_FRACTION * sum(height * width for height, width in stage.style_sizes) / 1e6

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..wire.private_files import UnsafeFileError, private_directory, read_private_file, write_private_file
+from ..wire.private_files import UnsafeFileError, read_private_file, write_private_file
 from .auth import KeyPair
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -42,11 +42,10 @@ def keys_path(connection_file: Path) -> Path:
     return connection_file.with_name(f"{stem}.keys.json")
 
 
-def check_name(name: str) -> str:
+def check_name(name: str) -> None:
     if not _NAME.fullmatch(name) or name == CONNECTION_FILE_CLIENT:
         raise InvitationError(f"{name!r} is not a usable client name: 1 to 64 letters, digits, '.', '_', '@' or '-', "
                               f"starting with a letter or digit, and not {CONNECTION_FILE_CLIENT!r}.")
-    return name
 
 
 class InvitationStore:
@@ -136,7 +135,4 @@ class InvitationStore:
     def _save(self) -> None:
         assert self._server is not None
         data = {"server": asdict(self._server), "clients": [asdict(client) for client in self._clients.values()]}
-        private_directory(self.path.parent, create=True)
-        write_private_file(self.path, json.dumps(data, indent=1).encode())
-        found = os.stat(self.path)
-        self._signature = (found.st_mtime_ns, found.st_size, found.st_ino)
+        write_private_file(self.path, json.dumps(data, indent=1).encode())  # read again at the next use

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from nst_engine import CancelToken
 
@@ -22,8 +22,7 @@ class JobState(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-@dataclass(frozen=True)
-class JobImage:
+class JobImage(NamedTuple):
     spec: ImageSpec
     frame: Buffer
 
@@ -46,8 +45,9 @@ class Job:
         return JobImage(self.submit.images[index].spec, self.frames[index])
 
     @property
-    def settings(self) -> dict[str, Any]:
-        return self.submit.settings
+    def live(self) -> bool:
+        """Queued or running, and not cancelled yet."""
+        return self.state in (JobState.QUEUED, JobState.RUNNING) and not self.cancel_token.cancelled
 
     @property
     def content(self) -> JobImage:
@@ -62,9 +62,7 @@ class Job:
         return next((self._image(index) for index in self.submit.indices(ImageRole.INIT)), None)
 
     def masks(self, role: ImageRole) -> list[JobImage | None] | None:
-        """Per style, its mask of ``role`` (None: it has none), or None when no style has one: regions (the
-        content's size: where the style applies) or style masks (its style's size: where its statistics
-        come from)."""
+        """Per style, its mask of ``role`` (None: it has none), or None when no style has one."""
         found = self.submit.masks(role)
         return None if found is None else [None if index is None else self._image(index) for index in found]
 
@@ -80,9 +78,8 @@ class JobQueue:
         self._takers = 0  # workers waiting in take(): the jobs they are about to take do not wait
 
     def put(self, job: Job) -> int | None:
-        """Queue ``job`` and return its position (0 = next), or None when ``capacity`` jobs would be left
-        waiting.  A job that an idle worker is about to take does not count, however soon the next
-        submission arrives."""
+        """Queue ``job`` and return its position (0 = next), or None when ``capacity`` jobs would be left waiting.
+        A job that an idle worker is about to take does not count, however soon the next submission arrives."""
         with self._condition:
             if len(self._jobs) - self._takers >= self.capacity:
                 return None

@@ -1,13 +1,7 @@
 """Which daemon runs, and how to stop it without ever signalling another process.  Standard library only.
-
-The running daemon holds an exclusive lock on its lock file (``fcntl.flock``; ``msvcrt.locking`` on
-Windows) for as long as it lives, and records in it who it is: its pid and its process start time.
-The operating system drops the lock when the process ends, however it ends, so:
-
-- two daemons for one connection file cannot both run: the second fails to take the lock;
-- the lock being free means no daemon runs, whatever stale files say;
-- a pid is only signalled while the lock is held and that pid still has the recorded start time,
-  so a pid that a stale file names and that now belongs to another process is never signalled.
+The running daemon holds an exclusive lock on its lock file for as long as it lives and records its pid and
+process start time in it; a pid is signalled only while the lock is held and the pid still has that start
+time (docs/security.md, "One daemon per connection file").
 """
 
 from __future__ import annotations
@@ -36,15 +30,12 @@ class ProcessIdentity:
 
     @classmethod
     def current(cls) -> ProcessIdentity:
-        identity = cls.of(os.getpid())
-        return identity if identity is not None else cls(os.getpid(), "")
+        return cls.of(os.getpid()) or cls(os.getpid(), "")
 
     @classmethod
     def of(cls, pid: int) -> ProcessIdentity | None:
         """The process with ``pid`` now, or None if there is none."""
-        if pid <= 0:
-            return None
-        started = _start_time(pid)
+        started = _start_time(pid) if pid > 0 else None
         return None if started is None else cls(pid, started)
 
     def is_running(self) -> bool:
@@ -53,20 +44,13 @@ class ProcessIdentity:
 
 
 class LockHeldError(Exception):
-    """Another daemon holds the lock; ``owner`` is what it recorded (None if it could not be read)."""
-
-    def __init__(self, path: Path, owner: ProcessIdentity | None) -> None:
-        who = f"pid {owner.pid}" if owner is not None else "a process"
-        super().__init__(f"A daemon ({who}) is already running for this connection file (its lock file is {path}).")
-        self.path = path
-        self.owner = owner
+    """Another daemon holds the lock; the message names it as it recorded itself."""
 
 
 class DaemonLock:
     """The running daemon's exclusive lock; released by :meth:`release` or when the process ends."""
 
-    def __init__(self, path: Path, descriptor: int) -> None:
-        self.path = path
+    def __init__(self, descriptor: int) -> None:
         self._descriptor: int | None = descriptor
 
     @classmethod
@@ -79,9 +63,11 @@ class DaemonLock:
             if time.monotonic() >= deadline:
                 owner = _read_record(descriptor)
                 os.close(descriptor)
-                raise LockHeldError(path, owner)
+                who = f"pid {owner.pid}" if owner is not None else "a process"
+                raise LockHeldError(f"A daemon ({who}) is already running for this connection file "
+                                    f"(its lock file is {path}).")
             time.sleep(0.02)
-        return cls(path, descriptor)
+        return cls(descriptor)
 
     def record(self, identity: ProcessIdentity) -> None:
         assert self._descriptor is not None
@@ -192,10 +178,6 @@ def _start_time(pid: int) -> str | None:
         return f"linux:{fields[19]}"  # field 22 of stat(5): start time in clock ticks after boot
     if sys.platform == "win32":
         return _windows_start_time(pid)
-    return _ps_start_time(pid)
-
-
-def _ps_start_time(pid: int) -> str | None:
     try:
         result = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, timeout=10,
                                 check=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 from .limits import MessageCaps
 from .messages import PROTOCOL_VERSION
-from .private_files import UnsafeFileError, read_private_file, write_private_file
+from .private_files import UnsafeFileError, private_directory, read_private_file, write_private_file
 
 CONNECTION_ENV_VAR = "NEURAL_STYLE_CONNECTION"
 APP_DIR_NAME = "neural-style-gimp"
@@ -52,9 +52,7 @@ class ConnectionInfo:
     pid: int = 0
     curve: CurveKeys | None = None
     max_frame_bytes: int = 0  # 0: each image travels as one frame
-    # Set in the files ``daemon invite`` writes (the client's name): such a daemon runs elsewhere and is
-    # never started from this file.
-    invitation: str | None = None
+    invitation: str | None = None  # the client's name, in the files ``daemon invite`` writes (see remote)
     daemon_silence_s: float = 0.0  # how long a job's client waits for word from the daemon; 0: the default
 
     def __post_init__(self) -> None:
@@ -77,11 +75,8 @@ class ConnectionInfo:
         return MessageCaps.for_images(max_frame_bytes=self.max_frame_bytes or None)
 
     def to_json(self) -> dict[str, Any]:
-        fields = asdict(self)
-        for name, unset in (("curve", None), ("invitation", None), ("daemon_silence_s", 0.0)):
-            if fields[name] == unset:
-                del fields[name]
-        return fields
+        unset = {"curve": None, "invitation": None, "daemon_silence_s": 0.0}  # left out
+        return {name: value for name, value in asdict(self).items() if name not in unset or value != unset[name]}
 
 
 @dataclass(frozen=True)
@@ -95,16 +90,14 @@ class DaemonFiles:
 
     @property
     def socket_fits(self) -> bool:
-        """Whether :attr:`socket` fits in a socket address (sun_path: 108 bytes on Linux, 104 on macOS,
-        with the terminating NUL); a longer one goes to the temporary directory, which a sandbox does not
-        share."""
+        """Whether :attr:`socket` fits in a socket address (sun_path: 108 bytes on Linux, 104 on macOS, with the
+        terminating NUL); a longer one goes to the temporary directory, which a sandbox does not share."""
         return len(os.fsencode(self.socket)) <= _UNIX_SOCKET_PATH_BYTES
 
     @classmethod
     def beside(cls, connection: Path) -> DaemonFiles:
         stem = connection.stem if connection.suffix == ".json" else connection.name
-        return cls(connection, connection.with_name(f"{stem}.lock"), connection.with_name(f"{stem}.log"),
-                   connection.with_name(f"{stem}.sock"))
+        return cls(connection, *(connection.with_name(f"{stem}.{suffix}") for suffix in ("lock", "log", "sock")))
 
 
 def runtime_dir() -> Path:
@@ -128,12 +121,10 @@ def prepare_directory(path: Path) -> None:
     """Create the connection file's directory (0700) if missing, tightening our own application
     directory to 0700; a directory others can change is refused (UnsafeFileError)."""
     directory = path.parent
-    if not os.path.lexists(directory):
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        directory.mkdir(mode=0o700, exist_ok=True)
-    elif os.name == "posix" and directory.name == APP_DIR_NAME and not directory.is_symlink():
+    if os.name == "posix" and directory.name == APP_DIR_NAME and directory.is_dir() and not directory.is_symlink():
         if directory.stat().st_uid == os.geteuid():
             os.chmod(directory, 0o700)
+    private_directory(directory, create=True)
 
 
 def write_connection_file(info: ConnectionInfo, path: Path | None = None) -> Path:
@@ -152,33 +143,28 @@ def read_connection_file(path: Path | None = None) -> ConnectionInfo:
     except FileNotFoundError:
         raise ConnectionFileError(f"No daemon connection file at {path}: the daemon is not running "
                                   "(start it with: python -m daemon start).") from None
-    except UnsafeFileError:
-        raise
     except (OSError, ValueError) as error:
         raise ConnectionFileError(f"The daemon connection file {path} cannot be read ({error}).") from None
     try:
-        curve = data.get("curve")
-        info = ConnectionInfo(
+        return ConnectionInfo(
             endpoint=str(data["endpoint"]),
             protocol_version=int(data.get("protocol_version", 0)),
             pid=int(data.get("pid", 0)),
-            curve=CurveKeys(**curve) if curve is not None else None,
+            curve=None if data.get("curve") is None else CurveKeys(**data["curve"]),
             max_frame_bytes=int(data.get("max_frame_bytes", 0)),
             invitation=None if data.get("invitation") is None else str(data["invitation"]),
             daemon_silence_s=float(data.get("daemon_silence_s", 0.0)),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ConnectionFileError(f"The daemon connection file {path} is malformed ({error}).") from None
-    return info
 
 
 def remove_connection_file(path: Path | None = None, *, pid: int | None = None) -> None:
     """Remove the file, but only if it still belongs to ``pid`` (when given): never a newer daemon's."""
     path = path or connection_path()
-    if pid is not None:
-        try:
-            if read_connection_file(path).pid != pid:
-                return
-        except (ConnectionFileError, UnsafeFileError):
+    try:
+        if pid is not None and read_connection_file(path).pid != pid:
             return
+    except (ConnectionFileError, UnsafeFileError):
+        return
     path.unlink(missing_ok=True)

@@ -2,13 +2,10 @@
 the bridge (both sides) and the GIMP plug-in import it.
 
 Each record has ``to_wire()`` (the body map) and a validating ``from_wire(body)`` that raises
-:class:`ProtocolError` with ``invalid_request`` naming the first bad field.  Both are generic (:func:`_codec`):
-they walk the record's fields, led by each field's type and metadata (:func:`_doc`, :func:`_optional`); a
-record defines its own only for what is its alone (cross-field checks, a lenient or version-checking read).
+:class:`ProtocolError` with ``invalid_request`` naming the first bad field; both are generic (:class:`WireRecord`).
 :data:`MESSAGES` lists, per message type, its record, who sends it and what answers it;
 docs/message_tables.py makes the tables of docs/protocol.md from it (a test checks they agree).  The daemon's
-own limits (image sides, pixel counts) are applied where it uses the records, since they are the daemon's
-configuration.
+own limits (image sides, pixel counts) are applied where it uses the records, since they are its configuration.
 """
 
 from __future__ import annotations
@@ -19,7 +16,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, ClassVar, Protocol, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 from nst_engine.errors import InvalidSettingsError
 from nst_engine.schema import FrontEnd
@@ -85,9 +82,7 @@ def validate_settings(settings: object) -> dict[str, Any]:
     return dict(settings)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The generic codec: a record's fields to and from its body, led by each field's type and metadata
-# ---------------------------------------------------------------------------------------------------
+# -- The generic codec: a record's fields to and from its body, led by each field's type and metadata ---
 _R = TypeVar("_R")
 _MAX_SIDE = "max_side"  # as an integer bound: the max_side given to from_wire
 
@@ -104,15 +99,6 @@ def _optional(text: str, default: Any = None, *, factory: Callable[[], Any] | No
     return field(**given, metadata={"doc": text, "optional": True, "omit_default": not always_sent, **more})
 
 
-def _codec(record: type[_R]) -> type[_R]:
-    """Gives a record the generic ``to_wire()`` and ``from_wire(body)`` where it defines none of its own.
-    The generic reading ignores keys it does not know (for later additions); :func:`_known` refuses them."""
-    for name, method in (("to_wire", _to_wire), ("from_wire", classmethod(_from_wire))):
-        if name not in vars(record):
-            setattr(record, name, method)
-    return record
-
-
 @functools.cache
 def _wire_fields(record: type) -> list[tuple[Field, Any]]:
     """The record's fields that are in its body, each with its type."""
@@ -120,15 +106,25 @@ def _wire_fields(record: type) -> list[tuple[Field, Any]]:
     return [(item, hints[item.name]) for item in fields(record) if item.metadata.get("wire", True)]
 
 
-def _to_wire(record: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    for item, _ in _wire_fields(type(record)):
-        value = getattr(record, item.name)
-        if item.metadata.get("flatten"):
-            body.update(value.to_wire())
-        elif not (item.metadata.get("omit_default") and value == item.default):
-            body[item.name] = _encode(value, item.metadata.get("names"))
-    return body
+class WireRecord:
+    """A message body, or part of one.  Its generic ``to_wire()`` and ``from_wire(body)`` walk its fields, led by
+    each field's type and metadata (:func:`_doc`, :func:`_optional`); a record overrides them only for what is its
+    alone (cross-field checks, a lenient or version-checking read).  The generic reading ignores keys it does not
+    know (for later additions); :func:`_known` refuses them."""
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for item, _ in _wire_fields(type(self)):
+            value = getattr(self, item.name)
+            if item.metadata.get("flatten"):
+                body.update(value.to_wire())
+            elif not (item.metadata.get("omit_default") and value == item.default):
+                body[item.name] = _encode(value, item.metadata.get("names"))
+        return body
+
+    @classmethod
+    def from_wire(cls: type[_R], body: Mapping[str, Any]) -> _R:
+        return cls(**_read(cls, body))
 
 
 def _encode(value: Any, names: Sequence[str] | None = None) -> Any:
@@ -139,10 +135,6 @@ def _encode(value: Any, names: Sequence[str] | None = None) -> Any:
     if isinstance(value, (tuple, list)):
         return dict(zip(names, value)) if names else [_encode(item) for item in value]
     return value
-
-
-def _from_wire(record: type[_R], body: Mapping[str, Any]) -> _R:
-    return record(**_read(record, body))
 
 
 def _read(record: type, body: Mapping[str, Any], prefix: str = "", **limits: Any) -> dict[str, Any]:
@@ -226,9 +218,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Images
-# ---------------------------------------------------------------------------------------------------
+# -- Images ------------------------------------------------------------------------------------------
 class DType(str, enum.Enum):
     U8 = "u8"
     U16 = "u16"
@@ -240,9 +230,8 @@ class DType(str, enum.Enum):
         return {DType.U8: 1, DType.U16: 2, DType.F32: 4, DType.F16: 2}[self]
 
 
-@_codec
 @dataclass(frozen=True)
-class ImageSpec:
+class ImageSpec(WireRecord):
     """How one binary part is to be read: a height × width × channels array, row-major, little-endian."""
 
     width: int
@@ -294,9 +283,8 @@ MASK_ROLES = (ImageRole.REGION, ImageRole.STYLE_MASK)
 RESULT_DTYPES = (DType.F32, DType.U16, DType.F16)
 
 
-@_codec
 @dataclass(frozen=True)
-class ImageEntry:
+class ImageEntry(WireRecord):
     """One entry of a submit's ``images``: the description of the binary part at the same index."""
 
     role: ImageRole
@@ -317,27 +305,14 @@ class ImageEntry:
         return read
 
 
-def mask_name(role: ImageRole, style: int) -> str:
-    """How an error message names a mask: the way the client's arguments do."""
-    return f"{'regions' if role is ImageRole.REGION else 'style_masks'}[{style}]"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Bodies
-# ---------------------------------------------------------------------------------------------------
-class WireRecord(Protocol):
-    def to_wire(self) -> dict[str, Any]: ...
-
-
-@_codec
+# -- Bodies ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Empty:
+class Empty(WireRecord):
     """The body of ping, pong, heartbeat, status, shutdown and shutting_down: ``{}``."""
 
 
-@_codec
 @dataclass(frozen=True)
-class Hello:
+class Hello(WireRecord):
     """The client's handshake, its first message on a connection."""
 
     protocol_version: int = _doc("the client's protocol version; the daemon answers version_mismatch to another")
@@ -352,9 +327,8 @@ class Hello:
         return cls(version)
 
 
-@_codec
 @dataclass(frozen=True)
-class Welcome:
+class Welcome(WireRecord):
     """The daemon's answer to a hello of its version."""
 
     protocol_version: int = _doc("the daemon's protocol version")
@@ -362,9 +336,8 @@ class Welcome:
     pid: int = _doc("the daemon's process id", high=1 << 62)
 
 
-@_codec
 @dataclass(frozen=True)
-class Cancel:
+class Cancel(WireRecord):
     """Stop a queued or running job of this client's."""
 
     job_id: str = _doc("a job of this client's")
@@ -374,9 +347,8 @@ class Cancel:
         return cls(**_read(cls, body, "cancel: "))
 
 
-@_codec
 @dataclass(frozen=True)
-class Submit:
+class Submit(WireRecord):
     """A job; its images travel as binary parts, in the order of ``images``."""
 
     MAX_EVERY: ClassVar[int] = 100_000
@@ -411,7 +383,7 @@ class Submit:
                   max_pixels: int | None = None) -> Submit:
         _known(body, cls, "submit")
         submit = cls(**_read(cls, body, max_side=max_side, max_pixels=max_pixels))
-        _check_roles(submit.images)
+        submit._check_roles()
         if submit.output is not None and max_pixels is not None and submit.output[0] * submit.output[1] > max_pixels:
             width, height = submit.output
             raise invalid(f"output has {width * height} pixels ({width}×{height}); the limit is {max_pixels}")
@@ -428,60 +400,48 @@ class Submit:
             return None
         return [found.get(style) for style in range(len(self.indices(ImageRole.STYLE)))]
 
-
-def _check_roles(entries: Sequence[ImageEntry]) -> None:
-    """Counts of each role, and each mask's shape against its style (or the content)."""
-    def where(index: int) -> str:
-        return f"images[{index}]"
-
-    contents = [i for i, e in enumerate(entries) if e.role is ImageRole.CONTENT]
-    styles = [i for i, e in enumerate(entries) if e.role is ImageRole.STYLE]
-    inits = [i for i, e in enumerate(entries) if e.role is ImageRole.INIT]
-    if len(contents) > 1:
-        raise invalid(f"{where(contents[1])}.role: content must come once")
-    if len(inits) > 1:
-        raise invalid(f"{where(inits[1])}.role: init must come at most once")
-    if not contents or not styles:
-        raise invalid("submit: needs one content image and at least one style image")
-    if len(styles) > MAX_STYLES:
-        raise invalid(f"submit: {len(styles)} style images; the limit is {MAX_STYLES}")
-    content = entries[contents[0]].spec
-    seen: set[tuple[ImageRole, int]] = set()
-    for index, entry in enumerate(entries):
-        if entry.role not in MASK_ROLES:
-            continue
-        assert entry.style is not None
-        name = mask_name(entry.role, entry.style)
-        if entry.style >= len(styles):
-            raise invalid(f"{where(index)} ({name}): there are only {len(styles)} style images, so style must be "
-                          f"from 0 to {len(styles) - 1}")
-        if (entry.role, entry.style) in seen:
-            raise invalid(f"{where(index)} ({name}): a second {entry.role.value} for style {entry.style}")
-        seen.add((entry.role, entry.style))
-        target = content if entry.role is ImageRole.REGION else entries[styles[entry.style]].spec
-        owner = "the content" if entry.role is ImageRole.REGION else f"style image {entry.style}"
-        if entry.spec.channels != 1:
-            raise invalid(f"{where(index)} ({name}) must have 1 channel (grey), got {entry.spec.channels}")
-        if (entry.spec.width, entry.spec.height) != (target.width, target.height):
-            raise invalid(f"{where(index)} ({name}) is {entry.spec.width}×{entry.spec.height} but must be the size of "
-                          f"{owner}, {target.width}×{target.height}")
+    def _check_roles(self) -> None:
+        """Counts of each role, and each mask's shape against its style (or the content)."""
+        for role, rule in ((ImageRole.CONTENT, "must come once"), (ImageRole.INIT, "must come at most once")):
+            if len(self.indices(role)) > 1:
+                raise invalid(f"images[{self.indices(role)[1]}].role: {role.value} {rule}")
+        contents, styles = self.indices(ImageRole.CONTENT), self.indices(ImageRole.STYLE)
+        if not contents or not styles:
+            raise invalid("submit: needs one content image and at least one style image")
+        if len(styles) > MAX_STYLES:
+            raise invalid(f"submit: {len(styles)} style images; the limit is {MAX_STYLES}")
+        seen: set[tuple[ImageRole, int]] = set()
+        for index, entry in enumerate(self.images):
+            if entry.role not in MASK_ROLES:
+                continue
+            assert entry.style is not None
+            region = entry.role is ImageRole.REGION
+            where = f"images[{index}] ({'regions' if region else 'style_masks'}[{entry.style}])"  # the client's names
+            if entry.style >= len(styles):
+                raise invalid(f"{where}: there are only {len(styles)} style images, so style must be "
+                              f"from 0 to {len(styles) - 1}")
+            if (entry.role, entry.style) in seen:
+                raise invalid(f"{where}: a second {entry.role.value} for style {entry.style}")
+            seen.add((entry.role, entry.style))
+            target = self.images[contents[0] if region else styles[entry.style]].spec
+            if entry.spec.channels != 1:
+                raise invalid(f"{where} must have 1 channel (grey), got {entry.spec.channels}")
+            if (entry.spec.width, entry.spec.height) != (target.width, target.height):
+                raise invalid(f"{where} is {entry.spec.width}×{entry.spec.height} but must be the size of "
+                              f"{'the content' if region else f'style image {entry.style}'}, "
+                              f"{target.width}×{target.height}")
 
 
-@_codec
 @dataclass(frozen=True)
-class Accepted:
+class Accepted(WireRecord):
     """The job is queued."""
 
     job_id: str = _doc("the new job's id")
     position: int = _doc("its place in the queue (0: next)")
 
 
-LOSS_TERMS = ("content", "style", "tv", "total")
-
-
-@_codec
 @dataclass(frozen=True)
-class JobProgress:
+class JobProgress(WireRecord):
     """One iteration of a job (the ``progress`` body; ``preview`` adds the current image)."""
 
     job_id: str = _doc("the job")
@@ -491,21 +451,21 @@ class JobProgress:
     total_iterations: int = _doc("iterations over all stages", high=1 << 40)
     width: int = _doc("this stage's image width", high=1 << 40)
     height: int = _doc("this stage's image height", high=1 << 40)
-    losses: dict[str, float] = _doc("`{content, style, tv, total}`: the weighted loss terms", names=LOSS_TERMS)
+    losses: dict[str, float] = _doc("`{content, style, tv, total}`: the weighted loss terms",
+                                    names=("content", "style", "tv", "total"))
     elapsed_s: float = _doc("seconds since the job started running")
     stage_iteration: int = _doc("iteration within the stage, from 1", default=0, high=1 << 40)
     stage_iterations: int = _doc("iterations of the stage", default=0, high=1 << 40)
     preview: Image | None = field(default=None, metadata={"wire": False})  # the preview's pixels, not in the body
 
     @classmethod
-    def from_wire(cls, body: Mapping[str, Any], preview: Image | None = None) -> JobProgress:
-        _known(body, cls, "progress", also=frozenset({"image"}))
-        return cls(**_read(cls, body), preview=preview)
+    def from_wire(cls, body: Mapping[str, Any]) -> JobProgress:
+        _known(body, cls, "progress", also=frozenset({"image"}))  # a preview's body is read as a progress too
+        return cls(**_read(cls, body))
 
 
-@_codec
 @dataclass(frozen=True)
-class Preview:
+class Preview(WireRecord):
     """``progress``'s fields plus ``image``, the spec of the current image (its one binary part)."""
 
     progress: JobProgress = _doc("as `progress`", flatten=True)
@@ -517,9 +477,8 @@ class Preview:
         return cls(JobProgress.from_wire(body), ImageSpec.from_wire(body.get("image"), "image"))
 
 
-@_codec
 @dataclass(frozen=True)
-class Result:
+class Result(WireRecord):
     """The stylised image of a job that finished."""
 
     job_id: str = _doc("the job")
@@ -528,9 +487,8 @@ class Result:
     elapsed_s: float = _doc("seconds the job ran", missing=0.0)
 
 
-@_codec
 @dataclass(frozen=True)
-class Error:
+class Error(WireRecord):
     """A refused request, or a job that failed or was cancelled."""
 
     code: ErrorCode = _doc("for programs: " + ", ".join(f"`{code.value}`" for code in ErrorCode))
@@ -553,9 +511,8 @@ class Error:
         return cls(error.code, str(error), request=None if request is None else request.value)
 
 
-@_codec
 @dataclass(frozen=True)
-class StatusReply:
+class StatusReply(WireRecord):
     """The daemon's state as the asking client may see it (other clients' jobs are counted, not named)."""
 
     version: str = _doc("the daemon's software version")
@@ -578,9 +535,8 @@ class StatusReply:
     memory: dict[str, Any] = _doc(
         "`rss_bytes`; on CUDA `cuda_allocated_bytes`, `cuda_max_allocated_bytes` (summed over the GPUs); "
         "`available_bytes` (the memory budget or what the next job's device has free); `largest_size` and "
-        "`largest_whole_size`, "
-        "maps from optimiser to the longest side of the largest square image that runs now, in tiles where needed or "
-        "whole")
+        "`largest_whole_size`, maps from optimiser to the longest side of the largest square image that runs now, "
+        "in tiles where needed or whole")
     seconds_per_megapixel_iteration: float | None = _doc(
         "measured seconds of one optimiser iteration per megapixel on the next job's device, beside its fixed part: a "
         "running fit over the jobs run so far, null before the first")
@@ -602,9 +558,8 @@ class StatusReply:
         return cls(**{item.name: body[item.name] for item, _ in _wire_fields(cls)})
 
 
-@_codec
 @dataclass(frozen=True)
-class Estimate:
+class Estimate(WireRecord):
     """What a job would cost, from its settings and sizes alone (no pixels)."""
 
     width: int = _doc("the content's width", low=1, high=_MAX_SIDE)
@@ -622,9 +577,8 @@ class Estimate:
         return cls(**_read(cls, body, "estimate: ", max_side=max_side))
 
 
-@_codec
 @dataclass(frozen=True)
-class EstimateReply:
+class EstimateReply(WireRecord):
     """What the job would cost now, on the daemon's device with the memory it has."""
 
     memory_bytes: int = _doc("peak memory of the largest stage, by the engine's memory model (nst_engine/memory.py)",
@@ -643,9 +597,7 @@ class EstimateReply:
     output_height: int = _doc("the result's height", low=1)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The message table
-# ---------------------------------------------------------------------------------------------------
+# -- The message table -------------------------------------------------------------------------------
 class Origin(str, enum.Enum):
     CLIENT = "client"
     DAEMON = "daemon"

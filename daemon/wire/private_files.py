@@ -1,19 +1,6 @@
 """Files only their owner may read or change: the connection file, the daemon's lock and log.  Standard
-library only.
-
-Another local user must not be able to plant a file we would trust, read one we wrote, or swap one
-behind our back.  So, on POSIX:
-
-- the directory is resolved (no symbolic links left), owned by us or root and writable by nobody else,
-  and so is every directory above it, except that a sticky one (``/tmp``) is fine above it: there
-  nobody can rename or remove what we own;
-- the file itself is not a symbolic link (opened with ``O_NOFOLLOW``), is a regular file owned by
-  us, and has no permission bits for group or others.
-
-"Writable by nobody else" allows a directory writable by its group when that group is our own private
-group (a group named after us, holding nobody else), as on systems with user-private groups.
-On Windows, where these bits mean nothing, only symbolic links are refused (docs/security.md).
-"""
+library only.  Another local user must not be able to plant a file we would trust, read one we wrote, or swap
+one behind our back: the rules for directories and files are in docs/security.md ("Private files")."""
 
 from __future__ import annotations
 
@@ -23,8 +10,7 @@ import tempfile
 from pathlib import Path
 
 _POSIX = os.name == "posix"
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_OPEN_FLAGS = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 MAX_PRIVATE_FILE_BYTES = 1 << 20
 
 
@@ -36,11 +22,7 @@ def private_directory(directory: Path, *, create: bool = False) -> Path:
     """``directory`` resolved, after checking that no other user can change it or anything above it;
     with ``create``, a missing directory is made with mode 0700 first, else FileNotFoundError."""
     if create and not os.path.lexists(directory):
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            directory.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # its parents with the umask's mode
     resolved = Path(os.path.realpath(directory))
     info = os.stat(resolved)  # FileNotFoundError when missing: nothing there to trust or distrust
     if not stat.S_ISDIR(info.st_mode):
@@ -65,14 +47,8 @@ def private_directory(directory: Path, *, create: bool = False) -> Path:
 def read_private_file(path: Path, *, limit: int = MAX_PRIVATE_FILE_BYTES) -> bytes:
     """The bytes of a private file; UnsafeFileError if it or its directory is not private,
     FileNotFoundError if it does not exist."""
-    directory = private_directory(path.parent)
-    descriptor = _open(directory / path.name, os.O_RDONLY, display=path)
-    try:
-        _check_file(descriptor, path, tighten=False)
-        with os.fdopen(descriptor, "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
-    finally:
-        os.close(descriptor)
+    with os.fdopen(open_private(path, os.O_RDONLY, create=False), "rb") as handle:
+        data = handle.read(limit + 1)
     if len(data) > limit:
         raise UnsafeFileError(f"{path} is larger than {limit} bytes; it is not a file this program wrote.")
     return data
@@ -93,50 +69,40 @@ def write_private_file(path: Path, data: bytes) -> Path:
     return directory / path.name
 
 
-def open_private(path: Path, flags: int) -> int:
-    """A descriptor for a private file made (mode 0600) when missing, e.g. a log or a lock file.  One of
-    ours that has become readable by others is tightened to 0600; one that is not ours is refused."""
-    directory = private_directory(path.parent, create=True)
-    descriptor = _open(directory / path.name, flags | os.O_CREAT, display=path)
+def open_private(path: Path, flags: int, *, create: bool = True) -> int:
+    """A descriptor for a private file.  With ``create`` (a log or a lock file), one missing is made (mode 0600,
+    its directory 0700), and one of ours that has become readable by others is tightened to 0600; without (a
+    file to read), FileNotFoundError for one missing and UnsafeFileError for one readable by others."""
+    directory = private_directory(path.parent, create=create)
+    target = directory / path.name
     try:
-        _check_file(descriptor, path, tighten=True)
+        if not _POSIX and os.path.islink(target):  # no O_NOFOLLOW there
+            raise OSError(f"{target} is a link")
+        descriptor = os.open(target, flags | (os.O_CREAT if create else 0) | _OPEN_FLAGS, 0o600)
+    except OSError:
+        if os.path.islink(target):  # O_NOFOLLOW's refusal (ELOOP on Linux and macOS, EMLINK on FreeBSD)
+            raise UnsafeFileError(f"{path} is a symbolic link; remove it (a private file is never a link).") from None
+        raise
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(f"{path} is not a regular file; remove it.")
+        if _POSIX and info.st_uid != os.geteuid():
+            raise UnsafeFileError(
+                f"{path} belongs to another user ({_owner_name(info.st_uid)}), who could have planted it: remove it "
+                "(or point NEURAL_STYLE_CONNECTION elsewhere)."
+            )
+        if _POSIX and stat.S_IMODE(info.st_mode) & 0o077:
+            if not create:
+                raise UnsafeFileError(
+                    f"{path} can be read or changed by other users (mode {stat.S_IMODE(info.st_mode):04o}): "
+                    f"restrict it with chmod 600 {path}, or remove it and restart the daemon."
+                )
+            os.fchmod(descriptor, 0o600)
     except BaseException:
         os.close(descriptor)
         raise
     return descriptor
-
-
-def _open(path: Path, flags: int, *, display: Path) -> int:
-    if not _POSIX and os.path.islink(path):
-        raise UnsafeFileError(f"{display} is a symbolic link; remove it (a private file is never a link).")
-    try:
-        return os.open(path, flags | _NOFOLLOW | _CLOEXEC | getattr(os, "O_BINARY", 0), 0o600)
-    except OSError:
-        if os.path.islink(path):  # O_NOFOLLOW's refusal (ELOOP on Linux and macOS, EMLINK on FreeBSD)
-            raise UnsafeFileError(f"{display} is a symbolic link; remove it "
-                                  "(a private file is never a link).") from None
-        raise
-
-
-def _check_file(descriptor: int, display: Path, *, tighten: bool) -> None:
-    info = os.fstat(descriptor)
-    if not stat.S_ISREG(info.st_mode):
-        raise UnsafeFileError(f"{display} is not a regular file; remove it.")
-    if not _POSIX:
-        return
-    if info.st_uid != os.geteuid():
-        raise UnsafeFileError(
-            f"{display} belongs to another user ({_owner_name(info.st_uid)}), who could have planted it: remove it "
-            "(or point NEURAL_STYLE_CONNECTION elsewhere)."
-        )
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        if tighten:
-            os.fchmod(descriptor, 0o600)
-        else:
-            raise UnsafeFileError(
-                f"{display} can be read or changed by other users (mode {stat.S_IMODE(info.st_mode):04o}): "
-                f"restrict it with chmod 600 {display}, or remove it and restart the daemon."
-            )
 
 
 def _owned_by_us_or_root(info: os.stat_result) -> bool:
