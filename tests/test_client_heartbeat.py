@@ -97,7 +97,7 @@ def test_a_callback_that_raises_cancels_its_job_at_once(daemon):
             raise Stop
 
     with daemon.client() as client, daemon.client() as observer:
-        job_id = client.submit(rgb_image(48, 40, 1), [rgb_image(40, 40, 2)], LONG_SETTINGS)
+        job_id = client.submit(rgb_image(48, 40, 1), [rgb_image(40, 40, 2)], {**LONG_SETTINGS, "size": 32})
         with pytest.raises(Stop):
             client.wait(job_id, on_progress=stop_at_the_third)
         raised = time.monotonic()
