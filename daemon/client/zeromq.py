@@ -349,11 +349,15 @@ def connect(path: Path | None = None, *, start_command: Sequence[str] | None = N
         on_wait("Starting the Neural Style daemon…")
     environment = dict(os.environ, NEURAL_STYLE_CONNECTION=str(path))
     try:
-        subprocess.run(list(start_command), env=environment, check=False, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=start_timeout_s)
+        started = subprocess.run(list(start_command), env=environment, check=False, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=start_timeout_s)
     except (OSError, subprocess.SubprocessError) as error:
         raise DaemonUnreachableError(f"No daemon is running and starting one failed ({error}). "
                                      "Start it with: python -m daemon start") from None
+    if started.returncode != 0:  # its last line says why (a daemon not answering, a full disk): no use waiting
+        said = started.stderr.decode(errors="replace").strip().splitlines() or [
+            f"Starting the daemon failed (exit status {started.returncode}); start it with: python -m daemon start"]
+        raise DaemonUnreachableError(said[-1].removeprefix("error: "))
     deadline = time.monotonic() + start_timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:

@@ -9,11 +9,13 @@ and a ZAP handler (docs/security.md).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import platform
 import secrets
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -58,7 +60,7 @@ from ..wire.messages import (
     Welcome,
     invalid,
 )
-from ..wire.private_files import private_directory
+from ..wire.private_files import UnsafeFileError, private_directory
 from .auth import IssuedKeys, ZapHandler, make_curve_server
 from .devices import Outbox, ResultCache, Worker, memory_status, worker_status
 from .estimates import estimate_job
@@ -73,6 +75,7 @@ _EVENTS_ENDPOINT = "inproc://worker-events"
 _POLL_MS = 100
 _RECEIVE_HWM = 64  # messages queued per client before libzmq stops reading from it
 _CONNECTION_FILE_CHECK_S = 1.0
+_FAREWELL_LINGER_MS = 1000  # at shutdown, how long the last errors to clients may take to leave
 _REJECTION_LOG_INTERVAL_S = 10.0
 
 
@@ -123,6 +126,11 @@ class _Transport:
             self.socket_directory.rmdir()
         if self.zap is not None:
             self.zap.stop()
+
+
+def _owner_only(info: os.stat_result, *, directory: bool = False) -> bool:
+    """Ours, and nobody else may use it; with ``directory``, also a directory (an lstat: a link is none)."""
+    return info.st_uid == os.geteuid() and not info.st_mode & 0o077 and (not directory or stat.S_ISDIR(info.st_mode))
 
 
 class _PeerConnections:
@@ -210,6 +218,7 @@ class DaemonService:
         self._reply: Outbox  # on the ROUTER, once bound
         self._issued_keys: IssuedKeys | None = None  # over TCP: each message's key is checked against them
         self._stop = threading.Event()
+        self._restore_failing = False  # the removed connection file could not be written again
         self.results = ResultCache()  # shared: a warm start may run on another device than the job it starts from
         self.workers = [  # one per device
             Worker(self.queue, self._worker_sender, weights=config.weights, device=device, lazy=config.lazy,
@@ -245,7 +254,12 @@ class DaemonService:
                 signal.signal(signum, lambda *_: self._stop.set())
         info = ConnectionInfo(self.endpoint, pid=os.getpid(), curve=transport.curve,
                               max_frame_bytes=TCP_MAX_FRAME_BYTES if transport.curve is not None else 0)
-        write_connection_file(info, self.files.connection)
+        try:
+            write_connection_file(info, self.files.connection)
+        except OSError as error:  # a full disk, a read-only folder: say which file
+            transport.close()
+            raise OSError(f"Cannot write the connection file {self.files.connection}: {error.strerror or error}") \
+                from None
         log.info("Listening on %s (%s; connection file %s)", self.endpoint, self.transport_name, self.files.connection)
         for worker in self.workers:
             worker.start()
@@ -253,16 +267,26 @@ class DaemonService:
             self._loop(transport, events, info)
         finally:
             log.info("Shutting down")
-            self.queue.close()  # the workers take no more jobs
-            for worker in self.workers:
-                if (job := worker.running) is not None:
-                    job.cancel_token.cancel()
-            for worker in self.workers:
-                worker.join(timeout=10)
+            self._end_jobs(transport.router, events)
             remove_connection_file(self.files.connection, pid=os.getpid())
+            transport.router.close(linger=_FAREWELL_LINGER_MS)  # delivers the errors _end_jobs sent
             transport.close()
             events.close(0)
             self.context.destroy(linger=0)  # also closes the workers' sockets should they still be running
+
+    def _end_jobs(self, router: zmq.Socket, events: zmq.Socket) -> None:
+        """Tell each client whose job has not finished that the daemon stopped (silence would read as a crash),
+        stop the workers, and pass on what they sent meanwhile (a result finished just before)."""
+        self.queue.close()  # the workers take no more jobs
+        for job in self.jobs.values():
+            if job.live:
+                job.cancel_token.cancel()
+                self._reply(job.client, MessageType.ERROR,
+                            Error(ErrorCode.CANCELLED, "The daemon was stopped during the job.", job_id=job.id))
+        for worker in self.workers:
+            worker.join(timeout=10)
+        while events.poll(0):
+            router.send_multipart(events.recv_multipart(copy=False), copy=False)
 
     def _bind(self) -> _Transport:
         endpoint, made_directory = (self.config.endpoint, None) if self.config.endpoint else self._default_endpoint()
@@ -308,16 +332,20 @@ class DaemonService:
 
     def _default_endpoint(self) -> tuple[str, Path | None]:
         """(endpoint, a directory made for it): an ipc socket beside the connection file if that directory
-        is its user's alone and the path fits in a socket address, else in a fresh 0700 directory of the
-        temporary directory; TCP where the platform has no ipc (Windows)."""
+        is its user's alone and the path fits in a socket address, else in a 0700 directory of the temporary
+        directory, the same one for each connection file (so that daemons killed without cleaning up leave
+        one behind, not one each); TCP where the platform has no ipc (Windows)."""
         if os.name != "posix" or not zmq.has("ipc"):
             return "tcp://127.0.0.1:0", None
         socket = self.files.socket
-        directory = socket.parent.stat()
-        owner_only = directory.st_uid == os.geteuid() and not directory.st_mode & 0o077
-        if owner_only and self.files.socket_fits:
+        if _owner_only(socket.parent.stat()) and self.files.socket_fits:
             return f"ipc://{socket}", None  # a stale one is replaced: holding the lock, no other daemon uses it
-        made = Path(tempfile.mkdtemp(prefix="neural-style-"))  # mode 0700
+        name = hashlib.sha256(os.fsencode(os.path.abspath(self.files.connection))).hexdigest()[:12]
+        made = Path(tempfile.gettempdir()) / f"neural-style-{os.geteuid()}-{name}"
+        with contextlib.suppress(FileExistsError):
+            made.mkdir(mode=0o700)
+        if not _owner_only(os.lstat(made), directory=True):  # someone else's, or a link: never used
+            made = Path(tempfile.mkdtemp(prefix="neural-style-"))
         return f"ipc://{made / 'daemon.sock'}", made
 
     def _worker_sender(self) -> Outbox:
@@ -360,10 +388,20 @@ class DaemonService:
             peers.close()
 
     def _restore_connection_file(self, info: ConnectionInfo) -> None:
-        """Write the connection file again if someone removed it: clients find the daemon through it."""
-        if not os.path.lexists(self.files.connection):
-            log.warning("The connection file %s was removed; writing it again", self.files.connection)
+        """Write the connection file again if someone removed it: clients find the daemon through it.  A failure
+        (a full disk, a folder made unwritable) is logged once and retried; the jobs go on meanwhile."""
+        if os.path.lexists(self.files.connection):
+            return
+        try:
             write_connection_file(info, self.files.connection)
+        except (OSError, UnsafeFileError) as error:
+            if not self._restore_failing:
+                log.error("The connection file %s was removed and cannot be written again (%s); retrying every "
+                          "%g s", self.files.connection, error, _CONNECTION_FILE_CHECK_S)
+            self._restore_failing = True
+            return
+        log.warning("The connection file %s was removed; wrote it again", self.files.connection)
+        self._restore_failing = False
 
     def _receive(self, router: zmq.Socket) -> tuple[zmq.Frame, list[zmq.Frame] | None]:
         """One message: its routing identity (which carries its connection) and frames, None beyond the caps.  libzmq
