@@ -16,7 +16,7 @@ from .client.contract import DaemonError, DaemonUnreachableError
 from .client.launch import daemon_command
 from .client.remote import remote_info
 from .client.zeromq import DaemonClient, connect, handshake
-from .server.lifecycle import probe, terminate
+from .server.lifecycle import check_lock_file, probe, terminate
 from .wire.connection import (
     ConnectionFileError,
     ConnectionInfo,
@@ -173,9 +173,10 @@ def _already_running(files: DaemonFiles) -> bool:
 def _start(serve_arguments: list[str]) -> int:
     """Start ``serve`` with the same arguments (start takes serve's), detached."""
     files = DaemonFiles.beside(connection_path())
+    prepare_directory(files.connection)  # refuses in one line here, rather than in the daemon's log
+    check_lock_file(files.lock)
     if _already_running(files):
         return 0
-    prepare_directory(files.connection)
     with os.fdopen(open_private(files.log, os.O_WRONLY | os.O_APPEND), "ab") as log_file:
         # Its own session and process group: GIMP killing the plug-in's group does not reach it.
         process = subprocess.Popen(daemon_command("serve", *serve_arguments), stdin=subprocess.DEVNULL,
@@ -269,6 +270,7 @@ def _status() -> int:
 
 
 def _invitation_command(args: argparse.Namespace) -> int:
+    from .server.auth import KeyPair
     from .server.endpoints import REMOTE_DAEMON_SILENCE_S, invitation_info
     from .server.invitations import InvitationError, InvitationStore, keys_path
     from .wire.limits import TCP_MAX_FRAME_BYTES
@@ -297,13 +299,18 @@ def _invitation_command(args: argparse.Namespace) -> int:
         name = args.name or next(f"client-{n}" for n in range(1, len(taken) + 2) if f"client-{n}" not in taken)
         # Checked before a key is issued: a wildcard or :0 endpoint is refused here.
         invitation_info(endpoint, "0" * 40, "0" * 40, "0" * 40, name, max_frame_bytes=TCP_MAX_FRAME_BYTES)
-        server = store.server_key()
-        pair = store.invite(name)
+        server, pair = store.server_key(), KeyPair.generate()
         info = invitation_info(endpoint, server.public, pair.public, pair.secret, name,
                                max_frame_bytes=TCP_MAX_FRAME_BYTES,
                                daemon_silence_s=args.daemon_silence or REMOTE_DAEMON_SILENCE_S)
+        # The file first: one that cannot be written leaves no admitted key behind to block the name.
         write_private_file(args.output, json.dumps(info.to_json(), indent=2).encode())
-    except (InvitationError, ValueError) as error:
+        try:
+            store.invite(name, pair)
+        except BaseException:
+            args.output.unlink(missing_ok=True)
+            raise
+    except (InvitationError, ValueError, OSError) as error:
         return _fail(error)
     print(f"Invited {name}: {args.output} (mode 0600) reaches {endpoint}. Copy it to the client's machine "
           "privately, then use it there with NEURAL_STYLE_CONNECTION=FILE or python3 install.py --connect FILE.")
