@@ -58,13 +58,13 @@ def snapshot(directory: Path) -> dict[str, tuple[int, int, bytes | str]]:
 
 def serve_or_start(command: str, connection_file: Path, watched: Path) -> subprocess.CompletedProcess[str]:
     """``serve`` or ``start`` expected to refuse.  A daemon that does not refuse is ended as soon as it has
-    changed ``watched`` (or after a minute), so that the test fails instead of hanging."""
+    changed ``watched`` (or after three minutes), so that the test fails instead of hanging."""
     env = dict(os.environ, NEURAL_STYLE_CONNECTION=str(connection_file))
     arguments = [sys.executable, "-m", "daemon", command, "--lazy", "--device", "cpu"]
     before = snapshot(watched)
     process = subprocess.Popen(arguments, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a refusal takes seconds; a loaded machine may need many
     while process.poll() is None and time.monotonic() < deadline and snapshot(watched) == before:
         time.sleep(0.1)
     try:
@@ -267,8 +267,9 @@ def test_an_invitation_that_cannot_be_written_leaves_no_key_behind(tmp_path, cas
 
 
 def test_a_full_disk_leaves_the_key_file_whole(tmp_path):
-    """With writes cut short (a file-size limit of 1 KiB stands in for a full disk), the key file is the old one,
-    whole, nothing is left beside it, and the command says so in one line."""
+    """With writes cut short (a file-size limit of one block, 512 bytes in sh, stands in for a full disk: the
+    invitation file fits, the key file does not), the key file is the old one, whole, nothing is left beside it, the
+    invitation written first is taken back, and the command says so in one line naming the file."""
     connection_file = tmp_path / "server" / "connection.json"
     store = InvitationStore(keys_path(connection_file))
     for n in range(8):
@@ -278,7 +279,7 @@ def test_a_full_disk_leaves_the_key_file_whole(tmp_path):
     invitation = tmp_path / "laptop.json"
     limited = daemon_cli("invite", "--name", "laptop", "--endpoint", ENDPOINT, "-o", str(invitation),
                          connection_file=connection_file, prefix=("sh", "-c", 'ulimit -f 1 && exec "$@"', "sh"))
-    assert limited.returncode == 1 and limited.stderr.startswith("error: "), limited.stderr
-    assert limited.stderr.count("\n") == 1 and "Traceback" not in limited.stderr, limited.stderr
+    one_error_line(limited, store.path)
+    assert "File too large" in limited.stderr
     assert snapshot(connection_file.parent) == before
     assert not invitation.exists()

@@ -109,7 +109,7 @@ def check_lock_file(path: Path) -> None:
         data = read_own_file(path, limit=_RECORD_BYTES)
     except FileNotFoundError:
         return
-    if data.strip() and _record(data) is None:
+    if data.strip(b"\0 \t\r\n") and _record(data) is None:  # NULs: a crash can leave them in a new file
         raise UnsafeFileError(f"{path} is not a daemon's lock file, and the daemon would write into it: move it "
                               "away, or set NEURAL_STYLE_CONNECTION to another path.")
 

@@ -122,8 +122,10 @@ def write_private_file(path: Path, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())  # on the disk before the rename makes it the file
         os.replace(temporary, directory / path.name)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a full disk: say which file
+            error.filename = str(path)
         raise
     return directory / path.name
 
