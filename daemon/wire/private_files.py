@@ -31,8 +31,8 @@ def private_directory(directory: Path, *, create: bool = False) -> Path:
         if not stat.S_ISDIR(os.stat(resolved).st_mode):  # FileNotFoundError when missing
             raise UnsafeFileError(f"{directory} is not a directory.")
         return resolved
-    current, pending, links = Path("/"), list(reversed(Path(os.getcwd(), directory).parts[1:])), 0
-    while pending:
+    current, pending, links = Path("/"), list(reversed(Path(os.getcwd(), directory).parts)), 0
+    while pending:  # the steps still to take; "/" (current / "/" is "/") starts again from the root
         name = pending.pop()
         if name == "..":
             current = current.parent
@@ -45,10 +45,14 @@ def private_directory(directory: Path, *, create: bool = False) -> Path:
             links += 1
             if links > _MAX_LINKS:
                 raise UnsafeFileError(f"{directory}: too many symbolic links on the way.")
-            _check_link(step, info, os.stat(current))
-            target = Path(os.readlink(step))
-            current = Path("/") if target.is_absolute() else current
-            pending.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+            # Trusted where nobody else can write, or when we or root made it (in a sticky directory like /tmp
+            # only its owner can remove or replace it).
+            if not _owned_by_us_or_root(info) and _writable_by_others(os.stat(current)):
+                raise UnsafeFileError(
+                    f"{step} is a symbolic link that {_owner_name(info.st_uid)} made in a directory others can write "
+                    f"to ({current}): it could lead anywhere, so it is not followed; use the path it should lead to."
+                )
+            pending.extend(reversed(Path(os.readlink(step)).parts))
             continue
         if not stat.S_ISDIR(info.st_mode):
             raise UnsafeFileError(f"{step} is not a directory.")
@@ -78,16 +82,6 @@ def _make_private_directory(path: Path) -> None:
     except FileExistsError:
         return  # made meanwhile: checked like any other
     os.chmod(path, 0o700)  # the umask may have taken the owner's bits too
-
-
-def _check_link(link: Path, info: os.stat_result, directory: os.stat_result) -> None:
-    """A link is trusted where nobody else can write, or when we or root made it (in a sticky directory
-    such as /tmp, only its owner can remove or replace it)."""
-    if not _owned_by_us_or_root(info) and _writable_by_others(directory):
-        raise UnsafeFileError(
-            f"{link} is a symbolic link that {_owner_name(info.st_uid)} made in a directory others can write to "
-            f"({link.parent}): it could lead anywhere, so it is not followed; use the path it should lead to."
-        )
 
 
 def read_private_file(path: Path, *, limit: int = MAX_PRIVATE_FILE_BYTES) -> bytes:
