@@ -17,7 +17,7 @@ from .client.contract import DaemonError, DaemonUnreachableError
 from .client.launch import daemon_command
 from .client.remote import remote_info
 from .client.zeromq import DaemonClient, connect, handshake
-from .server.lifecycle import ProcessIdentity, probe, terminate
+from .server.lifecycle import ProcessIdentity, check_lock_file, probe, terminate
 from .wire.connection import (
     ConnectionFileError,
     ConnectionInfo,
@@ -238,11 +238,12 @@ def _not_answering(owner: ProcessIdentity) -> str:
 def _start(args: argparse.Namespace, serve_arguments: list[str]) -> int:
     """Start ``serve`` with the same arguments (start takes serve's), detached, logging beside the connection file."""
     files = DaemonFiles.beside(connection_path())
+    prepare_directory(files.connection)  # refuses in one line here, rather than in the daemon's log
+    check_lock_file(files.lock)
     if _already_running(files):
         return 0
     if (owner := _silent_owner(files)) is not None:
         return _fail(_not_answering(owner))
-    prepare_directory(files.connection)
     log_file = args.log or files.log
     # Its own session and process group: GIMP killing the plug-in's group does not reach it.  Its stderr is a
     # pipe, which a full disk cannot stop: it says why the daemon could not start.
@@ -352,6 +353,7 @@ def _status() -> int:
 
 
 def _invitation_command(args: argparse.Namespace) -> int:
+    from .server.auth import KeyPair
     from .server.endpoints import REMOTE_DAEMON_SILENCE_S, invitation_info
     from .server.invitations import InvitationError, InvitationStore, keys_path
     from .wire.limits import TCP_MAX_FRAME_BYTES
@@ -380,13 +382,18 @@ def _invitation_command(args: argparse.Namespace) -> int:
         name = args.name or next(f"client-{n}" for n in range(1, len(taken) + 2) if f"client-{n}" not in taken)
         # Checked before a key is issued: a wildcard or :0 endpoint is refused here.
         invitation_info(endpoint, "0" * 40, "0" * 40, "0" * 40, name, max_frame_bytes=TCP_MAX_FRAME_BYTES)
-        server = store.server_key()
-        pair = store.invite(name)
+        server, pair = store.server_key(), KeyPair.generate()
         info = invitation_info(endpoint, server.public, pair.public, pair.secret, name,
                                max_frame_bytes=TCP_MAX_FRAME_BYTES,
                                daemon_silence_s=args.daemon_silence or REMOTE_DAEMON_SILENCE_S)
+        # The file first: one that cannot be written leaves no admitted key behind to block the name.
         write_private_file(args.output, json.dumps(info.to_json(), indent=2).encode())
-    except (InvitationError, ValueError) as error:
+        try:
+            store.invite(name, pair)
+        except BaseException:
+            args.output.unlink(missing_ok=True)
+            raise
+    except (InvitationError, ValueError, OSError) as error:
         return _fail(error)
     print(f"Invited {name}: {args.output} (mode 0600) reaches {endpoint}. Copy it to the client's machine "
           "privately, then use it there with NEURAL_STYLE_CONNECTION=FILE or python3 install.py --connect FILE.")
