@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 ROUTER_SEND_HWM = 2  # messages libzmq holds per connection; the rest wait in the Outbox
 REPLY_BYTES = 2**20  # replies to requests (not a job's messages) waiting per connection; more are dropped
+PREVIEW_WAIT_S = 1.0
 
 
 @dataclass
@@ -65,17 +66,21 @@ class _Unsent:
 
 class Outbox:
     """Messages to clients.  Any thread posts them; the main loop hands them to the ROUTER, whose SNDHWM keeps what
-    libzmq holds per connection to ROUTER_SEND_HWM messages.  The rest waits here, per client: a job's newer preview
-    or progress report replaces its unsent one (only the newest is worth having), a job's other messages (accepted,
-    result, error) are kept, and replies to requests beyond REPLY_BYTES are dropped (a client that does not read
-    them asks again).  A message goes to a routing id only while the connection there is its client's: nothing
-    more after that connection closed, or after another user's connection took the id."""
+    libzmq holds per connection to ROUTER_SEND_HWM messages.  The rest waits here, per client: while its connection
+    is full (the client is not reading), a job's newer preview or progress report replaces its unsent one (only the
+    newest is worth having); a job's other messages (accepted, result, error) are kept; replies to requests beyond
+    REPLY_BYTES are dropped (a client that does not read them asks again).  A worker posting a preview waits for
+    its job's previous one to be sent, or the connection to be full, up to PREVIEW_WAIT_S, then replaces it: one
+    unsent preview per job, whatever the main loop's pace.  A message goes to a routing id only while the
+    connection there is its client's: nothing more after that connection closed, or after another user's
+    connection took the id."""
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
         self._queues: dict[Client, deque[_Unsent]] = {}
         self._users: dict[bytes, str] = {}  # routing id → the user of the connection that has it
-        self._lock = threading.Lock()
+        self._full: set[Client] = set()  # whose connection took no more at the last try
+        self._changed = threading.Condition()  # notified after each sending
         self.wakeup, self._wake = socket.socketpair()  # the main loop polls ``wakeup``; posts write to the other end
         self.wakeup.setblocking(False)
         self._wake.setblocking(False)
@@ -85,32 +90,38 @@ class Outbox:
         encoded = self.codec.encode(message_type, body.to_wire(), frames)
         job_id = body.progress.job_id if isinstance(body, Preview) else getattr(body, "job_id", None)
         unsent = _Unsent(message_type, job_id, encoded, sum(memoryview(part).nbytes for part in encoded))
-        with self._lock:
+        with self._changed:
+            if message_type is MessageType.PREVIEW:
+                self._changed.wait_for(lambda: client in self._full or self._older(client, unsent) is None,
+                                       PREVIEW_WAIT_S)
             queue = self._queues.setdefault(client, deque())
-            if job_id is not None and message_type in (MessageType.PREVIEW, MessageType.PROGRESS):
-                for index, waiting in enumerate(queue):
-                    if (waiting.kind, waiting.job_id) == (message_type, job_id):
-                        queue[index] = unsent
-                        break
-                else:
-                    queue.append(unsent)
+            index = self._older(client, unsent)
+            if index is not None and (client in self._full or message_type is MessageType.PREVIEW):
+                queue[index] = unsent
             elif job_id is not None or sum(m.nbytes for m in queue if m.job_id is None) + unsent.nbytes <= REPLY_BYTES:
                 queue.append(unsent)
         with contextlib.suppress(BlockingIOError):  # full: the main loop has wake-ups to read already
             self._wake.send(b"\0")
 
+    def _older(self, client: Client, unsent: _Unsent) -> int | None:
+        """Where an unsent preview or progress report of the same job waits, if one does."""
+        if unsent.job_id is None or unsent.kind not in (MessageType.PREVIEW, MessageType.PROGRESS):
+            return None
+        return next((index for index, waiting in enumerate(self._queues.get(client, ()))
+                     if (waiting.kind, waiting.job_id) == (unsent.kind, unsent.job_id)), None)
+
     def connected(self, client: Client) -> None:
         """``client`` sent a message: its connection has that routing id now."""
-        with self._lock:
+        with self._changed:
             self._users[client.routing_id] = client.user
 
     def disconnected(self, routing_id: bytes) -> None:
-        with self._lock:
+        with self._changed:
             self._users.pop(routing_id, None)
 
     def unread_results(self, user: str) -> int:
         """Results and errors of ``user``'s jobs that wait here, on all its connections."""
-        with self._lock:
+        with self._changed:
             return sum(message.kind in (MessageType.RESULT, MessageType.ERROR) and message.job_id is not None
                        for client, queue in self._queues.items() if client.user == user for message in queue)
 
@@ -119,14 +130,14 @@ class Outbox:
         with contextlib.suppress(BlockingIOError):
             while self.wakeup.recv(4096):
                 pass
-        waiting = False
-        with self._lock:
+        with self._changed:
+            self._full.clear()
             for client, queue in list(self._queues.items()):
                 while queue and self._users.get(client.routing_id) == client.user:
                     try:
                         router.send_multipart([client.routing_id, *queue[0].frames], zmq.NOBLOCK, copy=False)
                     except zmq.Again:  # its SNDHWM is reached: it is not reading
-                        waiting = True
+                        self._full.add(client)
                         break
                     except zmq.ZMQError:  # no connection has that routing id (ROUTER_MANDATORY)
                         self._users.pop(client.routing_id, None)
@@ -134,7 +145,8 @@ class Outbox:
                     queue.popleft()
                 if not queue or self._users.get(client.routing_id) != client.user:
                     del self._queues[client]
-        return waiting
+            self._changed.notify_all()
+            return bool(self._full)
 
     def close(self) -> None:
         self.wakeup.close()

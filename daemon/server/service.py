@@ -156,18 +156,21 @@ class _PeerConnections:
         while self.monitor.poll(0):
             event = recv_monitor_message(self.monitor)
             events.append((event["event"], event["value"]))
+        last_close = {descriptor: index for index, (kind, descriptor) in enumerate(events)
+                      if kind == zmq.EVENT_DISCONNECTED}
         for index, (kind, descriptor) in enumerate(events):
             if kind == zmq.EVENT_DISCONNECTED:
                 self._count_closed(descriptor)
-            elif (zmq.EVENT_DISCONNECTED, descriptor) not in events[index:]:  # still open, the descriptor its own
+            elif last_close.get(descriptor, -1) < index:  # still open: the descriptor is that connection's
                 self._count_accepted(descriptor)
-        descriptors = {descriptor for kind, descriptor in events if kind == zmq.EVENT_DISCONNECTED}
+        descriptors = set(last_close)
         gone = [client for client, fd in self._descriptor_of.items() if fd in descriptors]
         for client in gone:
             del self._descriptor_of[client]
         return gone
 
     def _count_accepted(self, descriptor: int) -> None:
+        self._count_closed(descriptor)  # a close the monitor dropped (its queue was full): the descriptor is reused
         try:
             peer = socket.fromfd(descriptor, socket.AF_INET, socket.SOCK_STREAM)  # a duplicate; libzmq keeps its own
         except OSError:
