@@ -24,7 +24,9 @@ PAINTING_S = 2.0  # longer than the daemon's 1.5 s bound on a client's silence
 SIDE = 96  # previews at the output's size: 96×96 RGB float32 is 110,592 bytes, more than a pipe holds (64 KiB)
 ITERATIONS = 8  # a preview each: the job runs on while the first ones are painted, the test takes 8 × 2 s
 SETTINGS = {"size": 48, "scales": 1, "iterations": ITERATIONS, "optimizer": "adam", "seed": 1}
-OPTIONS = {"preview_every": 1, "output_size": (SIDE, SIDE)}
+# Each iteration lasts at least 0.5 s (the daemon's test fault "slow"), so the job runs on for 4 s while its first
+# previews are painted, on a machine of any speed: a client silent while it paints would have the job cancelled.
+OPTIONS = {"preview_every": 1, "output_size": (SIDE, SIDE), "fault": "slow"}
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,7 @@ from .images import fingerprint, frame_alpha, frame_to_mask, frame_to_rgb, rgb_t
 from .jobs import Client, Job, JobImage, JobQueue, JobState
 
 log = logging.getLogger(__name__)
+_SLOW_FAULT_S = 0.5  # per iteration, for fault "slow": a job that runs for long enough on any machine
 
 ROUTER_SEND_HWM = 2  # messages libzmq holds per connection; the rest wait in the Outbox
 REPLY_BYTES = 2**20  # replies to requests (not a job's messages) waiting per connection; more are dropped
@@ -284,7 +285,9 @@ class Worker(threading.Thread):
             settings = dataclasses.replace(settings, init=Init.IMAGE)
 
         def on_progress(progress: Progress) -> None:
-            if self.test_faults and request.fault and progress.iteration == 2:
+            if self.test_faults and request.fault == "slow":
+                time.sleep(_SLOW_FAULT_S)
+            elif self.test_faults and request.fault and progress.iteration == 2:
                 if request.fault == "oom":
                     raise torch.cuda.OutOfMemoryError("injected out-of-memory error (--test-faults)")
                 raise RuntimeError("injected failure (--test-faults)")
