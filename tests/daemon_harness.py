@@ -45,6 +45,14 @@ class RunningDaemon:
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
 
+    def gate_pid(self) -> int:
+        """The pid of the daemon's TCP gate (its one child process)."""
+        pid = self.process.pid
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+        assert len(children) == 1, f"the daemon has children {children}, not one gate"
+        return children[0]
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

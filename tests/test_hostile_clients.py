@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -22,8 +23,11 @@ from daemon.client.contract import DaemonJobError
 from daemon.client.zeromq import DaemonClient, configure_socket
 from daemon.server.auth import HANDSHAKE_TIMEOUT_MS
 from daemon.server.devices import REPLY_BYTES, ROUTER_SEND_HWM
-from daemon.server.service import MAX_CONNECTIONS_PER_ADDRESS
+from daemon.server.gate import SEND_HWM, memory_bytes_for
+from daemon.server.peers import MAX_CONNECTIONS_PER_ADDRESS
 from daemon.wire.connection import ConnectionInfo, read_connection_file
+from daemon.wire.framing import Codec
+from daemon.wire.limits import TCP_MAX_FRAME_BYTES, MessageCaps
 from daemon.wire.messages import MessageType
 
 from .daemon_harness import REPO_ROOT, TINY_SETTINGS, RunningDaemon, rgb_image, start_daemon
@@ -212,18 +216,19 @@ FLOOD_ITERATIONS = 60  # one preview each
 
 def preview_flood(daemon: RunningDaemon, info: ConnectionInfo, side: int, iterations: int) -> dict[str, int]:
     """An invited client asks for a preview every iteration at side×side and reads nothing (heartbeating all the
-    while) until its job is done; then it reads.  The daemon's RSS before, its peak meanwhile (VmHWM), the
-    previews the client then received and the last one's iteration."""
+    while) until its job is done; then it reads.  The daemon's and its TCP gate's RSS before and their peaks
+    meanwhile (VmHWM), the previews the client then received and the last one's iteration."""
     settings = {"size": 32, "iterations": iterations, "scales": 1, "optimizer": "adam"}
     content, style = rgb_image(32, 32, 1), rgb_image(32, 32, 2)
     options = {"preview_every": 1, "output_size": (side, side)}
-    pid = daemon.process.pid
+    pid, gate = daemon.process.pid, daemon.gate_pid()
     with DaemonClient(info) as reader:  # the same job, read: what it needs anyway is in the baseline
         reader.stylize(content, [style], settings, **options)
     with daemon.client() as observer:
         done = observer.status().jobs_done
-        before = proc_status(pid, "VmRSS")
+        before, gate_before = proc_status(pid, "VmRSS"), proc_status(gate, "VmRSS")
         reset_peak_rss(pid)
+        reset_peak_rss(gate)
         flood = client_on(info, receive_hwm=1)
         job_id = flood.submit(content, [style], settings, **options)
         deadline = time.monotonic() + 600
@@ -232,13 +237,13 @@ def preview_flood(daemon: RunningDaemon, info: ConnectionInfo, side: int, iterat
             flood._send(MessageType.HEARTBEAT)  # a live client, just not reading
             time.sleep(0.5)
         time.sleep(1.0)  # what the result adds
-        peak = proc_status(pid, "VmHWM")
+        peak, gate_peak = proc_status(pid, "VmHWM"), proc_status(gate, "VmHWM")
     previews = []
     result = flood.wait(job_id, on_progress=previews.append)
     flood.close()
     assert result.image.spec.width == side
-    return {"before": before, "peak": peak, "previews": len(previews),
-            "last_iteration": previews[-1].iteration if previews else 0}
+    return {"before": before, "peak": peak, "gate_before": gate_before, "gate_peak": gate_peak,
+            "previews": len(previews), "last_iteration": previews[-1].iteration if previews else 0}
 
 
 def test_a_client_that_never_reads_previews_holds_a_bounded_amount_of_daemon_memory(tmp_path, weights_file):
@@ -252,9 +257,79 @@ def test_a_client_that_never_reads_previews_holds_a_bounded_amount_of_daemon_mem
         bound = (ROUTER_SEND_HWM + 4) * PREVIEW_BYTES + REPLY_BYTES + 64 * 2**20
         grown = figures["peak"] - figures["before"]
         assert grown < bound, f"RSS grew by {grown / 2**20:.0f} MiB (bound {bound / 2**20:.0f} MiB): {figures}"
+        # The gate holds per connection an answer on its way, one its daemon link takes and what libzmq takes.
+        gate_grown = figures["gate_peak"] - figures["gate_before"]
+        gate_bound = (SEND_HWM + 2) * PREVIEW_BYTES + 64 * 2**20
+        assert gate_grown < gate_bound, f"the gate grew by {gate_grown / 2**20:.0f} MiB: {figures}"
         # Read at last: a few previews (those libzmq and the kernel held), the newest last, then the result.
         assert figures["last_iteration"] == FLOOD_ITERATIONS
         assert figures["previews"] <= ROUTER_SEND_HWM + 4, figures
+    finally:
+        daemon.stop()
+
+
+# -- 2. one multipart message of many allowed frames --------------------------------------------------------------
+GATED_SIDE = 512  # --max-image-side: a message cap of 12 MiB, a gate limit of 88 MiB beyond its working set
+
+
+def send_frames(info: ConnectionInfo, megabytes: int) -> zmq.Socket:
+    """One ping message followed by ``megabytes`` of frames, each within the frame cap."""
+    sender = client_socket(info)
+    frame = bytes(TCP_MAX_FRAME_BYTES)
+    sender.send_multipart([Codec().encode(MessageType.PING)[0], *[frame] * (megabytes * 2**20 // len(frame))],
+                          copy=False)
+    return sender
+
+
+def test_a_message_beyond_the_caps_is_held_by_the_gate_within_its_limit_never_by_the_daemon(tmp_path, weights_file):
+    """libzmq holds a whole multipart message before anyone sees it; the TCP gate holds it, under its memory limit,
+    and the daemon only what the gate forwards: messages within the caps."""
+    daemon = start_daemon(private_dir(tmp_path / "server"), weights_file, "--lazy", "--endpoint", LOOPBACK,
+                          "--max-image-side", str(GATED_SIDE))
+    caps = MessageCaps.for_images(GATED_SIDE**2, TCP_MAX_FRAME_BYTES)
+    try:
+        invited = invite(daemon, tmp_path / "client", "sender")
+        pid = daemon.process.pid
+        before = proc_status(pid, "VmRSS")
+        reset_peak_rss(pid)
+        # Beyond the caps, within the gate's memory: refused with an answer.
+        over = send_frames(invited, caps.max_message_bytes // 2**20 + 8)
+        assert over.poll(60_000), "no answer to a message beyond the caps"
+        reply = Codec().decode(over.recv_multipart())
+        assert reply.type is MessageType.ERROR and "limits" in reply.body["message"], reply
+        over.close(0)
+        # Beyond the gate's memory: the gate drops it (or ends and is started again); no answer comes.
+        endless = send_frames(invited, 3 * memory_bytes_for(caps) // 2**20)
+        assert not endless.poll(20_000)
+        endless.close(0)
+        grown = proc_status(pid, "VmHWM") - before
+        assert grown < 16 * 2**20, f"the daemon grew by {grown / 2**20:.0f} MiB"
+        gate = daemon.gate_pid()
+        assert proc_status(gate, "VmHWM") < memory_bytes_for(caps) + 64 * 2**20
+        with connect_invited(invited) as client:  # TCP still served
+            client.ping()
+    finally:
+        daemon.stop()
+
+
+def test_a_killed_gate_is_started_again_on_its_endpoint_and_its_clients_jobs_end_clearly(tmp_path, weights_file):
+    daemon = start_daemon(private_dir(tmp_path / "server"), weights_file, "--endpoint", LOOPBACK)
+    try:
+        invited = invite(daemon, tmp_path / "client", "laptop")
+        gate = daemon.gate_pid()
+        with connect_invited(invited) as client:
+            job_id = client.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], TINY_SETTINGS,
+                                   fault="slow", preview_every=1)
+            started = time.monotonic()
+            os.kill(gate, signal.SIGKILL)
+            with pytest.raises(DaemonJobError) as failure:
+                client.wait(job_id)
+            assert time.monotonic() - started < 30
+            assert "disconnected" in str(failure.value)  # not a bare "cancelled": the user cancelled nothing
+        wait_until(lambda: daemon.gate_pid() != gate, 10, "a new gate")
+        with connect_invited(invited) as client:  # the same endpoint, the same keys
+            client.ping()
+        assert "TCP gate" in daemon.log() and "starting it again" in daemon.log()
     finally:
         daemon.stop()
 
@@ -264,7 +339,7 @@ def test_a_client_that_never_reads_previews_holds_a_bounded_amount_of_daemon_mem
 def test_an_idle_connection_flood_leaves_room_for_invited_clients(tmp_path, weights_file):
     daemon = start_limited_daemon(256, 1024, private_dir(tmp_path / "server"), weights_file, "--lazy",
                                   "--endpoint", LOOPBACK, "--client-timeout", "30")
-    pid, port = daemon.process.pid, int(daemon.info.endpoint.rsplit(":", 1)[1])
+    pid, port = daemon.gate_pid(), int(daemon.info.endpoint.rsplit(":", 1)[1])  # the gate holds TCP connections
     invited = invite(daemon, tmp_path / "client", "laptop")
     floods = []
     try:

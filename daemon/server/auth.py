@@ -56,13 +56,20 @@ class IssuedKeys:
             self._names[pair.public] = name
         return pair
 
+    def admit(self, public_key: str, name: str) -> None:
+        """Admit a key another process issued (the TCP gate admits the daemon's connection file's)."""
+        with self._lock:
+            self._names[public_key] = name
+
     def user_of(self, frame: zmq.Frame) -> str | None:
-        """Who sent a received message, by the key it came with (its ZAP User-Id): LOCAL_USER for a key this
-        process issued (its own connection file's), else that key; None for a message without one."""
+        """Who sent a received message, by the key it came with (its ZAP User-Id); None for a message without one."""
         try:
-            key = frame.get("User-Id")
+            return self.user_of_key(frame.get("User-Id"))
         except zmq.ZMQError:
             return None
+
+    def user_of_key(self, key: str) -> str:
+        """LOCAL_USER for a key this process issued (its own connection file's), else the key."""
         with self._lock:
             return LOCAL_USER if key in self._names else key
 

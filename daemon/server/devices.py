@@ -239,7 +239,7 @@ class Worker(threading.Thread):
             self.jobs_done += 1
             self._send(job.client, MessageType.RESULT, result, [frame])
         except CancelledError:
-            failure = JobFailure(ErrorCode.CANCELLED, "Job cancelled.")
+            failure = JobFailure(ErrorCode.CANCELLED, job.cancelled_because)
         except InsufficientMemoryError as error:
             failure = JobFailure(ErrorCode.OUT_OF_MEMORY, str(error), error.largest_size)
         except torch.cuda.OutOfMemoryError:

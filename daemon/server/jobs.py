@@ -51,6 +51,7 @@ class Job:
     cancel_token: CancelToken = field(default_factory=CancelToken)
     submitted_at: float = field(default_factory=time.monotonic)
     progress: dict[str, Any] | None = None
+    cancelled_because: str = "Job cancelled."  # what its client is told when it ends cancelled
 
     def _image(self, index: int) -> JobImage:
         return JobImage(self.submit.images[index].spec, self.frames[index])

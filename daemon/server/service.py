@@ -15,13 +15,10 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import stat
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +26,6 @@ import msgpack
 import torch
 import torchvision
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from nst_engine import InvalidSettingsError, StyleSettings
 from nst_engine.planning import output_size as result_size
@@ -66,9 +62,11 @@ from ..wire.private_files import UnsafeFileError, private_directory
 from .auth import LOCAL_USER, IssuedKeys, ZapHandler, make_curve_server
 from .devices import ROUTER_SEND_HWM, Outbox, ResultCache, Worker, memory_status, worker_status
 from .estimates import estimate_job
+from .gate import GATE_KEY_BYTES, GateError, GateProcess, GateSettings, memory_bytes_for
 from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
 from .jobs import Client, Job, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
+from .peers import PeerConnections, RejectionLog, over_caps, raise_descriptor_limit, receive_within
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +76,6 @@ _RETRY_SEND_MS = 5  # while a client's messages wait for room in libzmq
 _RECEIVE_HWM = 64  # messages queued per client before libzmq stops reading from it
 _CONNECTION_FILE_CHECK_S = 1.0
 _FAREWELL_LINGER_MS = 1000  # at shutdown, how long the last errors to clients may take to leave
-_REJECTION_LOG_INTERVAL_S = 10.0
-MAX_CONNECTIONS_PER_ADDRESS = 64  # over TCP: one host's share of the daemon's descriptors
 
 
 @dataclass
@@ -117,7 +113,8 @@ class _Transport:
     endpoint: str
     caps: MessageCaps
     curve: CurveKeys | None = None
-    zap: ZapHandler | None = None
+    zap: ZapHandler | None = None  # TCP served by the daemon itself (where there is no ipc for a gate)
+    gate: GateProcess | None = None  # TCP served by the gate, which reaches the daemon at ``router``'s ipc socket
     socket_file: Path | None = None  # an ipc socket the daemon made and removes
     socket_directory: Path | None = None  # a directory made for it, removed too
 
@@ -129,113 +126,13 @@ class _Transport:
             self.socket_directory.rmdir()
         if self.zap is not None:
             self.zap.stop()
+        if self.gate is not None:
+            self.gate.stop()
 
 
 def _owner_only(info: os.stat_result, *, directory: bool = False) -> bool:
     """Ours, and nobody else may use it; with ``directory``, also a directory (an lstat: a link is none)."""
     return info.st_uid == os.geteuid() and not info.st_mode & 0o077 and (not directory or stat.S_ISDIR(info.st_mode))
-
-
-class _PeerConnections:
-    """Which clients' connections have closed, noticed as soon as libzmq closes them.  A ROUTER socket does not
-    say when a peer goes (ROUTER_NOTIFY is a draft option, absent from the pyzmq wheels), but its monitor reports
-    each closed connection by file descriptor, and each message carries the descriptor it arrived on.  Heartbeat
-    silence stays the fallback (a client may hang without closing its connection).  Over TCP it also counts the
-    connections libzmq accepts by their peer's address, and at once cuts off those beyond
-    MAX_CONNECTIONS_PER_ADDRESS: one host's idle connections cannot take all the daemon's descriptors."""
-
-    def __init__(self, router: zmq.Socket, tcp: bool, on_refused: Callable[[str], None]) -> None:
-        self._router = router
-        self.monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED | (zmq.EVENT_ACCEPTED if tcp else 0))
-        self._on_refused = on_refused
-        self._descriptor_of: dict[Client, int] = {}
-        self._address_of: dict[int, str] = {}  # accepted TCP connections by descriptor: their peer's address
-        self._per_address: Counter[str] = Counter()
-
-    def seen(self, client: Client, identity: zmq.Frame) -> None:
-        """Record the connection a client's latest message came on."""
-        with contextlib.suppress(zmq.ZMQError):  # a libzmq without the (deprecated) option: heartbeats alone
-            self._descriptor_of[client] = identity.get(zmq.SRCFD)
-
-    def closed(self) -> list[Client]:
-        """The clients whose connection closed since the last call.  Called before each received message is handled:
-        a close is reported before its descriptor can be reused, so no new connection is blamed for it."""
-        events = []
-        while self.monitor.poll(0):
-            event = recv_monitor_message(self.monitor)
-            events.append((event["event"], event["value"]))
-        last_close = {descriptor: index for index, (kind, descriptor) in enumerate(events)
-                      if kind == zmq.EVENT_DISCONNECTED}
-        for index, (kind, descriptor) in enumerate(events):
-            if kind == zmq.EVENT_DISCONNECTED:
-                self._count_closed(descriptor)
-            elif last_close.get(descriptor, -1) < index:  # still open: the descriptor is that connection's
-                self._count_accepted(descriptor)
-        descriptors = set(last_close)
-        gone = [client for client, fd in self._descriptor_of.items() if fd in descriptors]
-        for client in gone:
-            del self._descriptor_of[client]
-        return gone
-
-    def _count_accepted(self, descriptor: int) -> None:
-        self._count_closed(descriptor)  # a close the monitor dropped (its queue was full): the descriptor is reused
-        try:
-            peer = socket.fromfd(descriptor, socket.AF_INET, socket.SOCK_STREAM)  # a duplicate; libzmq keeps its own
-        except OSError:
-            return
-        with peer, contextlib.suppress(OSError):
-            address = peer.getpeername()[0]
-            if self._per_address[address] >= MAX_CONNECTIONS_PER_ADDRESS:
-                peer.shutdown(socket.SHUT_RDWR)  # libzmq sees the connection end and closes its descriptor
-                self._on_refused(f"a connection from {address} beyond its {MAX_CONNECTIONS_PER_ADDRESS}")
-                return
-            self._address_of[descriptor] = address
-            self._per_address[address] += 1
-
-    def _count_closed(self, descriptor: int) -> None:
-        address = self._address_of.pop(descriptor, None)
-        if address is not None:
-            self._per_address[address] -= 1
-            if not self._per_address[address]:
-                del self._per_address[address]
-
-    def forget(self, client: Client) -> None:
-        self._descriptor_of.pop(client, None)
-
-    def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self._router.disable_monitor()
-        self.monitor.close(0)
-
-
-class _RejectionLog:
-    """Refused messages and connections, logged as one summary line with counts per interval at most: a
-    peer (or a flood of handshakes) may be refused thousands of times a second, and a line each would fill
-    the disk.  Counting is thread-safe: the ZAP handler counts from its own thread."""
-
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-        self._last_detail = ""
-        self._lock = threading.Lock()
-        self._next_line = time.monotonic()  # the first refusal is reported at once, later ones in summaries
-
-    def count(self, reason: str, detail: str = "") -> None:
-        """Note one refusal; ``reason`` groups the counts, ``detail`` (e.g. the error text) is kept for the last one."""
-        with self._lock:
-            self._counts[reason] += 1
-            self._last_detail = detail or reason
-
-    def flush(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if not self._counts or now < self._next_line:
-                return
-            counts, detail = self._counts, self._last_detail
-            self._counts = Counter()
-            self._next_line = now + _REJECTION_LOG_INTERVAL_S
-        summary = ", ".join(f"{count} {reason}" for reason, count in counts.most_common())
-        log.warning("Refused since the last such line (one per %g s at most): %s; %d in all (last: %s)",
-                    _REJECTION_LOG_INTERVAL_S, summary, counts.total(), detail)
 
 
 class DaemonService:
@@ -251,9 +148,10 @@ class DaemonService:
         self.started_at = time.monotonic()
         self.endpoint = ""
         self.transport_name = ""
-        self.rejections = _RejectionLog()
+        self.rejections = RejectionLog()
         self._reply = Outbox(self.codec)  # handed to the ROUTER by the main loop
         self._issued_keys: IssuedKeys | None = None  # over TCP: each message's key is checked against them
+        self._gated = False  # TCP through the gate process
         self._stop = threading.Event()
         self._restore_failing = False  # the removed connection file could not be written again
         self.results = ResultCache()  # shared: a warm start may run on another device than the job it starts from
@@ -269,7 +167,7 @@ class DaemonService:
         AlreadyRunningError if a daemon already serves this connection file; UnsafeFileError if not private."""
         prepare_directory(self.files.connection)
         private_directory(self.files.connection.parent)
-        _raise_descriptor_limit()
+        raise_descriptor_limit()
         try:
             lock = DaemonLock.acquire(self.files.lock)
         except LockHeldError as error:
@@ -328,6 +226,10 @@ class DaemonService:
         if not endpoint.startswith(("ipc://", "tcp://")):
             raise EndpointError(f"The endpoint must be ipc://… or tcp://…, not {endpoint}.")
         tcp = endpoint.startswith("tcp://")
+        gated = tcp and os.name == "posix" and zmq.has("ipc")
+        public_endpoint = endpoint
+        if gated:  # TCP peers reach the daemon through the gate, which reaches it here
+            endpoint, made_directory = self._default_endpoint()
         caps = MessageCaps.for_images(self.max_pixels, TCP_MAX_FRAME_BYTES if tcp else None)
         router = self.context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
@@ -335,6 +237,8 @@ class DaemonService:
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full connection says so (EAGAIN) instead of dropping
         router.setsockopt(zmq.RCVHWM, _RECEIVE_HWM)
         router.setsockopt(zmq.MAXMSGSIZE, caps.socket_max_bytes)  # larger frames: libzmq drops the peer unread
+        if gated:  # a client reconnecting with its routing id: its new link takes the id at once
+            router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         transport = _Transport(router, endpoint, caps, socket_directory=made_directory)
         if tcp:
             store = InvitationStore(keys_path(self.files.connection))  # invited clients; read again when it changes
@@ -344,12 +248,14 @@ class DaemonService:
                 router.close(0)
                 raise EndpointError(str(error)) from None
             keys = self._issued_keys = IssuedKeys(store)
-            transport.zap = ZapHandler(self.context, keys, lambda reason: self.rejections.count("connections", reason))
-            transport.zap.start()  # bound before the ROUTER is, so that no handshake can precede it
             client = keys.issue(CONNECTION_FILE_CLIENT)
-            make_curve_server(router, server)
             transport.curve = CurveKeys(server.public, client.public, client.secret)
-        else:
+            if not gated:
+                transport.zap = ZapHandler(self.context, keys,
+                                           lambda reason: self.rejections.count("connections", reason))
+                transport.zap.start()  # bound before the ROUTER is, so that no handshake can precede it
+                make_curve_server(router, server)
+        if not endpoint.startswith("tcp://"):
             private_directory(Path(endpoint.removeprefix("ipc://")).parent)  # nobody else may replace the socket
         # The socket file is made by bind() with the umask's permissions: made private from the start, it
         # leaves no moment in which another user could connect.  No other thread creates files yet.
@@ -361,9 +267,18 @@ class DaemonService:
             raise EndpointError(f"Cannot listen on {endpoint}: {error}.") from None
         finally:
             os.umask(umask)
-        if not tcp:
+        if not endpoint.startswith("tcp://"):
             transport.socket_file = Path(endpoint.removeprefix("ipc://"))
         transport.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        if gated:
+            transport.gate = GateProcess(GateSettings(
+                public_endpoint, transport.endpoint, server.public, server.secret, client.public,
+                str(keys_path(self.files.connection)), TCP_MAX_FRAME_BYTES, self.max_pixels, memory_bytes_for(caps)))
+            try:
+                transport.endpoint = transport.gate.start()
+            except GateError as error:
+                transport.close()
+                raise EndpointError(str(error)) from None
         return transport
 
     def _default_endpoint(self) -> tuple[str, Path | None]:
@@ -387,7 +302,8 @@ class DaemonService:
     # -- main loop --------------------------------------------------------------------------------
     def _loop(self, transport: _Transport, info: ConnectionInfo) -> None:
         router = transport.router
-        peers = _PeerConnections(router, transport.curve is not None,
+        self._gated = transport.gate is not None
+        peers = PeerConnections(router, transport.zap is not None,
                                  lambda reason: self.rejections.count("connections", reason))
         poller = zmq.Poller()
         for source in (router, self._reply.wakeup, peers.monitor):
@@ -399,7 +315,7 @@ class DaemonService:
                 poller.poll(_RETRY_SEND_MS if waiting else _POLL_MS)
                 self._cancel_jobs_of_closed_connections(peers)
                 while router.poll(0):
-                    identity, frames = self._receive(router)
+                    identity, frames = receive_within(router, self.codec.caps)
                     # Closes reported so far precede this message: its connection may reuse their descriptor.
                     self._cancel_jobs_of_closed_connections(peers)
                     self._handle(identity, frames, peers)
@@ -407,6 +323,8 @@ class DaemonService:
                 self._cancel_jobs_of_silent_clients()
                 self._forget_finished_jobs(peers)
                 self.rejections.flush()
+                if transport.gate is not None:
+                    transport.gate.keep_running()
                 if transport.zap is not None and not transport.zap.alive:
                     log.error("The ZAP handler stopped; shutting down rather than serve unauthenticated peers")
                     break
@@ -432,26 +350,14 @@ class DaemonService:
         log.warning("The connection file %s was removed; wrote it again", self.files.connection)
         self._restore_failing = False
 
-    def _receive(self, router: zmq.Socket) -> tuple[zmq.Frame, list[zmq.Frame] | None]:
-        """One message: its routing identity (which carries its connection) and frames, None beyond the caps.  libzmq
-        has limited each frame to ZMQ_MAXMSGSIZE; frames beyond the caps are dropped unread, none parsed or copied."""
-        caps = self.codec.caps
-        identity = router.recv(copy=False)
-        frames: list[zmq.Frame] | None = []
-        size = 0
-        more = identity.more
-        while more:
-            frame = router.recv(copy=False)
-            more, size = frame.more, size + len(frame)
-            if frames is not None:
-                frames.append(frame)
-                if len(frames) > caps.max_frames or size > caps.max_message_bytes:
-                    frames = None
-        return identity, frames
-
-    def _handle(self, identity: zmq.Frame, frames: list[zmq.Frame] | None, peers: _PeerConnections) -> None:
+    def _handle(self, identity: zmq.Frame, frames: list[zmq.Frame] | None, peers: PeerConnections) -> None:
         keys = self._issued_keys
-        user = LOCAL_USER if keys is None else keys.user_of(identity)
+        if keys is None:
+            user: str | None = LOCAL_USER
+        elif self._gated:  # the gate put the peer's authenticated key first in its routing id
+            user = keys.user_of_key(identity.bytes[:GATE_KEY_BYTES].decode("ascii", "replace"))
+        else:
+            user = keys.user_of(identity)
         if user is None:  # not with CURVE and ZAP enforced; nothing to answer to
             self.rejections.count("messages", "a message without an authenticated key")
             return
@@ -463,9 +369,7 @@ class DaemonService:
             return
         try:
             if frames is None:
-                caps = self.codec.caps
-                raise invalid(f"refused a message of more than {caps.max_frames} frames or {caps.max_message_bytes} "
-                              "bytes (the daemon's limits)")
+                raise over_caps(self.codec.caps)
             message = self.codec.decode([frame.buffer for frame in frames])
         except ProtocolError as error:
             self.rejections.count("messages", str(error))
@@ -579,9 +483,10 @@ class DaemonService:
         for job in self.jobs.values():
             if job.live and job.client == client:
                 log.info("Client %s %s: cancelling job %s", client.routing_id.hex(), why, job.id)
+                job.cancelled_because = f"The job was cancelled: this client {why} during it."
                 self._cancel_job(job)
 
-    def _cancel_jobs_of_closed_connections(self, peers: _PeerConnections) -> None:
+    def _cancel_jobs_of_closed_connections(self, peers: PeerConnections) -> None:
         for client in peers.closed():
             self._cancel_jobs_of(client, "disconnected")
             self.last_seen.pop(client, None)
@@ -593,7 +498,7 @@ class DaemonService:
             if self.last_seen.get(client, 0.0) < deadline:
                 self._cancel_jobs_of(client, "went silent")
 
-    def _forget_finished_jobs(self, peers: _PeerConnections) -> None:
+    def _forget_finished_jobs(self, peers: PeerConnections) -> None:
         for job_id, job in list(self.jobs.items()):
             finished = job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
             if finished and not any(worker.running is job for worker in self.workers):
@@ -629,18 +534,3 @@ class DaemonService:
     def _next_worker(self) -> Worker:
         """The first idle worker, else the first: where a job sent now would go, which status and estimates describe."""
         return next((worker for worker in self.workers if worker.running is None), self.workers[0])
-
-
-def _raise_descriptor_limit() -> None:
-    """The soft limit on open files up to the hard one: room for idle connections (each holds a descriptor until
-    the handshake time-out) beside the clients' own."""
-    if os.name != "posix":
-        return
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    for limit in (hard, 10240):  # macOS refuses an unlimited hard limit as the soft one
-        if soft < limit:
-            with contextlib.suppress(ValueError, OSError):
-                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-                return
