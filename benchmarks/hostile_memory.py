@@ -4,11 +4,13 @@
 
 Prints, for a TCP daemon on 127.0.0.1 and an invited client:
 - the preview flood: the client asks for a preview every iteration at SIDE×SIDE (f32) and reads nothing until its
-  job is done: the daemon's RSS before, its peak growth meanwhile (VmHWM), and the previews the client then gets;
+  job is done: the daemon's and its TCP gate's RSS before, their peak growth meanwhile (VmHWM), and the previews the
+  client then gets;
 - the idle-connection flood: a daemon started under ``ulimit -n SOFT`` (hard HARD), another user holding COUNT raw
-  TCP connections from 127.0.0.2 (opening a new one for each the daemon closes): the daemon's limit, its RSS growth,
-  its open descriptors and the connections it holds from 127.0.0.2 (medians and peaks over the flood), and how
-  long an invited client's ping took meanwhile (connect, hello, ping: how many failed, and the slowest).
+  TCP connections from 127.0.0.2 (opening a new one for each the gate closes): the gate's limit, its and the daemon's
+  RSS growth, the gate's open descriptors and the connections it holds from 127.0.0.2 (medians and peaks over the
+  flood), and how long an invited client's ping took meanwhile (connect, hello, ping: how many failed, and the
+  slowest).
 
     .venv/bin/python benchmarks/hostile_memory.py --random-weights      # or --weights FILE
     .venv/bin/python benchmarks/hostile_memory.py --random-weights --side 2048 --iterations 40 --count 1000
@@ -61,17 +63,21 @@ def preview_figures(work: Path, weights: Path, side: int, iterations: int) -> No
     print(f"  daemon RSS before {figures['before'] / MIB:.0f} MiB, peak {figures['peak'] / MIB:.0f} MiB: "
           f"+{(figures['peak'] - figures['before']) / MIB:.0f} MiB "
           f"({(figures['peak'] - figures['before']) / preview:.1f} previews' worth)")
+    gate_grown = figures["gate_peak"] - figures["gate_before"]
+    print(f"  TCP gate RSS before {figures['gate_before'] / MIB:.0f} MiB, peak {figures['gate_peak'] / MIB:.0f} MiB: "
+          f"+{gate_grown / MIB:.0f} MiB ({gate_grown / preview:.1f} previews' worth)")
     print(f"  read afterwards: {figures['previews']} previews, the last from iteration {figures['last_iteration']}")
 
 
 def descriptor_figures(work: Path, weights: Path, soft: int, hard: int, count: int, seconds: float) -> None:
     daemon = start_limited_daemon(soft, hard, private_dir(work / "fds" / "server"), weights, "--lazy",
                                   "--endpoint", "tcp://127.0.0.1:0", "--client-timeout", "30")
-    pid, port = daemon.process.pid, int(daemon.info.endpoint.rsplit(":", 1)[1])
+    daemon_pid, pid, port = daemon.process.pid, daemon.gate_pid(), int(daemon.info.endpoint.rsplit(":", 1)[1])
     try:
         running_limit = open_files_limit(pid)[0]
         invited = invite(daemon, work / "fds" / "client", "laptop")
         before, descriptors_before = proc_status(pid, "VmRSS"), len(os.listdir(f"/proc/{pid}/fd"))
+        daemon_before, daemon_rss = proc_status(daemon_pid, "VmRSS"), []
         flood = idle_flood(port, "127.0.0.2", count, refill=True)
         held, descriptors, rss, pings, failed = [], [], [], [], 0
         try:
@@ -88,17 +94,19 @@ def descriptor_figures(work: Path, weights: Path, soft: int, hard: int, count: i
                     held.append(connections_held_from(pid, "127.0.0.2"))
                     descriptors.append(len(os.listdir(f"/proc/{pid}/fd")))
                     rss.append(proc_status(pid, "VmRSS"))
+                    daemon_rss.append(proc_status(daemon_pid, "VmRSS"))
                     time.sleep(0.1)
         finally:
             end_flood(flood)
     finally:
         daemon.stop()
-    print(f"idle-connection flood: {count} connections from 127.0.0.2 for {seconds:g} s, daemon started with "
+    print(f"idle-connection flood: {count} connections from 127.0.0.2 for {seconds:g} s, gate started with "
           f"ulimit -n {soft} (hard {hard}), running with a soft limit of {running_limit}")
-    print(f"  daemon descriptors: {descriptors_before} before, median {statistics.median(descriptors):.0f}, "
+    print(f"  gate descriptors: {descriptors_before} before, median {statistics.median(descriptors):.0f}, "
           f"peak {max(descriptors)}; connections held from 127.0.0.2: median {statistics.median(held):.0f}, "
           f"peak {max(held)}")
-    print(f"  daemon RSS: {before / MIB:.0f} MiB before, peak +{(max(rss) - before) / MIB:.1f} MiB")
+    print(f"  gate RSS: {before / MIB:.0f} MiB before, peak +{(max(rss) - before) / MIB:.1f} MiB; daemon RSS: "
+          f"{daemon_before / MIB:.0f} MiB before, peak +{(max(daemon_rss) - daemon_before) / MIB:.1f} MiB")
     slowest = f"slowest {max(pings) * 1000:.0f} ms, median {statistics.median(pings) * 1000:.0f} ms" if pings else ""
     print(f"  invited client's connect+hello+ping (2 s each): {len(pings)} done, {failed} failed; {slowest}")
 
