@@ -121,6 +121,11 @@ def _add_serve_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--log", type=Path, metavar="FILE",
                      help="log to FILE, rotated at 1 MiB with 3 older ones kept (default: stderr; start logs beside "
                      "the connection file)")
+    sub.add_argument("--ray", metavar="ADDRESS",
+                     help="run jobs on a Ray cluster (HOST:PORT, auto or ray://…; needs python3 install.py --ray) "
+                     "instead of local devices (docs/scaling.md)")
+    sub.add_argument("--ray-workers", type=int, default=1, metavar="N",
+                     help="Ray actors, each holding the model: one GPU each where the cluster has GPUs, else one CPU")
     sub.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
     sub.add_argument("-v", "--verbose", action="store_true")
 
@@ -165,6 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .server.devices import resolve_devices
     from .server.endpoints import InsecureEndpointError, default_client_timeout_s, require_curve
+    from .server.ray_pool import RayUnavailableError
     from .server.service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
     try:
@@ -182,12 +188,12 @@ def _serve(args: argparse.Namespace) -> int:
                           device=args.device, devices=devices, lazy=args.lazy, queue_capacity=args.queue,
                           max_image_side=args.max_image_side, memory_budget=args.memory_budget,
                           client_timeout_s=args.client_timeout or default_client_timeout_s(args.endpoint),
-                          test_faults=args.test_faults)
+                          test_faults=args.test_faults, ray_address=args.ray, ray_workers=args.ray_workers)
     try:
         DaemonService(config).serve()
     except AlreadyRunningError as error:
         return _fail(error, EXIT_ALREADY_RUNNING)
-    except (EndpointError, OSError, UnsafeFileError) as error:
+    except (EndpointError, OSError, UnsafeFileError, RayUnavailableError) as error:
         return _fail(error, logged=args.log is not None)
     except Exception:
         if args.log is not None:  # its stderr is gone once start has returned

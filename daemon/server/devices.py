@@ -204,6 +204,17 @@ class Worker(threading.Thread):
         except InvalidSettingsError:
             return torch.device("cpu")
 
+    def device_status(self) -> dict[str, Any]:
+        device = self.memory_device()  # before the model loads: the device it will load on
+        memory: dict[str, int] = {"available_bytes": self.available_memory()}
+        if device.type == "cuda":
+            memory["total_bytes"] = torch.cuda.get_device_properties(device).total_memory
+            memory["allocated_bytes"] = torch.cuda.memory_allocated(device)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+        return {"device": str(device), "name": name,
+                "model": self.model_state.value, "model_error": self.model_error, "precision": precision_status(device),
+                "memory": memory}
+
     def run(self) -> None:
         if not self.lazy:
             with contextlib.suppress(JobFailure):  # reported to each job; the daemon keeps serving
@@ -489,18 +500,11 @@ class ResultCache:
 
 
 def worker_status(index: int, worker: Worker, client: Client) -> dict[str, Any]:
-    """One device's entry of the status reply, as ``client`` may see it (docs/protocol.md)."""
-    device = worker.memory_device()  # before the model loads: the device it will load on
-    memory: dict[str, int] = {"available_bytes": worker.available_memory()}
-    if device.type == "cuda":
-        memory["total_bytes"] = torch.cuda.get_device_properties(device).total_memory
-        memory["allocated_bytes"] = torch.cuda.memory_allocated(device)
+    """One device's entry of the status reply, as ``client`` may see it (docs/protocol.md); a worker's
+    ``device_status()`` gives what depends on where it runs."""
     running = worker.running
     return {
-        "index": index, "device": str(device),
-        "name": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-        "model": worker.model_state.value, "model_error": worker.model_error, "precision": precision_status(device),
-        "memory": memory, "jobs_done": worker.jobs_done,
+        "index": index, **worker.device_status(), "jobs_done": worker.jobs_done,
         "style_cache_entries": worker.gram_cache.figures(None if client.user == LOCAL_USER else client.user)["entries"],
         "running": None if running is None else (  # another client's job is counted, not named
             {"job_id": running.id, "progress": running.progress} if running.client == client

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import functools
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -13,6 +15,7 @@ from nst_engine import CancelToken
 
 from ..wire.messages import Buffer, ImageRole, ImageSpec, Submit
 from .auth import LOCAL_USER
+from .images import fingerprint
 
 
 class JobState(str, enum.Enum):
@@ -53,6 +56,11 @@ class Job:
     progress: dict[str, Any] | None = None
     cancelled_because: str = "Job cancelled."  # what its client is told when it ends cancelled
 
+    @functools.cached_property
+    def style_keys(self) -> list[str]:
+        """Its style images' fingerprints (what a worker's style cache knows them by)."""
+        return [fingerprint(*image) for image in self.styles]
+
     def _image(self, index: int) -> JobImage:
         return JobImage(self.submit.images[index].spec, self.frames[index])
 
@@ -88,6 +96,7 @@ class JobQueue:
         self._condition = threading.Condition()
         self._closed = False
         self._takers = 0  # workers waiting in take(): the jobs they are about to take do not wait
+        self._holders: list[Callable[[Job], bool] | None] = []  # the waiting workers' ``holds``
 
     def put(self, job: Job) -> int | None:
         """Queue ``job`` and return its position (0 = next), or None when ``capacity`` jobs would be left waiting.
@@ -96,21 +105,31 @@ class JobQueue:
             if len(self._jobs) - self._takers >= self.capacity:
                 return None
             self._jobs.append(job)
-            self._condition.notify()
+            self._condition.notify_all()  # each waiting worker sees whether another is preferred
             return len(self._jobs) - 1
 
-    def take(self) -> Job | None:
-        """The next job, waiting for one; None once the queue is closed."""
+    def take(self, holds: Callable[[Job], bool] | None = None) -> Job | None:
+        """The next job, waiting for one; None once the queue is closed.  A worker whose ``holds`` says it has the
+        job's style targets cached is preferred: another waiting worker leaves that job to it."""
         with self._condition:
             self._takers += 1
+            self._holders.append(holds)
             try:
-                while not self._jobs and not self._closed:
+                while not self._closed:
+                    if self._jobs and self._for(holds, self._jobs[0]):
+                        return self._jobs.popleft()
                     self._condition.wait()
+                return None
             finally:
                 self._takers -= 1
-            if self._closed:
-                return None
-            return self._jobs.popleft()
+                self._holders.remove(holds)
+                self._condition.notify_all()  # a job left to a preferred worker that went away
+
+    def _for(self, holds: Callable[[Job], bool] | None, job: Job) -> bool:
+        """Whether a waiting worker with ``holds`` takes ``job``: it holds the job's style, or no other waiting does."""
+        if holds is not None and holds(job):
+            return True
+        return not any(other is not None and other is not holds and other(job) for other in self._holders)
 
     def remove(self, job_id: str) -> Job | None:
         with self._condition:
@@ -123,6 +142,10 @@ class JobQueue:
     def snapshot(self) -> list[Job]:
         with self._condition:
             return list(self._jobs)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         with self._condition:

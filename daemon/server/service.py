@@ -67,6 +67,7 @@ from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStor
 from .jobs import Client, Job, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
 from .peers import PeerConnections, RejectionLog, over_caps, raise_descriptor_limit, receive_within
+from .ray_pool import RayWorker, ray_workers
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class DaemonConfig:
     memory_budget: int | None = None  # bytes a job may use; None: what the device has free when it starts
     client_timeout_s: float = 1.5  # clients heartbeat every 0.5 s while they have jobs
     test_faults: bool = False
+    ray_address: str | None = None  # run jobs on this Ray cluster's actors instead of local workers
+    ray_workers: int = 1
 
 
 class AlreadyRunningError(Exception):
@@ -155,11 +158,7 @@ class DaemonService:
         self._stop = threading.Event()
         self._restore_failing = False  # the removed connection file could not be written again
         self.results = ResultCache()  # shared: a warm start may run on another device than the job it starts from
-        self.workers = [  # one per device
-            Worker(self.queue, self._reply, weights=config.weights, device=device, lazy=config.lazy,
-                   gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget,
-                   test_faults=config.test_faults, results=self.results)
-            for device in config.devices or [config.device]]
+        self.workers: list[Worker | RayWorker] = []  # one per device, or per Ray actor; made in serve()
 
     # -- life cycle -------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -178,7 +177,20 @@ class DaemonService:
         finally:
             lock.release()
 
+    def _make_workers(self) -> list[Worker | RayWorker]:
+        config = self.config
+        if config.ray_address is not None:  # RayUnavailableError: not installed, or not reachable
+            return list(ray_workers(
+                config.ray_address, config.ray_workers, self.queue, self._reply, weights=config.weights,
+                device=config.device, lazy=config.lazy, gram_cache_bytes=config.gram_cache_bytes,
+                memory_budget=config.memory_budget, test_faults=config.test_faults))
+        return [Worker(self.queue, self._reply, weights=config.weights, device=device, lazy=config.lazy,
+                       gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget,
+                       test_faults=config.test_faults, results=self.results)
+                for device in config.devices or [config.device]]
+
     def _serve_locked(self) -> None:
+        self.workers = self._make_workers()
         transport = self._bind()
         self.endpoint, self.codec = transport.endpoint, Codec(transport.caps)
         self.transport_name = "tcp+curve" if transport.curve is not None else "ipc"
@@ -523,6 +535,9 @@ class DaemonService:
             queue=[job.id if job.client == client else None for job in self.queue.snapshot()],
             queue_capacity=self.queue.capacity, jobs_done=sum(worker.jobs_done for worker in self.workers),
             devices=[worker_status(index, worker, client) for index, worker in enumerate(self.workers)],
+            ray=None if self.config.ray_address is None else {
+                "address": self.config.ray_address,
+                "workers": [worker.ray_status(client) for worker in self.workers if isinstance(worker, RayWorker)]},
             style_cache={name: sum(cache[name] for cache in caches) for name in ("hits", "misses", "entries", "bytes")},
             kept_results=len(self.results), memory=memory_status(upcoming.available_memory(), upcoming.memory_device()),
             seconds_per_megapixel_iteration=None if speed is None else speed.seconds_per_megapixel,

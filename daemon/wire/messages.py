@@ -547,6 +547,10 @@ class StatusReply(WireRecord):
         "the fixed part of an optimiser iteration's seconds, whatever the size (0 until jobs of two sizes have "
         "run), null before the first job")
     versions: dict[str, str] = _doc("versions of Python, torch, torchvision, pyzmq, libzmq, msgpack")
+    ray: dict[str, Any] | None = _optional(
+        "with `serve --ray`: `{address, workers}`, each worker `{node, device, pid, state, running, jobs_done}`: "
+        "`pid` its actor's process, `state` `ready`, `starting` or `dead`, `running` the asking client's job id, "
+        "`\"\"` for another client's, or null")
 
     def running(self) -> list[dict[str, Any]]:
         """The jobs running now, one per busy device: ``{job_id, progress}`` (both null for another client's)."""
@@ -554,11 +558,12 @@ class StatusReply(WireRecord):
 
     @classmethod
     def from_wire(cls, body: Mapping[str, Any]) -> StatusReply:
-        """Every field must be there; the values are taken as sent."""
-        missing = [item.name for item, _ in _wire_fields(cls) if item.name not in body]
+        """Every field must be there but the optional ones; the values are taken as sent."""
+        fields_ = _wire_fields(cls)
+        missing = [item.name for item, _ in fields_ if item.name not in body and not item.metadata.get("optional")]
         if missing:
             raise invalid(f"status_reply: missing field {missing[0]}")
-        return cls(**{item.name: body[item.name] for item, _ in _wire_fields(cls)})
+        return cls(**{item.name: body[item.name] for item, _ in fields_ if item.name in body})
 
 
 @dataclass(frozen=True)
