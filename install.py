@@ -129,7 +129,7 @@ def detect_torch_machine() -> dict[str, object]:
     }
 
 
-def install_project(torch: TorchChoice | None = None) -> None:
+def install_project(torch: TorchChoice | None = None, ray: bool = False) -> None:
     if torch is not None:
         step(f"torch: {torch.reason}")
         if (command := torch.pip_command(str(venv_python()))) is not None:
@@ -137,7 +137,7 @@ def install_project(torch: TorchChoice | None = None) -> None:
     step("Installing the project and its dependencies (torch is large: this can take a few minutes)")
     subprocess.run(
         [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-         "-e", f"{REPO_ROOT}[test]"],
+         "-e", f"{REPO_ROOT}[{'test,ray' if ray else 'test'}]"],
         check=True,
     )
 
@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch-index-url", metavar="URL", default=os.environ.get(TORCH_INDEX_ENV_VAR) or None,
                         help=f"PyTorch's package index for the chosen build (default: ${TORCH_INDEX_ENV_VAR}, "
                         "else pip's configuration); needed for CUDA on Windows and for ROCm")
+    parser.add_argument("--ray", action="store_true",
+                        help="also install Ray, for a daemon that runs jobs on a Ray cluster (daemon serve --ray)")
     args = parser.parse_args(argv)
     plugin_dir = args.plugin_dir or default_plugin_dir()
     if args.uninstall:
@@ -364,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.plugin_only:
         create_venv()
         install_project(choose_torch(sys.platform, requested=args.torch, index_url=args.torch_index_url,
-                                     **detect_torch_machine()))
+                                     **detect_torch_machine()), ray=args.ray)
     flatpak = launch.is_flatpak_plugin_dir(plugin_dir, Path.home())
     installed = install_plugin(plugin_dir, args.gimp_python or detect_gimp_python(flatpak), args.weights,
                                connect=args.connect)

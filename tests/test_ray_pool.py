@@ -60,3 +60,33 @@ def test_a_waiting_worker_leaves_a_job_to_a_waiting_worker_that_holds_its_style(
     queue.put(queued("a"))
     threads[0].join(5)
     assert taken == {"holder": "b", "plain": "a"}
+
+
+def serve_with_ray(tmp_path, address: str, *, hide_ray: bool = False) -> subprocess.CompletedProcess[str]:
+    directory = tmp_path / "server"
+    directory.mkdir(mode=0o700, parents=True)
+    path = str(REPO_ROOT)
+    if hide_ray:  # a package named ray that cannot be imported stands in for Ray not installed
+        (tmp_path / "hidden" / "ray").mkdir(parents=True)
+        (tmp_path / "hidden" / "ray" / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+        path = f"{tmp_path / 'hidden'}{os.pathsep}{path}"
+    return subprocess.run([sys.executable, "-m", "daemon", "serve", "--lazy", "--ray", address], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": path,
+                               "NEURAL_STYLE_CONNECTION": str(directory / "connection.json")})
+
+
+def test_serve_with_ray_but_without_ray_says_how_to_add_it_in_one_line(tmp_path):
+    completed = serve_with_ray(tmp_path, "127.0.0.1:1", hide_ray=True)
+    assert completed.returncode != 0
+    assert completed.stderr.strip().splitlines()[-1] == (
+        "error: --ray needs Ray in the daemon's environment; add it with: python3 install.py --ray")
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=RAY_MISSING)
+def test_an_unreachable_cluster_is_one_clear_line_at_start(tmp_path):
+    completed = serve_with_ray(tmp_path, "127.0.0.1:1")  # nothing listens on port 1
+    assert completed.returncode != 0 and "Traceback" not in completed.stderr
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: Cannot reach the Ray cluster at 127.0.0.1:1")
+    assert serve_with_ray(tmp_path / "local", "local").stderr.strip().endswith("(docs/scaling.md)")

@@ -16,6 +16,7 @@ import enum
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +37,7 @@ RAY_MISSING = "--ray needs Ray in the daemon's environment; add it with: python3
 _POLL_S = 0.1  # how often a waiting thread looks at its job's cancel token
 _READY_TIMEOUT_S = 120.0  # for an actor to load its model at start or after a restart
 _STYLES_REMEMBERED = 32
+_PROBE_TIMEOUT_S = 5.0
 
 
 class RayUnavailableError(Exception):
@@ -58,6 +60,7 @@ def connect(address: str) -> Any:
         import ray
     except ImportError:
         raise RayUnavailableError(RAY_MISSING) from None
+    _probe(address)
     root = Path(__file__).resolve().parents[2]
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
@@ -65,6 +68,19 @@ def connect(address: str) -> Any:
     except Exception as error:  # Ray raises ConnectionError, RuntimeError, ValueError… by version
         raise RayUnavailableError(f"Cannot reach the Ray cluster at {address}: {error}".splitlines()[0]) from None
     return ray
+
+
+def _probe(address: str) -> None:
+    """Fail at once on a HOST:PORT nobody listens on: ray.init waits minutes for an unreachable cluster."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_TIMEOUT_S).close()
+    except ValueError:
+        raise RayUnavailableError(f"--ray {address}: give HOST:PORT, auto or ray://HOST:PORT") from None
+    except OSError as error:
+        raise RayUnavailableError(f"Cannot reach the Ray cluster at {address}: {error.strerror or error}") from None
 
 
 # -- inside the actor ------------------------------------------------------------------------------------------
