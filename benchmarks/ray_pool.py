@@ -5,9 +5,10 @@
     unshare --net .venv/bin/python benchmarks/ray_pool.py --random-weights
 
 Prints: the time of one job end to end through Ray and through a local worker (one thread, as an actor given one
-CPU has), in alternation, at 0.25 MP and at 32² (the overhead per job, medians of --repeats); jobs per minute with one Ray actor and with two (four jobs submitted at once); the memory of
-an idle head with two actors (the resident sets of the head's process tree); what a 4096² image costs through
-Ray's object store, to an actor and back, as the daemon's frames (bytes) travel.
+CPU has), in alternation, at 0.25 MP and at 32² (the overhead per job, medians of --repeats); jobs per minute with
+one Ray actor and with two (four jobs submitted at once); the memory of an idle head with two actors (the resident
+sets of the head's process tree); what a 4096² image costs through Ray's object store, to an actor and back, as the
+daemon's frames (bytes) travel.
 """
 
 from __future__ import annotations
