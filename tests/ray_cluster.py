@@ -110,6 +110,14 @@ def two_jobs_at_once(weights: Path, work: Path) -> dict:
                 status = client.status()
             again = [w for w in status.ray["workers"] if w["jobs_done"] == 2]
             assert len(again) == 1 and status.style_cache["hits"] > hits, (status.ray, status.style_cache)
+            # A warm start from that result with the second job's style: it goes to the other actor, which gets
+            # the result to start from through the daemon.
+            with daemon.client() as client:
+                first = client.stylize(rgb_image(40, 32, 5), jobs[1][1], SETTINGS)
+                warm = client.stylize(rgb_image(40, 32, 5), jobs[2][1], SETTINGS, warm_start=first.job_id)
+                status = client.status()
+            assert warm.image.spec.width == 26
+            assert sorted(w["jobs_done"] for w in status.ray["workers"]) == [2, 3], status.ray
             return {"ready_s": round(ready_s, 1), "workers": status.ray["workers"], "style_cache": status.style_cache}
         finally:
             daemon.stop()

@@ -289,7 +289,7 @@ class Worker(threading.Thread):
         style_keys = [fingerprint(*image) for image in style_images]
         init_image = None if job.init is None else frame_to_rgb(*job.init)
         if request.warm_start is not None:
-            init_image = self.results.get(_result_key(job.client, request.warm_start))
+            init_image = self.results.get(result_key(job.client, request.warm_start))
             if init_image is None:
                 raise JobFailure(ErrorCode.INVALID_REQUEST,
                                  f"warm_start: no kept result of yours for job {request.warm_start}")
@@ -326,7 +326,7 @@ class Worker(threading.Thread):
             gram_cache=self.gram_cache.of(job.client.user), memory_budget=self.memory_budget,
             regions=regions, style_image_masks=None if all(mask is None for mask in style_masks) else style_masks,
         )
-        self.results.put(_result_key(job.client, job.id), result)
+        self.results.put(result_key(job.client, job.id), result)
         if job.output_size is not None:
             result = resize(result[None], *job.output_size)[0]
         spec, frame = rgb_to_frame(result, request.result_dtype)
@@ -356,7 +356,7 @@ class Worker(threading.Thread):
             torch.cuda.empty_cache()
 
 
-def _result_key(client: Client, job_id: str) -> str:
+def result_key(client: Client, job_id: str) -> str:
     """Keyed by client too: a job id alone, which other clients might learn, reaches no other client's result."""
     return f"{client.user}/{client.routing_id.hex()}/{job_id}"
 

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..wire.messages import Buffer, Error, ErrorCode, JobProgress, MessageType, Preview, WireRecord
-from .devices import Outbox, Worker, precision_status
+from .devices import Outbox, ResultCache, Worker, precision_status, result_key
 from .estimates import EvaluationSpeed
 from .jobs import Client, Job, JobQueue, JobState
 
@@ -118,8 +118,12 @@ class JobActor:
                 "model_error": worker.model_error, "available_bytes": worker.available_memory(),
                 "style_cache": worker.gram_cache.figures(user)}
 
-    def run(self, travelling: tuple[Any, ...]):  # a streaming generator: the job's messages, its outcome last
+    def run(self, travelling: tuple[Any, ...], warm_start: torch.Tensor | None):
+        """A streaming generator: the job's messages, its outcome last, with the actor's state and, after a result,
+        the result at full precision (the daemon keeps it for warm starts on any actor)."""
         job = Job(*travelling)
+        if warm_start is not None:
+            self.worker.results.put(result_key(job.client, job.submit.warm_start), warm_start)
         self.jobs[job.id] = job
         thread = threading.Thread(target=self.worker._execute, args=(job,), name=f"job-{job.id}")
         thread.start()
@@ -129,6 +133,8 @@ class JobActor:
                 last = kind in (MessageType.RESULT, MessageType.ERROR)
                 # With the outcome, the actor's state after the job: a status asked for next shows it.
                 after = {user: self.describe(user) for user in (None, job.client.user)} if last else None
+                if kind is MessageType.RESULT:
+                    after["result"] = self.worker.results.get(result_key(job.client, job.id))
                 yield kind, body, frames, after
                 if last:
                     break
@@ -157,12 +163,13 @@ class _CacheFigures:
 class RayWorker(threading.Thread):
     """A daemon thread driving one actor; to the service it is a worker like the local ones."""
 
-    def __init__(self, ray: Any, index: int, queue: JobQueue, send: Outbox, actor_options: dict[str, Any],
-                 actor_arguments: tuple[Any, ...]) -> None:
+    def __init__(self, ray: Any, index: int, queue: JobQueue, send: Outbox, results: ResultCache,
+                 actor_options: dict[str, Any], actor_arguments: tuple[Any, ...]) -> None:
         super().__init__(name=f"ray-worker-{index}", daemon=True)
         self.ray = ray
         self.queue = queue
         self._send = send
+        self.results = results  # the daemon's, shared by its actors
         self.actor = ray.remote(JobActor).options(**actor_options).remote(*actor_arguments)
         self.state = ActorState.STARTING
         self.described: dict[str, Any] = {}
@@ -229,7 +236,9 @@ class RayWorker(threading.Thread):
         outcome: MessageType | None = None
         try:
             job.cancel_token.raise_if_cancelled()
-            outcome = self._follow(job, self.actor.run.remote(_travelling(job)))
+            warm_start = job.submit.warm_start
+            start_image = None if warm_start is None else self.results.get(result_key(job.client, warm_start))
+            outcome = self._follow(job, self.actor.run.remote(_travelling(job), start_image))
         except Exception as error:
             if job.cancel_token.cancelled:
                 self._send(job.client, MessageType.ERROR, Error(ErrorCode.CANCELLED, job.cancelled_because,
@@ -271,6 +280,8 @@ class RayWorker(threading.Thread):
                 return None
             kind, body, frames, after = self.ray.get(reference)
             if after is not None:
+                if (result := after.pop("result", None)) is not None:
+                    self.results.put(result_key(job.client, job.id), result)
                 self.described = after[None]
                 self.gram_cache.by_user.update({user: described["style_cache"] for user, described in after.items()})
             if kind is MessageType.RESULT:
@@ -298,7 +309,8 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
-def ray_workers(address: str, count: int, queue: JobQueue, send: Outbox, *, weights: Path | None,
+def ray_workers(address: str, count: int, queue: JobQueue, send: Outbox, results: ResultCache, *,
+                weights: Path | None,
                 device: str | None, lazy: bool, gram_cache_bytes: int, memory_budget: int | None,
                 test_faults: bool) -> list[RayWorker]:
     """``count`` actors on the cluster at ``address``: one GPU each where the cluster has GPUs, else one CPU."""
@@ -308,5 +320,5 @@ def ray_workers(address: str, count: int, queue: JobQueue, send: Outbox, *, weig
     options.update({"num_gpus": 1} if gpus >= 1 else {"num_cpus": 1})
     arguments = (None if weights is None else str(weights), device, lazy, gram_cache_bytes, memory_budget,
                  test_faults)
-    return [RayWorker(ray, index, queue, send, options, arguments) for index in range(count)]
+    return [RayWorker(ray, index, queue, send, results, options, arguments) for index in range(count)]
 

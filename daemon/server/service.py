@@ -181,7 +181,7 @@ class DaemonService:
         config = self.config
         if config.ray_address is not None:  # RayUnavailableError: not installed, or not reachable
             return list(ray_workers(
-                config.ray_address, config.ray_workers, self.queue, self._reply, weights=config.weights,
+                config.ray_address, config.ray_workers, self.queue, self._reply, self.results, weights=config.weights,
                 device=config.device, lazy=config.lazy, gram_cache_bytes=config.gram_cache_bytes,
                 memory_budget=config.memory_budget, test_faults=config.test_faults))
         return [Worker(self.queue, self._reply, weights=config.weights, device=device, lazy=config.lazy,
