@@ -550,7 +550,7 @@ class StatusReply(WireRecord):
     ray: dict[str, Any] | None = _optional(
         "with `serve --ray`: `{address, workers}`, each worker `{node, device, pid, state, running, jobs_done}`: "
         "`pid` its actor's process, `state` `ready`, `starting` or `dead`, `running` the asking client's job id, "
-        "`\"\"` for another client's, or null")
+        "`\"\"` for another client's, or null; null without `--ray`", always_sent=True)
 
     def running(self) -> list[dict[str, Any]]:
         """The jobs running now, one per busy device: ``{job_id, progress}`` (both null for another client's)."""
