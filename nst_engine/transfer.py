@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+import math
 import os
 import time
-from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, MutableMapping, Sequence, Sized
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -37,7 +40,8 @@ from .losses import (
 from .memory import LBFGS_HISTORY, arithmetic_for, available_bytes
 from .planning import JobPlan, Stage, plan_job
 from .progress import CancelToken, LossTerms, Progress, ProgressCallback
-from .settings import Colors, Init, Optimizer, Precision, StyleSettings
+from .settings import MAX_ITERATIONS, MAX_WEIGHT, Colors, Init, Optimizer, Precision, StyleSettings
+from .temporal import motion_between, temporal_loss, warp
 from .tiling import StagePlan, TiledObjective, TilePlan, sum_grams
 from .vgg import VGGFeatures
 from .weights import load_vgg19_state_dict
@@ -49,6 +53,12 @@ log = logging.getLogger(__name__)
 # penalties slow L-BFGS badly (×12 the weight: 9 % higher loss after 200 iterations in our tests);
 # the stray pixels this allows are at most a few levels out and are clamped at the end.
 _BOX_PENALTY_STRENGTH = 200.0
+
+# Animations (stylize_sequence; measured with benchmarks/temporal_consistency.py, see docs/animation.md).
+# The temporal term's weight, relative to the style's mean pull on an unstylised frame.
+DEFAULT_TEMPORAL_WEIGHT = 100.0
+# Later frames start near their answer: this share of the first frame's final-stage iterations.
+DEFAULT_FRAME_SHARE = 0.5
 
 _DEFAULT_SETTINGS = StyleSettings()
 _WHOLE_STAGE = StagePlan(None)  # a stage run whole, with the full L-BFGS history
@@ -110,6 +120,105 @@ class Objective:
         total, terms = self(image)
         total.backward()
         return total.detach(), terms.detach()
+
+
+class TemporalObjective:
+    """A stage's objective plus Ruder et al.'s temporal term, λ·mean(c·(x − ω)²): ω is the previous
+    frame's result moved into this frame, c where that may be trusted (nst_engine.temporal).  The term
+    is per pixel, so it is added whole to either objective, the tiled one included; its weighted value
+    is the fourth of the terms returned."""
+
+    def __init__(self, inner: StageObjective, warped: torch.Tensor, reliable: torch.Tensor, weight: float) -> None:
+        self.inner = inner
+        self.warped = warped.detach()
+        self.reliable = reliable
+        self.weight = weight
+
+    def set_iteration(self, iteration: int) -> None:
+        self.inner.set_iteration(iteration)
+
+    def loss_and_grad(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total, weighted terms [content, style, tv, temporal]), with ∂total/∂image added to image.grad."""
+        total, terms = self.inner.loss_and_grad(image)
+        term = self.weight * temporal_loss(image, self.warped, self.reliable)
+        term.backward()
+        term = term.detach()
+        return total + term, torch.cat([terms, term[None]])
+
+
+@dataclass(frozen=True)
+class _StyleInputs:
+    """What a run's objectives compare the image with, the content aside."""
+
+    styles: list[torch.Tensor]  # 1×3×H×W on the device, in the colours the optimisation sees
+    masks: list[torch.Tensor | None]  # per style image: where its statistics are taken
+    regions: list[torch.Tensor | None] | None  # per style image: where in the output it applies
+    keys: Sequence[Hashable] | None  # with ``cache``: each style's identity in the Gram-target cache
+    cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None
+
+
+@dataclass(frozen=True)
+class _Reporting:
+    """Where a run's progress goes and what its records say about the frame."""
+
+    on_progress: ProgressCallback | None
+    preview_every: int
+    started: float  # perf_counter at the start of the run (of this frame, in a sequence)
+    frame: int = 1
+    frames: int = 1
+
+
+@dataclass(frozen=True)
+class _TemporalTarget:
+    warped: torch.Tensor  # ω: the previous result moved into this frame, 1×3×H×W on the device
+    reliable: torch.Tensor  # c: H×W on the device
+    weight: float  # λ
+
+
+@dataclass(frozen=True)
+class _SequenceOptions:
+    temporal_weight: float
+    frame_iterations: int
+    memory_budget: int | None
+    style_keys: Sequence[Hashable]
+    gram_cache: MutableMapping[Hashable, dict[str, torch.Tensor]]
+    style_image_masks: Sequence[torch.Tensor | None] | None
+
+
+@dataclass(frozen=True)
+class _SequenceStart:
+    """What the first frame of a sequence settles for all of them."""
+
+    shape: tuple[int, ...]
+    job: JobPlan
+    inputs: _StyleInputs
+    later_stage: Stage  # the final stage alone, with the later frames' iterations
+    temporal_lambda: float
+
+
+@dataclass(frozen=True)
+class _PreviousFrame:
+    content: torch.Tensor  # the frame at the output size, 1×3×H×W
+    result: torch.Tensor  # its working result (before colours are recombined), 1×3×H×W on the device
+
+
+def _later_frame_iterations(settings: StyleSettings) -> int:
+    return max(1, round(settings.iterations * DEFAULT_FRAME_SHARE))
+
+
+def _finish(image: torch.Tensor, content_rgb: torch.Tensor, settings: StyleSettings) -> torch.Tensor:
+    """The result as a 3×H×W float32 CPU tensor: clamped, and with the content's colours back where
+    only the luminance was stylised."""
+    result = image.clamp(0.0, 1.0)
+    if settings.colors is Colors.LUMINANCE:
+        result = colour.recombine(result, resize(content_rgb, *result.shape[-2:]))
+    return result[0].float().cpu().contiguous()
+
+
+def _check_styles(styles: Sequence[torch.Tensor], style_image_masks: Sequence[torch.Tensor | None] | None) -> None:
+    for number, style in enumerate(styles, start=1):
+        _check_image(style, f"style image {number}")
+    check_masks(style_image_masks, styles, "style image mask")
 
 
 class StyleTransfer:
@@ -201,9 +310,7 @@ class StyleTransfer:
         started = time.perf_counter()
         settings.validate(len(styles))
         _check_image(content, "content")
-        for number, style in enumerate(styles, start=1):
-            _check_image(style, f"style image {number}")
-        check_masks(style_image_masks, styles, "style image mask")
+        _check_styles(styles, style_image_masks)
         check_masks(regions, [content] * len(styles), "region")
         if regions is not None and settings.style_layer_sources is not None:
             raise InvalidSettingsError("style_layer_sources and regions cannot be combined: choose one kind of control")
@@ -213,52 +320,213 @@ class StyleTransfer:
             raise InvalidSettingsError("init is 'image' but no init_image was given")
         cancel = cancel or CancelToken()
 
+        job = self._plan(content, styles, settings, memory_budget)
+        content_rgb, content_work = self._content_inputs(content, settings)
+        # With the content's colours, the style targets depend on the content too: no shared cache then.
+        shared = settings.colors is Colors.STYLE
+        inputs = self._style_inputs(styles, style_image_masks, regions, content_rgb, content_work, settings,
+                                    style_keys if shared else None, gram_cache if shared else None)
+        image = self._initial_image(content_work, init_image, settings, job.stages[0].height, job.stages[0].width)
+        image = self._run_stages(image, job.stages, content_rgb, content_work, inputs, settings, cancel,
+                                 _Reporting(on_progress, preview_every, started))
+        return _finish(image, content_rgb, settings)
+
+    def stylize_sequence(
+        self,
+        frames: Iterable[torch.Tensor],
+        styles: Sequence[torch.Tensor],
+        settings: StyleSettings = _DEFAULT_SETTINGS,
+        *,
+        temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT,
+        frame_iterations: int = 0,
+        frame_count: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        preview_every: int = 0,
+        cancel: CancelToken | None = None,
+        memory_budget: int | None = None,
+        style_keys: Sequence[Hashable] | None = None,
+        gram_cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None = None,
+        style_image_masks: Sequence[torch.Tensor | None] | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Stylise the frames of an animation in order, consistently (Ruder et al. 2016); yields each
+        frame's result (as :meth:`stylize` returns it) as soon as it is done.
+
+        ``frames``: 3×H×W float32 sRGB images in [0, 1], all of one size; any iterable, read one frame
+        at a time (``frame_count``, default ``len(frames)`` where it has one, is only for progress).
+        The style targets are computed once for the whole sequence; with ``colors`` other than
+        ``style`` the styles' colours are matched to the *first* frame's and kept, so that they do not
+        change from frame to frame.
+
+        The first frame runs as :meth:`stylize` runs it.  With ``temporal_weight`` > 0 each later frame
+        starts from the previous result moved along the optical flow between the two frames, runs the
+        final stage alone for ``frame_iterations`` iterations (0: DEFAULT_FRAME_SHARE of
+        ``settings.iterations``), and adds the temporal term λ·mean(c·(x − ω)²) to its objective: ω is
+        the moved previous result, c Ruder et al.'s reliability mask (nst_engine.temporal).  The weight
+        is relative: a pixel that has drifted by d from ω is pulled back with ``temporal_weight``·d
+        times the mean pull of the style and content terms on the first frame's content image (λ is
+        set from that mean, measured once), so that its meaning does not depend on the VGG weights,
+        the image size or the style weight.  ``temporal_weight`` 0 stylises every frame independently
+        (each from its own start, every stage, ``settings.iterations``).
+
+        Progress records carry ``frame`` and ``frames``; their stage and iteration counts are the
+        frame's own.  CancelledError, InsufficientMemoryError and InvalidSettingsError (a frame of
+        another size, say) end the sequence where they happen.  Settings and styles are checked when
+        this is called, each frame when it is reached.
+        """
+        settings.validate(len(styles))
+        _check_styles(styles, style_image_masks)
+        if settings.init is Init.IMAGE:
+            raise InvalidSettingsError("init 'image' is not available for a sequence: use 'content' or 'noise'")
+        if not math.isfinite(temporal_weight) or not 0 <= temporal_weight <= MAX_WEIGHT:
+            raise InvalidSettingsError(f"temporal_weight must be a finite number from 0 to {MAX_WEIGHT:g}, "
+                                       f"got {temporal_weight}")
+        if isinstance(frame_iterations, bool) or not 0 <= frame_iterations <= MAX_ITERATIONS:
+            raise InvalidSettingsError(f"frame_iterations must be an integer from 0 to {MAX_ITERATIONS}, "
+                                       f"got {frame_iterations}")
+        count = frame_count if frame_count is not None else (len(frames) if isinstance(frames, Sized) else 0)
+        # The targets are the same for every frame: through the caller's cache when they are only the
+        # styles', else through one of the sequence's own.
+        shared = settings.colors is Colors.STYLE and style_keys is not None and gram_cache is not None
+        keys = style_keys if shared else [("sequence style", index) for index in range(len(styles))]
+        cache: MutableMapping[Hashable, dict[str, torch.Tensor]] = gram_cache if shared else {}
+        options = _SequenceOptions(temporal_weight, frame_iterations or _later_frame_iterations(settings),
+                                   memory_budget, keys, cache, style_image_masks)
+        return self._sequence(iter(frames), styles, settings, options, count,
+                              on_progress, preview_every, cancel or CancelToken())
+
+    def _sequence(
+        self, frames: Iterator[torch.Tensor], styles: Sequence[torch.Tensor], settings: StyleSettings,
+        options: _SequenceOptions, count: int, on_progress: ProgressCallback | None, preview_every: int,
+        cancel: CancelToken,
+    ) -> Iterator[torch.Tensor]:
+        first: _SequenceStart | None = None
+        previous: _PreviousFrame | None = None
+        for number, frame in enumerate(frames, start=1):
+            started = time.perf_counter()
+            cancel.raise_if_cancelled()
+            _check_image(frame, f"frame {number}")
+            content_rgb, content_work = self._content_inputs(frame, settings)
+            if first is None:
+                first = self._sequence_start(frame, content_rgb, content_work, styles, settings, options, cancel)
+            elif frame.shape != first.shape:
+                raise InvalidSettingsError(
+                    f"frame {number} is {frame.shape[-1]}×{frame.shape[-2]} pixels, but the first frame is "
+                    f"{first.shape[-1]}×{first.shape[-2]}: every frame of a sequence must have one size")
+            final = first.job.final
+            frame_out = resize(content_rgb, final.height, final.width)
+            reporting = _Reporting(on_progress, preview_every, started, number, count)
+            if previous is None or not options.temporal_weight:
+                stages = first.job.stages
+                image = self._initial_image(content_work, None, settings, stages[0].height, stages[0].width)
+                temporal = None
+            else:
+                stages = (first.later_stage,)
+                motion = motion_between(previous.content, frame_out)
+                image = warp(previous.result, motion.flow)
+                temporal = _TemporalTarget(image, self.to_device(motion.reliable), first.temporal_lambda)
+            image = self._run_stages(image, stages, content_rgb, content_work, first.inputs, settings, cancel,
+                                     reporting, temporal)
+            previous = _PreviousFrame(frame_out, image)
+            yield _finish(image, content_rgb, settings)
+
+    def _sequence_start(
+        self, frame: torch.Tensor, content_rgb: torch.Tensor, content_work: torch.Tensor,
+        styles: Sequence[torch.Tensor], settings: StyleSettings, options: _SequenceOptions, cancel: CancelToken,
+    ) -> _SequenceStart:
+        """What every frame of a sequence shares, from its first frame: the plan, the style inputs, the
+        later frames' stage and the temporal term's λ."""
+        job = self._plan(frame, styles, settings, options.memory_budget)
+        inputs = self._style_inputs(styles, options.style_image_masks, None, content_rgb, content_work, settings,
+                                    options.style_keys, options.gram_cache)
+        final = job.final
+        later = dataclasses.replace(final, index=1, count=1, iterations=options.frame_iterations, first_iteration=1,
+                                    total_iterations=options.frame_iterations)
+        temporal_lambda = 0.0
+        if options.temporal_weight:
+            pull = self._mean_pull(content_work, inputs, settings, final, cancel)
+            # ∂/∂x of λ·mean(c·(x − ω)²) is 2λ·c·(x − ω)/n over n values: λ = weight·pull·n/2 makes it
+            # weight·pull·c·(x − ω).
+            values = 3 * final.height * final.width
+            temporal_lambda = options.temporal_weight * pull * values / 2.0
+        return _SequenceStart(tuple(frame.shape), job, inputs, later, temporal_lambda)
+
+    def _mean_pull(self, content_work: torch.Tensor, inputs: _StyleInputs, settings: StyleSettings, stage: Stage,
+                   cancel: CancelToken) -> float:
+        """mean |∂(content + style + tv)/∂x| at the content image itself at ``stage``'s size: how hard the
+        style pulls on a frame not yet stylised."""
+        with fp32_arithmetic(self.device, resolve_precision(settings.precision, self.device), cancel):
+            assert stage.plan is not None  # require_runnable
+            objective = self._stage_objective(
+                content_work, inputs.styles, settings, stage.height, stage.width, inputs.keys, inputs.cache,
+                stage.plan, cancel, inputs.masks, inputs.regions)
+            image = resize(content_work, stage.height, stage.width).detach().clone().requires_grad_(True)
+            objective.set_iteration(0)
+            objective.loss_and_grad(image)
+            assert image.grad is not None
+            return image.grad.abs().mean().item()
+
+    def _plan(self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings,
+              memory_budget: int | None) -> JobPlan:
+        """The job's plan, checked before anything is allocated: each stage whole, or in tiles, or a clear
+        refusal."""
         budget = settings.memory_budget(memory_budget if memory_budget is not None else available_bytes(self.device))
-        # Before allocating anything: each stage whole, or in tiles, or a clear refusal.
         job = plan_job(*content.shape[-2:], [tuple(style.shape[-2:]) for style in styles], settings, budget,
                        arithmetic_for(settings.precision, self.device))
         self._check_sizes(job, settings)
         job.require_runnable()
-        final_h, final_w = job.final.height, job.final.width
+        return job
 
+    def _content_inputs(self, content: torch.Tensor, settings: StyleSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the content as 1×3×H×W on the device, what the optimisation works on: it or its luminance)."""
         content_rgb = self.to_device(content[None])
-        luminance_only = settings.colors is Colors.LUMINANCE
-        content_work = colour.luminance(content_rgb) if luminance_only else content_rgb
+        return content_rgb, colour.luminance(content_rgb) if settings.colors is Colors.LUMINANCE else content_rgb
+
+    def _style_inputs(
+        self, styles: Sequence[torch.Tensor], style_image_masks: Sequence[torch.Tensor | None] | None,
+        regions: Sequence[torch.Tensor | None] | None, content_rgb: torch.Tensor, content_work: torch.Tensor,
+        settings: StyleSettings, keys: Sequence[Hashable] | None,
+        cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None,
+    ) -> _StyleInputs:
+        """The style images as the optimisation sees them (in the content's colours where ``colors`` asks),
+        their masks and regions on the device, and where their targets are cached."""
         style_work = [self.to_device(style[None]) for style in styles]
         masks = list(style_image_masks) if style_image_masks is not None else [None] * len(styles)
         masks = [None if mask is None else self.to_device(mask) for mask in masks]
-        if luminance_only:
+        if settings.colors is Colors.LUMINANCE:
             style_work = [colour.match_luminance(colour.luminance(s), content_work) for s in style_work]
         elif settings.colors is Colors.HISTOGRAM:
             style_work = [colour.match_colours(s, content_rgb, mask) for s, mask in zip(style_work, masks)]
         content_regions = None if regions is None else [None if r is None else self.to_device(r) for r in regions]
+        return _StyleInputs(style_work, masks, content_regions, keys, cache)
 
-        image = self._initial_image(content_work, init_image, settings, job.stages[0].height, job.stages[0].width)
+    def _run_stages(
+        self, image: torch.Tensor, stages: Sequence[Stage], content_rgb: torch.Tensor, content_work: torch.Tensor,
+        inputs: _StyleInputs, settings: StyleSettings, cancel: CancelToken, reporting: _Reporting,
+        temporal: _TemporalTarget | None = None,
+    ) -> torch.Tensor:
+        """Optimise ``image`` through ``stages`` (with the temporal term at the last, if given); returns
+        the working image, unclamped to the end's colours (see :func:`_finish`)."""
         with fp32_arithmetic(self.device, resolve_precision(settings.precision, self.device), cancel):
-            for stage in job.stages:
+            for stage in stages:
                 cancel.raise_if_cancelled()
                 height, width, plan = stage.height, stage.width, stage.plan
                 assert plan is not None  # require_runnable
                 image = self._warm_start(image, content_work, height, width)
-                objective = self._stage_objective(
-                    content_work, style_work, settings, height, width,
-                    # With the content's colours, the style targets depend on the content too.
-                    style_keys if settings.colors is Colors.STYLE else None,
-                    gram_cache, plan, cancel, masks, content_regions,
+                objective: StageObjective = self._stage_objective(
+                    content_work, inputs.styles, settings, height, width, inputs.keys, inputs.cache, plan, cancel,
+                    inputs.masks, inputs.regions,
                 )
+                if temporal is not None and stage is stages[-1]:
+                    objective = TemporalObjective(objective, temporal.warped, temporal.reliable, temporal.weight)
                 to_rgb = self._preview_converter(content_rgb, settings, height, width)
-                report = _reporter(stage, on_progress, preview_every, to_rgb, started)
+                report = _reporter(stage, reporting, to_rgb)
                 log.debug("Stage %d/%d at %d×%d%s", stage.index, stage.count, width, height,
                           f" in {plan.tiles.tile}-px tiles" if plan.tiles else "")
                 if settings.optimizer is Optimizer.LBFGS:
                     image = _run_lbfgs(image, objective, stage.iterations, report, cancel, plan.lbfgs_history)
                 else:
                     image = _run_adam(image, objective, stage.iterations, settings.learning_rate, report, cancel)
-
-        result = image.clamp(0.0, 1.0)
-        if luminance_only:
-            result = colour.recombine(result, resize(content_rgb, final_h, final_w))
-        return result[0].float().cpu().contiguous()
+        return image
 
     @staticmethod
     def _check_sizes(job: JobPlan, settings: StyleSettings) -> None:
@@ -439,24 +707,24 @@ def _digest(mask: torch.Tensor | None) -> str | None:
     return hashlib.blake2b(mask.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
 
 
-def _reporter(
-    stage: Stage, on_progress: ProgressCallback | None, preview_every: int,
-    to_rgb: Callable[[torch.Tensor], torch.Tensor], started: float,
-) -> _Report:
+def _reporter(stage: Stage, reporting: _Reporting, to_rgb: Callable[[torch.Tensor], torch.Tensor]) -> _Report:
     """The per-iteration report of one stage: a Progress record, with the image when one is due."""
+    on_progress, preview_every = reporting.on_progress, reporting.preview_every
 
     def report(iteration: int, terms: torch.Tensor, current: torch.Tensor) -> None:
         if on_progress is None:
             return
-        content_term, style_term, tv_term = terms.tolist()
+        values = terms.tolist()
+        temporal = values[3] if len(values) > 3 else 0.0
         want_image = iteration == stage.iterations or (preview_every and iteration % preview_every == 0)
         on_progress(Progress(
             stage=stage.index, stages=stage.count, width=stage.width, height=stage.height,
             stage_iteration=iteration, stage_iterations=stage.iterations,
             iteration=stage.first_iteration + iteration - 1, total_iterations=stage.total_iterations,
-            losses=LossTerms(content_term, style_term, tv_term, content_term + style_term + tv_term),
-            elapsed_s=time.perf_counter() - started,
+            losses=LossTerms(*values[:3], sum(values), temporal),
+            elapsed_s=time.perf_counter() - reporting.started,
             image=to_rgb(current)[0].float().cpu() if want_image else None,
+            frame=reporting.frame, frames=reporting.frames,
         ))
 
     return report

@@ -20,15 +20,18 @@ class TerminalProgressBar:
 
     def __call__(self, progress: Progress) -> None:
         self.update(progress.stage, progress.stages, progress.width, progress.height, progress.iteration,
-                    progress.total_iterations, progress.losses.total, progress.elapsed_s)
+                    progress.total_iterations, progress.losses.total, progress.elapsed_s,
+                    frame=progress.frame, frames=progress.frames)
 
     def update(self, stage: int, stages: int, width: int, height: int, iteration: int, total_iterations: int,
-               loss: float, elapsed_s: float) -> None:
+               loss: float, elapsed_s: float, *, frame: int = 1, frames: int = 1) -> None:
+        """Redraw the line; an animation's frame number leads it ("frame 3/24 · stage 1/1 …")."""
         if not self.enabled:
             return
         filled = round(iteration / total_iterations * _BAR_WIDTH)
+        frame_part = "" if frames == 1 else f"frame {frame}/{frames or '?'} · "
         line = (
-            f"\rstage {stage}/{stages} {width}×{height} "
+            f"\r{frame_part}stage {stage}/{stages} {width}×{height} "
             f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {iteration}/{total_iterations} "
             f"loss {loss:.4g} {elapsed_s:.1f}s"
         )
