@@ -109,14 +109,25 @@ def warping_errors(results: list[torch.Tensor], sequence: Sequence) -> list[floa
     return errors
 
 
-def style_losses(engine: StyleTransfer, sequence: Sequence, style: torch.Tensor, settings: StyleSettings,
+def style_losses(engine: StyleTransfer, frames: list[torch.Tensor], style: torch.Tensor, settings: StyleSettings,
                  results: list[torch.Tensor]) -> list[float]:
+    """β·E of each result, by the objective of its own frame."""
     losses = []
     with torch.no_grad(), fp32_arithmetic(engine.device, Precision.FP32):
-        for frame, result in zip(sequence.frames, results):
+        for frame, result in zip(frames, results):
             objective = engine.objective(frame, [style], settings, *result.shape[-2:])
             losses.append(objective(engine.to_device(result[None]))[1][1].item())
     return losses
+
+
+def moved_style_ratios(engine: StyleTransfer, sequence: Sequence, style: torch.Tensor, settings: StyleSettings,
+                       independent: list[torch.Tensor], base: list[float]) -> list[float]:
+    """Style loss of each independent result moved by the true motion into the next frame, over that frame's
+    independent result's: what a perfectly consistent result built from the previous one would score before
+    any optimisation.  VGG19 is not shift-invariant (its pooling grid), so this is not 1."""
+    moved = [warp(result, flow) for result, flow in zip(independent, sequence.flows)]
+    losses = style_losses(engine, sequence.frames[1:], style, settings, moved)
+    return [loss / reference for loss, reference in zip(losses, base[1:])]
 
 
 @dataclass(frozen=True)
@@ -213,18 +224,22 @@ def main() -> None:
             f"{100 * true_share:.1f} % by the true motion, masked (c = 0) by the flow check {100 * mask_share:.1f} %")
         independent = run_sequence(engine, sequence, style, settings, 0.0, 1.0)
         base_errors = warping_errors(independent.results, sequence)
-        base_style = style_losses(engine, sequence, style, settings, independent.results)
+        base_style = style_losses(engine, sequence.frames, style, settings, independent.results)
         base_error = statistics.mean(base_errors)
-        say(f"  independent: warping error {base_error:.4f}, {statistics.mean(independent.seconds):.1f} s per frame")
+        moved = moved_style_ratios(engine, sequence, style, settings, independent.results, base_style)
+        say(f"  independent: warping error {base_error:.4f}, {statistics.mean(independent.seconds):.1f} s per frame; "
+            f"its results moved into the next frame by the true motion have {min(moved):.1f}–{max(moved):.1f}× "
+            "the style loss of that frame's own")
         entry: dict[str, object] = {"source_error": source_error, "true_occluded_share": true_share,
                                     "masked_share": mask_share, "independent_error": base_error,
-                                    "independent_seconds": independent.seconds, "runs": []}
+                                    "independent_seconds": independent.seconds, "moved_style_ratios": moved,
+                                    "runs": []}
         for weight in args.temporal_weights:
             for share in args.frame_shares:
                 run = run_sequence(engine, sequence, style, settings, weight, share)
                 error = statistics.mean(warping_errors(run.results, sequence))
-                ratios = [loss / base for loss, base in zip(style_losses(engine, sequence, style, settings,
-                                                                         run.results), base_style)]
+                losses = style_losses(engine, sequence.frames, style, settings, run.results)
+                ratios = [loss / base for loss, base in zip(losses, base_style)]
                 later = statistics.mean(run.seconds[1:]) / run.seconds[0]
                 say(f"  temporal weight {weight:g}, later frames {share:g}× iterations: warping error {error:.4f} "
                     f"({error / base_error:.2f}× independent); style loss vs independent per frame "

@@ -48,10 +48,10 @@ def luminance_u8(frame: torch.Tensor) -> np.ndarray:
 def estimate_flow(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """DIS flow from ``source`` to ``target`` (3×H×W frames): source(p) ≈ target(p + flow(p)).
 
-    The MEDIUM preset at full resolution (finest scale 0): its default finest scale, half resolution,
-    left errors of 0.04 px on textured 128×96 frames moved 3 px and still took 0.1 s at 1 MP; at full
-    resolution the error was under 0.001 px and 1 MP takes 0.3 s on a 2-core CPU (see
-    benchmarks/temporal_consistency.py), small beside one optimiser iteration there.
+    The MEDIUM preset at full resolution (finest scale 0): at its default finest scale, half the
+    resolution, the flow of textured 128×96 frames moved 3 px was off by 0.04 px on average; at full
+    resolution by under 0.001 px.  A frame's two flows and its mask take about 0.4 s at 1 MP on a 2-core
+    CPU (benchmarks/temporal_consistency.py), little beside one optimiser iteration at that size there.
     """
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     dis.setFinestScale(0)
@@ -79,7 +79,7 @@ def reliability_mask(backward: torch.Tensor, forward: torch.Tensor) -> torch.Ten
     """Ruder et al.'s mask c for frame t (H×W, 0 or 1) from its ``backward`` flow (t → t−1) and the
     ``forward`` flow (t−1 → t).
 
-    0 where p + backward(p) falls outside frame t−1 (the pixel came into view); where the two flows
+    0 where p + backward(p) falls outside frame t−1 by more than half a pixel (it came into view); where the two flows
     disagree, |w̃ + ŵ|² > 0.01·(|w̃|² + |ŵ|²) + 0.5 with ŵ the backward flow and w̃ the forward flow
     read at p + ŵ(p) (a disocclusion: what p shows was hidden in frame t−1); and at motion boundaries,
     |∇û|² + |∇v̂|² > 0.01·|ŵ|² + 0.002, where the flow itself is least accurate.  1 elsewhere.
@@ -88,7 +88,8 @@ def reliability_mask(backward: torch.Tensor, forward: torch.Tensor) -> torch.Ten
     ys, xs = torch.meshgrid(torch.arange(height, dtype=backward.dtype), torch.arange(width, dtype=backward.dtype),
                             indexing="ij")
     source_x, source_y = xs + backward[0], ys + backward[1]
-    outside = (source_x < 0) | (source_x > width - 1) | (source_y < 0) | (source_y > height - 1)
+    # Half a pixel of slack: flow that is zero up to rounding keeps the edge pixels.
+    outside = (source_x < -0.5) | (source_x > width - 0.5) | (source_y < -0.5) | (source_y > height - 0.5)
     returned = warp(forward, backward)
     disagreement = (returned + backward).square().sum(0)
     disoccluded = disagreement > (_DISAGREEMENT_SHARE * (returned.square().sum(0) + backward.square().sum(0))

@@ -56,9 +56,9 @@ _BOX_PENALTY_STRENGTH = 200.0
 
 # Animations (stylize_sequence; measured with benchmarks/temporal_consistency.py, see docs/animation.md).
 # The temporal term's weight, relative to the style's mean pull on an unstylised frame.
-DEFAULT_TEMPORAL_WEIGHT = 100.0
+DEFAULT_TEMPORAL_WEIGHT = 0.5
 # Later frames start near their answer: this share of the first frame's final-stage iterations.
-DEFAULT_FRAME_SHARE = 0.5
+DEFAULT_FRAME_SHARE = 0.25
 
 _DEFAULT_SETTINGS = StyleSettings()
 _WHOLE_STAGE = StagePlan(None)  # a stage run whole, with the full L-BFGS history
