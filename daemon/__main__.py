@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import os
 import stat
 import subprocess
@@ -16,7 +17,7 @@ from .client.contract import DaemonError, DaemonUnreachableError
 from .client.launch import daemon_command
 from .client.remote import remote_info
 from .client.zeromq import DaemonClient, connect, handshake
-from .server.lifecycle import probe, terminate
+from .server.lifecycle import ProcessIdentity, check_lock_file, probe, terminate
 from .wire.connection import (
     ConnectionFileError,
     ConnectionInfo,
@@ -29,6 +30,9 @@ from .wire.connection import (
 from .wire.private_files import UnsafeFileError, open_private
 
 EXIT_ALREADY_RUNNING = 4  # serve: another daemon holds this connection file's lock
+_LOG_BYTES, _LOG_BACKUPS = 1 << 20, 3  # serve --log: the log and its rotated copies stay within 4 MiB
+_STARTUP_ERROR_BYTES = 4096  # of serve's stderr, what start keeps to say why it could not start
+log = logging.getLogger("daemon")
 _INVITATION_COMMANDS = ("invite", "revoke", "clients")
 
 
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in _INVITATION_COMMANDS:
             return _invitation_command(args)
         if args.command == "start":
-            return _start(arguments[arguments.index("start") + 1:])
+            return _start(args, arguments[arguments.index("start") + 1:])
         if args.command == "stop":
             return _stop()
         if args.command == "status":
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args) if args.command == "run" else _serve(args)
     except (DaemonError, ConnectionFileError, UnsafeFileError) as error:
         return _fail(error)
+    except OSError as error:  # a read-only or full folder
+        return _fail(f"{error.filename}: {error.strerror}" if error.filename else error)
     except KeyboardInterrupt:
         return 130
 
@@ -112,14 +118,45 @@ def _add_serve_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--client-timeout", type=float, metavar="SECONDS",
                      help="cancel a job whose client has been silent this long (default 1.5 on loopback and ipc, "
                      "10 on an address other machines reach: a network has jitter)")
+    sub.add_argument("--log", type=Path, metavar="FILE",
+                     help="log to FILE, rotated at 1 MiB with 3 older ones kept (default: stderr; start logs beside "
+                     "the connection file)")
     sub.add_argument("--test-faults", action="store_true", help=argparse.SUPPRESS)
     sub.add_argument("-v", "--verbose", action="store_true")
 
 
-def _fail(error: object, status: int = 1) -> int:
-    """Print ``error: …`` on stderr; return the exit status."""
+def _fail(error: object, status: int = 1, *, logged: bool = False) -> int:
+    """Print ``error: …`` on stderr (``logged``: also in the log, when that is a file); return the exit status."""
+    if logged:
+        log.error("%s", error)
     print(f"error: {error}", file=sys.stderr)
     return status
+
+
+class _PrivateLog(logging.handlers.RotatingFileHandler):
+    """serve's log file: private (docs/security.md), rotated, and a failed write (a full disk) kept for
+    :func:`_log_to` rather than printed as a traceback."""
+
+    failure: BaseException | None = None
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, maxBytes=_LOG_BYTES, backupCount=_LOG_BACKUPS, encoding="utf-8")
+
+    def _open(self):
+        return open(open_private(Path(self.baseFilename), os.O_WRONLY | os.O_APPEND), "a", encoding="utf-8")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failure = sys.exc_info()[1]
+
+
+def _log_to(path: Path | None, verbose: bool) -> None:
+    """Log to stderr, or to the file ``path``; OSError or UnsafeFileError when its first line cannot be written."""
+    handler = logging.StreamHandler() if path is None else _PrivateLog(path)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler],
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("Starting (pid %d)", os.getpid())
+    if isinstance(handler, _PrivateLog) and handler.failure is not None:
+        raise handler.failure
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -130,8 +167,10 @@ def _serve(args: argparse.Namespace) -> int:
     from .server.endpoints import InsecureEndpointError, default_client_timeout_s, require_curve
     from .server.service import AlreadyRunningError, DaemonConfig, DaemonService, EndpointError
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _log_to(args.log, args.verbose)
+    except (OSError, UnsafeFileError) as error:
+        return _fail(f"cannot write the log {args.log} ({getattr(error, 'strerror', None) or error})")
     try:
         if args.endpoint:
             require_curve(args.endpoint, curve_available=zmq.has("curve"))
@@ -148,8 +187,12 @@ def _serve(args: argparse.Namespace) -> int:
         DaemonService(config).serve()
     except AlreadyRunningError as error:
         return _fail(error, EXIT_ALREADY_RUNNING)
-    except (EndpointError, OSError) as error:
-        return _fail(error)
+    except (EndpointError, OSError, UnsafeFileError) as error:
+        return _fail(error, logged=args.log is not None)
+    except Exception:
+        if args.log is not None:  # its stderr is gone once start has returned
+            log.exception("The daemon stopped on an unexpected error")
+        raise
     return 0
 
 
@@ -170,30 +213,62 @@ def _already_running(files: DaemonFiles) -> bool:
     return True
 
 
-def _start(serve_arguments: list[str]) -> int:
-    """Start ``serve`` with the same arguments (start takes serve's), detached."""
+def _silent_owner(files: DaemonFiles) -> ProcessIdentity | None:
+    """The daemon that holds the lock and has published its connection file, yet does not answer (stopped with
+    SIGSTOP, or hung); None when it answers, or no daemon holds the lock, or its holder is still starting."""
+    state = probe(files.lock)
+    if not state.held or state.owner is None or not state.owner.is_running():
+        return None
+    try:
+        if read_connection_file(files.connection).pid != state.owner.pid:
+            return None
+    except ConnectionFileError:
+        return None
+    if (client := _live_daemon(files.connection)) is not None:
+        client.close()
+        return None
+    return state.owner
+
+
+def _not_answering(owner: ProcessIdentity) -> str:
+    return (f"The daemon (pid {owner.pid}) is not answering (stopped or hung): resume it with kill -CONT {owner.pid}, "
+            "or end it with: python -m daemon stop")
+
+
+def _start(args: argparse.Namespace, serve_arguments: list[str]) -> int:
+    """Start ``serve`` with the same arguments (start takes serve's), detached, logging beside the connection file."""
     files = DaemonFiles.beside(connection_path())
+    prepare_directory(files.connection)  # refuses in one line here, rather than in the daemon's log
+    check_lock_file(files.lock)
     if _already_running(files):
         return 0
-    prepare_directory(files.connection)
-    with os.fdopen(open_private(files.log, os.O_WRONLY | os.O_APPEND), "ab") as log_file:
-        # Its own session and process group: GIMP killing the plug-in's group does not reach it.
-        process = subprocess.Popen(daemon_command("serve", *serve_arguments), stdin=subprocess.DEVNULL,
-                                   stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                   cwd=str(Path(__file__).resolve().parents[1]))
+    if (owner := _silent_owner(files)) is not None:
+        return _fail(_not_answering(owner))
+    log_file = args.log or files.log
+    # Its own session and process group: GIMP killing the plug-in's group does not reach it.  Its stderr is a
+    # pipe, which a full disk cannot stop: it says why the daemon could not start.
+    command = daemon_command("serve", *serve_arguments) + ([] if args.log else ["--log", str(log_file)])
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
+    os.set_blocking(process.stderr.fileno(), False)
+    said = b""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        said = (said + (process.stderr.read() or b""))[-_STARTUP_ERROR_BYTES:]  # read as it comes: never full
         if process.poll() is not None:
             if process.returncode == EXIT_ALREADY_RUNNING:
                 return _await_running_daemon(files, deadline)
-            return _fail(f"the daemon exited at start (status {process.returncode}); see {files.log}")
+            lines = (said + (process.stderr.read() or b"")).decode(errors="replace").strip().splitlines()
+            if lines:
+                return _fail(f"the daemon could not start: {lines[-1].removeprefix('error: ')}")
+            return _fail(f"the daemon exited at start (status {process.returncode}); see {log_file}")
         if (client := _live_daemon(files.connection)) is not None:
             client.close()
             if client.info.pid == process.pid:
-                print(f"Daemon started (pid {process.pid}); log: {files.log}")
+                print(f"Daemon started (pid {process.pid}); log: {log_file}")
                 return 0
         time.sleep(0.1)
-    return _fail(f"the daemon did not come up within 60 s; see {files.log}")
+    return _fail(f"the daemon did not come up within 60 s; see {log_file}")
 
 
 def _await_running_daemon(files: DaemonFiles, deadline: float) -> int:
@@ -202,6 +277,8 @@ def _await_running_daemon(files: DaemonFiles, deadline: float) -> int:
     while time.monotonic() < deadline:
         if _already_running(files):
             return 0
+        if (owner := _silent_owner(files)) is not None:
+            return _fail(_not_answering(owner))
         time.sleep(0.1)
     owner = probe(files.lock).owner
     who = f"pid {owner.pid}" if owner is not None else "another process"
@@ -235,10 +312,14 @@ def _stop() -> int:
     if not asked and (state.owner is None or not terminate(state.owner)):
         return _fail(f"a daemon holds {files.lock} but does not answer, and its process cannot be identified; "
                      "nothing was signalled")
+    if not asked:
+        print(f"The daemon (pid {state.owner.pid}) is not answering; sent it SIGTERM.")
     deadline = time.monotonic() + 15
     while probe(files.lock).held:
         if time.monotonic() > deadline:
-            return _fail(f"the daemon (pid {state.owner.pid if state.owner else '?'}) did not stop")
+            pid = state.owner.pid if state.owner else "?"
+            return _fail(f"the daemon (pid {pid}) did not stop within 15 s; if it is stopped (SIGSTOP), "
+                         f"kill -CONT {pid} lets it act on the SIGTERM, kill -KILL {pid} ends it")
         time.sleep(0.1)
     print("Daemon stopped.")
     return 0
@@ -260,7 +341,10 @@ def _remove_stale_files(files: DaemonFiles, info: ConnectionInfo) -> None:
 
 
 def _status() -> int:
-    if (client := _live_daemon(connection_path())) is None:
+    files = DaemonFiles.beside(connection_path())
+    if (client := _live_daemon(files.connection)) is None:
+        if (owner := _silent_owner(files)) is not None:
+            return _fail(_not_answering(owner))
         print("No daemon is running.")
         return 3
     with client:
@@ -269,6 +353,7 @@ def _status() -> int:
 
 
 def _invitation_command(args: argparse.Namespace) -> int:
+    from .server.auth import KeyPair
     from .server.endpoints import REMOTE_DAEMON_SILENCE_S, invitation_info
     from .server.invitations import InvitationError, InvitationStore, keys_path
     from .wire.limits import TCP_MAX_FRAME_BYTES
@@ -297,13 +382,18 @@ def _invitation_command(args: argparse.Namespace) -> int:
         name = args.name or next(f"client-{n}" for n in range(1, len(taken) + 2) if f"client-{n}" not in taken)
         # Checked before a key is issued: a wildcard or :0 endpoint is refused here.
         invitation_info(endpoint, "0" * 40, "0" * 40, "0" * 40, name, max_frame_bytes=TCP_MAX_FRAME_BYTES)
-        server = store.server_key()
-        pair = store.invite(name)
+        server, pair = store.server_key(), KeyPair.generate()
         info = invitation_info(endpoint, server.public, pair.public, pair.secret, name,
                                max_frame_bytes=TCP_MAX_FRAME_BYTES,
                                daemon_silence_s=args.daemon_silence or REMOTE_DAEMON_SILENCE_S)
+        # The file first: one that cannot be written leaves no admitted key behind to block the name.
         write_private_file(args.output, json.dumps(info.to_json(), indent=2).encode())
-    except (InvitationError, ValueError) as error:
+        try:
+            store.invite(name, pair)
+        except BaseException:
+            args.output.unlink(missing_ok=True)
+            raise
+    except (InvitationError, ValueError, OSError) as error:
         return _fail(error)
     print(f"Invited {name}: {args.output} (mode 0600) reaches {endpoint}. Copy it to the client's machine "
           "privately, then use it there with NEURAL_STYLE_CONNECTION=FILE or python3 install.py --connect FILE.")
@@ -326,7 +416,7 @@ def _running_endpoint(path: Path) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from nst_engine.cli import init_image_path, settings_values
-    from nst_engine.cli.image_files import ImageFileError, read_image, write_image
+    from nst_engine.cli.image_files import ImageFileError, check_writable, read_image, write_image
     from nst_engine.cli.masks import read_masks
     from nst_engine.cli.progress_bar import TerminalProgressBar
     from nst_engine.image_ops import resize
@@ -346,6 +436,7 @@ def _run(args: argparse.Namespace) -> int:
         init_path = init_image_path(args)
         init = read_image(init_path) if init_path else None
         regions, style_masks = read_masks(args, content, styles)
+        check_writable(args.output, args.bits or content.bits)  # before the job, not after it
     except ImageFileError as error:
         return _fail(error)
     bar = None if args.quiet else TerminalProgressBar()

@@ -127,7 +127,7 @@ class Setting:
 
     @property
     def bounds(self) -> tuple[float, float]:
-        """(minimum, maximum) of a number or an integer, or of a list's integers (settings_of makes sure
+        """(minimum, maximum) of a number or an integer, or of the items of a list (settings_of makes sure
         both are declared)."""
         assert self.spec.minimum is not None and self.spec.maximum is not None
         return self.spec.minimum, self.spec.maximum
@@ -146,7 +146,8 @@ class Setting:
         if self.kind is Kind.CHOICE:
             return f"one of {', '.join(self.choice_values)}"
         if self.kind is Kind.NUMBERS:
-            return f"a list of 1 to {MAX_LIST_LENGTH} finite numbers ≥ 0, not all zero"
+            low, high = (_number(bound) for bound in self.bounds)
+            return f"a list of 1 to {MAX_LIST_LENGTH} numbers from {low} to {high}, not all zero"
         if self.kind is Kind.INTEGERS:
             return f"a list of 1 to {MAX_LIST_LENGTH} integers from {_number(spec.minimum)} to {_number(spec.maximum)}"
         if self.kind is Kind.LAYER:
@@ -182,9 +183,10 @@ class Setting:
         if self.kind is Kind.CHOICE:
             return isinstance(value, str) and value in self.choice_values
         if self.kind is Kind.NUMBERS:
+            low, high = self.bounds
             return value is None or (
                 _is_list(value) and 1 <= len(value) <= MAX_LIST_LENGTH
-                and all(_is_number(weight) and weight >= 0 for weight in value) and sum(value) > 0
+                and all(_is_number(weight) and low <= weight <= high for weight in value) and sum(value) > 0
             )
         if self.kind is Kind.INTEGERS:
             low, high = self.bounds
@@ -223,7 +225,8 @@ def settings_of(cls: type) -> dict[str, Setting]:
         kind = Kind.CHOICE if choice_type is not None else _KINDS.get(hint)
         if kind is None:
             raise TypeError(f"{cls.__name__}.{field.name}: a setting cannot have the type {hint}")
-        if kind in (Kind.NUMBER, Kind.INTEGER, Kind.INTEGERS) and (spec.minimum is None or spec.maximum is None):
+        bounded = (Kind.NUMBER, Kind.NUMBERS, Kind.INTEGER, Kind.INTEGERS)
+        if kind in bounded and (spec.minimum is None or spec.maximum is None):
             raise TypeError(f"{cls.__name__}.{field.name}: a number needs a minimum and a maximum")
         if choice_type is not None and tuple(c.value for c in spec.choices) != tuple(m.value for m in choice_type):
             raise TypeError(f"{cls.__name__}.{field.name}: its choices must list "

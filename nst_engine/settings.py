@@ -103,9 +103,10 @@ class StyleSettings:
     style_layer_weights: tuple[float, ...] | None = setting(
         None, f"w_l, one weight per style layer, in the order of style_layers ({DEFAULT_STYLE_LAYERS[0]} … "
         f"{DEFAULT_STYLE_LAYERS[-1]})",
-        none_means="equal, 1/L each", front_ends=_CLI_AND_WIRE)
+        minimum=0, maximum=MAX_WEIGHT, none_means="equal, 1/L each", front_ends=_CLI_AND_WIRE)
     style_blend_weights: tuple[float, ...] | None = setting(
-        None, "one weight per style image, normalised to sum to 1", none_means="equal", front_ends=_CLI_AND_WIRE)
+        None, "one weight per style image, normalised to sum to 1", minimum=0, maximum=MAX_WEIGHT, none_means="equal",
+        front_ends=_CLI_AND_WIRE)
     style_layer_sources: tuple[int, ...] | None = setting(
         None, "scale control: one style image number per style layer, whose statistics that layer takes "
         "(e.g. 1 1 1 2 2: fine texture from the first style, coarse structure from the second)",

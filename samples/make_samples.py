@@ -83,5 +83,7 @@ if __name__ == "__main__":
     images = {"content.png": content(), "style.png": style(), "style2.png": mosaic(), "sky.png": sky,
               "ground.png": Image.eval(sky, lambda value: 255 - value)}
     for name, image in images.items():
-        image.save(HERE / name)
+        partial = HERE / f".{name}.partial"
+        image.save(partial, format="PNG")
+        partial.replace(HERE / name)  # whole or not at all
     print(f"Wrote {', '.join(images)} in {HERE}")

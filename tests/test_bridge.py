@@ -142,7 +142,8 @@ def test_pipe_messages_round_trip_with_frames():
     assert read_message(stream) is None  # a clean end
 
 
-@pytest.mark.parametrize("damage", ["truncated frame", "truncated header", "huge header", "no frame list"])
+@pytest.mark.parametrize("damage", ["truncated frame", "truncated header", "huge header", "no frame list",
+                                    "nested too deeply"])
 def test_malformed_pipe_messages_are_refused(damage):
     stream = io.BytesIO()
     write_message(stream, {"event": "result"}, [b"pixels"])
@@ -154,10 +155,75 @@ def test_malformed_pipe_messages_are_refused(damage):
     elif damage == "huge header":
         data = (1 << 30).to_bytes(4, "little") + data[4:]
     else:
-        body = json.dumps({"event": "result"}).encode()
+        body = json.dumps({"event": "result"}).encode() if damage == "no frame list" else NESTED_HEADER
         data = len(body).to_bytes(4, "little") + body
     with pytest.raises(ValueError):
         read_message(io.BytesIO(data))
+
+
+NESTED_HEADER = b'{"op": "submit", "frames": [], "submit": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
+def _submit_fields(**changes) -> tuple[dict, list]:
+    from daemon.client.contract import submit_request
+
+    request, frames = submit_request(rgba(40, 24, 1), [rgba(32, 32, 2)], {"size": 32, "iterations": 2})
+    return {"op": "submit", "submit": {**request.to_wire(), **changes}}, frames
+
+
+MALFORMED_REQUESTS = {  # what each must be refused for, in the error event's message
+    "deeply nested JSON": (lambda: NESTED_HEADER, "nests too deeply"),
+    "a 10^30 integer": (lambda: _submit_fields(settings={"style_blend_weights": [10**30]}),
+                        "settings.style_blend_weights must be a list of 1 to 64 numbers from 0 to 1e+12"),
+    'result_dtype "f64"': (lambda: _submit_fields(result_dtype="f64"), "result_dtype must be one of f32, u16, f16"),
+    "options sent as a list": (lambda: ({"op": "submit", "submit": list(_submit_fields()[0]["submit"].items())}, []),
+                               "submit must be an object"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_REQUESTS)
+def test_a_malformed_request_gets_one_error_event_and_exit_status_2(daemon, case):
+    """A real bridge process, with a daemon it could reach: each request is refused before anything is sent."""
+    make, reason = MALFORMED_REQUESTS[case]
+    request = make()
+    stream = io.BytesIO()
+    if isinstance(request, bytes):
+        stream.write(len(request).to_bytes(4, "little") + request)
+    else:
+        write_message(stream, *request)
+    data = stream.getvalue()
+    env = dict(os.environ, NEURAL_STYLE_CONNECTION=str(daemon.connection_file))
+    bridge = subprocess.run([sys.executable, "-m", "daemon.client.bridge"], input=data, capture_output=True,
+                            cwd=REPO_ROOT, env=env, timeout=60, check=False)
+    fields = _only_event(bridge)
+    assert reason in fields["message"] and fields["message"].startswith("The bridge received a malformed request")
+    assert bridge.returncode == 2
+    assert b"Traceback" not in bridge.stderr, bridge.stderr.decode(errors="replace")
+
+
+def test_an_unexpected_failure_in_the_bridge_is_still_one_error_event():
+    """A bug (planted here) reaches the plug-in as one error event; the traceback stays on standard error."""
+    planted = ("import sys\nimport daemon.client.bridge as bridge\n"
+               "def broken(fields, frames): raise KeyError('planted')\n"
+               "bridge._parse_request = broken\nsys.exit(bridge.main())")
+    stream = io.BytesIO()
+    write_message(stream, {"op": "status"})
+    bridge = subprocess.run([sys.executable, "-c", planted], input=stream.getvalue(), capture_output=True,
+                            cwd=REPO_ROOT, timeout=60, check=False)
+    fields = _only_event(bridge)
+    assert fields["kind"] == "daemon" and fields["message"].startswith("The bridge to the daemon failed (KeyError)")
+    assert bridge.returncode == 1 and b"KeyError: 'planted'" in bridge.stderr
+
+
+def _only_event(bridge: subprocess.CompletedProcess) -> dict:
+    """The bridge's one event, an error whose message is one line."""
+    events = io.BytesIO(bridge.stdout)
+    message = read_message(events)
+    assert message is not None, f"no event; the bridge's error output: {bridge.stderr.decode(errors='replace')}"
+    assert read_message(events) is None, "more than one event"
+    fields, frames = message
+    assert fields["event"] == "error" and frames == [] and "\n" not in fields["message"]
+    return fields
 
 
 # -- the same calls as DaemonClient, through the bridge -------------------------------------------------------

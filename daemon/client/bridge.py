@@ -76,6 +76,8 @@ def read_message(stream: BinaryIO) -> tuple[dict[str, Any], list[bytes]] | None:
         raise ValueError("bridge message header is not UTF-8 JSON") from None
     except json.JSONDecodeError as error:
         raise ValueError(f"bridge message header is not valid JSON ({error})") from None
+    except RecursionError:  # the json module recurses once per nesting level
+        raise ValueError("bridge message header nests too deeply") from None
     sizes = fields.get("frames") if isinstance(fields, dict) else None
     if not isinstance(sizes, list) or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 0
                                               for size in sizes):
@@ -346,6 +348,11 @@ def main() -> int:
         return serve(requests, events)
     except BrokenPipeError:
         return 0
+    except Exception as error:  # a bug: the plug-in still gets one clear error event, the log the traceback
+        log.exception("Unexpected error")
+        message = f"The bridge to the daemon failed ({type(error).__name__}); its error output says where."
+        _report_error(events, {"kind": "daemon", "message": message})
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

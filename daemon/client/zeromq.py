@@ -2,16 +2,18 @@
 
 Requests are retried with the "Lazy Pirate" pattern: wait for the reply with a time-out, and on time-out close
 the socket, open a fresh one and send again, a few times, before giving up with :class:`DaemonUnreachableError`.
-While a job runs the client heartbeats every half second, which also tells it within a few seconds when the
-daemon has died.  The client trusts a daemon only through a private connection file: over ipc:// it also checks
-that the socket is its own user's, over TCP it authenticates the daemon by its CURVE public key (and the daemon
-it, by the client key pair the file holds).
+While a job runs the client heartbeats every half second from a thread of its own, whatever the caller does with
+its progress, and so learns within a few seconds when the daemon has died.  The client trusts a daemon only through
+a private connection file: over ipc:// it also checks that the socket is its own user's, over TCP it authenticates
+the daemon by its CURVE public key (and the daemon it, by the client key pair the file holds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import queue
 import secrets
 import stat
 import subprocess
@@ -56,6 +58,7 @@ from .remote import Handshake, daemon_silence_limit_s, remote_info, unreachable_
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 0.5
+_STEP_S = 0.1  # how often the job's traffic thread looks at its stop and cancel events
 SEND_TIMEOUT_MS = 5000
 
 
@@ -129,7 +132,8 @@ class DaemonClient(StyleClient):
                 reply = self._receive(remaining)
                 if reply is None:
                     break
-                if reply.type is MessageType.ERROR and "job_id" not in reply.body:
+                if reply.type is MessageType.ERROR and "job_id" not in reply.body \
+                        and reply.body.get("request") in (None, message_type.value):  # not a late cancel's refusal
                     raise DaemonJobError.from_wire(reply.body)
                 if reply.type is expect:
                     return reply
@@ -174,30 +178,96 @@ class DaemonClient(StyleClient):
         self._send(MessageType.CANCEL, Cancel(job_id))
 
     def _wait(self, job_id: str, on_progress: ProgressCallback | None, cancel: threading.Event | None) -> JobResult:
-        """Receive the job's messages, heartbeating meanwhile (which also tells when the daemon has died)."""
-        last_heard = time.monotonic()
-        next_heartbeat = 0.0
-        while True:
+        """Take the job's messages from :class:`_JobTraffic`, calling ``on_progress`` in this thread."""
+        with _JobTraffic(self, job_id, cancel) as traffic:
+            while True:
+                reply = traffic.next()
+                if reply.type is MessageType.ERROR:
+                    raise DaemonJobError.from_wire(reply.body)
+                if (result := self._job_message(reply.type, reply.body, reply.frames, on_progress)) is not None:
+                    return result
+
+
+class _JobTraffic:
+    """The socket's side of waiting for a job, in a thread of its own: it heartbeats and sends the cancel whatever
+    the caller's thread is doing (GIMP paints a large preview in the progress callback for over a second, and the
+    daemon cancels the job of a client silent for 1.5 s), notices a silent daemon, and hands the job's messages over
+    one at a time.  It reads no further ahead: what the caller has not taken waits in libzmq and the daemon, as it
+    would without the thread.  ZeroMQ sockets are not thread-safe, so the thread owns the client's socket from its
+    start until it has been joined.  A caller that leaves before the job's end (its callback raised) cancels it."""
+
+    def __init__(self, client: DaemonClient, job_id: str, cancel: threading.Event | None) -> None:
+        self.client, self.job_id, self.cancel = client, job_id, cancel
+        self.inbox: queue.Queue[Message | Exception] = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+        self.ended = False  # the job's last message, or a failure, was received: nothing is left to cancel
+        self.thread = threading.Thread(target=self._run, name=f"heartbeats for job {job_id}", daemon=True)
+
+    def __enter__(self) -> _JobTraffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join()  # every step of the thread is bounded: _STEP_S, or a send's SNDTIMEO
+        if not self.ended:
+            with contextlib.suppress(DaemonError):
+                self.client.cancel(self.job_id)
+
+    def next(self) -> Message:
+        """The job's next message; the thread's error (the daemon went silent, say) is raised here."""
+        item = self.inbox.get()  # bounded: the thread hands over a message or its error before it ends
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def _run(self) -> None:
+        try:
+            self._carry()
+        except Exception as error:  # the caller raises it, in its own thread
+            self.ended = True
+            while not self.stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    self.inbox.put(error, timeout=_STEP_S)
+                    return
+
+    def _carry(self) -> None:
+        client = self.client
+        last_heard, next_heartbeat = time.monotonic(), 0.0
+        held: Message | None = None  # received, not yet taken by the caller
+        while not self.stop.is_set():
             now = time.monotonic()
-            if cancel is not None and cancel.is_set():
-                self.cancel(job_id)
-                cancel = None  # sent once
+            if self.cancel is not None and self.cancel.is_set():
+                client.cancel(self.job_id)
+                self.cancel = None  # sent once
             if now >= next_heartbeat:
-                self._send(MessageType.HEARTBEAT)
+                client._send(MessageType.HEARTBEAT)
                 next_heartbeat = now + HEARTBEAT_INTERVAL_S
-            if now - last_heard > self.silence_limit_s:
-                raise self._lost(f"stopped answering during the job (nothing for {self.silence_limit_s:g} s); "
-                                 "it may have crashed.")
-            reply = self._receive(max(0.01, next_heartbeat - time.monotonic()))
+            if held is not None:
+                with contextlib.suppress(queue.Full):
+                    self.inbox.put(held, timeout=_STEP_S)
+                    if self.ended:
+                        return
+                    held = None
+                last_heard = time.monotonic()  # while the caller is busy, the daemon's messages wait unread
+                continue
+            if now - last_heard > client.silence_limit_s:
+                raise client._lost(f"stopped answering during the job (nothing for {client.silence_limit_s:g} s); "
+                                   "it may have crashed.")
+            reply = client._receive(_STEP_S)
             if reply is None:
                 continue
             last_heard = time.monotonic()
-            if reply.body.get("job_id") not in (None, job_id):
-                continue
-            if reply.type is MessageType.ERROR:
-                raise DaemonJobError.from_wire(reply.body)
-            if (result := self._job_message(reply.type, reply.body, reply.frames, on_progress)) is not None:
-                return result
+            if self._concerns_the_job(reply):
+                self.ended = reply.type in (MessageType.RESULT, MessageType.ERROR)
+                held = reply
+
+    def _concerns_the_job(self, reply: Message) -> bool:
+        """The job's messages and errors that end the wait, not pongs, another job's messages or the refusal of a
+        cancel sent too late for an earlier job."""
+        if reply.type is MessageType.PONG or reply.body.get("job_id") not in (None, self.job_id):
+            return False
+        return reply.type is not MessageType.ERROR or reply.body.get("request") != MessageType.CANCEL.value
 
 
 def configure_socket(socket: zmq.Socket, info: ConnectionInfo) -> None:
@@ -279,11 +349,15 @@ def connect(path: Path | None = None, *, start_command: Sequence[str] | None = N
         on_wait("Starting the Neural Style daemon…")
     environment = dict(os.environ, NEURAL_STYLE_CONNECTION=str(path))
     try:
-        subprocess.run(list(start_command), env=environment, check=False, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=start_timeout_s)
+        started = subprocess.run(list(start_command), env=environment, check=False, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=start_timeout_s)
     except (OSError, subprocess.SubprocessError) as error:
         raise DaemonUnreachableError(f"No daemon is running and starting one failed ({error}). "
                                      "Start it with: python -m daemon start") from None
+    if started.returncode != 0:  # its last line says why (a daemon not answering, a full disk): no use waiting
+        said = started.stderr.decode(errors="replace").strip().splitlines() or [
+            f"Starting the daemon failed (exit status {started.returncode}); start it with: python -m daemon start"]
+        raise DaemonUnreachableError(said[-1].removeprefix("error: "))
     deadline = time.monotonic() + start_timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:

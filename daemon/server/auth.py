@@ -20,7 +20,8 @@ from zmq.utils import z85
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
 ZAP_DOMAIN = b"neural-style"
-HANDSHAKE_TIMEOUT_MS = 5000  # a peer that has not finished the CURVE handshake by then is dropped
+HANDSHAKE_TIMEOUT_MS = 2000  # a peer that has not finished the CURVE handshake by then is dropped
+LOCAL_USER = ""  # who owns a job: the daemon's own user (over ipc, or its connection file's key), or an invited key
 
 
 @dataclass(frozen=True)
@@ -55,21 +56,19 @@ class IssuedKeys:
             self._names[pair.public] = name
         return pair
 
-    def admits(self, frame: zmq.Frame) -> bool:
-        """Whether the key a received message was sent with (its ZAP User-Id) is still admitted."""
+    def user_of(self, frame: zmq.Frame) -> str | None:
+        """Who sent a received message, by the key it came with (its ZAP User-Id): LOCAL_USER for a key this
+        process issued (its own connection file's), else that key; None for a message without one."""
         try:
-            user_id = frame.get("User-Id")
+            key = frame.get("User-Id")
         except zmq.ZMQError:
-            return False
-        return isinstance(user_id, str) and self.name_of(user_id) is not None
-
-    def issued_here(self, frame: zmq.Frame) -> bool:
-        """Whether a received message was sent with a key this process issued (its own connection file's),
-        rather than an invited one."""
-        if not self.admits(frame):  # a key issued here is admitted
-            return False
+            return None
         with self._lock:
-            return frame.get("User-Id") in self._names
+            return LOCAL_USER if key in self._names else key
+
+    def admits(self, user: str) -> bool:
+        """Whether ``user`` (from :meth:`user_of`) is still admitted: an invited key may have been revoked."""
+        return user == LOCAL_USER or self.name_of(user) is not None
 
     def name_of(self, public_key: str) -> str | None:
         with self._lock:
@@ -144,7 +143,7 @@ class ZapHandler:
             reason = "CURVE handshake with a key the daemon did not issue (never invited, or revoked)"
         else:
             # The User-Id libzmq attaches to this peer's messages is its key, so that each message can be
-            # checked against the current invitations (IssuedKeys.admits): a revoked key is cut off at once.
+            # checked against the current invitations (IssuedKeys.admits), and own the jobs it submits.
             return [b"1.0", request_id, b"200", b"OK", z85.encode(request[6]), b""]
         self.on_denied(reason)
         return [b"1.0", request_id, b"400", reason.encode(), b"", b""]

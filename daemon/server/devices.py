@@ -10,14 +10,15 @@ import enum
 import gc
 import logging
 import os
+import socket
 import sys
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, MutableMapping, Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import Hashable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import zmq
@@ -43,26 +44,114 @@ from nst_engine.tiling import largest_runnable_side
 
 from ..wire.framing import Codec
 from ..wire.messages import Buffer, Error, ErrorCode, ImageRole, JobProgress, MessageType, Preview, Result, WireRecord
+from .auth import LOCAL_USER
 from .estimates import EvaluationSpeed
 from .images import fingerprint, frame_alpha, frame_to_mask, frame_to_rgb, rgb_to_frame
-from .jobs import Job, JobImage, JobQueue, JobState
+from .jobs import Client, Job, JobImage, JobQueue, JobState
 
 log = logging.getLogger(__name__)
+_SLOW_FAULT_S = 0.5  # per iteration, for fault "slow": a job that runs for long enough on any machine
+
+ROUTER_SEND_HWM = 2  # messages libzmq holds per connection; the rest wait in the Outbox
+REPLY_BYTES = 2**20  # replies to requests (not a job's messages) waiting per connection; more are dropped
+PREVIEW_WAIT_S = 1.0
+
+
+@dataclass
+class _Unsent:
+    kind: MessageType
+    job_id: str | None
+    frames: list[Buffer]  # encoded, without the routing id
+    nbytes: int
 
 
 class Outbox:
-    """Sends messages to clients: the main loop's on the ROUTER, or a worker's through its own PUSH socket into
-    the main loop (a socket belongs to the thread that made it); closed when its worker ends."""
+    """Messages to clients.  Any thread posts them; the main loop hands them to the ROUTER, whose SNDHWM keeps what
+    libzmq holds per connection to ROUTER_SEND_HWM messages.  The rest waits here, per client: while its connection
+    is full (the client is not reading), a job's newer preview or progress report replaces its unsent one (only the
+    newest is worth having); a job's other messages (accepted, result, error) are kept; replies to requests beyond
+    REPLY_BYTES are dropped (a client that does not read them asks again).  A worker posting a preview waits for
+    its job's previous one to be sent, or the connection to be full, up to PREVIEW_WAIT_S, then replaces it: one
+    unsent preview per job, whatever the main loop's pace.  A message goes to a routing id only while the
+    connection there is its client's: nothing more after that connection closed, or after another user's
+    connection took the id."""
 
-    def __init__(self, socket: zmq.Socket, codec: Codec) -> None:
-        self.socket, self.codec = socket, codec
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        self._queues: dict[Client, deque[_Unsent]] = {}
+        self._users: dict[bytes, str] = {}  # routing id → the user of the connection that has it
+        self._full: set[Client] = set()  # whose connection took no more at the last try
+        self._changed = threading.Condition()  # notified after each sending
+        self.wakeup, self._wake = socket.socketpair()  # the main loop polls ``wakeup``; posts write to the other end
+        self.wakeup.setblocking(False)
+        self._wake.setblocking(False)
 
-    def __call__(self, client: bytes, message_type: MessageType, body: WireRecord,
+    def __call__(self, client: Client, message_type: MessageType, body: WireRecord,
                  frames: Sequence[Buffer] = ()) -> None:
-        self.socket.send_multipart([client, *self.codec.encode(message_type, body.to_wire(), frames)], copy=False)
+        encoded = self.codec.encode(message_type, body.to_wire(), frames)
+        job_id = body.progress.job_id if isinstance(body, Preview) else getattr(body, "job_id", None)
+        unsent = _Unsent(message_type, job_id, encoded, sum(memoryview(part).nbytes for part in encoded))
+        with self._changed:
+            if message_type is MessageType.PREVIEW:
+                self._changed.wait_for(lambda: client in self._full or self._older(client, unsent) is None,
+                                       PREVIEW_WAIT_S)
+            queue = self._queues.setdefault(client, deque())
+            index = self._older(client, unsent)
+            if index is not None and (client in self._full or message_type is MessageType.PREVIEW):
+                queue[index] = unsent
+            elif job_id is not None or sum(m.nbytes for m in queue if m.job_id is None) + unsent.nbytes <= REPLY_BYTES:
+                queue.append(unsent)
+        with contextlib.suppress(BlockingIOError):  # full: the main loop has wake-ups to read already
+            self._wake.send(b"\0")
+
+    def _older(self, client: Client, unsent: _Unsent) -> int | None:
+        """Where an unsent preview or progress report of the same job waits, if one does."""
+        if unsent.job_id is None or unsent.kind not in (MessageType.PREVIEW, MessageType.PROGRESS):
+            return None
+        return next((index for index, waiting in enumerate(self._queues.get(client, ()))
+                     if (waiting.kind, waiting.job_id) == (unsent.kind, unsent.job_id)), None)
+
+    def connected(self, client: Client) -> None:
+        """``client`` sent a message: its connection has that routing id now."""
+        with self._changed:
+            self._users[client.routing_id] = client.user
+
+    def disconnected(self, routing_id: bytes) -> None:
+        with self._changed:
+            self._users.pop(routing_id, None)
+
+    def unread_results(self, user: str) -> int:
+        """Results and errors of ``user``'s jobs that wait here, on all its connections."""
+        with self._changed:
+            return sum(message.kind in (MessageType.RESULT, MessageType.ERROR) and message.job_id is not None
+                       for client, queue in self._queues.items() if client.user == user for message in queue)
+
+    def send(self, router: zmq.Socket) -> bool:
+        """Give libzmq what each connection takes (the main loop's thread); True while some wait for room."""
+        with contextlib.suppress(BlockingIOError):
+            while self.wakeup.recv(4096):
+                pass
+        with self._changed:
+            self._full.clear()
+            for client, queue in list(self._queues.items()):
+                while queue and self._users.get(client.routing_id) == client.user:
+                    try:
+                        router.send_multipart([client.routing_id, *queue[0].frames], zmq.NOBLOCK, copy=False)
+                    except zmq.Again:  # its SNDHWM is reached: it is not reading
+                        self._full.add(client)
+                        break
+                    except zmq.ZMQError:  # no connection has that routing id (ROUTER_MANDATORY)
+                        self._users.pop(client.routing_id, None)
+                        break
+                    queue.popleft()
+                if not queue or self._users.get(client.routing_id) != client.user:
+                    del self._queues[client]
+            self._changed.notify_all()
+            return bool(self._full)
 
     def close(self) -> None:
-        self.socket.close(0)
+        self.wakeup.close()
+        self._wake.close()
 
 
 class ModelState(str, enum.Enum):
@@ -82,12 +171,12 @@ class JobFailure(Exception):
 class Worker(threading.Thread):
     """Runs queued jobs on the engine; loads the model at start unless ``lazy``."""
 
-    def __init__(self, queue: JobQueue, send: Callable[[], Outbox], *, weights: Path | None, device: str | None,
+    def __init__(self, queue: JobQueue, send: Outbox, *, weights: Path | None, device: str | None,
                  lazy: bool, gram_cache_bytes: int, memory_budget: int | None = None, test_faults: bool = False,
                  results: ResultCache | None = None) -> None:
         super().__init__(name="style-worker", daemon=True)
         self.queue = queue
-        self._make_sender = send
+        self._send = send
         self.weights = weights
         self.device_preference = device
         self.lazy = lazy
@@ -116,15 +205,11 @@ class Worker(threading.Thread):
             return torch.device("cpu")
 
     def run(self) -> None:
-        self._send = self._make_sender()  # sockets belong to the thread that made them
-        try:
-            if not self.lazy:
-                with contextlib.suppress(JobFailure):  # reported to each job; the daemon keeps serving
-                    self._ensure_engine()
-            while (job := self.queue.take()) is not None:
-                self._execute(job)
-        finally:
-            self._send.close()
+        if not self.lazy:
+            with contextlib.suppress(JobFailure):  # reported to each job; the daemon keeps serving
+                self._ensure_engine()
+        while (job := self.queue.take()) is not None:
+            self._execute(job)
 
     def _ensure_engine(self) -> StyleTransfer:
         if self.engine is not None:
@@ -200,7 +285,9 @@ class Worker(threading.Thread):
             settings = dataclasses.replace(settings, init=Init.IMAGE)
 
         def on_progress(progress: Progress) -> None:
-            if self.test_faults and request.fault and progress.iteration == 2:
+            if self.test_faults and request.fault == "slow":
+                time.sleep(_SLOW_FAULT_S)
+            elif self.test_faults and request.fault and progress.iteration == 2:
                 if request.fault == "oom":
                     raise torch.cuda.OutOfMemoryError("injected out-of-memory error (--test-faults)")
                 raise RuntimeError("injected failure (--test-faults)")
@@ -225,7 +312,7 @@ class Worker(threading.Thread):
         result = engine.stylize(
             content, styles, settings, init_image=init_image, on_progress=on_progress,
             preview_every=request.preview_every, cancel=job.cancel_token, style_keys=style_keys,
-            gram_cache=self.gram_cache, memory_budget=self.memory_budget,
+            gram_cache=self.gram_cache.of(job.client.user), memory_budget=self.memory_budget,
             regions=regions, style_image_masks=None if all(mask is None for mask in style_masks) else style_masks,
         )
         self.results.put(_result_key(job.client, job.id), result)
@@ -258,9 +345,9 @@ class Worker(threading.Thread):
             torch.cuda.empty_cache()
 
 
-def _result_key(client: bytes, job_id: str) -> str:
+def _result_key(client: Client, job_id: str) -> str:
     """Keyed by client too: a job id alone, which other clients might learn, reaches no other client's result."""
-    return f"{client.hex()}/{job_id}"
+    return f"{client.user}/{client.routing_id.hex()}/{job_id}"
 
 
 def progress_record(job_id: str, progress: Progress) -> JobProgress:
@@ -278,13 +365,20 @@ def _masks(images: list[JobImage | None] | None) -> list[torch.Tensor | None] | 
     return None if images is None else [None if image is None else frame_to_mask(*image) for image in images]
 
 
+class _UserKey(NamedTuple):
+    user: str
+    key: Hashable
+
+
 class GramCache(MutableMapping[Hashable, dict[str, torch.Tensor]]):
-    """LRU map of Gram targets, evicting the least recently used entries beyond ``max_bytes``."""
+    """LRU map of Gram targets, evicting the least recently used entries beyond ``max_bytes``.  Jobs see it through
+    their user's view (:meth:`of`), so that neither a hit nor status tells one client which styles another used."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        self._lookups: Counter[tuple[str, bool]] = Counter()  # (user, found) through the users' views
         self._entries: OrderedDict[Hashable, dict[str, torch.Tensor]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -300,6 +394,8 @@ class GramCache(MutableMapping[Hashable, dict[str, torch.Tensor]]):
                 self.hits += 1
             else:
                 self.misses += 1
+            if isinstance(key, _UserKey):
+                self._lookups[key.user, found] += 1
             return found
 
     def __getitem__(self, key: Hashable) -> dict[str, torch.Tensor]:
@@ -331,6 +427,44 @@ class GramCache(MutableMapping[Hashable, dict[str, torch.Tensor]]):
     def nbytes(self) -> int:
         return self._bytes
 
+    def of(self, user: str) -> _UserGrams:
+        return _UserGrams(self, user)
+
+    def figures(self, user: str | None = None) -> dict[str, int]:
+        """``{hits, misses, entries, bytes}``: of all entries, or of ``user``'s view only."""
+        with self._lock:
+            if user is None:
+                return {"hits": self.hits, "misses": self.misses, "entries": len(self._entries), "bytes": self._bytes}
+            own = [grams for key, grams in self._entries.items() if isinstance(key, _UserKey) and key.user == user]
+            return {"hits": self._lookups[user, True], "misses": self._lookups[user, False], "entries": len(own),
+                    "bytes": sum(map(self._size, own))}
+
+
+class _UserGrams(MutableMapping[Hashable, dict[str, torch.Tensor]]):
+    """One user's part of a GramCache: its keys carry the user, so that a job finds only what its user's jobs
+    computed.  The byte budget stays shared."""
+
+    def __init__(self, cache: GramCache, user: str) -> None:
+        self._cache, self._user = cache, user
+
+    def __contains__(self, key: object) -> bool:
+        return _UserKey(self._user, key) in self._cache  # type: ignore[arg-type]
+
+    def __getitem__(self, key: Hashable) -> dict[str, torch.Tensor]:
+        return self._cache[_UserKey(self._user, key)]
+
+    def __setitem__(self, key: Hashable, grams: dict[str, torch.Tensor]) -> None:
+        self._cache[_UserKey(self._user, key)] = grams
+
+    def __delitem__(self, key: Hashable) -> None:
+        del self._cache[_UserKey(self._user, key)]
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return (key.key for key in self._cache if isinstance(key, _UserKey) and key.user == self._user)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
 
 class ResultCache:
     """The last few results by job id, on the CPU, for warm starts."""
@@ -354,7 +488,7 @@ class ResultCache:
         return len(self._entries)
 
 
-def worker_status(index: int, worker: Worker, client: bytes | None) -> dict[str, Any]:
+def worker_status(index: int, worker: Worker, client: Client) -> dict[str, Any]:
     """One device's entry of the status reply, as ``client`` may see it (docs/protocol.md)."""
     device = worker.memory_device()  # before the model loads: the device it will load on
     memory: dict[str, int] = {"available_bytes": worker.available_memory()}
@@ -366,7 +500,8 @@ def worker_status(index: int, worker: Worker, client: bytes | None) -> dict[str,
         "index": index, "device": str(device),
         "name": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "model": worker.model_state.value, "model_error": worker.model_error, "precision": precision_status(device),
-        "memory": memory, "jobs_done": worker.jobs_done, "style_cache_entries": len(worker.gram_cache),
+        "memory": memory, "jobs_done": worker.jobs_done,
+        "style_cache_entries": worker.gram_cache.figures(None if client.user == LOCAL_USER else client.user)["entries"],
         "running": None if running is None else (  # another client's job is counted, not named
             {"job_id": running.id, "progress": running.progress} if running.client == client
             else {"job_id": None, "progress": None}),

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from nst_engine import CancelToken
 
 from ..wire.messages import Buffer, ImageRole, ImageSpec, Submit
+from .auth import LOCAL_USER
 
 
 class JobState(str, enum.Enum):
@@ -20,6 +21,16 @@ class JobState(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who sent a message, and so who owns a job: the connection's routing id, which the client chose, together
+    with the user the transport authenticated (LOCAL_USER, or an invited client's public key).  Another key that
+    takes over a routing id after its client left is another client: it owns nothing of the first."""
+
+    routing_id: bytes
+    user: str = LOCAL_USER
 
 
 class JobImage(NamedTuple):
@@ -32,7 +43,7 @@ class Job:
     """A submitted job: its request as it came (checked), its images, and where it stands."""
 
     id: str
-    client: bytes  # routing identity of the submitting client, its owner: only it may cancel, warm-start from or see it
+    client: Client  # its owner: only it may cancel, warm-start from or see it
     submit: Submit
     frames: list[Buffer]  # the binary parts, in the order of ``submit.images``
     output_size: tuple[int, int] | None = None  # (height, width) to resize the result to

@@ -12,10 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..wire.private_files import open_private
+from ..wire.private_files import UnsafeFileError, open_own, open_private, read_own_file
 
 _RECORD_BYTES = 4096
 _WINDOWS_LOCK_OFFSET = 1 << 20  # msvcrt locks are mandatory: lock a byte past the record so it stays readable
@@ -55,18 +57,16 @@ class DaemonLock:
 
     @classmethod
     def acquire(cls, path: Path, *, wait_s: float = 1.0) -> DaemonLock:
-        """Take the lock, retrying for ``wait_s`` (a ``stop`` or ``status`` may be probing it for an
-        instant); LockHeldError if a daemon holds it, UnsafeFileError if the file is not private."""
+        """Take the lock, retrying for ``wait_s`` (a ``stop`` or ``status`` may be probing it for an instant);
+        LockHeldError if a daemon holds it, UnsafeFileError if the file is not private or not a lock file."""
+        check_lock_file(path)
         descriptor = open_private(path, os.O_RDWR)
-        deadline = time.monotonic() + wait_s
-        while not _try_lock(descriptor, exclusive=True):
-            if time.monotonic() >= deadline:
-                owner = _read_record(descriptor)
-                os.close(descriptor)
-                who = f"pid {owner.pid}" if owner is not None else "a process"
-                raise LockHeldError(f"A daemon ({who}) is already running for this connection file "
-                                    f"(its lock file is {path}).")
-            time.sleep(0.02)
+        if not _lock_within(descriptor, wait_s):
+            owner = _read_record(descriptor)
+            os.close(descriptor)
+            who = f"pid {owner.pid}" if owner is not None else "a process"
+            raise LockHeldError(f"A daemon ({who}) is already running for this connection file "
+                                f"(its lock file is {path}).")
         return cls(descriptor)
 
     def record(self, identity: ProcessIdentity) -> None:
@@ -88,12 +88,10 @@ class LockState:
 
 
 def probe(path: Path) -> LockState:
-    """Whether a daemon holds the lock at ``path`` now, without disturbing it."""
+    """Whether a daemon holds the lock at ``path`` now, without disturbing it or changing the file."""
     try:
-        descriptor = open_private(path, os.O_RDWR) if os.path.lexists(path) else None
+        descriptor = open_own(path, os.O_RDWR)
     except FileNotFoundError:
-        descriptor = None
-    if descriptor is None:
         return LockState(held=False)
     try:
         if _try_lock(descriptor, exclusive=False):
@@ -102,6 +100,31 @@ def probe(path: Path) -> LockState:
         return LockState(held=True, owner=_read_record(descriptor))
     finally:
         os.close(descriptor)
+
+
+def check_lock_file(path: Path) -> None:
+    """UnsafeFileError unless ``path`` is missing, blank or holds a daemon's record: the daemon writes into its
+    lock file, so it must not take a file of the user's that has the lock's name."""
+    try:
+        data = read_own_file(path, limit=_RECORD_BYTES)
+    except FileNotFoundError:
+        return
+    if data.strip(b"\0 \t\r\n") and _record(data) is None:  # NULs: a crash can leave them in a new file
+        raise UnsafeFileError(f"{path} is not a daemon's lock file, and the daemon would write into it: move it "
+                              "away, or set NEURAL_STYLE_CONNECTION to another path.")
+
+
+@contextmanager
+def exclusively(path: Path, *, wait_s: float = 10.0) -> Iterator[None]:
+    """Hold an exclusive lock on the private file ``path`` (made if missing) for the block: one process at a time,
+    e.g. for reading, changing and replacing the key file.  TimeoutError after ``wait_s``."""
+    descriptor = open_private(path, os.O_RDWR)
+    try:
+        if not _lock_within(descriptor, wait_s):
+            raise TimeoutError(f"{path} stayed locked by another process for {wait_s:g} s; try again.")
+        yield
+    finally:
+        os.close(descriptor)  # and the lock with it
 
 
 def terminate(identity: ProcessIdentity) -> bool:
@@ -128,10 +151,26 @@ def terminate(identity: ProcessIdentity) -> bool:
 def _read_record(descriptor: int) -> ProcessIdentity | None:
     try:
         os.lseek(descriptor, 0, os.SEEK_SET)
-        fields = json.loads(os.read(descriptor, _RECORD_BYTES).decode("utf-8").strip() or "null")
-        return ProcessIdentity(int(fields["pid"]), str(fields["started"]))
-    except (OSError, ValueError, TypeError, KeyError):
+        return _record(os.read(descriptor, _RECORD_BYTES))
+    except OSError:
         return None
+
+
+def _record(data: bytes) -> ProcessIdentity | None:
+    try:
+        fields = json.loads(data.decode("utf-8").strip() or "null")
+        return ProcessIdentity(int(fields["pid"]), str(fields["started"]))
+    except (ValueError, TypeError, KeyError, RecursionError):
+        return None
+
+
+def _lock_within(descriptor: int, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while not _try_lock(descriptor, exclusive=True):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 # -- platform parts -----------------------------------------------------------------------------------

@@ -1,23 +1,27 @@
 """The daemon's main loop: one ROUTER socket, message dispatch, client liveness, job bookkeeping.
 
-The main thread owns the ROUTER socket and answers ping/status/cancel at once; the workers hand their outgoing
-messages to it through an inproc PUSH/PULL pair (ZeroMQ sockets must not be shared between threads).  Only
-authenticated peers reach the ROUTER: an ipc:// socket that only the daemon's user can open, or TCP with CURVE
-and a ZAP handler (docs/security.md).
+The main thread owns the ROUTER socket and answers ping/status/cancel at once; the workers post their outgoing
+messages to the Outbox, which the main thread hands to the ROUTER as each client reads (ZeroMQ sockets must not be
+shared between threads).  Only authenticated peers reach the ROUTER: an ipc:// socket that only the daemon's user
+can open, or TCP with CURVE and a ZAP handler (docs/security.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import platform
 import secrets
 import signal
+import socket
+import stat
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,22 +62,24 @@ from ..wire.messages import (
     Welcome,
     invalid,
 )
-from ..wire.private_files import private_directory
-from .auth import IssuedKeys, ZapHandler, make_curve_server
-from .devices import Outbox, ResultCache, Worker, memory_status, worker_status
+from ..wire.private_files import UnsafeFileError, private_directory
+from .auth import LOCAL_USER, IssuedKeys, ZapHandler, make_curve_server
+from .devices import ROUTER_SEND_HWM, Outbox, ResultCache, Worker, memory_status, worker_status
 from .estimates import estimate_job
 from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
-from .jobs import Job, JobQueue, JobState
+from .jobs import Client, Job, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
 
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-_EVENTS_ENDPOINT = "inproc://worker-events"
 _POLL_MS = 100
+_RETRY_SEND_MS = 5  # while a client's messages wait for room in libzmq
 _RECEIVE_HWM = 64  # messages queued per client before libzmq stops reading from it
 _CONNECTION_FILE_CHECK_S = 1.0
+_FAREWELL_LINGER_MS = 1000  # at shutdown, how long the last errors to clients may take to leave
 _REJECTION_LOG_INTERVAL_S = 10.0
+MAX_CONNECTIONS_PER_ADDRESS = 64  # over TCP: one host's share of the daemon's descriptors
 
 
 @dataclass
@@ -125,36 +131,75 @@ class _Transport:
             self.zap.stop()
 
 
+def _owner_only(info: os.stat_result, *, directory: bool = False) -> bool:
+    """Ours, and nobody else may use it; with ``directory``, also a directory (an lstat: a link is none)."""
+    return info.st_uid == os.geteuid() and not info.st_mode & 0o077 and (not directory or stat.S_ISDIR(info.st_mode))
+
+
 class _PeerConnections:
     """Which clients' connections have closed, noticed as soon as libzmq closes them.  A ROUTER socket does not
     say when a peer goes (ROUTER_NOTIFY is a draft option, absent from the pyzmq wheels), but its monitor reports
     each closed connection by file descriptor, and each message carries the descriptor it arrived on.  Heartbeat
-    silence stays the fallback (a client may hang without closing its connection)."""
+    silence stays the fallback (a client may hang without closing its connection).  Over TCP it also counts the
+    connections libzmq accepts by their peer's address, and at once cuts off those beyond
+    MAX_CONNECTIONS_PER_ADDRESS: one host's idle connections cannot take all the daemon's descriptors."""
 
-    def __init__(self, router: zmq.Socket) -> None:
+    def __init__(self, router: zmq.Socket, tcp: bool, on_refused: Callable[[str], None]) -> None:
         self._router = router
-        self.monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._descriptor_of: dict[bytes, int] = {}
+        self.monitor = router.get_monitor_socket(zmq.EVENT_DISCONNECTED | (zmq.EVENT_ACCEPTED if tcp else 0))
+        self._on_refused = on_refused
+        self._descriptor_of: dict[Client, int] = {}
+        self._address_of: dict[int, str] = {}  # accepted TCP connections by descriptor: their peer's address
+        self._per_address: Counter[str] = Counter()
 
-    def seen(self, identity: zmq.Frame) -> None:
+    def seen(self, client: Client, identity: zmq.Frame) -> None:
         """Record the connection a client's latest message came on."""
         with contextlib.suppress(zmq.ZMQError):  # a libzmq without the (deprecated) option: heartbeats alone
-            self._descriptor_of[identity.bytes] = identity.get(zmq.SRCFD)
+            self._descriptor_of[client] = identity.get(zmq.SRCFD)
 
-    def closed(self) -> list[bytes]:
+    def closed(self) -> list[Client]:
         """The clients whose connection closed since the last call.  Called before each received message is handled:
         a close is reported before its descriptor can be reused, so no new connection is blamed for it."""
-        descriptors: set[int] = set()
+        events = []
         while self.monitor.poll(0):
             event = recv_monitor_message(self.monitor)
-            if event["event"] == zmq.EVENT_DISCONNECTED:
-                descriptors.add(event["value"])
+            events.append((event["event"], event["value"]))
+        last_close = {descriptor: index for index, (kind, descriptor) in enumerate(events)
+                      if kind == zmq.EVENT_DISCONNECTED}
+        for index, (kind, descriptor) in enumerate(events):
+            if kind == zmq.EVENT_DISCONNECTED:
+                self._count_closed(descriptor)
+            elif last_close.get(descriptor, -1) < index:  # still open: the descriptor is that connection's
+                self._count_accepted(descriptor)
+        descriptors = set(last_close)
         gone = [client for client, fd in self._descriptor_of.items() if fd in descriptors]
         for client in gone:
             del self._descriptor_of[client]
         return gone
 
-    def forget(self, client: bytes) -> None:
+    def _count_accepted(self, descriptor: int) -> None:
+        self._count_closed(descriptor)  # a close the monitor dropped (its queue was full): the descriptor is reused
+        try:
+            peer = socket.fromfd(descriptor, socket.AF_INET, socket.SOCK_STREAM)  # a duplicate; libzmq keeps its own
+        except OSError:
+            return
+        with peer, contextlib.suppress(OSError):
+            address = peer.getpeername()[0]
+            if self._per_address[address] >= MAX_CONNECTIONS_PER_ADDRESS:
+                peer.shutdown(socket.SHUT_RDWR)  # libzmq sees the connection end and closes its descriptor
+                self._on_refused(f"a connection from {address} beyond its {MAX_CONNECTIONS_PER_ADDRESS}")
+                return
+            self._address_of[descriptor] = address
+            self._per_address[address] += 1
+
+    def _count_closed(self, descriptor: int) -> None:
+        address = self._address_of.pop(descriptor, None)
+        if address is not None:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
+
+    def forget(self, client: Client) -> None:
         self._descriptor_of.pop(client, None)
 
     def close(self) -> None:
@@ -202,17 +247,18 @@ class DaemonService:
         self.context = zmq.Context()
         self.queue = JobQueue(config.queue_capacity)
         self.jobs: dict[str, Job] = {}
-        self.last_seen: dict[bytes, float] = {}
+        self.last_seen: dict[Client, float] = {}
         self.started_at = time.monotonic()
         self.endpoint = ""
         self.transport_name = ""
         self.rejections = _RejectionLog()
-        self._reply: Outbox  # on the ROUTER, once bound
+        self._reply = Outbox(self.codec)  # handed to the ROUTER by the main loop
         self._issued_keys: IssuedKeys | None = None  # over TCP: each message's key is checked against them
         self._stop = threading.Event()
+        self._restore_failing = False  # the removed connection file could not be written again
         self.results = ResultCache()  # shared: a warm start may run on another device than the job it starts from
         self.workers = [  # one per device
-            Worker(self.queue, self._worker_sender, weights=config.weights, device=device, lazy=config.lazy,
+            Worker(self.queue, self._reply, weights=config.weights, device=device, lazy=config.lazy,
                    gram_cache_bytes=config.gram_cache_bytes, memory_budget=config.memory_budget,
                    test_faults=config.test_faults, results=self.results)
             for device in config.devices or [config.device]]
@@ -223,6 +269,7 @@ class DaemonService:
         AlreadyRunningError if a daemon already serves this connection file; UnsafeFileError if not private."""
         prepare_directory(self.files.connection)
         private_directory(self.files.connection.parent)
+        _raise_descriptor_limit()
         try:
             lock = DaemonLock.acquire(self.files.lock)
         except LockHeldError as error:
@@ -237,32 +284,44 @@ class DaemonService:
         transport = self._bind()
         self.endpoint, self.codec = transport.endpoint, Codec(transport.caps)
         self.transport_name = "tcp+curve" if transport.curve is not None else "ipc"
-        self._reply = Outbox(transport.router, self.codec)
-        events = self.context.socket(zmq.PULL)
-        events.bind(_EVENTS_ENDPOINT)
+        self._reply.codec = self.codec
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: self._stop.set())
         info = ConnectionInfo(self.endpoint, pid=os.getpid(), curve=transport.curve,
                               max_frame_bytes=TCP_MAX_FRAME_BYTES if transport.curve is not None else 0)
-        write_connection_file(info, self.files.connection)
+        try:
+            write_connection_file(info, self.files.connection)
+        except OSError as error:  # a full disk, a read-only folder: say which file
+            transport.close()
+            raise OSError(f"Cannot write the connection file {self.files.connection}: {error.strerror or error}") \
+                from None
         log.info("Listening on %s (%s; connection file %s)", self.endpoint, self.transport_name, self.files.connection)
         for worker in self.workers:
             worker.start()
         try:
-            self._loop(transport, events, info)
+            self._loop(transport, info)
         finally:
             log.info("Shutting down")
-            self.queue.close()  # the workers take no more jobs
-            for worker in self.workers:
-                if (job := worker.running) is not None:
-                    job.cancel_token.cancel()
-            for worker in self.workers:
-                worker.join(timeout=10)
+            self._end_jobs(transport.router)
             remove_connection_file(self.files.connection, pid=os.getpid())
+            transport.router.close(linger=_FAREWELL_LINGER_MS)  # delivers the errors _end_jobs sent
             transport.close()
-            events.close(0)
+            self._reply.close()
             self.context.destroy(linger=0)  # also closes the workers' sockets should they still be running
+
+    def _end_jobs(self, router: zmq.Socket) -> None:
+        """Tell each client whose job has not finished that the daemon stopped (silence would read as a crash),
+        stop the workers, and pass on what they sent meanwhile (a result finished just before)."""
+        self.queue.close()  # the workers take no more jobs
+        for job in self.jobs.values():
+            if job.live:
+                job.cancel_token.cancel()
+                self._reply(job.client, MessageType.ERROR,
+                            Error(ErrorCode.CANCELLED, "The daemon was stopped during the job.", job_id=job.id))
+        for worker in self.workers:
+            worker.join(timeout=10)
+        self._reply.send(router)  # these errors and what the workers sent meanwhile, as far as connections take it
 
     def _bind(self) -> _Transport:
         endpoint, made_directory = (self.config.endpoint, None) if self.config.endpoint else self._default_endpoint()
@@ -272,7 +331,8 @@ class DaemonService:
         caps = MessageCaps.for_images(self.max_pixels, TCP_MAX_FRAME_BYTES if tcp else None)
         router = self.context.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.SNDHWM, 1000)  # a client that never reads: its messages are dropped, not queued forever
+        router.setsockopt(zmq.SNDHWM, ROUTER_SEND_HWM)  # per connection; what waits beyond is the Outbox's
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a full connection says so (EAGAIN) instead of dropping
         router.setsockopt(zmq.RCVHWM, _RECEIVE_HWM)
         router.setsockopt(zmq.MAXMSGSIZE, caps.socket_max_bytes)  # larger frames: libzmq drops the peer unread
         transport = _Transport(router, endpoint, caps, socket_directory=made_directory)
@@ -308,45 +368,42 @@ class DaemonService:
 
     def _default_endpoint(self) -> tuple[str, Path | None]:
         """(endpoint, a directory made for it): an ipc socket beside the connection file if that directory
-        is its user's alone and the path fits in a socket address, else in a fresh 0700 directory of the
-        temporary directory; TCP where the platform has no ipc (Windows)."""
+        is its user's alone and the path fits in a socket address, else in a 0700 directory of the temporary
+        directory, the same one for each connection file (so that daemons killed without cleaning up leave
+        one behind, not one each); TCP where the platform has no ipc (Windows)."""
         if os.name != "posix" or not zmq.has("ipc"):
             return "tcp://127.0.0.1:0", None
-        socket = self.files.socket
-        directory = socket.parent.stat()
-        owner_only = directory.st_uid == os.geteuid() and not directory.st_mode & 0o077
-        if owner_only and self.files.socket_fits:
-            return f"ipc://{socket}", None  # a stale one is replaced: holding the lock, no other daemon uses it
-        made = Path(tempfile.mkdtemp(prefix="neural-style-"))  # mode 0700
+        socket_path = self.files.socket
+        if _owner_only(socket_path.parent.stat()) and self.files.socket_fits:
+            return f"ipc://{socket_path}", None  # a stale one is replaced: holding the lock, no other daemon uses it
+        name = hashlib.sha256(os.fsencode(os.path.abspath(self.files.connection))).hexdigest()[:12]
+        made = Path(tempfile.gettempdir()) / f"neural-style-{os.geteuid()}-{name}"
+        with contextlib.suppress(FileExistsError):
+            made.mkdir(mode=0o700)
+        if not _owner_only(os.lstat(made), directory=True):  # someone else's, or a link: never used
+            made = Path(tempfile.mkdtemp(prefix="neural-style-"))
         return f"ipc://{made / 'daemon.sock'}", made
 
-    def _worker_sender(self) -> Outbox:
-        """A worker thread's way out: its own PUSH socket into the main loop, made in that thread."""
-        push = self.context.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 0)
-        push.connect(_EVENTS_ENDPOINT)
-        return Outbox(push, self.codec)
-
     # -- main loop --------------------------------------------------------------------------------
-    def _loop(self, transport: _Transport, events: zmq.Socket, info: ConnectionInfo) -> None:
+    def _loop(self, transport: _Transport, info: ConnectionInfo) -> None:
         router = transport.router
-        peers = _PeerConnections(router)
+        peers = _PeerConnections(router, transport.curve is not None,
+                                 lambda reason: self.rejections.count("connections", reason))
         poller = zmq.Poller()
-        for socket in (router, events, peers.monitor):
-            poller.register(socket, zmq.POLLIN)
+        for source in (router, self._reply.wakeup, peers.monitor):
+            poller.register(source, zmq.POLLIN)
         next_file_check = 0.0
+        waiting = False  # some client's messages wait for room in libzmq
         try:
             while not self._stop.is_set():
-                poller.poll(_POLL_MS)
-                while events.poll(0):  # the workers' messages
-                    router.send_multipart(events.recv_multipart(copy=False), copy=False)
+                poller.poll(_RETRY_SEND_MS if waiting else _POLL_MS)
                 self._cancel_jobs_of_closed_connections(peers)
                 while router.poll(0):
                     identity, frames = self._receive(router)
                     # Closes reported so far precede this message: its connection may reuse their descriptor.
                     self._cancel_jobs_of_closed_connections(peers)
-                    peers.seen(identity)
-                    self._handle(identity, frames)
+                    self._handle(identity, frames, peers)
+                waiting = self._reply.send(router)
                 self._cancel_jobs_of_silent_clients()
                 self._forget_finished_jobs(peers)
                 self.rejections.flush()
@@ -360,10 +417,20 @@ class DaemonService:
             peers.close()
 
     def _restore_connection_file(self, info: ConnectionInfo) -> None:
-        """Write the connection file again if someone removed it: clients find the daemon through it."""
-        if not os.path.lexists(self.files.connection):
-            log.warning("The connection file %s was removed; writing it again", self.files.connection)
+        """Write the connection file again if someone removed it: clients find the daemon through it.  A failure
+        (a full disk, a folder made unwritable) is logged once and retried; the jobs go on meanwhile."""
+        if os.path.lexists(self.files.connection):
+            return
+        try:
             write_connection_file(info, self.files.connection)
+        except (OSError, UnsafeFileError) as error:
+            if not self._restore_failing:
+                log.error("The connection file %s was removed and cannot be written again (%s); retrying every "
+                          "%g s", self.files.connection, error, _CONNECTION_FILE_CHECK_S)
+            self._restore_failing = True
+            return
+        log.warning("The connection file %s was removed; wrote it again", self.files.connection)
+        self._restore_failing = False
 
     def _receive(self, router: zmq.Socket) -> tuple[zmq.Frame, list[zmq.Frame] | None]:
         """One message: its routing identity (which carries its connection) and frames, None beyond the caps.  libzmq
@@ -382,9 +449,16 @@ class DaemonService:
                     frames = None
         return identity, frames
 
-    def _handle(self, identity: zmq.Frame, frames: list[zmq.Frame] | None) -> None:
-        client = identity.bytes
-        if self._issued_keys is not None and not self._issued_keys.admits(identity):
+    def _handle(self, identity: zmq.Frame, frames: list[zmq.Frame] | None, peers: _PeerConnections) -> None:
+        keys = self._issued_keys
+        user = LOCAL_USER if keys is None else keys.user_of(identity)
+        if user is None:  # not with CURVE and ZAP enforced; nothing to answer to
+            self.rejections.count("messages", "a message without an authenticated key")
+            return
+        client = Client(identity.bytes, user)
+        peers.seen(client, identity)
+        self._reply.connected(client)
+        if keys is not None and not keys.admits(user):
             self._refuse_revoked(client)
             return
         try:
@@ -399,15 +473,14 @@ class DaemonService:
             return
         self.last_seen[client] = time.monotonic()
         try:
-            if message.type is MessageType.SHUTDOWN and self._issued_keys is not None \
-                    and not self._issued_keys.issued_here(identity):
+            if message.type is MessageType.SHUTDOWN and user != LOCAL_USER:
                 raise invalid("shutdown: an invited client cannot stop the daemon; its user stops it on its machine "
                               "(python -m daemon stop)")
             self._dispatch(client, message)
         except ProtocolError as error:
             self._reply(client, MessageType.ERROR, Error.of(error, message.type))
 
-    def _refuse_revoked(self, client: bytes) -> None:
+    def _refuse_revoked(self, client: Client) -> None:
         """A message on a connection whose key was revoked (daemon revoke) since its handshake."""
         self.rejections.count("messages", "a message from a client whose key was revoked")
         self._cancel_jobs_of(client, "had its key revoked")
@@ -415,7 +488,7 @@ class DaemonService:
             ErrorCode.INVALID_REQUEST,
             "This client's key was revoked (python -m daemon revoke); ask for a new invitation."))
 
-    def _dispatch(self, client: bytes, message: Message) -> None:
+    def _dispatch(self, client: Client, message: Message) -> None:
         kind = message.type
         if kind is MessageType.HELLO:
             Hello.from_wire(message.body)
@@ -440,7 +513,11 @@ class DaemonService:
             raise invalid(f"{kind.value} is not a request the daemon takes")
 
     # -- jobs -------------------------------------------------------------------------------------
-    def _submit(self, client: bytes, message: Message) -> None:
+    def _submit(self, client: Client, message: Message) -> None:
+        unread = self._reply.unread_results(client.user)
+        if unread >= self.queue.capacity:  # they wait in the daemon's memory until read
+            raise ProtocolError(ErrorCode.BUSY, f"{unread} results of this client's jobs are not read yet; read them "
+                                "before submitting more.")
         job = self._parse_job(client, message)
         position = self.queue.put(job)
         if position is None:
@@ -449,7 +526,7 @@ class DaemonService:
         self.jobs[job.id] = job
         self._reply(client, MessageType.ACCEPTED, Accepted(job.id, position))
 
-    def _parse_job(self, client: bytes, message: Message) -> Job:
+    def _parse_job(self, client: Client, message: Message) -> Job:
         submit = Submit.from_wire(message.body, self.config.max_image_side, self.max_pixels)
         if len(message.frames) != len(submit.images):
             raise invalid(f"submit: {len(submit.images)} images described but {len(message.frames)} binary frames sent")
@@ -484,7 +561,7 @@ class DaemonService:
                           f"({height * width} pixels); the limit is {self.max_pixels}")
         return None
 
-    def _cancel(self, client: bytes, job_id: str) -> None:
+    def _cancel(self, client: Client, job_id: str) -> None:
         job = self.jobs.get(job_id)
         if job is None or job.client != client:
             raise invalid(f"cancel: no job {job_id!r} of yours")
@@ -498,16 +575,17 @@ class DaemonService:
             if reply:
                 self._reply(job.client, MessageType.ERROR, Error(ErrorCode.CANCELLED, "Job cancelled.", job_id=job.id))
 
-    def _cancel_jobs_of(self, client: bytes, why: str) -> None:
+    def _cancel_jobs_of(self, client: Client, why: str) -> None:
         for job in self.jobs.values():
             if job.live and job.client == client:
-                log.info("Client %s %s: cancelling job %s", client.hex(), why, job.id)
+                log.info("Client %s %s: cancelling job %s", client.routing_id.hex(), why, job.id)
                 self._cancel_job(job)
 
     def _cancel_jobs_of_closed_connections(self, peers: _PeerConnections) -> None:
         for client in peers.closed():
             self._cancel_jobs_of(client, "disconnected")
             self.last_seen.pop(client, None)
+            self._reply.disconnected(client.routing_id)
 
     def _cancel_jobs_of_silent_clients(self) -> None:
         deadline = time.monotonic() - self.config.client_timeout_s
@@ -527,19 +605,20 @@ class DaemonService:
             peers.forget(client)
 
     # -- status -----------------------------------------------------------------------------------
-    def status(self, client: bytes | None = None) -> StatusReply:
-        """The daemon's state as ``client`` may see it: other clients' jobs are counted, not named."""
+    def status(self, client: Client) -> StatusReply:
+        """The daemon's state as ``client`` may see it: other clients' jobs are counted, not named, and an invited
+        client sees its own use of the style caches only (the daemon's own user sees all of it)."""
         upcoming = self._next_worker()
         speed = upcoming.speed.model()
-        caches = [worker.gram_cache for worker in self.workers]
+        caches = [worker.gram_cache.figures(None if client.user == LOCAL_USER else client.user)
+                  for worker in self.workers]
         return StatusReply(
             version=VERSION, protocol_version=PROTOCOL_VERSION, pid=os.getpid(), endpoint=self.endpoint,
             transport=self.transport_name, uptime_s=time.monotonic() - self.started_at,
             queue=[job.id if job.client == client else None for job in self.queue.snapshot()],
             queue_capacity=self.queue.capacity, jobs_done=sum(worker.jobs_done for worker in self.workers),
             devices=[worker_status(index, worker, client) for index, worker in enumerate(self.workers)],
-            style_cache={"hits": sum(cache.hits for cache in caches), "misses": sum(cache.misses for cache in caches),
-                         "entries": sum(map(len, caches)), "bytes": sum(cache.nbytes for cache in caches)},
+            style_cache={name: sum(cache[name] for cache in caches) for name in ("hits", "misses", "entries", "bytes")},
             kept_results=len(self.results), memory=memory_status(upcoming.available_memory(), upcoming.memory_device()),
             seconds_per_megapixel_iteration=None if speed is None else speed.seconds_per_megapixel,
             seconds_per_iteration=None if speed is None else speed.seconds_per_iteration,
@@ -550,3 +629,18 @@ class DaemonService:
     def _next_worker(self) -> Worker:
         """The first idle worker, else the first: where a job sent now would go, which status and estimates describe."""
         return next((worker for worker in self.workers if worker.running is None), self.workers[0])
+
+
+def _raise_descriptor_limit() -> None:
+    """The soft limit on open files up to the hard one: room for idle connections (each holds a descriptor until
+    the handshake time-out) beside the clients' own."""
+    if os.name != "posix":
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (hard, 10240):  # macOS refuses an unlimited hard limit as the soft one
+        if soft < limit:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+                return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from .limits import MessageCaps
 from .messages import PROTOCOL_VERSION
-from .private_files import UnsafeFileError, private_directory, read_private_file, write_private_file
+from .private_files import UnsafeFileError, private_directory, read_own_file, read_private_file, write_private_file
 
 CONNECTION_ENV_VAR = "NEURAL_STYLE_CONNECTION"
 APP_DIR_NAME = "neural-style-gimp"
@@ -118,19 +119,39 @@ def connection_path() -> Path:
 
 
 def prepare_directory(path: Path) -> None:
-    """Create the connection file's directory (0700) if missing, tightening our own application
-    directory to 0700; a directory others can change is refused (UnsafeFileError)."""
+    """Make ready for the daemon's files: create the connection file's directory (0700) if missing, tightening our
+    own application directory to 0700.  UnsafeFileError for a directory others can change, and where the daemon
+    would replace what is not its own: anything but a connection file at ``path``, anything but a socket at the
+    socket's path (the lock's is checked as it is taken: daemon.server.lifecycle)."""
     directory = path.parent
     if os.name == "posix" and directory.name == APP_DIR_NAME and directory.is_dir() and not directory.is_symlink():
         if directory.stat().st_uid == os.geteuid():
             os.chmod(directory, 0o700)
     private_directory(directory, create=True)
+    _refuse_to_replace(path)
+    socket = DaemonFiles.beside(path).socket
+    if os.path.lexists(socket) and not stat.S_ISSOCK(os.lstat(socket).st_mode):
+        raise UnsafeFileError(f"{socket} is not a socket, and the daemon would replace it with its own: move it away, "
+                              f"or set {CONNECTION_ENV_VAR} to another path.")
+
+
+def _refuse_to_replace(path: Path) -> None:
+    """UnsafeFileError unless ``path`` is missing or a connection file (of a daemon that ran before)."""
+    try:
+        _parse(read_own_file(path), path)
+    except FileNotFoundError:
+        return
+    except ConnectionFileError:
+        raise UnsafeFileError(f"{path} is not a daemon connection file, and the daemon would replace it: set "
+                              f"{CONNECTION_ENV_VAR} to a path of the daemon's own.") from None
 
 
 def write_connection_file(info: ConnectionInfo, path: Path | None = None) -> Path:
-    """Atomically write ``info`` with mode 0600; UnsafeFileError if the directory is not private."""
+    """Atomically write ``info`` with mode 0600; UnsafeFileError if the directory is not private or something other
+    than a connection file is at ``path``."""
     path = path or connection_path()
-    prepare_directory(path)
+    private_directory(path.parent, create=True)
+    _refuse_to_replace(path)
     return write_private_file(path, json.dumps(info.to_json()).encode())
 
 
@@ -139,31 +160,37 @@ def read_connection_file(path: Path | None = None) -> ConnectionInfo:
     when another user could have planted, read or replaced it."""
     path = path or connection_path()
     try:
-        data = json.loads(read_private_file(path).decode("utf-8"))
+        data = read_private_file(path)
     except FileNotFoundError:
         raise ConnectionFileError(f"No daemon connection file at {path}: the daemon is not running "
                                   "(start it with: python -m daemon start).") from None
-    except (OSError, ValueError) as error:
+    except OSError as error:
         raise ConnectionFileError(f"The daemon connection file {path} cannot be read ({error}).") from None
+    return _parse(data, path)
+
+
+def _parse(data: bytes, path: Path) -> ConnectionInfo:
     try:
+        fields = json.loads(data.decode("utf-8"))
         return ConnectionInfo(
-            endpoint=str(data["endpoint"]),
-            protocol_version=int(data.get("protocol_version", 0)),
-            pid=int(data.get("pid", 0)),
-            curve=None if data.get("curve") is None else CurveKeys(**data["curve"]),
-            max_frame_bytes=int(data.get("max_frame_bytes", 0)),
-            invitation=None if data.get("invitation") is None else str(data["invitation"]),
-            daemon_silence_s=float(data.get("daemon_silence_s", 0.0)),
+            endpoint=str(fields["endpoint"]),
+            protocol_version=int(fields.get("protocol_version", 0)),
+            pid=int(fields.get("pid", 0)),
+            curve=None if fields.get("curve") is None else CurveKeys(**fields["curve"]),
+            max_frame_bytes=int(fields.get("max_frame_bytes", 0)),
+            invitation=None if fields.get("invitation") is None else str(fields["invitation"]),
+            daemon_silence_s=float(fields.get("daemon_silence_s", 0.0)),
         )
-    except (AttributeError, KeyError, TypeError, ValueError) as error:
+    except (AttributeError, KeyError, TypeError, ValueError, RecursionError) as error:  # ValueError: bad UTF-8 too
         raise ConnectionFileError(f"The daemon connection file {path} is malformed ({error}).") from None
 
 
-def remove_connection_file(path: Path | None = None, *, pid: int | None = None) -> None:
-    """Remove the file, but only if it still belongs to ``pid`` (when given): never a newer daemon's."""
+def remove_connection_file(path: Path | None = None, *, pid: int) -> None:
+    """Remove the file, but only if it is a connection file that still belongs to ``pid``: never another file at its
+    path, never a newer daemon's."""
     path = path or connection_path()
     try:
-        if pid is not None and read_connection_file(path).pid != pid:
+        if read_connection_file(path).pid != pid:
             return
     except (ConnectionFileError, UnsafeFileError):
         return

@@ -529,8 +529,11 @@ class StatusReply(WireRecord):
         "`name` (the GPU's model on CUDA), `model` (`not_loaded`, `loading`, `loaded` or `failed`), `model_error` "
         "(why loading failed, or null), `precision` (`{auto, reason}`: what a job's `auto` precision runs in there, "
         "and why), `memory` (`available_bytes`; on CUDA `total_bytes`, `allocated_bytes`), `running` (`{job_id, "
-        "progress}`, both null for another client's job, or null when idle), `jobs_done`, `style_cache_entries`")
-    style_cache: dict[str, int] = _doc("`{hits, misses, entries, bytes}` of the style Gram caches")
+        "progress}`, both null for another client's job, or null when idle), `jobs_done`, `style_cache_entries` (as "
+        "in `style_cache`)")
+    style_cache: dict[str, int] = _doc(
+        "`{hits, misses, entries, bytes}` of the style Gram caches: an invited client's own (its jobs find only "
+        "the targets its own jobs computed), all clients' for the daemon's own user")
     kept_results: int = _doc("results kept for warm starts")
     memory: dict[str, Any] = _doc(
         "`rss_bytes`; on CUDA `cuda_allocated_bytes`, `cuda_max_allocated_bytes` (summed over the GPUs); "
