@@ -42,9 +42,9 @@ from nst_engine import StyleSettings, StyleTransfer, VGGFeatures  # noqa: E402
 from nst_engine.cli.image_files import read_image  # noqa: E402
 from nst_engine.device import fp32_arithmetic  # noqa: E402
 from nst_engine.image_ops import resize  # noqa: E402
+from nst_engine.sequence import DEFAULT_FRAME_SHARE, DEFAULT_TEMPORAL_WEIGHT, stylize_sequence  # noqa: E402
 from nst_engine.settings import Precision  # noqa: E402
 from nst_engine.temporal import motion_between, warp  # noqa: E402
-from nst_engine.transfer import DEFAULT_FRAME_SHARE, DEFAULT_TEMPORAL_WEIGHT  # noqa: E402
 
 HEIGHT, WIDTH = 96, 128
 
@@ -141,7 +141,7 @@ def run_sequence(engine: StyleTransfer, sequence: Sequence, style: torch.Tensor,
     iterations = max(1, round(settings.iterations * share))
     results, seconds = [], []
     started = time.perf_counter()
-    for result in engine.stylize_sequence(sequence.frames, [style], settings, temporal_weight=weight,
+    for result in stylize_sequence(engine, sequence.frames, [style], settings, temporal_weight=weight,
                                           frame_iterations=iterations):
         results.append(result)
         seconds.append(time.perf_counter() - started)

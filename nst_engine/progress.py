@@ -39,7 +39,7 @@ class Progress:
     losses: LossTerms
     elapsed_s: float
     image: torch.Tensor | None = None  # 3×H×W float32 on the CPU, sRGB in [0, 1]
-    # In an animation (StyleTransfer.stylize_sequence) the frame being stylised, from 1, and the number of
+    # In an animation (nst_engine.sequence) the frame being stylised, from 1, and the number of
     # frames (0 when not known in advance); the fields above then count within this frame.
     frame: int = 1
     frames: int = 1

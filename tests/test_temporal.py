@@ -3,6 +3,7 @@ consistently; the command line's folders of frames and animated files."""
 
 from __future__ import annotations
 
+import io
 import statistics
 
 import numpy as np
@@ -10,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from nst_engine import CancelledError, CancelToken, InvalidSettingsError, StyleSettings
+from nst_engine import CancelledError, CancelToken, InvalidSettingsError, StyleSettings, stylize_sequence
 from nst_engine.cli import main
 from nst_engine.cli.animation_files import write_animation
 from nst_engine.cli.image_files import read_image, write_image
+from nst_engine.cli.progress_bar import TerminalProgressBar
 from nst_engine.temporal import estimate_flow, motion_between, reliability_mask, warp
 
 from .stand_ins import smooth_image
@@ -87,7 +89,7 @@ def test_the_mask_is_zero_where_pixels_come_into_view():
 
 
 def run(engine, frames, style, **options):
-    return list(engine.stylize_sequence(frames, [style], SETTINGS, **options))
+    return list(stylize_sequence(engine, frames, [style], SETTINGS, **options))
 
 
 def test_frames_stylised_in_sequence_flicker_far_less(engine, style_image):
@@ -116,6 +118,10 @@ def test_progress_carries_frame_numbers_and_the_temporal_term(engine, style_imag
     assert all(r.losses.temporal > 0 for r in records if r.frame > 1 and r.stage_iteration > 1)
     assert all(r.losses.total == pytest.approx(r.losses.content + r.losses.style + r.losses.tv + r.losses.temporal)
                for r in records)
+    stream = io.StringIO()  # the command line's progress line
+    bar = TerminalProgressBar(stream, force=True)
+    bar(records[-2])
+    assert "frame 3/3 · iteration 3/4 [" in stream.getvalue()
 
 
 def test_style_targets_are_computed_once_per_sequence(engine, style_image, monkeypatch):
@@ -133,7 +139,7 @@ def test_cancel_mid_sequence_raises(engine, style_image):
         if record.frame == 2 and record.stage_iteration == 2:
             token.cancel()
 
-    sequence = engine.stylize_sequence(sliding_frames(3), [style_image], SETTINGS, cancel=token,
+    sequence = stylize_sequence(engine, sliding_frames(3), [style_image], SETTINGS, cancel=token,
                                        on_progress=on_progress)
     assert next(sequence).shape == (3, HEIGHT, WIDTH)
     with pytest.raises(CancelledError):
@@ -142,7 +148,7 @@ def test_cancel_mid_sequence_raises(engine, style_image):
 
 def test_a_frame_of_another_size_ends_the_sequence_clearly(engine, style_image):
     frames = [smooth_image(HEIGHT, WIDTH, seed=1), smooth_image(HEIGHT, WIDTH + 16, seed=2)]
-    sequence = engine.stylize_sequence(frames, [style_image], SETTINGS, frame_iterations=1)
+    sequence = stylize_sequence(engine, frames, [style_image], SETTINGS, frame_iterations=1)
     next(sequence)
     with pytest.raises(InvalidSettingsError, match="frame 2 is 80×48 pixels, but the first frame is 64×48"):
         next(sequence)
@@ -150,15 +156,15 @@ def test_a_frame_of_another_size_ends_the_sequence_clearly(engine, style_image):
 
 def test_bad_sequence_options_are_refused_at_the_call(engine, style_image):
     with pytest.raises(InvalidSettingsError, match="temporal_weight"):
-        engine.stylize_sequence([], [style_image], SETTINGS, temporal_weight=-1.0)
+        stylize_sequence(engine, [], [style_image], SETTINGS, temporal_weight=-1.0)
     with pytest.raises(InvalidSettingsError, match="init 'image'"):
-        engine.stylize_sequence([], [style_image], StyleSettings(init="image"))
+        stylize_sequence(engine, [], [style_image], StyleSettings(init="image"))
 
 
 def test_tiled_stages_take_the_temporal_term_too(engine, style_image):
     records = []
     settings = StyleSettings(size=0, scales=1, iterations=3, precision="fp32", tile_size=64)
-    results = list(engine.stylize_sequence(sliding_frames(2), [style_image], settings, frame_iterations=2,
+    results = list(stylize_sequence(engine, sliding_frames(2), [style_image], settings, frame_iterations=2,
                                            on_progress=records.append))
     assert len(results) == 2
     assert records[-1].frame == 2 and records[-1].losses.temporal > 0

@@ -16,8 +16,9 @@ from ..errors import StyleTransferError
 from ..image_ops import resize
 from ..memory import parse_byte_size
 from ..progress import CancelToken
+from ..sequence import stylize_sequence
 from ..settings import StyleSettings
-from ..transfer import DEFAULT_FRAME_SHARE, DEFAULT_TEMPORAL_WEIGHT, StyleTransfer
+from ..transfer import StyleTransfer
 from ..weights import WEIGHTS_ENV_VAR, load_vgg19_state_dict
 from .animation_files import (
     FrameFolder,
@@ -31,10 +32,10 @@ from .animation_files import (
 from .image_files import ImageFileError, LoadedImage, check_writable, read_image, write_image
 from .masks import add_mask_arguments, read_masks
 from .progress_bar import TerminalProgressBar
-from .setting_options import add_settings_arguments, init_image_path, settings_values
+from .setting_options import add_animation_arguments, add_settings_arguments, init_image_path, settings_values
 
-__all__ = ["add_mask_arguments", "add_settings_arguments", "build_parser", "byte_size_argument", "init_image_path",
-           "main", "read_masks", "settings_values"]
+__all__ = ["add_animation_arguments", "add_mask_arguments", "add_settings_arguments", "build_parser",
+           "byte_size_argument", "init_image_path", "main", "read_masks", "sequence_inputs", "settings_values"]
 
 
 def byte_size_argument(text: str) -> int:
@@ -58,14 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output image (.png for 16-bit); for a folder of frames, a folder (results under the "
                              "frames' names); for an animated file, an animated .png, .gif or .webp")
     add_settings_arguments(parser)
-    parser.add_argument("--temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="X",
-                        help="animations: how strongly each frame keeps the previous result where the motion "
-                             "carries it over, relative to the style's pull; 0 stylises the frames independently "
-                             "(default: %(default)g)")
-    parser.add_argument("--frame-iterations", type=int, default=0, metavar="N",
-                        help="animations: iterations of each frame after the first, which starts from the previous "
-                             "result and runs the final stage alone "
-                             f"(default 0: {DEFAULT_FRAME_SHARE:g}× --iterations)")
+    add_animation_arguments(parser)
     add_mask_arguments(parser)
     parser.add_argument("--weights", type=Path,
                         help=f"local VGG19 state dict (default: ${WEIGHTS_ENV_VAR}, "
@@ -134,10 +128,10 @@ def _stylize_files(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sequence_inputs(args: argparse.Namespace, first_frame: LoadedImage) -> tuple[list[torch.Tensor],
+def sequence_inputs(args: argparse.Namespace, first_frame: LoadedImage) -> tuple[list[torch.Tensor],
                                                                                  list[torch.Tensor | None] | None,
                                                                                  StyleSettings]:
-    """(styles, their masks, the settings) of an animation, checked before the model is loaded."""
+    """(styles, their masks, the settings) of an animation, checked before the model is loaded (or the job sent)."""
     if args.style_masks is not None:
         raise ImageFileError("--style-masks (regions) cannot be used with an animation yet")
     if init_image_path(args) is not None:
@@ -159,8 +153,9 @@ def _run_sequence(args: argparse.Namespace, frames: Iterator[torch.Tensor], coun
         print(choose_precision(settings.precision, engine.device).describe(engine.device), flush=True)
     bar = TerminalProgressBar(force=False) if not args.quiet else None
     try:
-        yield from engine.stylize_sequence(
-            frames, styles, settings, temporal_weight=args.temporal_weight, frame_iterations=args.frame_iterations,
+        yield from stylize_sequence(
+            engine, frames, styles, settings, temporal_weight=args.temporal_weight,
+            frame_iterations=args.frame_iterations,
             frame_count=count, on_progress=bar, cancel=CancelToken(), memory_budget=args.memory_budget,
             style_image_masks=style_image_masks)
     finally:
@@ -175,7 +170,7 @@ def _result_alpha(frame: LoadedImage, result: torch.Tensor) -> torch.Tensor | No
 def _stylize_folder(args: argparse.Namespace) -> int:
     """A folder of frames in, a folder of results under the same names out, each written when it is done."""
     frames: FrameFolder = frame_folder(args.content)
-    styles, style_image_masks, settings = _sequence_inputs(args, read_image(frames.paths[0]))
+    styles, style_image_masks, settings = sequence_inputs(args, read_image(frames.paths[0]))
     check_output_folder(args.output, frames, args.bits)
     current: list[LoadedImage] = []  # the frame the engine is working on
 
@@ -197,7 +192,7 @@ def _stylize_animation(args: argparse.Namespace) -> int:
     """An animated file in, the same kind out: the frames with their durations and loop count."""
     check_animation_output(args.output, args.bits)
     animation = read_animation(args.content)
-    styles, style_image_masks, settings = _sequence_inputs(args, animation.frames[0])
+    styles, style_image_masks, settings = sequence_inputs(args, animation.frames[0])
     check_writable(args.output)
     results = _run_sequence(args, (frame.rgb for frame in animation.frames), len(animation.frames), styles,
                             style_image_masks, settings)

@@ -25,16 +25,16 @@ class TerminalProgressBar:
 
     def update(self, stage: int, stages: int, width: int, height: int, iteration: int, total_iterations: int,
                loss: float, elapsed_s: float, *, frame: int = 1, frames: int = 1) -> None:
-        """Redraw the line; an animation's frame number leads it ("frame 3/24 · stage 1/1 …")."""
+        """Redraw the line; an animation's leads with the frame ("frame 3/24 · iteration 40/150 …")."""
         if not self.enabled:
             return
         filled = round(iteration / total_iterations * _BAR_WIDTH)
-        frame_part = "" if frames == 1 else f"frame {frame}/{frames or '?'} · "
-        line = (
-            f"\r{frame_part}stage {stage}/{stages} {width}×{height} "
-            f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {iteration}/{total_iterations} "
-            f"loss {loss:.4g} {elapsed_s:.1f}s"
-        )
+        bar = f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}]"
+        if frames == 1:
+            where = f"stage {stage}/{stages} {width}×{height} {bar} {iteration}/{total_iterations}"
+        else:
+            where = f"frame {frame}/{frames or '?'} · iteration {iteration}/{total_iterations} {bar}"
+        line = f"\r{where} loss {loss:.4g} {elapsed_s:.1f}s"
         self.stream.write(line)
         self.stream.flush()
         self._drawn = True
