@@ -497,17 +497,16 @@ def _run_sequence(args: argparse.Namespace) -> int:
         if args.content.is_dir():
             folder = frame_folder(args.content)
             check_output_folder(args.output, folder, args.bits)
-            frames, names, animation = folder.frames(), folder.names, None
+            frames, names, animation, count = folder.frames(), folder.names, None, len(folder.paths)
         else:
             check_animation_output(args.output, args.bits)
             check_writable(args.output)
             animation = read_animation(args.content)
-            frames, names = iter(animation.frames), None
+            frames, names, count = iter(animation.frames), None, len(animation.frames)
         first = next(frames)
         styles, style_masks, _ = sequence_inputs(args, first)  # checks the settings too
     except (ImageFileError, StyleTransferError) as error:
         return _fail(error)
-    count = len(names) if names is not None else len(animation.frames)  # type: ignore[union-attr]
     sent: deque[LoadedImage] = deque()  # frames sent and not yet back, for their alpha and bits
 
     def wire_frames() -> Iterator[Image]:
