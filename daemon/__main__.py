@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import logging.handlers
@@ -11,6 +12,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 from .client.contract import DaemonError, DaemonUnreachableError
@@ -83,16 +86,18 @@ def _parser(everything: bool) -> argparse.ArgumentParser:
     revoke.add_argument("name")
     commands.add_parser("clients", help="list the invited clients")
     if everything:
-        from nst_engine.cli import add_settings_arguments
+        from nst_engine.cli import add_animation_arguments, add_settings_arguments
         from nst_engine.cli.masks import add_mask_arguments
 
         run = commands.add_parser("run", help="stylise files through the daemon")
-        run.add_argument("content", type=Path)
+        run.add_argument("content", type=Path, help="an image, or an animation: a folder of frames or an animated "
+                                                    "PNG, GIF or WebP (then -o is a folder, or a file of that kind)")
         run.add_argument("styles", nargs="+", type=Path, metavar="style")
         run.add_argument("-o", "--output", type=Path, required=True)
         run.add_argument("--bits", type=int, choices=(8, 16))
         run.add_argument("-q", "--quiet", action="store_true")
         add_settings_arguments(run)
+        add_animation_arguments(run)
         add_mask_arguments(run)
     return parser
 
@@ -422,6 +427,10 @@ def _running_endpoint(path: Path) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from nst_engine.cli import init_image_path, settings_values
+    from nst_engine.cli.animation_files import is_animation
+
+    if args.content.is_dir() or is_animation(args.content):
+        return _run_sequence(args)
     from nst_engine.cli.image_files import ImageFileError, check_writable, read_image, write_image
     from nst_engine.cli.masks import read_masks
     from nst_engine.cli.progress_bar import TerminalProgressBar
@@ -468,6 +477,82 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(error)
     if not args.quiet:
         print(f"Wrote {args.output} ({spec.width}×{spec.height}) in {result.elapsed_s:.1f} s.")
+    return 0
+
+
+def _run_sequence(args: argparse.Namespace) -> int:
+    """An animation through the daemon as one sequence job: a folder of frames in, each result written under
+    its frame's name into the -o folder as it comes; or an animated file in, the same kind out, with its timing."""
+    from nst_engine.cli import sequence_inputs, settings_values
+    from nst_engine.cli.animation_files import (
+        check_animation_output,
+        check_output_folder,
+        frame_folder,
+        read_animation,
+        write_animation,
+    )
+    from nst_engine.cli.image_files import ImageFileError, LoadedImage, check_writable, write_image
+    from nst_engine.cli.progress_bar import TerminalProgressBar
+    from nst_engine.errors import StyleTransferError
+    from nst_engine.image_ops import resize
+
+    from .server.images import frame_to_rgb, mask_to_frame, rgb_to_frame
+    from .wire.messages import Image
+
+    try:
+        if args.content.is_dir():
+            folder = frame_folder(args.content)
+            check_output_folder(args.output, folder, args.bits)
+            frames, names, animation, count = folder.frames(), folder.names, None, len(folder.paths)
+        else:
+            check_animation_output(args.output, args.bits)
+            check_writable(args.output)
+            animation = read_animation(args.content)
+            frames, names, count = iter(animation.frames), None, len(animation.frames)
+        first = next(frames)
+        styles, style_masks, _ = sequence_inputs(args, first)  # checks the settings too
+    except (ImageFileError, StyleTransferError) as error:
+        return _fail(error)
+    sent: deque[LoadedImage] = deque()  # frames sent and not yet back, for their alpha and bits
+
+    def wire_frames() -> Iterator[Image]:
+        for frame in itertools.chain([first], frames):
+            sent.append(frame)
+            yield Image(*rgb_to_frame(frame.rgb))
+
+    bar = None if args.quiet else TerminalProgressBar()
+    written = []
+    with connect(start_command=daemon_command("start"),
+                 on_wait=None if args.quiet else lambda message: print(message, file=sys.stderr)) as client:
+        try:
+            results = client.stylize_sequence(
+                wire_frames(), count, [Image(*rgb_to_frame(style)) for style in styles], settings_values(args),
+                temporal_weight=args.temporal_weight, frame_iterations=args.frame_iterations,
+                style_masks=None if style_masks is None else [
+                    None if mask is None else Image(*mask_to_frame(mask)) for mask in style_masks],
+                on_progress=(lambda p: bar.update(p.stage, p.stages, p.width, p.height, p.iteration,
+                                                  p.total_iterations, p.losses["total"], p.elapsed_s,
+                                                  frame=p.frame, frames=p.frames)) if bar else None)
+            for index, result in enumerate(results):
+                spec, frame = result.image.spec, sent.popleft()
+                rgb = frame_to_rgb(spec, result.image.data)
+                alpha = None if frame.alpha is None else resize(frame.alpha[None], spec.height, spec.width)[0]
+                if names is not None:
+                    write_image(args.output / names[index], rgb, alpha, bits=args.bits or frame.bits)
+                else:
+                    written.append((rgb, alpha))
+        except ImageFileError as error:
+            return _fail(error)
+        finally:
+            if bar is not None:
+                bar.close()
+    try:
+        if animation is not None:
+            write_animation(args.output, written, animation.durations, animation.loop)
+    except ImageFileError as error:
+        return _fail(error)
+    if not args.quiet:
+        print(f"Wrote {count} frames to {args.output}.")
     return 0
 
 

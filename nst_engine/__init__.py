@@ -33,6 +33,7 @@ _MODULE_OF = {
     "StyleSettings": "settings",
     "Pooling": "layers",
     "StyleTransfer": "transfer",
+    "stylize_sequence": "sequence",
     "VGGFeatures": "vgg",
     "WEIGHTS_ENV_VAR": "weights",
     "load_vgg19_state_dict": "weights",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     )
     from .layers import Pooling
     from .progress import CancelToken, LossTerms, Progress, ProgressCallback
+    from .sequence import stylize_sequence
     from .settings import Colors, Init, Optimizer, Precision, StyleSettings
     from .transfer import StyleTransfer
     from .vgg import VGGFeatures

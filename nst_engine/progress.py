@@ -13,12 +13,15 @@ from .errors import CancelledError
 
 @dataclass(frozen=True)
 class LossTerms:
-    """The weighted terms of the objective at one evaluation: α·content, β·style, tv_weight·TV, their sum."""
+    """The weighted terms of the objective at one evaluation: α·content, β·style, tv_weight·TV, their sum
+    (the temporal term included), and for a later frame of an animation the temporal term (see
+    nst_engine.temporal; 0 elsewhere)."""
 
     content: float
     style: float
     tv: float
     total: float
+    temporal: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class Progress:
     losses: LossTerms
     elapsed_s: float
     image: torch.Tensor | None = None  # 3×H×W float32 on the CPU, sRGB in [0, 1]
+    # In an animation (nst_engine.sequence) the frame being stylised, from 1, and the number of
+    # frames (0 when not known in advance); the fields above then count within this frame.
+    frame: int = 1
+    frames: int = 1
 
 
 ProgressCallback = Callable[[Progress], None]

@@ -23,6 +23,11 @@ MAX_ITERATIONS = 100_000
 MAX_SCALES = 8
 MAX_SIZE = 16384  # longest side of an output or a tile
 MAX_WEIGHT = 1e12
+# Animations (nst_engine.sequence; measured with benchmarks/temporal_consistency.py, docs/animation.md): the
+# temporal term's weight, relative to the style's mean pull on an unstylised frame, and the share of the first
+# frame's iterations that each later frame runs, since it starts near its answer.
+DEFAULT_TEMPORAL_WEIGHT = 0.5
+DEFAULT_FRAME_SHARE = 0.25
 MAX_STYLES = 15
 MAX_SEED = 2**31 - 1  # the largest a GIMP integer argument holds
 NEUTRAL_STRENGTH = 50.0  # the strength at which the style weight applies as given

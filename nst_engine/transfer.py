@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -112,6 +113,43 @@ class Objective:
         return total.detach(), terms.detach()
 
 
+@dataclass(frozen=True)
+class _StyleInputs:
+    """What a run's objectives compare the image with, the content aside."""
+
+    styles: list[torch.Tensor]  # 1×3×H×W on the device, in the colours the optimisation sees
+    masks: list[torch.Tensor | None]  # per style image: where its statistics are taken
+    regions: list[torch.Tensor | None] | None  # per style image: where in the output it applies
+    keys: Sequence[Hashable] | None  # with ``cache``: each style's identity in the Gram-target cache
+    cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None
+
+
+@dataclass(frozen=True)
+class _Reporting:
+    """Where a run's progress goes and what its records say about the frame."""
+
+    on_progress: ProgressCallback | None
+    preview_every: int
+    started: float  # perf_counter at the start of the run (of this frame, in a sequence)
+    frame: int = 1
+    frames: int = 1
+
+
+def _finish(image: torch.Tensor, content_rgb: torch.Tensor, settings: StyleSettings) -> torch.Tensor:
+    """The result as a 3×H×W float32 CPU tensor: clamped, and with the content's colours back where
+    only the luminance was stylised."""
+    result = image.clamp(0.0, 1.0)
+    if settings.colors is Colors.LUMINANCE:
+        result = colour.recombine(result, resize(content_rgb, *result.shape[-2:]))
+    return result[0].float().cpu().contiguous()
+
+
+def _check_styles(styles: Sequence[torch.Tensor], style_image_masks: Sequence[torch.Tensor | None] | None) -> None:
+    for number, style in enumerate(styles, start=1):
+        _check_image(style, f"style image {number}")
+    check_masks(style_image_masks, styles, "style image mask")
+
+
 class StyleTransfer:
     """VGG19 resident on one device, ready to stylise any number of images."""
 
@@ -201,9 +239,7 @@ class StyleTransfer:
         started = time.perf_counter()
         settings.validate(len(styles))
         _check_image(content, "content")
-        for number, style in enumerate(styles, start=1):
-            _check_image(style, f"style image {number}")
-        check_masks(style_image_masks, styles, "style image mask")
+        _check_styles(styles, style_image_masks)
         check_masks(regions, [content] * len(styles), "region")
         if regions is not None and settings.style_layer_sources is not None:
             raise InvalidSettingsError("style_layer_sources and regions cannot be combined: choose one kind of control")
@@ -213,52 +249,80 @@ class StyleTransfer:
             raise InvalidSettingsError("init is 'image' but no init_image was given")
         cancel = cancel or CancelToken()
 
+        job = self._plan(content, styles, settings, memory_budget)
+        content_rgb, content_work = self._content_inputs(content, settings)
+        # With the content's colours, the style targets depend on the content too: no shared cache then.
+        shared = settings.colors is Colors.STYLE
+        inputs = self._style_inputs(styles, style_image_masks, regions, content_rgb, content_work, settings,
+                                    style_keys if shared else None, gram_cache if shared else None)
+        image = self._initial_image(content_work, init_image, settings, job.stages[0].height, job.stages[0].width)
+        image = self._run_stages(image, job.stages, content_rgb, content_work, inputs, settings, cancel,
+                                 _Reporting(on_progress, preview_every, started))
+        return _finish(image, content_rgb, settings)
+
+    def _plan(self, content: torch.Tensor, styles: Sequence[torch.Tensor], settings: StyleSettings,
+              memory_budget: int | None) -> JobPlan:
+        """The job's plan, checked before anything is allocated: each stage whole, or in tiles, or a clear
+        refusal."""
         budget = settings.memory_budget(memory_budget if memory_budget is not None else available_bytes(self.device))
-        # Before allocating anything: each stage whole, or in tiles, or a clear refusal.
         job = plan_job(*content.shape[-2:], [tuple(style.shape[-2:]) for style in styles], settings, budget,
                        arithmetic_for(settings.precision, self.device))
         self._check_sizes(job, settings)
         job.require_runnable()
-        final_h, final_w = job.final.height, job.final.width
+        return job
 
+    def _content_inputs(self, content: torch.Tensor, settings: StyleSettings) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the content as 1×3×H×W on the device, what the optimisation works on: it or its luminance)."""
         content_rgb = self.to_device(content[None])
-        luminance_only = settings.colors is Colors.LUMINANCE
-        content_work = colour.luminance(content_rgb) if luminance_only else content_rgb
+        return content_rgb, colour.luminance(content_rgb) if settings.colors is Colors.LUMINANCE else content_rgb
+
+    def _style_inputs(
+        self, styles: Sequence[torch.Tensor], style_image_masks: Sequence[torch.Tensor | None] | None,
+        regions: Sequence[torch.Tensor | None] | None, content_rgb: torch.Tensor, content_work: torch.Tensor,
+        settings: StyleSettings, keys: Sequence[Hashable] | None,
+        cache: MutableMapping[Hashable, dict[str, torch.Tensor]] | None,
+    ) -> _StyleInputs:
+        """The style images as the optimisation sees them (in the content's colours where ``colors`` asks),
+        their masks and regions on the device, and where their targets are cached."""
         style_work = [self.to_device(style[None]) for style in styles]
         masks = list(style_image_masks) if style_image_masks is not None else [None] * len(styles)
         masks = [None if mask is None else self.to_device(mask) for mask in masks]
-        if luminance_only:
+        if settings.colors is Colors.LUMINANCE:
             style_work = [colour.match_luminance(colour.luminance(s), content_work) for s in style_work]
         elif settings.colors is Colors.HISTOGRAM:
             style_work = [colour.match_colours(s, content_rgb, mask) for s, mask in zip(style_work, masks)]
         content_regions = None if regions is None else [None if r is None else self.to_device(r) for r in regions]
+        return _StyleInputs(style_work, masks, content_regions, keys, cache)
 
-        image = self._initial_image(content_work, init_image, settings, job.stages[0].height, job.stages[0].width)
+    def _run_stages(
+        self, image: torch.Tensor, stages: Sequence[Stage], content_rgb: torch.Tensor, content_work: torch.Tensor,
+        inputs: _StyleInputs, settings: StyleSettings, cancel: CancelToken, reporting: _Reporting,
+        final_term: Callable[[StageObjective], StageObjective] | None = None,
+    ) -> torch.Tensor:
+        """Optimise ``image`` through ``stages`` (the last stage's objective wrapped by ``final_term``, if
+        given: an animation's temporal term); returns the working image, not yet clamped or recoloured
+        (see :func:`_finish`)."""
         with fp32_arithmetic(self.device, resolve_precision(settings.precision, self.device), cancel):
-            for stage in job.stages:
+            for stage in stages:
                 cancel.raise_if_cancelled()
                 height, width, plan = stage.height, stage.width, stage.plan
                 assert plan is not None  # require_runnable
                 image = self._warm_start(image, content_work, height, width)
-                objective = self._stage_objective(
-                    content_work, style_work, settings, height, width,
-                    # With the content's colours, the style targets depend on the content too.
-                    style_keys if settings.colors is Colors.STYLE else None,
-                    gram_cache, plan, cancel, masks, content_regions,
+                objective: StageObjective = self._stage_objective(
+                    content_work, inputs.styles, settings, height, width, inputs.keys, inputs.cache, plan, cancel,
+                    inputs.masks, inputs.regions,
                 )
+                if final_term is not None and stage is stages[-1]:
+                    objective = final_term(objective)
                 to_rgb = self._preview_converter(content_rgb, settings, height, width)
-                report = _reporter(stage, on_progress, preview_every, to_rgb, started)
+                report = _reporter(stage, reporting, to_rgb)
                 log.debug("Stage %d/%d at %d×%d%s", stage.index, stage.count, width, height,
                           f" in {plan.tiles.tile}-px tiles" if plan.tiles else "")
                 if settings.optimizer is Optimizer.LBFGS:
                     image = _run_lbfgs(image, objective, stage.iterations, report, cancel, plan.lbfgs_history)
                 else:
                     image = _run_adam(image, objective, stage.iterations, settings.learning_rate, report, cancel)
-
-        result = image.clamp(0.0, 1.0)
-        if luminance_only:
-            result = colour.recombine(result, resize(content_rgb, final_h, final_w))
-        return result[0].float().cpu().contiguous()
+        return image
 
     @staticmethod
     def _check_sizes(job: JobPlan, settings: StyleSettings) -> None:
@@ -439,24 +503,24 @@ def _digest(mask: torch.Tensor | None) -> str | None:
     return hashlib.blake2b(mask.detach().float().cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
 
 
-def _reporter(
-    stage: Stage, on_progress: ProgressCallback | None, preview_every: int,
-    to_rgb: Callable[[torch.Tensor], torch.Tensor], started: float,
-) -> _Report:
+def _reporter(stage: Stage, reporting: _Reporting, to_rgb: Callable[[torch.Tensor], torch.Tensor]) -> _Report:
     """The per-iteration report of one stage: a Progress record, with the image when one is due."""
+    on_progress, preview_every = reporting.on_progress, reporting.preview_every
 
     def report(iteration: int, terms: torch.Tensor, current: torch.Tensor) -> None:
         if on_progress is None:
             return
-        content_term, style_term, tv_term = terms.tolist()
+        values = terms.tolist()
+        temporal = values[3] if len(values) > 3 else 0.0
         want_image = iteration == stage.iterations or (preview_every and iteration % preview_every == 0)
         on_progress(Progress(
             stage=stage.index, stages=stage.count, width=stage.width, height=stage.height,
             stage_iteration=iteration, stage_iterations=stage.iterations,
             iteration=stage.first_iteration + iteration - 1, total_iterations=stage.total_iterations,
-            losses=LossTerms(content_term, style_term, tv_term, content_term + style_term + tv_term),
-            elapsed_s=time.perf_counter() - started,
+            losses=LossTerms(*values[:3], sum(values), temporal),
+            elapsed_s=time.perf_counter() - reporting.started,
             image=to_rgb(current)[0].float().cpu() if want_image else None,
+            frame=reporting.frame, frames=reporting.frames,
         ))
 
     return report

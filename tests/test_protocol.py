@@ -195,18 +195,19 @@ def sample_bodies():
 
     spec = ImageSpec(4, 2, 3, DType.F32)
     progress = m.JobProgress("j", 1, 2, 3, 8, 24, 16, {"content": 1.0, "style": 2.0, "tv": 0.0, "total": 3.0},
-                             0.5, 3, 4)
+                             0.5, 3, 4, 2, 3)
     return {
         m.Hello: m.Hello(PROTOCOL_VERSION),
         m.Welcome: m.Welcome(PROTOCOL_VERSION, "0.1.0", 42),
         m.Cancel: m.Cancel("j"),
         m.Submit: m.Submit((m.ImageEntry(m.ImageRole.CONTENT, spec), m.ImageEntry(m.ImageRole.STYLE, spec),
                             m.ImageEntry(m.ImageRole.REGION, ImageSpec(4, 2, 1, DType.U8), 0)),
-                           {"size": 16}, 2, 5, "earlier", (8, 4), DType.U16, 32),
+                           {"size": 16}, 2, 5, "earlier", (8, 4), DType.U16, 32, m.SequencePlan(3, 0.25, 2)),
+        m.Frame: m.Frame("j", 2, spec),
         m.Accepted: m.Accepted("j", 0),
         m.JobProgress: progress,
         m.Preview: m.Preview(progress, spec),
-        m.Result: m.Result("j", spec, 1.5),
+        m.Result: m.Result("j", spec, 1.5, 2),
         m.Error: m.Error(ErrorCode.OUT_OF_MEMORY, "no room", "j", 512, "submit"),
         m.StatusReply: m.StatusReply(**dict.fromkeys(m.StatusReply.__dataclass_fields__)),
         m.Estimate: m.Estimate(64, 48, {"size": 32}, ((16, 16),)),
@@ -344,6 +345,11 @@ def _changed(record: type, **changes) -> dict:
         ("Estimate", {"style_sizes": [[4, 0]]}, r"estimate: style_sizes\[0\]\[1\] must be an integer from 1"),
         ("Estimate", {"width": 2.0}, "estimate: width must be an integer"),
         ("Result", {"image": "big"}, "image must be a map"),
+        ("Frame", {"index": 1}, "frame: index must be an integer from 2"),
+        ("Frame", {"image": {"width": 4, "height": 2, "channels": 3}}, "image.dtype must be one of"),
+        ("Submit", {"sequence": {"frames": 1}}, "sequence.frames must be an integer from 2"),
+        ("Submit", {"sequence": {"frames": 3, "temporal_weight": -1.0}}, "sequence.temporal_weight must be from 0"),
+        ("Submit", {"sequence": {"frames": 3, "speed": 1}}, "sequence: unknown field speed"),
     ],
 )
 def test_each_kind_of_field_refuses_a_wrong_value(record, changes, match):

@@ -27,6 +27,7 @@ from ..wire.messages import (
     Preview,
     ProtocolError,
     Result,
+    SequencePlan,
     StatusReply,
     Submit,
     invalid,
@@ -68,6 +69,7 @@ class JobResult:
     image: Image  # RGB in the submit's result_dtype (float32 unless asked otherwise)
     elapsed_s: float
     image_bytes_sent: int = 0  # the pixel bytes this client sent for the job's images (content, styles, masks, init)
+    frame: int | None = None  # a sequence job's frame, from 1
 
 
 class StyleClient(ABC):
@@ -122,7 +124,7 @@ class StyleClient(ABC):
         if kind == MessageType.RESULT:
             result = parse_reply(Result, body)
             return JobResult(result.job_id, received_image(result.image, frames), result.elapsed_s,
-                             self._image_bytes.get(result.job_id, 0))
+                             self._image_bytes.get(result.job_id, 0), result.frame)
         if kind == MessageType.PROGRESS and on_progress is not None:
             on_progress(parse_reply(JobProgress, body))
         elif kind == MessageType.PREVIEW and on_progress is not None:
@@ -157,14 +159,15 @@ def submit_request(content: Image, styles: Sequence[Image], settings: dict[str, 
                    regions: Sequence[Image | None] | None = None, style_masks: Sequence[Image | None] | None = None,
                    init: Image | None = None, warm_start: str | None = None, progress_every: int = 1,
                    preview_every: int = 0, output_size: tuple[int, int] | None = None,
-                   result_dtype: DType = DType.F32, preview_max_side: int = 0,
+                   result_dtype: DType = DType.F32, preview_max_side: int = 0, sequence: SequencePlan | None = None,
                    fault: str | None = None) -> tuple[Submit, list[Buffer]]:
     """A submit body and its binary parts.  ``regions``: one per style (None: everywhere), a 1-channel
     image of the content's size, white where that style applies in the output.  ``style_masks``: one
     per style (None: its alpha channel, if any, else all of it), a 1-channel image of that style's size,
     white where its statistics are taken.  The daemon checks them (sizes, channels, counts).
     ``output_size`` (width, height) has the daemon resize the result, e.g. back to the region the content
-    came from; ``fault`` is the tests' fault injection."""
+    came from; ``sequence`` makes ``content`` the first frame of an animation (see DaemonClient.stylize_sequence);
+    ``fault`` is the tests' fault injection."""
     images = [(content, ImageEntry(ImageRole.CONTENT, content.spec))]
     images += [(style, ImageEntry(ImageRole.STYLE, style.spec)) for style in styles]
     for role, masks in ((ImageRole.REGION, regions), (ImageRole.STYLE_MASK, style_masks)):
@@ -180,7 +183,8 @@ def submit_request(content: Image, styles: Sequence[Image], settings: dict[str, 
     request = Submit(tuple(entry for _, entry in images), dict(settings or {}), progress_every=progress_every,
                      preview_every=preview_every, warm_start=warm_start,
                      output=None if output_size is None else (int(output_size[0]), int(output_size[1])),
-                     result_dtype=DType(result_dtype), preview_max_side=preview_max_side, fault=fault)
+                     result_dtype=DType(result_dtype), preview_max_side=preview_max_side, sequence=sequence,
+                     fault=fault)
     return request, [image.data for image, _ in images]
 
 

@@ -19,15 +19,18 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from nst_engine.settings import DEFAULT_TEMPORAL_WEIGHT
+
 from ..wire.connection import ConnectionFileError, ConnectionInfo, connection_path, read_connection_file
 from ..wire.framing import Codec, Message
+from ..wire.limits import SEQUENCE_FRAMES_AHEAD
 from ..wire.messages import (
     PROTOCOL_VERSION,
     Accepted,
@@ -35,9 +38,12 @@ from ..wire.messages import (
     Cancel,
     Estimate,
     EstimateReply,
+    Frame,
     Hello,
+    Image,
     MessageType,
     ProtocolError,
+    SequencePlan,
     StatusReply,
     Submit,
     Welcome,
@@ -52,6 +58,7 @@ from .contract import (
     ProgressCallback,
     StyleClient,
     parse_reply,
+    submit_request,
 )
 from .remote import Handshake, daemon_silence_limit_s, remote_info, unreachable_message
 
@@ -177,6 +184,40 @@ class DaemonClient(StyleClient):
     def cancel(self, job_id: str) -> None:
         self._send(MessageType.CANCEL, Cancel(job_id))
 
+    def stylize_sequence(self, frames: Iterable[Image], count: int, styles: Sequence[Image],
+                         settings: dict[str, Any] | None = None, *, temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT,
+                         frame_iterations: int = 0, on_progress: ProgressCallback | None = None,
+                         cancel: threading.Event | None = None, **submit_options: Any) -> Iterator[JobResult]:
+        """Stylise an animation's ``count`` frames (all of one size) as one job, consistently frame to frame, and
+        yield each frame's result, in order, as it is done.  The frames are read from ``frames`` as they are sent,
+        at most SEQUENCE_FRAMES_AHEAD ahead of the results; progress records carry ``frame`` and ``frames``.
+        Raises as :meth:`wait` does (a refused frame: DaemonJobError ``invalid_request``); leaving the loop early
+        cancels the job.  ``submit_options`` are :func:`submit_request`'s, but for init, warm_start and regions.
+        Nothing is sent before the first result is asked for."""
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None or count < 2:
+            raise DaemonJobError("invalid_request", f"a sequence needs at least 2 frames, got {count}")
+        request, parts = submit_request(first, styles, settings,
+                                        sequence=SequencePlan(count, temporal_weight, frame_iterations),
+                                        **submit_options)
+        job_id = self.send_submit(request, parts)
+        sent, done = 1, 0
+        with _JobTraffic(self, job_id, cancel, frames=count) as traffic:
+            while done < count:
+                while sent < count and sent - done < SEQUENCE_FRAMES_AHEAD:
+                    image = next(frames, None)
+                    if image is None:
+                        raise DaemonJobError("invalid_request", f"the sequence has {sent} frames, not {count}")
+                    sent += 1
+                    traffic.post(MessageType.FRAME, Frame(job_id, sent, image.spec), [image.data])
+                reply = traffic.next()
+                if reply.type is MessageType.ERROR:
+                    raise DaemonJobError.from_wire(reply.body)
+                if (result := self._job_message(reply.type, reply.body, reply.frames, on_progress)) is not None:
+                    done += 1
+                    yield result
+
     def _wait(self, job_id: str, on_progress: ProgressCallback | None, cancel: threading.Event | None) -> JobResult:
         """Take the job's messages from :class:`_JobTraffic`, calling ``on_progress`` in this thread."""
         with _JobTraffic(self, job_id, cancel) as traffic:
@@ -196,9 +237,12 @@ class _JobTraffic:
     would without the thread.  ZeroMQ sockets are not thread-safe, so the thread owns the client's socket from its
     start until it has been joined.  A caller that leaves before the job's end (its callback raised) cancels it."""
 
-    def __init__(self, client: DaemonClient, job_id: str, cancel: threading.Event | None) -> None:
+    def __init__(self, client: DaemonClient, job_id: str, cancel: threading.Event | None,
+                 frames: int | None = None) -> None:
         self.client, self.job_id, self.cancel = client, job_id, cancel
+        self.frames = frames  # a sequence job's: it ends with that frame's result
         self.inbox: queue.Queue[Message | Exception] = queue.Queue(maxsize=1)
+        self.outbox: queue.Queue[tuple[MessageType, WireRecord, Sequence[Buffer]]] = queue.Queue()
         self.stop = threading.Event()
         self.ended = False  # the job's last message, or a failure, was received: nothing is left to cancel
         self.thread = threading.Thread(target=self._run, name=f"heartbeats for job {job_id}", daemon=True)
@@ -213,6 +257,10 @@ class _JobTraffic:
         if not self.ended:
             with contextlib.suppress(DaemonError):
                 self.client.cancel(self.job_id)
+
+    def post(self, message_type: MessageType, body: WireRecord, frames: Sequence[Buffer]) -> None:
+        """Have the thread send a message of the job's (a sequence's frame)."""
+        self.outbox.put((message_type, body, frames))
 
     def next(self) -> Message:
         """The job's next message; the thread's error (the daemon went silent, say) is raised here."""
@@ -240,6 +288,8 @@ class _JobTraffic:
             if self.cancel is not None and self.cancel.is_set():
                 client.cancel(self.job_id)
                 self.cancel = None  # sent once
+            while not self.outbox.empty():
+                client._send(*self.outbox.get())
             if now >= next_heartbeat:
                 client._send(MessageType.HEARTBEAT)
                 next_heartbeat = now + HEARTBEAT_INTERVAL_S
@@ -259,7 +309,8 @@ class _JobTraffic:
                 continue
             last_heard = time.monotonic()
             if self._concerns_the_job(reply):
-                self.ended = reply.type in (MessageType.RESULT, MessageType.ERROR)
+                self.ended = reply.type is MessageType.ERROR or (
+                    reply.type is MessageType.RESULT and reply.body.get("frame") == self.frames)
                 held = reply
 
     def _concerns_the_job(self, reply: Message) -> bool:

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import enum
 import gc
+import itertools
 import logging
 import os
 import socket
@@ -34,6 +35,7 @@ from nst_engine import (
     StyleSettings,
     StyleTransfer,
     WeightsError,
+    stylize_sequence,
 )
 from nst_engine.device import choose_precision, select_device
 from nst_engine.geometry import fit_longest_side
@@ -244,13 +246,16 @@ class Worker(threading.Thread):
         out_of_memory = False
         try:
             job.cancel_token.raise_if_cancelled()  # cancelled while it waited
-            result, frame = self._run_job(job)
-            # Counted before the client has its result, so that a status it asks for next counts it.
-            job.state = JobState.DONE
-            self.jobs_done += 1
-            self._send(job.client, MessageType.RESULT, result, [frame])
+            for result, frame in self._run_job(job):
+                if job.feed is None or result.frame == job.feed.count:
+                    # Counted before the client has its result, so that a status it asks for next counts it.
+                    job.state = JobState.DONE
+                    self.jobs_done += 1
+                self._send(job.client, MessageType.RESULT, result, [frame])
         except CancelledError:
-            failure = JobFailure(ErrorCode.CANCELLED, job.cancelled_because)
+            refusal = job.feed.refusal if job.feed is not None else None
+            failure = JobFailure(ErrorCode.CANCELLED, job.cancelled_because) if refusal is None else \
+                JobFailure(ErrorCode.INVALID_REQUEST, refusal)
         except InsufficientMemoryError as error:
             failure = JobFailure(ErrorCode.OUT_OF_MEMORY, str(error), error.largest_size)
         except torch.cuda.OutOfMemoryError:
@@ -273,8 +278,8 @@ class Worker(threading.Thread):
             error = Error(failure.code, failure.message, job_id=job.id, largest_size=failure.largest_size)
             self._send(job.client, MessageType.ERROR, error, ())
 
-    def _run_job(self, job: Job) -> tuple[Result, Buffer]:
-        """The job's result, with its pixels."""
+    def _run_job(self, job: Job) -> Iterator[tuple[Result, Buffer]]:
+        """The job's result, with its pixels; a sequence job's, one per frame as each is done."""
         engine = self._ensure_engine()
         request = job.submit
         settings = StyleSettings.from_values(request.settings)
@@ -320,17 +325,33 @@ class Worker(threading.Thread):
 
         started = time.perf_counter()
         log.debug("Job %s: %.1f ms from submission to the engine", job.id, 1000 * (time.monotonic() - job.submitted_at))
-        result = engine.stylize(
-            content, styles, settings, init_image=init_image, on_progress=on_progress,
-            preview_every=request.preview_every, cancel=job.cancel_token, style_keys=style_keys,
-            gram_cache=self.gram_cache.of(job.client.user), memory_budget=self.memory_budget,
-            regions=regions, style_image_masks=None if all(mask is None for mask in style_masks) else style_masks,
-        )
-        self.results.put(result_key(job.client, job.id), result)
+        common: dict[str, Any] = {
+            "on_progress": on_progress, "preview_every": request.preview_every, "cancel": job.cancel_token,
+            "style_keys": style_keys, "gram_cache": self.gram_cache.of(job.client.user),
+            "memory_budget": self.memory_budget,
+            "style_image_masks": None if all(mask is None for mask in style_masks) else style_masks}
+        if job.feed is None:
+            result = engine.stylize(content, styles, settings, init_image=init_image, regions=regions, **common)
+            self.results.put(result_key(job.client, job.id), result)
+            yield self._result(job, result, None, started)
+            return
+        feed, plan = job.feed, request.sequence
+        assert plan is not None
+        later = (frame_to_rgb(*feed.take(job.cancel_token)) for _ in range(plan.frames - 1))
+        results = stylize_sequence(engine, itertools.chain([content], later), styles, settings,
+                                   temporal_weight=plan.temporal_weight, frame_iterations=plan.frame_iterations,
+                                   frame_count=plan.frames, **common)
+        for number, result in enumerate(results, start=1):
+            with feed.lock:  # counted before the client can have it, and so send the frame after next
+                feed.results += 1
+            yield self._result(job, result, number, started)
+
+    @staticmethod
+    def _result(job: Job, result: torch.Tensor, frame: int | None, started: float) -> tuple[Result, Buffer]:
         if job.output_size is not None:
             result = resize(result[None], *job.output_size)[0]
-        spec, frame = rgb_to_frame(result, request.result_dtype)
-        return Result(job.id, spec, time.perf_counter() - started), frame
+        spec, pixels = rgb_to_frame(result, job.submit.result_dtype)
+        return Result(job.id, spec, time.perf_counter() - started, frame), pixels
 
     def _out_of_memory_failure(self, job: Job) -> JobFailure:
         self._release_memory(collect=True)
@@ -369,7 +390,7 @@ def progress_record(job_id: str, progress: Progress) -> JobProgress:
         total_iterations=progress.total_iterations, width=progress.width, height=progress.height,
         losses={"content": losses.content, "style": losses.style, "tv": losses.tv, "total": losses.total},
         elapsed_s=progress.elapsed_s, stage_iteration=progress.stage_iteration,
-        stage_iterations=progress.stage_iterations)
+        stage_iterations=progress.stage_iterations, frame=progress.frame, frames=progress.frames)
 
 
 def _masks(images: list[JobImage | None] | None) -> list[torch.Tensor | None] | None:

@@ -7,13 +7,14 @@ import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from nst_engine import CancelToken
 
-from ..wire.messages import Buffer, ImageRole, ImageSpec, Submit
+from ..wire.limits import SEQUENCE_FRAMES_AHEAD
+from ..wire.messages import Buffer, Frame, ImageRole, ImageSpec, Submit
 from .auth import LOCAL_USER
 from .images import fingerprint
 
@@ -41,6 +42,55 @@ class JobImage(NamedTuple):
     frame: Buffer
 
 
+class FrameFeed:
+    """A sequence job's frames after the first: the main loop puts each as it comes, the worker takes them in
+    order.  A frame that does not fit (out of order, another size, its bytes, more than SEQUENCE_FRAMES_AHEAD
+    ahead of the results) is refused: the job is cancelled and its worker ends it with ``refusal``."""
+
+    def __init__(self, count: int, width: int, height: int) -> None:
+        self.count, self.size = count, (width, height)
+        self.received = 1  # the submit's content is frame 1
+        self.results = 0  # results posted to the client (under ``lock``)
+        self.refusal: str | None = None
+        self._frames: deque[JobImage] = deque()
+        self.lock = self._ready = threading.Condition()
+
+    def put(self, request: Frame, parts: Sequence[Buffer], cancel: CancelToken) -> None:
+        with self._ready:
+            if self.refusal is not None:
+                return
+            self.refusal = self._problem(request, parts)
+            if self.refusal is None:
+                self._frames.append(JobImage(request.image, parts[0]))
+                self.received += 1
+            else:
+                cancel.cancel()
+            self._ready.notify_all()
+
+    def _problem(self, request: Frame, parts: Sequence[Buffer]) -> str | None:
+        spec, index = request.image, request.index
+        if index != self.received + 1 or index > self.count:
+            expected = "no more" if self.received == self.count else f"frame {self.received + 1}"
+            return f"frame: frame {index} came, but {expected} was due (the sequence has {self.count} frames)"
+        if (spec.width, spec.height) != self.size:
+            return (f"frame {index} is {spec.width}×{spec.height} pixels, but the sequence's frames are "
+                    f"{self.size[0]}×{self.size[1]}")
+        if len(parts) != 1 or memoryview(parts[0]).nbytes != spec.nbytes:
+            return f"frame {index}: one binary part of {spec.nbytes} bytes was expected"
+        if self.received - self.results >= SEQUENCE_FRAMES_AHEAD:
+            return (f"frame {index} came before the result of frame {self.results + 1}: at most "
+                    f"{SEQUENCE_FRAMES_AHEAD} frames may wait for their results")
+        return None
+
+    def take(self, cancel: CancelToken) -> JobImage:
+        """The next frame, waiting for it; CancelledError once the job is cancelled (or a frame refused)."""
+        with self._ready:
+            while not self._frames:
+                cancel.raise_if_cancelled()
+                self._ready.wait(0.1)
+            return self._frames.popleft()
+
+
 @dataclass
 class Job:
     """A submitted job: its request as it came (checked), its images, and where it stands."""
@@ -55,6 +105,7 @@ class Job:
     submitted_at: float = field(default_factory=time.monotonic)
     progress: dict[str, Any] | None = None
     cancelled_because: str = "Job cancelled."  # what its client is told when it ends cancelled
+    feed: FrameFeed | None = None  # a sequence job's later frames
 
     @functools.cached_property
     def style_keys(self) -> list[str]:

@@ -236,6 +236,12 @@ class RayWorker(threading.Thread):
         outcome: MessageType | None = None
         try:
             job.cancel_token.raise_if_cancelled()
+            if job.feed is not None:
+                self._send(job.client, MessageType.ERROR, Error(
+                    ErrorCode.INVALID_REQUEST, "Animations do not run on a Ray cluster yet: stylise the frames on a "
+                    "daemon with local devices.", job_id=job.id))
+                job.state = JobState.FAILED
+                return
             warm_start = job.submit.warm_start
             start_image = None if warm_start is None else self.results.get(result_key(job.client, warm_start))
             outcome = self._follow(job, self.actor.run.remote(_travelling(job), start_image))

@@ -49,6 +49,7 @@ from ..wire.messages import (
     Error,
     ErrorCode,
     Estimate,
+    Frame,
     Hello,
     ImageRole,
     MessageType,
@@ -64,7 +65,7 @@ from .devices import ROUTER_SEND_HWM, Outbox, ResultCache, Worker, memory_status
 from .estimates import estimate_job
 from .gate import GATE_KEY_BYTES, GateError, GateProcess, GateSettings, memory_bytes_for
 from .invitations import CONNECTION_FILE_CLIENT, InvitationError, InvitationStore, keys_path
-from .jobs import Client, Job, JobQueue, JobState
+from .jobs import Client, FrameFeed, Job, JobQueue, JobState
 from .lifecycle import DaemonLock, LockHeldError, ProcessIdentity
 from .peers import PeerConnections, RejectionLog, over_caps, raise_descriptor_limit, receive_within
 from .ray_pool import RayWorker, ray_workers
@@ -420,6 +421,8 @@ class DaemonService:
             self._reply(client, MessageType.ESTIMATE_REPLY, reply)
         elif kind is MessageType.SUBMIT:
             self._submit(client, message)
+        elif kind is MessageType.FRAME:
+            self._frame(client, message)
         elif kind is MessageType.CANCEL:
             self._cancel(client, Cancel.from_wire(message.body).job_id)
         elif kind is MessageType.SHUTDOWN:
@@ -457,9 +460,29 @@ class DaemonService:
         if submit.masks(ImageRole.REGION) is not None and settings.get("style_layer_sources") is not None:
             raise invalid("regions: masks over the output cannot be combined with settings.style_layer_sources; "
                           "choose one kind of control")
+        if submit.sequence is not None and (submit.indices(ImageRole.INIT) or submit.warm_start
+                                            or submit.masks(ImageRole.REGION) is not None):
+            raise invalid("sequence: a sequence's frames start from their content and the previous result, so it "
+                          "takes no init image, warm_start or regions")
         job = Job(id=secrets.token_hex(8), client=client, submit=submit, frames=list(message.frames))
         job.output_size = self._output_size(job)
+        if submit.sequence is not None:
+            job.feed = FrameFeed(submit.sequence.frames, job.content.spec.width, job.content.spec.height)
         return job
+
+    def _frame(self, client: Client, message: Message) -> None:
+        """A sequence's next frame; one that does not fit ends its job (a queued one at once, a running one by its
+        worker, within an iteration).  Frames that cross their job's end are dropped."""
+        request = Frame.from_wire(message.body, self.config.max_image_side, self.max_pixels)
+        job = self.jobs.get(request.job_id)
+        if job is None or job.client != client or job.feed is None:
+            raise invalid(f"frame: no sequence job {request.job_id!r} of yours")
+        if not job.live:
+            return
+        job.feed.put(request, message.frames, job.cancel_token)
+        if job.feed.refusal is not None and self.queue.remove(job.id) is not None:
+            job.state = JobState.FAILED
+            self._reply(client, MessageType.ERROR, Error(ErrorCode.INVALID_REQUEST, job.feed.refusal, job_id=job.id))
 
     def _output_size(self, job: Job) -> tuple[int, int] | None:
         """(height, width) to resize the result to, or None; either way the image sent back (and each

@@ -17,6 +17,10 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_STYLES = 15
 # Binary parts of a message: content, up to 15 styles each with a region and a style mask, an init image
 MAX_IMAGES = 1 + 3 * MAX_STYLES + 1
+# A sequence job's frames: how many, and how many may be sent ahead of their results (the one the daemon is
+# stylising included), which bounds the frames it holds for a job.
+MAX_SEQUENCE_FRAMES = 100_000
+SEQUENCE_FRAMES_AHEAD = 2
 IMAGES_PER_MESSAGE_AT_FULL_SIZE = 3  # content, a style and an init image, each at the pixel limit
 
 # Over TCP a peer can send bytes before CURVE has authenticated it, and libzmq buffers a whole frame of

@@ -20,9 +20,9 @@ from typing import Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
 
 from nst_engine.errors import InvalidSettingsError
 from nst_engine.schema import FrontEnd
-from nst_engine.settings import check_values
+from nst_engine.settings import DEFAULT_TEMPORAL_WEIGHT, MAX_ITERATIONS, MAX_WEIGHT, check_values
 
-from .limits import MAX_IMAGE_SIDE, MAX_IMAGES, MAX_STYLES
+from .limits import MAX_IMAGE_SIDE, MAX_IMAGES, MAX_SEQUENCE_FRAMES, MAX_STYLES
 
 Buffer = bytes | bytearray | memoryview
 PROTOCOL_VERSION = 2
@@ -32,6 +32,7 @@ class MessageType(str, enum.Enum):
     HELLO = "hello"
     WELCOME = "welcome"
     SUBMIT = "submit"
+    FRAME = "frame"
     ACCEPTED = "accepted"
     PROGRESS = "progress"
     PREVIEW = "preview"
@@ -348,6 +349,25 @@ class Cancel(WireRecord):
 
 
 @dataclass(frozen=True)
+class SequencePlan(WireRecord):
+    """A submit's ``sequence``: the job stylises an animation's frames consistently (docs/animation.md)."""
+
+    frames: int = _doc("how many frames", low=2, high=MAX_SEQUENCE_FRAMES)
+    temporal_weight: float = _optional("how strongly a frame keeps the previous result (0: each frame alone)",
+                                       default=DEFAULT_TEMPORAL_WEIGHT, always_sent=True)
+    frame_iterations: int = _optional("iterations of each later frame (0: the engine's share)", default=0,
+                                      always_sent=True, high=MAX_ITERATIONS)
+
+    @classmethod
+    def from_wire(cls, value: object, where: str = "sequence", **_: Any) -> SequencePlan:
+        _known(_map(value, where), cls, where)
+        plan = cls(**_read(cls, value, f"{where}."))  # type: ignore[arg-type]
+        if not 0 <= plan.temporal_weight <= MAX_WEIGHT:
+            raise invalid(f"{where}.temporal_weight must be from 0 to {MAX_WEIGHT:g}, got {plan.temporal_weight}")
+        return plan
+
+
+@dataclass(frozen=True)
 class Submit(WireRecord):
     """A job; its images travel as binary parts, in the order of ``images``."""
 
@@ -373,6 +393,11 @@ class Submit(WireRecord):
         "any u8 or u16 source's) or `f16`", default=DType.F32, wire_type="string", choices=RESULT_DTYPES)
     preview_max_side: int = _optional("previews scaled down to at most this longest side (0: the result's size)",
                                       default=0, high=_MAX_SIDE)
+    sequence: SequencePlan | None = _optional(
+        "`{frames, temporal_weight, frame_iterations}`: an animation, stylised frame to frame consistently (see "
+        "Sequences); the content is its first frame, the others follow as `frame` messages. `temporal_weight` (default "
+        f"{DEFAULT_TEMPORAL_WEIGHT:g}; 0: each frame alone) and `frame_iterations` (default 0: a quarter of "
+        "`settings.iterations`) are the engine's", wire_type="map or null")
     # Test-only fault injection: honoured only by a daemon started with the hidden --test-faults, and not
     # part of the public schema (docs/protocol.md documents it as test-only).  Anything but a string is ignored.
     fault: str | None = _optional("the fault to inject", test_only=True,
@@ -433,6 +458,21 @@ class Submit(WireRecord):
 
 
 @dataclass(frozen=True)
+class Frame(WireRecord):
+    """The next frame of a sequence job, its pixels as the one binary part."""
+
+    job_id: str = _doc("the sequence job")
+    index: int = _doc("the frame's number: 2, 3, … in order (the submit's content is frame 1)", low=2,
+                      high=MAX_SEQUENCE_FRAMES)
+    image: ImageSpec = _doc("`{width, height, channels, dtype}` of the frame: the first frame's width and height")
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any], max_side: int = MAX_IMAGE_SIDE, max_pixels: int | None = None) -> Frame:
+        _known(body, cls, "frame")
+        return cls(**_read(cls, body, "frame: ", max_side=max_side, max_pixels=max_pixels))
+
+
+@dataclass(frozen=True)
 class Accepted(WireRecord):
     """The job is queued."""
 
@@ -456,6 +496,9 @@ class JobProgress(WireRecord):
     elapsed_s: float = _doc("seconds since the job started running")
     stage_iteration: int = _doc("iteration within the stage, from 1", default=0, high=1 << 40)
     stage_iterations: int = _doc("iterations of the stage", default=0, high=1 << 40)
+    frame: int = _optional("a sequence's frame being stylised, from 1 (the counts above are within it)", default=1,
+                           high=MAX_SEQUENCE_FRAMES)
+    frames: int = _optional("a sequence's frames", default=1, high=MAX_SEQUENCE_FRAMES)
     preview: Image | None = field(default=None, metadata={"wire": False})  # the preview's pixels, not in the body
 
     @classmethod
@@ -485,6 +528,8 @@ class Result(WireRecord):
     image: ImageSpec = _doc("`{width, height, channels, dtype}` of the result (its one binary part): RGB in the "
                             "submit's `result_dtype`")
     elapsed_s: float = _doc("seconds the job ran", missing=0.0)
+    frame: int | None = _optional("a sequence's frame, from 1: one result per frame, in order; the job ends with "
+                                  "its last", high=MAX_SEQUENCE_FRAMES)
 
 
 @dataclass(frozen=True)
@@ -628,7 +673,11 @@ MESSAGES: dict[MessageType, MessageKind] = {kind.type: kind for kind in (
     MessageKind(MessageType.STATUS, Empty, Origin.CLIENT, "`status_reply`"),
     MessageKind(MessageType.ESTIMATE, Estimate, Origin.CLIENT, "`estimate_reply`"),
     MessageKind(MessageType.SUBMIT, Submit, Origin.CLIENT,
-                "`accepted`, then `progress`/`preview`…, then `result` or the job's `error`"),
+                "`accepted`, then `progress`/`preview`…, then `result` (a sequence's: one per frame) or the job's "
+                "`error`"),
+    MessageKind(MessageType.FRAME, Frame, Origin.CLIENT,
+                "nothing: its `result` comes in turn; a frame that does not fit its sequence ends the job with "
+                "`error` `invalid_request`"),
     MessageKind(MessageType.CANCEL, Cancel, Origin.CLIENT,
                 "the job's `error` with code `cancelled`; `invalid_request` for a job of another client"),
     MessageKind(MessageType.SHUTDOWN, Empty, Origin.CLIENT, "`shutting_down`, then the daemon exits"),

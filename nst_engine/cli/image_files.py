@@ -51,7 +51,7 @@ def read_image(path: str | Path) -> LoadedImage:
             return _read_png16(data, path)
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return _from_pillow(image, path)
+            return from_pillow(image, path)
     except ImageFileError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, RuntimeError, SyntaxError) as error:
@@ -76,7 +76,7 @@ def _read_png16(data: bytes, path: Path) -> LoadedImage:
     return LoadedImage(colour.contiguous(), alpha, bits=16)
 
 
-def _from_pillow(image: Image.Image, path: Path) -> LoadedImage:
+def from_pillow(image: Image.Image, path: Path) -> LoadedImage:
     if image.mode.startswith("I;16"):
         gray = torch.from_numpy(np.asarray(image, dtype=np.uint16).astype(np.float32) / 65535.0)
         return LoadedImage(gray[None].expand(3, -1, -1).contiguous(), None, bits=16)
@@ -120,7 +120,7 @@ def check_writable(path: str | Path, bits: int = 8) -> None:
     path = Path(path)
     if path.is_dir():
         raise ImageFileError(f"{path}: is a folder; give a file name for the output")
-    _format_for(path, bits)
+    format_for(path, bits)
     folder = path.absolute().parent
     if not folder.is_dir():
         raise ImageFileError(f"{path}: the folder {folder} does not exist")
@@ -135,12 +135,12 @@ def write_image(path: str | Path, rgb: torch.Tensor, alpha: torch.Tensor | None 
     """Write a 3×H×W float image in [0, 1] (with optional 1×H×W alpha) as 8- or 16-bit sRGB.  The file is
     replaced whole or not at all: a full disk or a crash leaves the previous file as it was."""
     path = Path(path)
-    image_format = _format_for(path, bits)
+    image_format = format_for(path, bits)
     pixels = rgb if alpha is None else torch.cat([rgb, alpha])
     pixels = pixels.detach().float().clamp(0.0, 1.0).permute(1, 2, 0).contiguous()
     try:
         if bits == 16:
-            _replace_file(path, _encode_png16(pixels))
+            replace_file(path, _encode_png16(pixels))
             return
         array = (pixels * 255.0).round().to(torch.uint8).numpy()
         image = Image.fromarray(array, "RGBA" if alpha is not None else "RGB")
@@ -148,12 +148,12 @@ def write_image(path: str | Path, rgb: torch.Tensor, alpha: torch.Tensor | None 
             image = image.convert("RGB")  # JPEG has no alpha channel
         encoded = io.BytesIO()
         image.save(encoded, format=image_format)
-        _replace_file(path, encoded.getbuffer())
+        replace_file(path, encoded.getbuffer())
     except (OSError, ValueError, KeyError) as error:
         raise ImageFileError(f"{path}: cannot be written ({error})") from None
 
 
-def _format_for(path: Path, bits: int) -> str:
+def format_for(path: Path, bits: int) -> str:
     """Pillow's format for the file name's extension, as ``Image.save`` would choose it."""
     if bits not in (8, 16):
         raise ImageFileError(f"{path}: bits must be 8 or 16, got {bits}")
@@ -165,7 +165,7 @@ def _format_for(path: Path, bits: int) -> str:
     return image_format
 
 
-def _replace_file(path: Path, data: bytes | memoryview) -> None:
+def replace_file(path: Path, data: bytes | memoryview) -> None:
     """Write ``data`` to a new file beside ``path`` and rename it over ``path`` (through a link to its target),
     keeping an existing file's mode; the new file is removed on any failure."""
     target = path.resolve() if path.is_symlink() else path

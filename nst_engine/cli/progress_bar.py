@@ -20,18 +20,21 @@ class TerminalProgressBar:
 
     def __call__(self, progress: Progress) -> None:
         self.update(progress.stage, progress.stages, progress.width, progress.height, progress.iteration,
-                    progress.total_iterations, progress.losses.total, progress.elapsed_s)
+                    progress.total_iterations, progress.losses.total, progress.elapsed_s,
+                    frame=progress.frame, frames=progress.frames)
 
     def update(self, stage: int, stages: int, width: int, height: int, iteration: int, total_iterations: int,
-               loss: float, elapsed_s: float) -> None:
+               loss: float, elapsed_s: float, *, frame: int = 1, frames: int = 1) -> None:
+        """Redraw the line; an animation's leads with the frame ("frame 3/24 · iteration 40/150 …")."""
         if not self.enabled:
             return
         filled = round(iteration / total_iterations * _BAR_WIDTH)
-        line = (
-            f"\rstage {stage}/{stages} {width}×{height} "
-            f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {iteration}/{total_iterations} "
-            f"loss {loss:.4g} {elapsed_s:.1f}s"
-        )
+        bar = f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}]"
+        if frames == 1:
+            where = f"stage {stage}/{stages} {width}×{height} {bar} {iteration}/{total_iterations}"
+        else:
+            where = f"frame {frame}/{frames or '?'} · iteration {iteration}/{total_iterations} {bar}"
+        line = f"\r{where} loss {loss:.4g} {elapsed_s:.1f}s"
         self.stream.write(line)
         self.stream.flush()
         self._drawn = True

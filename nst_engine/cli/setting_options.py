@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..schema import FrontEnd, Kind, Setting
-from ..settings import Init, settings_for
+from ..settings import DEFAULT_FRAME_SHARE, DEFAULT_TEMPORAL_WEIGHT, Init, settings_for
 
 # The starting image on a command line: one of these, or an image file (then the setting is "image").
 INIT_NAMES = (Init.CONTENT.value, Init.NOISE.value)
@@ -88,3 +88,15 @@ def _choices(item: Setting, values: tuple[str, ...], other: str = "") -> str:
     described = [f"{choice.value} ({choice.help})" for choice in item.spec.choices if choice.value in values]
     described += [other] if other else []
     return ", ".join(described[:-1]) + " or " + described[-1]
+
+
+def add_animation_arguments(parser: argparse.ArgumentParser) -> None:
+    """An animation's own options (nst_engine.sequence), for both command lines."""
+    parser.add_argument("--temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="X",
+                        help="animations: how strongly each frame keeps the previous result where the motion "
+                             "carries it over, relative to the style's pull; 0 stylises the frames independently "
+                             "(default: %(default)g)")
+    parser.add_argument("--frame-iterations", type=int, default=0, metavar="N",
+                        help="animations: iterations of each frame after the first, which starts from the previous "
+                             "result and runs the final stage alone "
+                             f"(default 0: {DEFAULT_FRAME_SHARE:g}× --iterations)")
