@@ -181,12 +181,41 @@ def cancelled(weights: Path, work: Path) -> dict:
             daemon.stop()
 
 
+def cluster_lost(weights: Path, work: Path) -> dict:
+    """The whole cluster ends mid-job: the job fails with one line, and the daemon goes on serving status past the
+    minute after which Ray ends a driver that lost its cluster (the daemon waits for ever instead)."""
+    with ray_head(6394, 1) as head:
+        daemon = ray_daemon(private(work / "ray"), weights, 6394, 1)
+        try:
+            wait_for(lambda: [w for w in ray_workers(daemon) if w["state"] == "ready"], 120, "a ready actor")
+            with daemon.client() as client:
+                job = client.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], SETTINGS, fault="slow")
+                wait_for(lambda: ray_workers(daemon)[0]["running"] == "", 60, "the job running")  # another client's
+                os.killpg(head.pid, signal.SIGKILL)
+                lost = time.monotonic()
+                try:
+                    client.wait(job)
+                    raise AssertionError("the job outlived its cluster")
+                except DaemonJobError as error:
+                    message = str(error)
+            assert "ended during it" in message and "\n" not in message, message
+            while time.monotonic() - lost < 75:
+                assert daemon.process.poll() is None, daemon.log()[-2000:]
+                time.sleep(5)
+            workers = ray_workers(daemon)
+            assert workers[0]["state"] in ("starting", "dead"), workers
+            return {"message": message, "served_for_s": round(time.monotonic() - lost)}
+        finally:
+            daemon.stop()
+
+
 def private(path: Path) -> Path:
     path.mkdir(mode=0o700, parents=True)
     return path
 
 
-SCENARIOS = {"two_jobs_at_once": two_jobs_at_once, "killed_worker": killed_worker, "cancelled": cancelled}
+SCENARIOS = {"two_jobs_at_once": two_jobs_at_once, "killed_worker": killed_worker, "cancelled": cancelled,
+             "cluster_lost": cluster_lost}
 
 if __name__ == "__main__":
     scenario, weights_path = sys.argv[1], Path(sys.argv[2])

@@ -23,7 +23,7 @@ RAY_MISSING = "Ray is not installed here (python3 install.py --ray adds it; CI d
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason=RAY_MISSING)
 @pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace of the test's own (unshare --net) needs root")
-@pytest.mark.parametrize("scenario", ["two_jobs_at_once", "killed_worker", "cancelled"])
+@pytest.mark.parametrize("scenario", ["two_jobs_at_once", "killed_worker", "cancelled", "cluster_lost"])
 def test_ray_cluster(scenario, weights_file):
     completed = subprocess.run(["unshare", "--net", sys.executable, "-m", "tests.ray_cluster", scenario,
                                 str(weights_file)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,

@@ -38,6 +38,7 @@ _POLL_S = 0.1  # how often a waiting thread looks at its job's cancel token
 _READY_TIMEOUT_S = 120.0  # for an actor to load its model at start or after a restart
 _STYLES_REMEMBERED = 32
 _PROBE_TIMEOUT_S = 5.0
+_DEAD_RETRY_S = 5.0  # how long a job waits for a worker whose cluster did not answer last time
 
 
 class RayUnavailableError(Exception):
@@ -56,6 +57,9 @@ def connect(address: str) -> Any:
     if address in ("", "local"):  # ray.init would start a cluster of its own, bound to every interface
         raise RayUnavailableError(f"--ray {address!r}: give a running cluster's address (HOST:PORT, auto or "
                                   "ray://HOST:PORT); start one with ray start --head (docs/scaling.md)")
+    # Ray ends a driver process that has lost its cluster for a minute; the daemon must go on serving (and say
+    # so), so it waits for ever instead.  Read by ray.init.
+    os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(365 * 24 * 3600))
     try:
         import ray
     except ImportError:
@@ -163,10 +167,11 @@ class _CacheFigures:
 class RayWorker(threading.Thread):
     """A daemon thread driving one actor; to the service it is a worker like the local ones."""
 
-    def __init__(self, ray: Any, index: int, queue: JobQueue, send: Outbox, results: ResultCache,
+    def __init__(self, ray: Any, address: str, index: int, queue: JobQueue, send: Outbox, results: ResultCache,
                  actor_options: dict[str, Any], actor_arguments: tuple[Any, ...]) -> None:
         super().__init__(name=f"ray-worker-{index}", daemon=True)
         self.ray = ray
+        self.address = address
         self.queue = queue
         self._send = send
         self.results = results  # the daemon's, shared by its actors
@@ -206,25 +211,34 @@ class RayWorker(threading.Thread):
 
     # -- the thread
     def run(self) -> None:
-        self._await_actor()
+        self._await_actor(_READY_TIMEOUT_S)
         while (job := self.queue.take(self.holds)) is not None:
-            self._execute(job)
-            if self.state is not ActorState.READY:
-                self._await_actor()
+            if self.state is not ActorState.READY:  # restarting after a crash (it loads its model), or lost
+                self._await_actor(_READY_TIMEOUT_S if self.state is ActorState.STARTING else _DEAD_RETRY_S)
+            if self.state is ActorState.READY:
+                self._execute(job)
+            else:
+                job.state = JobState.FAILED
+                self._send(job.client, MessageType.ERROR, Error(
+                    ErrorCode.INTERNAL, f"The Ray cluster at {self.address} does not answer; its operator must "
+                    "start it again (python -m daemon status shows its workers).", job_id=job.id))
 
-    def _await_actor(self) -> None:
-        """Until the actor answers (it loads its model first unless lazy): after a start or a restart."""
+    def _await_actor(self, patience_s: float) -> None:
+        """Until the actor answers (it loads its model first unless lazy), for at most ``patience_s``: READY, else
+        DEAD."""
+        deadline = time.monotonic() + patience_s
         while True:
             try:
-                self.described = self.ray.get(self.actor.describe.remote(), timeout=_READY_TIMEOUT_S)
-            except Exception as error:  # the cluster is gone, or the actor cannot start: keep trying
+                self.described = self.ray.get(self.actor.describe.remote(),
+                                              timeout=max(1.0, deadline - time.monotonic()))
+            except Exception as error:  # restarting, or the cluster is gone
+                if time.monotonic() < deadline and not self.queue.closed:
+                    time.sleep(1.0)
+                    continue
                 if self.state is not ActorState.DEAD:
-                    log.error("Ray worker %s does not answer (%s); retrying", self.name, _one_line(error))
+                    log.error("Ray worker %s does not answer (%s)", self.name, _one_line(error))
                 self.state = ActorState.DEAD
-                if self.queue.closed:
-                    return
-                time.sleep(1.0)
-                continue
+                return
             self.state = ActorState.READY
             log.info("Ray worker %s ready: pid %s on node %s, %s", self.name, self.described["pid"],
                      str(self.described["node"])[:12], self.described["device"])
@@ -251,7 +265,7 @@ class RayWorker(threading.Thread):
                                                                  job_id=job.id))
                 outcome = MessageType.ERROR
             else:
-                self.state = ActorState.STARTING
+                self.state = ActorState.STARTING  # Ray restarts it
                 pid, node = self.described.get("pid"), str(self.described.get("node"))[:12]
                 log.error("Job %s: Ray worker %s (pid %s) lost: %s", job.id, self.name, pid, _one_line(error))
                 self._send(job.client, MessageType.ERROR, Error(
@@ -326,5 +340,5 @@ def ray_workers(address: str, count: int, queue: JobQueue, send: Outbox, results
     options.update({"num_gpus": 1} if gpus >= 1 else {"num_cpus": 1})
     arguments = (None if weights is None else str(weights), device, lazy, gram_cache_bytes, memory_budget,
                  test_faults)
-    return [RayWorker(ray, index, queue, send, results, options, arguments) for index in range(count)]
+    return [RayWorker(ray, address, index, queue, send, results, options, arguments) for index in range(count)]
 
