@@ -69,12 +69,14 @@ def features(convs: nn.ModuleList, plan: FusedPlan, x: torch.Tensor) -> tuple[to
     x = x.contiguous(memory_format=torch.channels_last)
     if torch.is_grad_enabled() and x.requires_grad:
         return _FusedVGG.apply(x, convs, plan)
-    return _forward(convs, plan, x)[0]
+    return _forward(convs, plan, x, keep=False)[0]
 
 
-def _pool(x: torch.Tensor, pooling: Pooling) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _pool(x: torch.Tensor, pooling: Pooling, keep: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     if pooling is Pooling.MAX:
-        return torch.ops.aten.max_pool2d_with_indices(x, _WINDOW, _WINDOW, [0, 0], _ONES, False)
+        if keep:
+            return torch.ops.aten.max_pool2d_with_indices(x, _WINDOW, _WINDOW, [0, 0], _ONES, False)
+        return F.max_pool2d(x, 2), None
     return F.avg_pool2d(x, 2), None
 
 
@@ -90,9 +92,11 @@ def _conv_relu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
         x, conv.weight, conv.bias, _ONES, _ONES, _ONES, 1, "relu", [None], "")
 
 
-def _forward(convs: nn.ModuleList, plan: FusedPlan, x: torch.Tensor) -> tuple[
+def _forward(convs: nn.ModuleList, plan: FusedPlan, x: torch.Tensor, keep: bool) -> tuple[
         tuple[torch.Tensor, ...], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor | None]]:
-    """(returned features, each conv's input, each conv's ReLU output, each conv's pooling indices)."""
+    """(returned features, each conv's input, each conv's ReLU output, each conv's pooling indices);
+    without ``keep``, only the returned features are kept (the lists are empty), so that a pass
+    without gradients frees each activation as the plain path does."""
     returned: list[torch.Tensor | None] = [None] * (max(plan.outputs) + 1)
     inputs: list[torch.Tensor] = []
     activations: list[torch.Tensor] = []
@@ -101,11 +105,13 @@ def _forward(convs: nn.ModuleList, plan: FusedPlan, x: torch.Tensor) -> tuple[
         spec = VGG19_CONVS[index]
         pooled = None
         if spec.position == 1 and spec.block > 1:
-            x, pooled = _pool(x, plan.pooling)
-        inputs.append(x)
-        indices.append(pooled)
+            x, pooled = _pool(x, plan.pooling, keep)
+        if keep:
+            inputs.append(x)
+            indices.append(pooled)
         x = _conv_relu(x, convs[index])
-        activations.append(x)
+        if keep:
+            activations.append(x)
         if plan.outputs[index] >= 0:
             returned[plan.outputs[index]] = x
     return tuple(returned), inputs, activations, indices  # type: ignore[arg-type]
@@ -114,7 +120,7 @@ def _forward(convs: nn.ModuleList, plan: FusedPlan, x: torch.Tensor) -> tuple[
 class _FusedVGG(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, convs: nn.ModuleList, plan: FusedPlan):  # type: ignore[override]
-        returned, inputs, activations, indices = _forward(convs, plan, x)
+        returned, inputs, activations, indices = _forward(convs, plan, x, keep=True)
         ctx.convs, ctx.plan = convs, plan
         ctx.save_for_backward(*inputs, *activations, *(pooled for pooled in indices if pooled is not None))
         ctx.set_materialize_grads(False)
