@@ -42,7 +42,7 @@ def usable(image: torch.Tensor, weight: torch.Tensor, layers: Sequence[str]) -> 
     AMX: emulated bf16 takes the plain path), with channels_last weights (the engine's layout, the
     one these kernels are checked in), and only ReLU outputs (a convolution's own output has no ReLU
     to fuse)."""
-    if image.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+    if image.device.type != "cpu" or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
         return False
     if not weight.is_contiguous(memory_format=torch.channels_last):
         return False
