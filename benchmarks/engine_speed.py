@@ -5,7 +5,8 @@ Prints, per size: seconds per objective evaluation (one forward + backward to th
 achieved GFLOP/s against the machine's measured matrix-multiply throughput in each precision (fp32, and
 bf16 or TF32 for those modes: the share of that precision's own peak), and the time each needs to reach
 the loss the baseline reaches after --evals evaluations, judged by the same loss function.  --profile
-adds, per precision, a split of one evaluation into convolutions, Gram products, casts and the rest.
+adds, per precision, a split of one evaluation into convolutions, Gram products, casts and the rest
+(always in --json, under each precision's "profile_ms_per_eval", in ms per evaluation).
 
     .venv/bin/python benchmarks/engine_speed.py --random-weights          # no real weights needed
     .venv/bin/python benchmarks/engine_speed.py --weights vgg19.pth --sizes 128 256
@@ -285,8 +286,10 @@ def main() -> None:
                         help="per precision, split an evaluation into convolutions, Gram products, casts and the rest")
     parser.add_argument("--profile-evals", type=int, default=3, help="evaluations profiled per precision")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (the first size at top level, every size under 'sizes')")
+                        help="print one JSON object (the first size at top level, every size under 'sizes'); "
+                             "implies --profile: each precision's 'profile_ms_per_eval' holds its parts")
     args = parser.parse_args()
+    args.profile = args.profile or args.json
     device = torch.device(args.device)
     size_list = [args.size] if args.size else args.sizes
     precisions = [resolve_precision(Precision(p), device) for p in args.precisions]

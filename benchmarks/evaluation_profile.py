@@ -53,7 +53,9 @@ class EvaluationProfile:
         return sum(self.ms.values())
 
     def to_dict(self) -> dict[str, float]:
-        return {**{part.value: ms for part, ms in self.ms.items()}, "total": self.total_ms, "casts": self.casts}
+        """Milliseconds per evaluation by part name and in total, and the number of dtype casts."""
+        return {**{part.value: ms for part, ms in self.ms.items()}, "total": self.total_ms,
+                "cast_count": self.casts}
 
     def summary(self) -> str:
         shares = ", ".join(f"{part.value} {ms:.1f} ms ({100 * ms / self.total_ms:.0f} %)"

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .layers import LAYER_DEPTH, VGG19_CONVS, Pooling
 
 # torchvision's pre-trained VGG19 expects sRGB in [0, 1] normalised with the ImageNet statistics.
@@ -57,6 +58,9 @@ class VGGFeatures(nn.Module):
         deepest = max(LAYER_DEPTH[name] for name in wanted)
         features: dict[str, torch.Tensor] = {}
         x = ((image - self.mean) / self.std).to(self.dtype)
+        if fused.usable(x, self.convs[0].weight, wanted):
+            names = sorted(wanted, key=LAYER_DEPTH.__getitem__)
+            return dict(zip(names, fused.features(self.convs, fused.plan_for(names, pooling), x)))
         for spec, conv in zip(VGG19_CONVS, self.convs):
             if spec.position == 1 and spec.block > 1:
                 x = F.max_pool2d(x, 2) if pooling is Pooling.MAX else F.avg_pool2d(x, 2)
