@@ -114,9 +114,13 @@ def two_jobs_at_once(weights: Path, work: Path) -> dict:
             # the result to start from through the daemon.
             with daemon.client() as client:
                 first = client.stylize(rgb_image(40, 32, 5), jobs[1][1], SETTINGS)
-                warm = client.stylize(rgb_image(40, 32, 5), jobs[2][1], SETTINGS, warm_start=first.job_id)
+                progress: list = []
+                warm = client.stylize(rgb_image(40, 32, 5), jobs[2][1], SETTINGS, warm_start=first.job_id,
+                                      preview_every=5, on_progress=progress.append)
                 status = client.status()
             assert warm.image.spec.width == 26
+            previews = [p for p in progress if p.preview is not None]  # through Ray as from a local worker
+            assert [p.iteration for p in previews] == [5, 10, 15, 20] and previews[0].preview.spec.width == 26
             assert sorted(w["jobs_done"] for w in status.ray["workers"]) == [2, 3], status.ray
             return {"ready_s": round(ready_s, 1), "workers": status.ray["workers"], "style_cache": status.style_cache}
         finally:
