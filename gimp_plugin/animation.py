@@ -1,10 +1,13 @@
 """One run of the filter on an animation: its layer-frames, bottom to top, as one sequence job, and the
-results as a new layer group of frames with the frames' names, one undo step.  A frame's layer appears
+results as a new layer group of frames with the frames' names, one undo step.  GIMP keeps layer names
+unique within an image, so each result frame's name is its source's with GIMP's " #1" added: the
+timing and the combine or replace mode stay in it, for Playback and export.  A frame's layer appears
 in the group as soon as its result arrives; on any failure or cancel the group is taken out again, so
 that the image is left as it was (no half-finished animation stays behind)."""
 
 from __future__ import annotations
 
+import re
 import threading
 
 from gi.repository import Gegl, Gimp
@@ -115,6 +118,10 @@ def stylise_animation(image, target: AnimationTarget, config) -> None:
     Gimp.displays_flush()
 
 
+def _without_number(name: str) -> str:
+    return re.sub(r" #\d+$", "", name)
+
+
 def _take_over(image, group, previous, keep_previous: bool) -> None:
     """The previous result group's visibility, opacity and mode; its name unless it stays beside, hidden."""
     group.set_opacity(previous.get_opacity())
@@ -126,3 +133,5 @@ def _take_over(image, group, previous, keep_previous: bool) -> None:
     name = previous.get_name()
     image.remove_layer(previous)
     group.set_name(name)
+    for child in group.get_children():  # the names the previous frames had freed: "#1" again, not "#2"
+        child.set_name(_without_number(child.get_name()))

@@ -9,8 +9,8 @@ def progress_status(progress: JobProgress, layer: int = 1, layers: int = 1) -> t
     """The progress bar's text and its fraction done (0 to 1) of the whole run, for job ``layer`` of
     ``layers`` (one per selected layer, run one after another).  A sequence's progress (an animation's)
     counts its frames instead: "frame 3/24 · iteration 40/150", the iteration within the frame."""
-    if progress.frames:
-        frame, frames = progress.frame or 1, progress.frames
+    if progress.frames > 1:  # 1 (the default): a still image
+        frame, frames = progress.frame, progress.frames
         fraction = _share(progress.iteration, progress.total_iterations)
         return (f"Neural Style: frame {frame}/{frames} · iteration {progress.iteration}/{progress.total_iterations}",
                 (frame - 1 + fraction) / frames)
