@@ -195,15 +195,29 @@ def test_without_pyzmq_the_plug_in_works_through_the_bridge(work_dir, daemon):
     try:
         completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {
             "NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json", "NEURAL_STYLE_BRIDGE": "1",
-            "NST_E2E_CASES": "rgb", "NST_E2E_OUTPUT": "bridge-result.json"})
+            "NST_E2E_CASES": "rgb,animation", "NST_E2E_OUTPUT": "bridge-result.json"})
     finally:
         record_path.write_text(saved)
-    facts = case(json.loads((work_dir / "bridge-result.json").read_text()), "rgb")
+    bridge_results = json.loads((work_dir / "bridge-result.json").read_text())
+    facts = case(bridge_results, "rgb")
     new, rest = new_and_old(facts)
     assert json.loads(new["parasite"])["transport"] == "bridge", completed.stderr
     assert (new["width"], new["height"], new["offsets"]) == (48, 40, [0, 0])
     assert facts["result_alpha"] == facts["source_alpha"]
     assert_unchanged(facts, rest)
+    # The bridge has no sequences: Animation is refused with one line, and nothing is left behind.
+    animation = bridge_results["animation"]
+    assert "exception" not in animation, animation
+    assert animation["status"] == "execution-error" and "bridge" in animation["error"], animation["error"]
+    assert "\n" not in animation["error"] and "Traceback" not in animation["error"]
+    assert animation["after"] == animation["before"]
+
+
+def test_selected_layer_frames_with_animation_on_give_a_group_in_a_script(results):
+    facts = case(results, "animation")
+    assert names(facts["after"])[0] == "Animation (Neural Style)"
+    assert facts["after"][1:] == facts["before"]
+    assert facts["children"] == ["f3 (100ms) #1", "f2 (100ms) #1", "f1 (100ms) #1"]
 
 
 def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
