@@ -23,7 +23,7 @@ _MORE_STYLES = (BLEND_WEIGHTS[0], REGIONS[0],
 _GROUPS: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
     ("more-styles", "More styles and regions", _MORE_STYLES, True),
     ("style", "Style", ("style-line", "style-layer", "strength", "style-scale", "colors", "more-styles-frame"), False),
-    ("quality", "Quality", ("preset", "device-line", "max-size", "iterations", "estimate-line", "live-preview"), False),
+    ("quality", "Quality", ("preset", "device-line", "max-size", "iterations", "estimate-line", "toggles"), False),
     ("advanced", "Advanced", ("style-weight", "content-weight", "tv-weight", "init", "seed", "optimizer", "precision",
                               "memory-budget-mib", "scales", "coarse-iterations"), True),
 )
@@ -39,6 +39,8 @@ def run_dialog(procedure, config, kind: DeviceKind | None, *, re_editing: bool,
     style_label = dialog.get_label("style-line", "", False, False)
     estimate_label = dialog.get_label("estimate-line", "", False, False)
     dialog.get_scale_entry("strength", 1.0)  # a slider: 0–100 reads at a glance
+    # Side by side, so that the Animation choice costs the dialog no height.
+    dialog.fill_flowbox("toggles", ["live-preview", "animation"])
     containers = {}
     for group, title, names, expander in _GROUPS:
         dialog.get_label(f"{group}-title", f"<b>{title}</b>", True, False)

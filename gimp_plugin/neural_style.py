@@ -3,9 +3,10 @@
 
 Thin GIMP glue: reads each selected layer (or the selection's bounds within it) and the style layers at
 full precision, sends them to the local daemon one after another, and inserts each result directly
-above its source, all in one undo step.  Run on a result layer, it re-runs that result from its source
-with the result's remembered settings and replaces it in place.  Nothing of the user's image is changed
-on any failure.
+above its source, all in one undo step; with Animation, several layers (or a layer group's) are an
+animation's frames, stylised as one sequence into a new layer group.  Run on a result layer, it re-runs
+that result from its source with the result's remembered settings and replaces it in place.
+Nothing of the user's image is changed on any failure.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import gi  # noqa: E402
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 
+from animation import stylise_animation  # noqa: E402
 from arguments import ARGUMENTS, BY_NAME, STYLE_LAYERS, ArgumentKind  # noqa: E402
 from cost_text import estimate_line  # noqa: E402
 from daemon.client.contract import DaemonError  # noqa: E402
-from items import item_by_tattoo  # noqa: E402
-from plan import STYLE_LAYER_PARASITE, plan_targets  # noqa: E402
+from frames import names_carry_timings  # noqa: E402
+from items import all_layers, item_by_tattoo  # noqa: E402
+from plan import STYLE_LAYER_PARASITE, Target, plan_animation, plan_targets  # noqa: E402
 from presets import Preset, device_kind, quality  # noqa: E402
 from stylise import follow_launch_plan, stylise  # noqa: E402
 from user_error import UserError  # noqa: E402
@@ -67,8 +70,18 @@ class NeuralStyle(Gimp.PlugIn):
             follow_launch_plan()  # before any connection: which connection file (remote, Flatpak)
             if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
                 raise UserError("Neural Style does not work on indexed images: use Image → Mode → RGB first.")
-            targets = plan_targets(image, drawables)
-            re_edit = next((target.record for target in targets if target.record is not None), None)
+            animation = plan_animation(image, drawables)
+            if animation is not None and animation.record is None and run_mode == Gimp.RunMode.INTERACTIVE \
+                    and names_carry_timings([layer.get_name() for layer in all_layers(image)]):
+                config.set_property("animation", True)  # the image is an animation: on by default
+            if animation is not None and (animation.record is not None or config.get_property("animation")
+                                          or run_mode == Gimp.RunMode.INTERACTIVE):
+                targets = [Target(frame) for frame in animation.frames]  # for the dialog's estimate
+                re_edit = animation.record
+            else:
+                animation = None
+                targets = plan_targets(image, drawables)
+                re_edit = next((target.record for target in targets if target.record is not None), None)
             if re_edit is not None and run_mode != Gimp.RunMode.NONINTERACTIVE:
                 _load_record(image, config, re_edit)
             elif run_mode != Gimp.RunMode.NONINTERACTIVE:
@@ -85,7 +98,10 @@ class NeuralStyle(Gimp.PlugIn):
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
             elif config.get_property("preset") != "custom":
                 _apply_preset(config)
-            stylise(image, targets, config)
+            if animation is not None and (animation.record is not None or config.get_property("animation")):
+                stylise_animation(image, animation, config)
+            else:
+                stylise(image, plan_targets(image, drawables) if animation is not None else targets, config)
         except UserError as error:
             return _error(procedure, str(error))
         except Exception as error:  # any failure: a readable line in GIMP, never a traceback

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from gi.repository import Gimp
 
+from frames import bottom_to_top, group_name
+from items import all_layers
+from pixels import Region
 from result_record import ResultRecord
 from user_error import UserError
 
@@ -37,7 +40,8 @@ def plan_targets(image, drawables) -> list[Target]:
                             "A channel can be a style's region in the dialog.")
         if isinstance(drawable, Gimp.GroupLayer):
             raise UserError(f"Neural Style works on layers, not on a layer group (“{name}”): select the "
-                            "layers inside it, or merge the group first.")
+                            "layers inside it, merge the group first, or tick Animation to stylise its layers as "
+                            "an animation's frames.")
         parasite = drawable.get_parasite(PARASITE)
         record = ResultRecord.from_json(bytes(parasite.get_data()).decode()) if parasite is not None else None
         if record is None:
@@ -53,3 +57,59 @@ def plan_targets(image, drawables) -> list[Target]:
         raise UserError("Neural Style: two of the selected layers are a result and its source (or two results of "
                         "one source); select one of them.")
     return targets
+
+
+@dataclass
+class AnimationTarget:
+    """One sequence job: ``frames`` (layers, bottom one first) give a new layer group ``name`` directly
+    above ``above``; for a re-run, ``previous`` is the result group it replaces (with its ``record``)."""
+
+    frames: list
+    above: object
+    name: str
+    previous: object | None = None
+    record: ResultRecord | None = None
+
+    def region(self, image) -> Region:
+        """The frames' common rectangle in image coordinates: the union of their bounds, within the canvas
+        (each frame is read over it, transparent where it does not reach)."""
+        if self.record is not None:
+            return self.record.region
+        boxes = []
+        for layer in self.frames:
+            x, y = layer.get_offsets()[1:]
+            boxes.append((x, y, x + layer.get_width(), y + layer.get_height()))
+        left, top = max(0, min(box[0] for box in boxes)), max(0, min(box[1] for box in boxes))
+        right = min(image.get_width(), max(box[2] for box in boxes))
+        bottom = min(image.get_height(), max(box[3] for box in boxes))
+        if right <= left or bottom <= top:
+            raise UserError("Neural Style: the animation's frames lie outside the canvas.")
+        return Region(left, top, right - left, bottom - top)
+
+
+def plan_animation(image, drawables) -> AnimationTarget | None:
+    """The animation the selection makes, or None where Animation does not apply (one plain layer, or
+    something that is not a layer): a result group of an earlier animation (re-run from its frames), a
+    layer group (its layers are the frames), or several selected layers."""
+    if len(drawables) == 1 and isinstance(drawables[0], Gimp.GroupLayer):
+        group = drawables[0]
+        parasite = group.get_parasite(PARASITE)
+        record = ResultRecord.from_json(bytes(parasite.get_data()).decode()) if parasite is not None else None
+        if record is not None and record.frame_tattoos:
+            frames = [image.get_layer_by_tattoo(tattoo) for tattoo in record.frame_tattoos]
+            if any(frame is None for frame in frames):
+                raise UserError(f"Neural Style: a frame the group “{group.get_name()}” was made from is no longer "
+                                "in the image, so it cannot be re-run; run the filter on the frames again.")
+            return AnimationTarget(frames, group, group.get_name(), group, record)
+        children = group.get_children()
+        if len(children) < 2:
+            return None
+        return AnimationTarget(bottom_to_top([(child, image.get_item_position(child)) for child in children]),
+                               group, group_name(group.get_name()))
+    if len(drawables) < 2 or any(not isinstance(drawable, Gimp.Layer) or isinstance(drawable, Gimp.LayerMask)
+                                 for drawable in drawables):
+        return None
+    # Across groups too: the order of the Layers dialog, top to bottom (all_layers), reversed.
+    order = {layer.get_id(): position for position, layer in enumerate(all_layers(image))}
+    frames = bottom_to_top([(layer, order[layer.get_id()]) for layer in drawables])
+    return AnimationTarget(frames, frames[-1], group_name("Animation"))

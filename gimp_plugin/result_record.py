@@ -24,12 +24,15 @@ class ResultRecord:
     tattoos: dict[str, int | None] = field(default_factory=dict)  # argument name → tattoo of its item
     settings: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # job id, transport, live-preview updates
+    # An animation's result group: its frames' tattoos, bottom to top (``source_tattoo`` is the first's).
+    frame_tattoos: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         # The settings stay at the top level, as version 1 wrote them, for anyone reading the parasite.
         return json.dumps({**self.settings, **self.details, "version": RECORD_VERSION,
                            "source_tattoo": self.source_tattoo, "region": asdict(self.region),
-                           "arguments": self.arguments, "tattoos": self.tattoos, "settings": self.settings})
+                           "arguments": self.arguments, "tattoos": self.tattoos, "settings": self.settings,
+                           **({"frame_tattoos": list(self.frame_tattoos)} if self.frame_tattoos else {})})
 
     @classmethod
     def from_json(cls, text: str) -> ResultRecord | None:
@@ -41,6 +44,7 @@ class ResultRecord:
             region = Region(**{key: int(data["region"][key]) for key in ("x", "y", "width", "height")})
             return cls(int(data["source_tattoo"]), region, dict(data["arguments"]),
                        {str(k): (None if v is None else int(v)) for k, v in dict(data["tattoos"]).items()},
-                       dict(data.get("settings", {})))
+                       dict(data.get("settings", {})),
+                       frame_tattoos=tuple(int(tattoo) for tattoo in data.get("frame_tattoos", ())))
         except (ValueError, TypeError, KeyError):
             return None

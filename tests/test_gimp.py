@@ -51,7 +51,7 @@ def work_dir() -> Path:
     directory = CHROOT / "tmp" / "nst-e2e"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    for name in ("batch.py", "ui.py", "gimp_facts.py"):
+    for name in ("batch.py", "ui.py", "gimp_facts.py", "animation.py"):
         shutil.copy(GIMP_SCRIPTS / name, directory / name)
     install_plugin()  # through install.py, as a user would: --plugin-dir, --gimp-python
     return directory
@@ -195,15 +195,29 @@ def test_without_pyzmq_the_plug_in_works_through_the_bridge(work_dir, daemon):
     try:
         completed = run_batch(work_dir, "/tmp/nst-e2e/batch.py", {
             "NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json", "NEURAL_STYLE_BRIDGE": "1",
-            "NST_E2E_CASES": "rgb", "NST_E2E_OUTPUT": "bridge-result.json"})
+            "NST_E2E_CASES": "rgb,animation", "NST_E2E_OUTPUT": "bridge-result.json"})
     finally:
         record_path.write_text(saved)
-    facts = case(json.loads((work_dir / "bridge-result.json").read_text()), "rgb")
+    bridge_results = json.loads((work_dir / "bridge-result.json").read_text())
+    facts = case(bridge_results, "rgb")
     new, rest = new_and_old(facts)
     assert json.loads(new["parasite"])["transport"] == "bridge", completed.stderr
     assert (new["width"], new["height"], new["offsets"]) == (48, 40, [0, 0])
     assert facts["result_alpha"] == facts["source_alpha"]
     assert_unchanged(facts, rest)
+    # The bridge has no sequences: Animation is refused with one line, and nothing is left behind.
+    animation = bridge_results["animation"]
+    assert "exception" not in animation, animation
+    assert animation["status"] == "execution-error" and "bridge" in animation["error"], animation["error"]
+    assert "\n" not in animation["error"] and "Traceback" not in animation["error"]
+    assert animation["after"] == animation["before"]
+
+
+def test_selected_layer_frames_with_animation_on_give_a_group_in_a_script(results):
+    facts = case(results, "animation")
+    assert names(facts["after"])[0] == "Animation (Neural Style)"
+    assert facts["after"][1:] == facts["before"]
+    assert facts["children"] == ["f3 (100ms) #1", "f2 (100ms) #1", "f1 (100ms) #1"]
 
 
 def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
@@ -479,3 +493,57 @@ def test_8_and_16_bit_layers_travel_compact_and_read_as_gimp_reads_them(results)
     assert foreign["status"] == "success", foreign["error"]
     wire = json.loads(foreign["after"][0]["parasite"])["wire"]
     assert wire == {"source": "u8", "result": "u16", "image_bytes_sent": 48 * 40 * 4 + 40 * 40 * 4 * 4}
+
+
+ANIMATION_FRAMES = ["walk 4 (300ms)", "walk 3 (100ms) (combine)", "walk 2 (200ms)", "walk 1 (100ms) (replace)"]
+# GIMP keeps layer names unique within an image: a copy of a name gets " #1".
+ANIMATION_RESULTS = [f"{name} #1" for name in ANIMATION_FRAMES]
+
+
+def test_layer_frames_give_a_result_group_of_frames_and_one_undo_removes_it(work_dir, daemon):
+    """Four layer-frames with timings, selected in a scrambled order: the dialog opens with Animation on
+    (the names carry timings) and gives a group "Animation (Neural Style)" directly above them, with four
+    frames of the same names (with GIMP's " #1") in the same order (top to bottom as the Layers dialog
+    lists them, so the bottom one plays first); one Ctrl+Z removes it.  A layer group's frames give
+    "<group> (Neural Style)" above the group, and running the filter on that result group re-runs it in place."""
+    last_values = PLUGIN_DIR.parent / "plug-in-settings" / "GimpProcedureConfigRun-plug-in-neural-style.last"
+    last_values.unlink(missing_ok=True)
+    run = run_with_interface(
+        work_dir, "/tmp/nst-e2e/animation.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
+            KeyPress("animation-dialog", "^Neural Style$", "Return", screenshot="dialog-animation.png"),
+            KeyPress("animation-undo", "Untitled.*GIMP", "ctrl+z"),
+        ])
+    (work_dir / "animation-output.txt").write_text(run.output)
+    assert run.stuck is None, run.failure()
+    facts = json.loads((work_dir / "animation-result.json").read_text())
+    assert "exception" not in facts, facts["exception"]
+
+    made = facts["interactive"]
+    assert made["status"] == "success", made["error"]
+    group = made["top"]
+    assert group["is_group"] and group["name"] == "Animation (Neural Style)"
+    assert [child["name"] for child in group["children"]] == ANIMATION_RESULTS
+    assert all((child["width"], child["height"], child["offsets"]) == (48, 40, [0, 0]) for child in group["children"])
+    assert len({child["digest"] for child in group["children"]}) == 4, "each frame its own result"
+    record = json.loads(group["parasite"])
+    assert record["frames"] == 4 and len(record["frame_tattoos"]) == 4 and record["transport"] == "zeromq"
+    assert made["after"][1:] == facts["before"], "the frames and the style layer stay byte for byte"
+    assert facts["undo"] == facts["before"], "one undo step removes the whole group"
+
+    from_group = facts["group"]
+    assert from_group["status"] == "success", from_group["error"]
+    assert from_group["top"]["name"] == "walk (Neural Style)"
+    assert [layer["name"] for layer in from_group["after"]] == ["walk (Neural Style)", "walk", "style"]
+    assert facts["group_source_names"] == ANIMATION_FRAMES
+    assert [child["name"] for child in from_group["top"]["children"]] == ANIMATION_RESULTS
+
+    again = facts["re_edit"]
+    assert again["status"] == "success", again["error"]
+    assert [layer["name"] for layer in again["after"]] == ["walk (Neural Style)", "walk", "style"], "replaced in place"
+    assert [child["name"] for child in again["top"]["children"]] == ANIMATION_RESULTS
+    assert json.loads(again["top"]["parasite"])["init"] == "noise"
+    assert [c["digest"] for c in again["top"]["children"]] != [c["digest"] for c in from_group["top"]["children"]]
+
+    assert "mnemonic" not in run.output, [line for line in run.output.splitlines() if "mnemonic" in line]
+    with Image.open(work_dir / "dialog-animation.png") as picture:
+        assert picture.height <= DIALOG_MAX_HEIGHT, f"the dialog is {picture.width}×{picture.height}"

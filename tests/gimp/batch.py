@@ -197,6 +197,21 @@ def not_layers_case():
     return facts
 
 
+def animation_case():
+    """Three layer-frames with Animation on: a result group of three frames (through pyzmq), or one line
+    saying why not (through the pipe bridge); the sources unchanged either way."""
+    image, layers = new_image([("f3 (100ms)", 48, 40, 3, (0, 0), False), ("f2 (100ms)", 48, 40, 2, (0, 0), False),
+                               ("f1 (100ms)", 48, 40, 1, (0, 0), False), ("style", 40, 40, 5, (0, 0), False)])
+    before = snapshot(image)
+    frames = [layers[name] for name in ("f1 (100ms)", "f2 (100ms)", "f3 (100ms)")]
+    facts = run_plugin(image, frames, style_layer=layers["style"], animation=True)
+    top = image.get_layers()[0]
+    facts["children"] = [child.get_name() for child in top.get_children()] if isinstance(top, Gimp.GroupLayer) else []
+    facts["before"] = before
+    image.delete()
+    return facts
+
+
 def ulps_apart(a, b):
     """How many float32 values lie between a and b (both in [0, 1]), plus one if they differ."""
     import struct
@@ -282,7 +297,7 @@ cases = {
 }
 whole_cases = {"two_layers": two_layers_case, "rerun": rerun_case, "controls": controls_case,
                "transparent_half": transparent_half_case, "not_layers": not_layers_case, "compact": compact_case,
-               "preview_upscale": preview_upscale_case}
+               "preview_upscale": preview_upscale_case, "animation": animation_case}
 only = os.environ.get("NST_E2E_CASES")
 for case, options in cases.items():
     if (only and case not in only.split(",")) or (not only and case == "long"):
