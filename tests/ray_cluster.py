@@ -70,6 +70,17 @@ def ray_workers(daemon: RunningDaemon) -> list[dict]:
         return client.status().ray["workers"]
 
 
+def ready_actors(daemon: RunningDaemon) -> list[dict]:
+    return wait_for(lambda: [w for w in ray_workers(daemon) if w["state"] == "ready"], 120, "a ready actor")
+
+
+def slow_job(daemon: RunningDaemon, client) -> str:
+    """A job that runs for long (the test fault "slow"), once it runs on the one actor."""
+    job = client.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], SETTINGS, fault="slow")
+    wait_for(lambda: ray_workers(daemon)[0]["running"] == "", 60, "the job running")  # another client's to us
+    return job
+
+
 def two_jobs_at_once(weights: Path, work: Path) -> dict:
     """Two clients' jobs at once, one on each actor, with the results a local worker gives."""
     jobs = {seed: (rgb_image(40, 32, seed), [rgb_image(32, 32, seed + 10)]) for seed in (1, 2)}
@@ -132,10 +143,9 @@ def killed_worker(weights: Path, work: Path) -> dict:
     with ray_head(6391, 1):
         daemon = ray_daemon(private(work / "ray"), weights, 6391, 1)
         try:
-            first = wait_for(lambda: [w for w in ray_workers(daemon) if w["state"] == "ready"], 120, "a ready actor")
+            first = ready_actors(daemon)
             with daemon.client() as client:
-                job = client.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], SETTINGS, fault="slow")
-                wait_for(lambda: ray_workers(daemon)[0]["running"] == "", 60, "the job running")  # another client's
+                job = slow_job(daemon, client)
                 killed_at = time.monotonic()
                 os.kill(first[0]["pid"], signal.SIGKILL)
                 try:
@@ -160,10 +170,9 @@ def cancelled(weights: Path, work: Path) -> dict:
     with ray_head(6392, 1):
         daemon = ray_daemon(private(work / "ray"), weights, 6392, 1)
         try:
-            wait_for(lambda: [w for w in ray_workers(daemon) if w["state"] == "ready"], 120, "a ready actor")
+            ready_actors(daemon)
             with daemon.client() as client:
-                job = client.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], SETTINGS, fault="slow")
-                wait_for(lambda: ray_workers(daemon)[0]["running"] == "", 60, "the job running")  # another client's
+                job = slow_job(daemon, client)
                 asked = time.monotonic()
                 client.cancel(job)
                 try:
@@ -175,8 +184,7 @@ def cancelled(weights: Path, work: Path) -> dict:
             assert cancel_s < 2.0, cancel_s
             wait_for(lambda: ray_workers(daemon)[0]["running"] is None, 10, "the actor free")
             vanishing = daemon.client()
-            job = vanishing.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], SETTINGS, fault="slow")
-            wait_for(lambda: ray_workers(daemon)[0]["running"] == "", 60, "the job running")
+            slow_job(daemon, vanishing)
             vanishing.close()
             gone = time.monotonic()
             wait_for(lambda: ray_workers(daemon)[0]["running"] is None, 10, "the vanished client's job ended")
@@ -191,10 +199,9 @@ def cluster_lost(weights: Path, work: Path) -> dict:
     with ray_head(6394, 1) as head:
         daemon = ray_daemon(private(work / "ray"), weights, 6394, 1)
         try:
-            wait_for(lambda: [w for w in ray_workers(daemon) if w["state"] == "ready"], 120, "a ready actor")
+            ready_actors(daemon)
             with daemon.client() as client:
-                job = client.submit(rgb_image(32, 32, 1), [rgb_image(32, 32, 2)], SETTINGS, fault="slow")
-                wait_for(lambda: ray_workers(daemon)[0]["running"] == "", 60, "the job running")  # another client's
+                job = slow_job(daemon, client)
                 os.killpg(head.pid, signal.SIGKILL)
                 lost = time.monotonic()
                 try:

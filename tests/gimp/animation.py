@@ -12,20 +12,18 @@ from gi.repository import Gimp
 
 WORK = os.environ["NST_E2E_DIR"]
 sys.path.insert(0, WORK)
-from gimp_facts import PDB, digest, error_text, fill, snapshot, status_name  # noqa: E402
+from gimp_facts import PDB, digest, error_text, fill, mark, snapshot, status_name  # noqa: E402
 
 KEY_WAIT_S = 90
 FRAME_NAMES = ("walk 1 (100ms) (replace)", "walk 2 (200ms)", "walk 3 (100ms) (combine)", "walk 4 (300ms)")
 
 
 def ready(step):
-    with open(os.path.join(WORK, f"ready-{step}"), "w") as handle:
-        handle.write(step)
+    mark("ready", step)
 
 
 def done(step):
-    with open(os.path.join(WORK, f"done-{step}"), "w") as handle:
-        handle.write(step)
+    mark("done", step)
 
 
 def group_facts(group):

@@ -2,6 +2,7 @@
 the facts recorded about an image.  Imported from the work directory the tests copy them to."""
 
 import hashlib
+import os
 from array import array
 
 from gi.repository import Gegl, Gimp
@@ -61,3 +62,10 @@ def error_text(result):
         return str(result.index(1))
     except Exception:  # no error value
         return None
+
+
+def mark(kind, step):
+    """Tell the test driving GIMP's interface that ``step`` is ready (``kind`` "ready") or done ("done"): a file
+    in the shared work folder ($NST_E2E_DIR)."""
+    with open(os.path.join(os.environ["NST_E2E_DIR"], f"{kind}-{step}"), "w") as handle:
+        handle.write(step)

@@ -14,19 +14,17 @@ from gi.repository import Gimp
 
 WORK = os.environ["NST_E2E_DIR"]
 sys.path.insert(0, WORK)
-from gimp_facts import PDB, error_text, fill, snapshot, status_name  # noqa: E402
+from gimp_facts import PDB, error_text, fill, mark, snapshot, status_name  # noqa: E402
 
 KEY_WAIT_S = 90
 
 
 def ready(step):
-    with open(os.path.join(WORK, f"ready-{step}"), "w") as handle:
-        handle.write(step)
+    mark("ready", step)
 
 
 def done(step):
-    with open(os.path.join(WORK, f"done-{step}"), "w") as handle:
-        handle.write(step)
+    mark("done", step)
 
 
 def ready_to_undo(step):
