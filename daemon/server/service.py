@@ -156,6 +156,7 @@ class DaemonService:
         self._reply = Outbox(self.codec)  # handed to the ROUTER by the main loop
         self._issued_keys: IssuedKeys | None = None  # over TCP: each message's key is checked against them
         self._gated = False  # TCP through the gate process
+        self._told_on_return: dict[Client, tuple[float, list[Job]]] = {}  # see _tell_returning
         self._stop = threading.Event()
         self._restore_failing = False  # the removed connection file could not be written again
         self.results = ResultCache()  # shared: a warm start may run on another device than the job it starts from
@@ -377,6 +378,8 @@ class DaemonService:
         client = Client(identity.bytes, user)
         peers.seen(client, identity)
         self._reply.connected(client)
+        if client in self._told_on_return:
+            self._tell_returning(client)
         if keys is not None and not keys.admits(user):
             self._refuse_revoked(client)
             return
@@ -523,9 +526,19 @@ class DaemonService:
 
     def _cancel_jobs_of_closed_connections(self, peers: PeerConnections) -> None:
         for client in peers.closed():
+            cancelled = [job for job in self.jobs.values() if job.live and job.client == client]
             self._cancel_jobs_of(client, "disconnected")
+            if cancelled:  # a client that comes back (its connection dropped, the TCP gate restarted) is told
+                self._told_on_return[client] = (time.monotonic(), cancelled)
             self.last_seen.pop(client, None)
             self._reply.disconnected(client.routing_id)
+
+    def _tell_returning(self, client: Client) -> None:
+        """The outcome of the jobs its closed connection cancelled, to a client back on a new one: what the worker
+        sent meanwhile went nowhere, and a client waiting for it would wait for ever (heartbeats answered)."""
+        _, cancelled = self._told_on_return.pop(client, (0.0, []))
+        for job in cancelled:
+            self._reply(client, MessageType.ERROR, Error(ErrorCode.CANCELLED, job.cancelled_because, job_id=job.id))
 
     def _cancel_jobs_of_silent_clients(self) -> None:
         deadline = time.monotonic() - self.config.client_timeout_s
@@ -534,6 +547,9 @@ class DaemonService:
                 self._cancel_jobs_of(client, "went silent")
 
     def _forget_finished_jobs(self, peers: PeerConnections) -> None:
+        expired = time.monotonic() - 60
+        for client in [c for c, (when, _) in self._told_on_return.items() if when < expired]:
+            del self._told_on_return[client]
         for job_id, job in list(self.jobs.items()):
             finished = job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
             if finished and not any(worker.running is job for worker in self.workers):
