@@ -213,10 +213,12 @@ class RayWorker(threading.Thread):
     def run(self) -> None:
         self._await_actor(_READY_TIMEOUT_S)
         while (job := self.queue.take(self.holds)) is not None:
-            if self.state is not ActorState.READY:  # restarting after a crash (it loads its model), or lost
-                self._await_actor(_READY_TIMEOUT_S if self.state is ActorState.STARTING else _DEAD_RETRY_S)
+            if self.state is ActorState.DEAD:  # the cluster did not answer last time: try it again
+                self._await_actor(_DEAD_RETRY_S)
             if self.state is ActorState.READY:
                 self._execute(job)
+                if self.state is ActorState.STARTING:  # its process died during the job: Ray starts it again
+                    self._await_actor(_READY_TIMEOUT_S)
             else:
                 job.state = JobState.FAILED
                 self._send(job.client, MessageType.ERROR, Error(
