@@ -386,7 +386,7 @@ def test_a_job_an_idle_worker_is_about_to_take_does_not_count_against_the_queue(
     taken = []
     worker = threading.Thread(target=lambda: taken.append(queue.take()))
     worker.start()
-    wait_until(lambda: queue._takers == 1, 5)
+    wait_until(lambda: len(queue._holders) == 1, 5)
     with queue._condition:  # the worker cannot wake meanwhile: the three arrive before it takes one
         assert [queue.put(object()) for _ in range(4)] == [0, 1, 2, None]
     worker.join(5)

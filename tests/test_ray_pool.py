@@ -52,7 +52,7 @@ def test_a_waiting_worker_leaves_a_job_to_a_waiting_worker_that_holds_its_style(
     for thread in threads:
         thread.start()
     started.wait()
-    while queue._takers < 2:  # both wait in take()
+    while len(queue._holders) < 2:  # both wait in take()
         threading.Event().wait(0.01)
     assert queue.put(queued("b")) == 0
     threads[1].join(5)

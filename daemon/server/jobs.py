@@ -146,14 +146,14 @@ class JobQueue:
         self._jobs: deque[Job] = deque()
         self._condition = threading.Condition()
         self._closed = False
-        self._takers = 0  # workers waiting in take(): the jobs they are about to take do not wait
-        self._holders: list[Callable[[Job], bool] | None] = []  # the waiting workers' ``holds``
+        # The workers waiting in take(), by their ``holds``: the jobs they are about to take do not wait.
+        self._holders: list[Callable[[Job], bool] | None] = []
 
     def put(self, job: Job) -> int | None:
         """Queue ``job`` and return its position (0 = next), or None when ``capacity`` jobs would be left waiting.
         A job that an idle worker is about to take does not count, however soon the next submission arrives."""
         with self._condition:
-            if len(self._jobs) - self._takers >= self.capacity:
+            if len(self._jobs) - len(self._holders) >= self.capacity:
                 return None
             self._jobs.append(job)
             self._condition.notify_all()  # each waiting worker sees whether another is preferred
@@ -163,7 +163,6 @@ class JobQueue:
         """The next job, waiting for one; None once the queue is closed.  A worker whose ``holds`` says it has the
         job's style targets cached is preferred: another waiting worker leaves that job to it."""
         with self._condition:
-            self._takers += 1
             self._holders.append(holds)
             try:
                 while not self._closed:
@@ -172,7 +171,6 @@ class JobQueue:
                     self._condition.wait()
                 return None
             finally:
-                self._takers -= 1
                 self._holders.remove(holds)
                 self._condition.notify_all()  # a job left to a preferred worker that went away
 
