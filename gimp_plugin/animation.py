@@ -1,13 +1,16 @@
 """One run of the filter on an animation: its layer-frames, bottom to top, as one sequence job, and the
-results as a new layer group of frames with the frames' names, one undo step.  GIMP keeps layer names
-unique within an image, so each result frame's name is its source's with GIMP's " #1" added: the
-timing and the combine or replace mode stay in it, for Playback and export.  A frame's layer appears
-in the group as soon as its result arrives; on any failure or cancel the group is taken out again, so
-that the image is left as it was (no half-finished animation stays behind)."""
+results as the top-level layers of a new image, each named as its source frame.  An image's top-level
+layers are what GIMP plays (Filters → Animation → Playback) and exports as frames (GIF, WebP), so the
+result plays and exports at once, timings and combine or replace modes included; GIMP's own animation
+filters (Blend, Optimize, …) give new images for the same reason.  The source image is not changed.
+
+A frame's layer appears as soon as its result arrives; on any failure or cancel the new image is closed
+again.  The new image remembers the run (an image parasite), so that running the filter in it re-runs the
+animation from its source frames, while their image is open, and replaces the frames in place as one undo
+step of the result image."""
 
 from __future__ import annotations
 
-import re
 import threading
 
 from gi.repository import Gegl, Gimp
@@ -49,7 +52,84 @@ def _paint(layer, region: Region, rgb, source: bytes, channels: int, wire: WireF
     layer.update(0, 0, region.width, region.height)
 
 
-def stylise_animation(image, target: AnimationTarget, config) -> None:
+def _new_result_image(source_image, region: Region):
+    """An image like the source's (mode, precision, colour profile, resolution) of the frames' size."""
+    image = Gimp.Image.new_with_precision(region.width, region.height, source_image.get_base_type(),
+                                          source_image.get_precision())
+    profile = source_image.get_color_profile()
+    if profile is not None:
+        image.set_color_profile(profile)
+    _, x_resolution, y_resolution = source_image.get_resolution()
+    image.set_resolution(x_resolution, y_resolution)
+    return image
+
+
+class _ResultFrames:
+    """The result image and its frames as they arrive: a new image, or for a re-run the earlier result
+    image, where each new frame goes directly above the old one it replaces; the old frames go only once
+    every frame has arrived, so that a failure leaves that image as it was."""
+
+    def __init__(self, target: AnimationTarget, region: Region, keep_previous: bool, show: bool) -> None:
+        self.region, self.show = region, show
+        self.replacing = target.previous is not None and not keep_previous
+        self.image = target.previous if self.replacing else _new_result_image(target.image, region)
+        self.old_tattoos = target.record.result_tattoos if self.replacing else ()
+        self.display = None
+        self.made: list = []
+        if self.replacing:
+            self.image.undo_group_start()
+        else:
+            self.image.undo_disable()  # a new image: its making is no step to undo
+
+    def add(self, number: int, source_frame, grayscale: bool):
+        layer_type = Gimp.ImageType.GRAYA_IMAGE if grayscale else Gimp.ImageType.RGBA_IMAGE
+        layer = Gimp.Layer.new(self.image, source_frame.get_name(), self.region.width, self.region.height,
+                               layer_type, source_frame.get_opacity(), source_frame.get_mode())
+        old = self._old_frame(number)
+        if old is not None:
+            self.image.insert_layer(layer, old.get_parent(), self.image.get_item_position(old))
+            layer.set_visible(old.get_visible())
+        else:
+            self.image.insert_layer(layer, None, 0)  # above the frames before it: bottom to top
+        self.made.append(layer)
+        if self.show and self.display is None and not self.replacing:
+            self.display = Gimp.Display.new(self.image)
+        return layer
+
+    def _old_frame(self, number: int):
+        if number > len(self.old_tattoos):
+            return None
+        return self.image.get_layer_by_tattoo(self.old_tattoos[number - 1])
+
+    def finish(self, record: ResultRecord) -> None:
+        for number, layer in enumerate(self.made, start=1):
+            old = self._old_frame(number)
+            if old is not None:
+                self.image.remove_layer(old)
+            layer.set_name(record.frame_names[number - 1])  # the name the old frame freed: no " #1"
+        self.image.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, record.to_json().encode()))
+        if self.replacing:
+            self.image.undo_group_end()
+        else:
+            self.image.undo_enable()
+
+    def discard(self) -> None:
+        """After a failure: a new image closes again; a re-run's new frames are taken out again."""
+        if self.replacing:
+            for layer in self.made:
+                if layer.is_valid():
+                    self.image.remove_layer(layer)
+            self.image.undo_group_end()
+        elif self.display is not None and self.display.is_valid():
+            self.display.delete()  # its only display: the image goes with it
+        elif self.image.is_valid():
+            self.image.delete()
+        Gimp.displays_flush()
+
+
+def stylise_animation(target: AnimationTarget, config, show: bool):
+    """Stylise ``target``'s frames; returns the result image (a new one shown in a window where ``show``)."""
+    image = target.image
     grayscale = image.get_base_type() == Gimp.ImageBaseType.GRAY
     channels = 2 if grayscale else 4
     wire = _wire_format(image)
@@ -63,19 +143,15 @@ def stylise_animation(image, target: AnimationTarget, config) -> None:
     settings = settings_from_arguments(config.get_property, region.width, region.height, len(styles))
     frames, count = target.frames, len(target.frames)
     fmt = wire.colour(wire.source, grayscale)
-    layer_type = Gimp.ImageType.GRAYA_IMAGE if grayscale else Gimp.ImageType.RGBA_IMAGE
     plan = follow_launch_plan()
 
     Gimp.progress_init("Neural Style: connecting to the daemon…")
-    group = None
-    image.undo_group_start()
-    try:
-        client = _connect(plan, on_wait=lambda text: Gimp.progress_set_text(text))
-        with client:
-            if not hasattr(client, "stylize_sequence"):
-                raise UserError(NO_BRIDGE)
-            group = Gimp.GroupLayer.new(image, target.name)
-            image.insert_layer(group, target.above.get_parent(), image.get_item_position(target.above))
+    client = _connect(plan, on_wait=lambda text: Gimp.progress_set_text(text))
+    with client:
+        if not hasattr(client, "stylize_sequence"):
+            raise UserError(NO_BRIDGE)
+        results = _ResultFrames(target, region, bool(config.get_property("keep-previous")), show)
+        try:
             sources: dict[int, bytes] = {}  # frames sent and not yet back: their alpha goes onto the result
 
             def frame_images():
@@ -94,44 +170,20 @@ def stylise_animation(image, target: AnimationTarget, config) -> None:
                                                   output_size=(region.width, region.height),
                                                   result_dtype=wire.result.dtype):
                 job_id = result.job_id
-                layer = Gimp.Layer.new(image, frames[result.frame - 1].get_name(), region.width, region.height,
-                                       layer_type, 100.0, Gimp.LayerMode.NORMAL)
-                image.insert_layer(layer, group, 0)  # above the frames before it: bottom to top
-                layer.set_offsets(region.x, region.y)
+                layer = results.add(result.frame, frames[result.frame - 1], grayscale)
                 _paint(layer, region, result.image.data, sources.pop(result.frame), channels, wire)
                 Gimp.displays_flush()
-            transport = client.transport
-        details = {"style_layer": styles[0].layer.get_name(), "job_id": job_id, "transport": transport,
-                   "frames": count}
-        record = ResultRecord(frames[0].get_tattoo(), region, plain, tattoos, settings, details,
-                              tuple(frame.get_tattoo() for frame in frames))
-        group.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, record.to_json().encode()))
-        if target.previous is not None:
-            _take_over(image, group, target.previous, config.get_property("keep-previous"))
-        _remember_style_layers(image, tattoos)
-    except BaseException:
-        if group is not None and group.is_valid():
-            image.remove_layer(group)
-        raise
-    finally:
-        image.undo_group_end()
+            details = {"style_layer": styles[0].layer.get_name(), "job_id": job_id, "transport": client.transport,
+                       "frames": count}
+            record = ResultRecord(frames[0].get_tattoo(), region, plain, tattoos, settings, details,
+                                  frame_tattoos=tuple(frame.get_tattoo() for frame in frames),
+                                  frame_image_id=image.get_id(),
+                                  frame_names=tuple(frame.get_name() for frame in frames),
+                                  result_tattoos=tuple(layer.get_tattoo() for layer in results.made))
+            results.finish(record)
+        except BaseException:
+            results.discard()
+            raise
+    _remember_style_layers(image, tattoos)
     Gimp.displays_flush()
-
-
-def _without_number(name: str) -> str:
-    return re.sub(r" #\d+$", "", name)
-
-
-def _take_over(image, group, previous, keep_previous: bool) -> None:
-    """The previous result group's visibility, opacity and mode; its name unless it stays beside, hidden."""
-    group.set_opacity(previous.get_opacity())
-    group.set_mode(previous.get_mode())
-    group.set_visible(previous.get_visible())
-    if keep_previous:
-        previous.set_visible(False)
-        return
-    name = previous.get_name()
-    image.remove_layer(previous)
-    group.set_name(name)
-    for child in group.get_children():  # the names the previous frames had freed: "#1" again, not "#2"
-        child.set_name(_without_number(child.get_name()))
+    return results.image

@@ -106,8 +106,8 @@ _OWN = (
              "When run on a result: hide the previous result instead of replacing it, to compare variants", False),
     Argument("animation", ArgumentKind.BOOLEAN, "Animation (frames styled _jointly)",
              "With several layers selected or a layer group: the layers are an animation's frames, bottom one "
-             "first, stylised consistently frame to frame into a new layer group; on by default when layer "
-             "names carry frame timings such as (100ms)", False),
+             "first, stylised consistently frame to frame into a new image of frames (it plays and exports at "
+             "once); on by default when layer names carry frame timings such as (100ms)", False),
 )
 # The arguments' positions so far, which scripts that call the procedure by position rely on; a setting
 # newly offered in GIMP comes after them.

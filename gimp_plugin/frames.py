@@ -13,7 +13,6 @@ from typing import TypeVar
 
 _DELAY = re.compile(r"\(\s*(\d+)\s*ms\s*\)", re.IGNORECASE)
 _DISPOSAL = re.compile(r"\(\s*(combine|replace)\s*\)", re.IGNORECASE)
-GROUP_SUFFIX = " (Neural Style)"
 
 T = TypeVar("T")
 
@@ -53,9 +52,3 @@ def bottom_to_top(layers_with_positions: Sequence[tuple[T, int]]) -> list[T]:
     parent (0 at the top), ordered from the bottom layer up."""
     return [layer for layer, _ in sorted(layers_with_positions, key=lambda pair: pair[1], reverse=True)]
 
-
-def group_name(name: str) -> str:
-    """The result group's name for a source group (or the top selected layer) called ``name``; a
-    frame's timing in it is left out, since a group is no frame of its own."""
-    plain = _DISPOSAL.sub("", _DELAY.sub("", name)).strip()
-    return f"{plain or 'Animation'}{GROUP_SUFFIX}"

@@ -4,7 +4,7 @@
 Thin GIMP glue: reads each selected layer (or the selection's bounds within it) and the style layers at
 full precision, sends them to the local daemon one after another, and inserts each result directly
 above its source, all in one undo step; with Animation, several layers (or a layer group's) are an
-animation's frames, stylised as one sequence into a new layer group.  Run on a result layer, it re-runs
+animation's frames, stylised as one sequence into a new image of frames.  Run on a result layer, it re-runs
 that result from its source with the result's remembered settings and replaces it in place.
 Nothing of the user's image is changed on any failure.
 """
@@ -63,6 +63,9 @@ class NeuralStyle(Gimp.PlugIn):
 
         for argument in ARGUMENTS:
             _add_argument(procedure, argument)
+        procedure.add_image_return_value("result-image", "Result image",
+                                         "With Animation: the new image of result frames (none otherwise)", True,
+                                         GObject.ParamFlags.READWRITE)
         return procedure
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
@@ -77,17 +80,18 @@ class NeuralStyle(Gimp.PlugIn):
             if animation is not None and (animation.record is not None or config.get_property("animation")
                                           or run_mode == Gimp.RunMode.INTERACTIVE):
                 targets = [Target(frame) for frame in animation.frames]  # for the dialog's estimate
-                re_edit = animation.record
+                re_edit, source_image = animation.record, animation.image
             else:
                 animation = None
                 targets = plan_targets(image, drawables)
                 re_edit = next((target.record for target in targets if target.record is not None), None)
+                source_image = image
             if re_edit is not None and run_mode != Gimp.RunMode.NONINTERACTIVE:
-                _load_record(image, config, re_edit)
+                _load_record(source_image, config, re_edit)
             elif run_mode != Gimp.RunMode.NONINTERACTIVE:
-                _load_remembered_style_layers(image, config)
+                _load_remembered_style_layers(source_image, config)
             if re_edit is not None and config.get_property("style-layer") is None:
-                _load_record(image, config, re_edit, only_layers=True)
+                _load_record(source_image, config, re_edit, only_layers=True)
             if run_mode == Gimp.RunMode.INTERACTIVE:
                 from dialog import run_dialog  # loads GimpUi, which only an interactive run needs
 
@@ -98,15 +102,19 @@ class NeuralStyle(Gimp.PlugIn):
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
             elif config.get_property("preset") != "custom":
                 _apply_preset(config)
+            result_image = None
             if animation is not None and (animation.record is not None or config.get_property("animation")):
-                stylise_animation(image, animation, config)
+                result_image = stylise_animation(animation, config, show=run_mode != Gimp.RunMode.NONINTERACTIVE)
             else:
                 stylise(image, plan_targets(image, drawables) if animation is not None else targets, config)
         except UserError as error:
             return _error(procedure, str(error))
         except Exception as error:  # any failure: a readable line in GIMP, never a traceback
             return _error(procedure, _message(error))
-        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+        values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+        values.remove(1)
+        values.insert(1, GObject.Value(Gimp.Image, result_image))
+        return values
 
 
 def _add_argument(procedure, argument) -> None:

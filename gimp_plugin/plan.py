@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 from gi.repository import Gimp
 
-from frames import bottom_to_top, group_name
+from frames import bottom_to_top
 from items import all_layers
 from pixels import Region
 from result_record import ResultRecord
 from user_error import UserError
 
-PARASITE = "neural-style-settings"  # on a result layer: its ResultRecord
+PARASITE = "neural-style-settings"  # on a result layer, or an animation's result image: its ResultRecord
 STYLE_LAYER_PARASITE = "neural-style-style-layer"  # on an image: the style layers of its last run
 
 
@@ -61,12 +61,11 @@ def plan_targets(image, drawables) -> list[Target]:
 
 @dataclass
 class AnimationTarget:
-    """One sequence job: ``frames`` (layers, bottom one first) give a new layer group ``name`` directly
-    above ``above``; for a re-run, ``previous`` is the result group it replaces (with its ``record``)."""
+    """One sequence job: ``frames`` (layers of ``image``, bottom one first) give a new image of frames; for
+    a re-run, ``previous`` is the result image it re-runs (with its ``record``)."""
 
+    image: object
     frames: list
-    above: object
-    name: str
     previous: object | None = None
     record: ResultRecord | None = None
 
@@ -88,28 +87,47 @@ class AnimationTarget:
 
 
 def plan_animation(image, drawables) -> AnimationTarget | None:
-    """The animation the selection makes, or None where Animation does not apply (one plain layer, or
-    something that is not a layer): a result group of an earlier animation (re-run from its frames), a
-    layer group (its layers are the frames), or several selected layers."""
+    """The animation the run makes, or None where Animation does not apply (one plain layer, or something
+    that is not a layer): in the result image of an earlier animation, that animation again (re-run from
+    its frames); a layer group (its layers are the frames); several selected layers."""
+    record = animation_record(image)
+    if record is not None:
+        source, frames = _source_frames(image, record)
+        return AnimationTarget(source, frames, image, record)
     if len(drawables) == 1 and isinstance(drawables[0], Gimp.GroupLayer):
-        group = drawables[0]
-        parasite = group.get_parasite(PARASITE)
-        record = ResultRecord.from_json(bytes(parasite.get_data()).decode()) if parasite is not None else None
-        if record is not None and record.frame_tattoos:
-            frames = [image.get_layer_by_tattoo(tattoo) for tattoo in record.frame_tattoos]
-            if any(frame is None for frame in frames):
-                raise UserError(f"Neural Style: a frame the group “{group.get_name()}” was made from is no longer "
-                                "in the image, so it cannot be re-run; run the filter on the frames again.")
-            return AnimationTarget(frames, group, group.get_name(), group, record)
-        children = group.get_children()
+        children = drawables[0].get_children()
         if len(children) < 2:
             return None
-        return AnimationTarget(bottom_to_top([(child, image.get_item_position(child)) for child in children]),
-                               group, group_name(group.get_name()))
+        return AnimationTarget(image, bottom_to_top([(child, image.get_item_position(child)) for child in children]))
     if len(drawables) < 2 or any(not isinstance(drawable, Gimp.Layer) or isinstance(drawable, Gimp.LayerMask)
                                  for drawable in drawables):
         return None
     # Across groups too: the order of the Layers dialog, top to bottom (all_layers), reversed.
     order = {layer.get_id(): position for position, layer in enumerate(all_layers(image))}
-    frames = bottom_to_top([(layer, order[layer.get_id()]) for layer in drawables])
-    return AnimationTarget(frames, frames[-1], group_name("Animation"))
+    return AnimationTarget(image, bottom_to_top([(layer, order[layer.get_id()]) for layer in drawables]))
+
+
+def animation_record(image) -> ResultRecord | None:
+    """The record of the animation ``image`` is the result of, or None."""
+    parasite = image.get_parasite(PARASITE)
+    record = ResultRecord.from_json(bytes(parasite.get_data()).decode()) if parasite is not None else None
+    return record if record is not None and record.frame_tattoos else None
+
+
+def _source_frames(result_image, record: ResultRecord):
+    """The open image that holds the frames ``record`` was made from, and those frames: the image of the
+    recorded id (within the session that made the result), else one whose layers of the recorded tattoos
+    bear the recorded names (after a restart; results of other animations, which bear those names too,
+    are no candidates)."""
+    recorded = Gimp.Image.get_by_id(record.frame_image_id) if record.frame_image_id is not None else None
+    candidates = [recorded] if recorded is not None and recorded.is_valid() else []
+    candidates += [image for image in Gimp.get_images() if animation_record(image) is None]
+    for candidate in candidates:
+        if candidate.get_id() == result_image.get_id():
+            continue
+        frames = [candidate.get_layer_by_tattoo(tattoo) for tattoo in record.frame_tattoos]
+        if all(frame is not None for frame in frames) and \
+                tuple(frame.get_name() for frame in frames) == record.frame_names:
+            return candidate, frames
+    raise UserError("Neural Style: this image is an animation's result, and the frames it was made from are not "
+                    "open (or were renamed or removed): open their image, then run the filter here again.")

@@ -136,8 +136,12 @@ class _Screen:
         releases that xdotool sent with it do not always reach the X server (its XI2 raw events showed
         Ctrl and Z pressed, Z auto-repeating, no release), so Ctrl stayed down and the next dialog's
         Return arrived as Ctrl+Return, which no dialog binds to OK."""
-        search = ["xdotool", "search", *(["--sync"] if wait else []), "--name", press.window]
-        self.run(*search, "windowfocus", "--sync", "key", press.key, check=wait)
+        search = ["xdotool", "search", "--onlyvisible", "--name", press.window]
+        if wait:
+            self.run(*search[:2], "--sync", *search[2:])
+        # Unchecked: a key that closes its window (Ctrl+W in Playback) leaves xdotool a BadWindow error
+        # for the key's release; whether the key was acted on, the step's done mark tells.
+        self.run(*search, "windowfocus", "--sync", "key", press.key, check=False)
         self.run("xdotool", "keyup", press.key, check=False)
 
     def window_titles(self) -> tuple[str, ...]:

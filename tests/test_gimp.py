@@ -210,14 +210,15 @@ def test_without_pyzmq_the_plug_in_works_through_the_bridge(work_dir, daemon):
     assert "exception" not in animation, animation
     assert animation["status"] == "execution-error" and "bridge" in animation["error"], animation["error"]
     assert "\n" not in animation["error"] and "Traceback" not in animation["error"]
-    assert animation["after"] == animation["before"]
+    assert animation["after"] == animation["before"] and animation["images_left"] == 0
 
 
-def test_selected_layer_frames_with_animation_on_give_a_group_in_a_script(results):
+def test_selected_layer_frames_with_animation_on_give_a_new_image_in_a_script(results):
+    """A script gets the new image of frames as the procedure's return value (no window: not interactive)."""
     facts = case(results, "animation")
-    assert names(facts["after"])[0] == "Animation (Neural Style)"
-    assert facts["after"][1:] == facts["before"]
-    assert facts["children"] == ["f3 (100ms) #1", "f2 (100ms) #1", "f1 (100ms) #1"]
+    assert facts["status"] == "success", facts["error"]
+    assert facts["after"] == facts["before"]
+    assert facts["result_layers"] == ["f3 (100ms)", "f2 (100ms)", "f1 (100ms)"] and facts["images_left"] == 0
 
 
 def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):
@@ -496,22 +497,23 @@ def test_8_and_16_bit_layers_travel_compact_and_read_as_gimp_reads_them(results)
 
 
 ANIMATION_FRAMES = ["walk 4 (300ms)", "walk 3 (100ms) (combine)", "walk 2 (200ms)", "walk 1 (100ms) (replace)"]
-# GIMP keeps layer names unique within an image: a copy of a name gets " #1".
-ANIMATION_RESULTS = [f"{name} #1" for name in ANIMATION_FRAMES]
+# GIMP's GIF loader names each frame after its delay and disposal, the bottom one "Background".
+EXPORTED_FRAMES = ["Frame 4 (300ms)", "Frame 3 (100ms) (combine)", "Frame 2 (200ms)", "Background (100ms)"]
 
 
-def test_layer_frames_give_a_result_group_of_frames_and_one_undo_removes_it(work_dir, daemon):
+def test_layer_frames_give_a_new_image_of_frames_that_plays_and_exports_at_once(work_dir, daemon):
     """Four layer-frames with timings, selected in a scrambled order: the dialog opens with Animation on
-    (the names carry timings) and gives a group "Animation (Neural Style)" directly above them, with four
-    frames of the same names (with GIMP's " #1") in the same order (top to bottom as the Layers dialog
-    lists them, so the bottom one plays first); one Ctrl+Z removes it.  A layer group's frames give
-    "<group> (Neural Style)" above the group, and running the filter on that result group re-runs it in place."""
+    (the names carry timings) and gives a new image whose top-level layers are the four results, named as
+    their frames, in the same order, each with its frame's opacity; the source image is left as it was.
+    An image's top-level layers are what GIMP plays and exports as frames: the GIF export of the result
+    holds four frames with the four delays, and Playback opens on it.  A layer group's frames give the same;
+    running the filter in a result image re-runs it in place; with its source image closed, it says so."""
     last_values = PLUGIN_DIR.parent / "plug-in-settings" / "GimpProcedureConfigRun-plug-in-neural-style.last"
     last_values.unlink(missing_ok=True)
     run = run_with_interface(
         work_dir, "/tmp/nst-e2e/animation.py", {"NEURAL_STYLE_CONNECTION": "/tmp/nst-e2e/connection.json"}, [
             KeyPress("animation-dialog", "^Neural Style$", "Return", screenshot="dialog-animation.png"),
-            KeyPress("animation-undo", "Untitled.*GIMP", "ctrl+z"),
+            KeyPress("animation-playback", "Playback", "ctrl+w", screenshot="animation-playback.png"),
         ])
     (work_dir / "animation-output.txt").write_text(run.output)
     assert run.stuck is None, run.failure()
@@ -520,29 +522,39 @@ def test_layer_frames_give_a_result_group_of_frames_and_one_undo_removes_it(work
 
     made = facts["interactive"]
     assert made["status"] == "success", made["error"]
-    group = made["top"]
-    assert group["is_group"] and group["name"] == "Animation (Neural Style)"
-    assert [child["name"] for child in group["children"]] == ANIMATION_RESULTS
-    assert all((child["width"], child["height"], child["offsets"]) == (48, 40, [0, 0]) for child in group["children"])
-    assert len({child["digest"] for child in group["children"]}) == 4, "each frame its own result"
-    record = json.loads(group["parasite"])
+    result = made["result"]
+    assert [layer["name"] for layer in result["layers"]] == ANIMATION_FRAMES
+    assert result["size"] == [48, 40] and not any(layer["is_group"] for layer in result["layers"])
+    assert all((layer["width"], layer["height"], layer["offsets"]) == (48, 40, [0, 0]) for layer in result["layers"])
+    assert [layer["opacity"] for layer in result["layers"]] == [100.0, 100.0, 80.0, 100.0]
+    assert len({layer["digest"] for layer in result["layers"]}) == 4, "each frame its own result"
+    record = json.loads(result["parasite"])
     assert record["frames"] == 4 and len(record["frame_tattoos"]) == 4 and record["transport"] == "zeromq"
-    assert made["after"][1:] == facts["before"], "the frames and the style layer stay byte for byte"
-    assert facts["undo"] == facts["before"], "one undo step removes the whole group"
+    assert record["frame_names"] == ANIMATION_FRAMES[::-1]
+    assert made["after"] == facts["before"], "the frames and the style layer stay byte for byte"
+    assert made["images"] == 2
+
+    assert facts["exported"] == {"status": "success", "frames": EXPORTED_FRAMES}
+    assert facts["playback"] == "success"
 
     from_group = facts["group"]
     assert from_group["status"] == "success", from_group["error"]
-    assert from_group["top"]["name"] == "walk (Neural Style)"
-    assert [layer["name"] for layer in from_group["after"]] == ["walk (Neural Style)", "walk", "style"]
+    assert [layer["name"] for layer in from_group["after"]] == ["walk", "style"], "the source image keeps its layers"
     assert facts["group_source_names"] == ANIMATION_FRAMES
-    assert [child["name"] for child in from_group["top"]["children"]] == ANIMATION_RESULTS
+    assert [layer["name"] for layer in from_group["result"]["layers"]] == ANIMATION_FRAMES
 
     again = facts["re_edit"]
     assert again["status"] == "success", again["error"]
-    assert [layer["name"] for layer in again["after"]] == ["walk (Neural Style)", "walk", "style"], "replaced in place"
-    assert [child["name"] for child in again["top"]["children"]] == ANIMATION_RESULTS
-    assert json.loads(again["top"]["parasite"])["init"] == "noise"
-    assert [c["digest"] for c in again["top"]["children"]] != [c["digest"] for c in from_group["top"]["children"]]
+    assert facts["re_edit_same_image"], "a re-run replaces the frames of the result image it runs in"
+    assert [layer["name"] for layer in again["result"]["layers"]] == ANIMATION_FRAMES, "replaced in place, no #1"
+    assert json.loads(again["result"]["parasite"])["init"] == "noise"
+    assert [layer["digest"] for layer in again["result"]["layers"]] != \
+        [layer["digest"] for layer in from_group["result"]["layers"]]
+
+    orphan = facts["orphan"]
+    assert facts["source_closed"]
+    assert orphan["status"] == "execution-error" and "not open" in orphan["error"], orphan["error"]
+    assert "\n" not in orphan["error"] and facts["orphan_unchanged"]
 
     assert "mnemonic" not in run.output, [line for line in run.output.splitlines() if "mnemonic" in line]
     with Image.open(work_dir / "dialog-animation.png") as picture:

@@ -1,5 +1,5 @@
 """The GIMP-free parts of the plug-in's Animation: layer names' frame timings, the frames' order, the
-result group's name, the progress text of a sequence, and the record a result group keeps."""
+progress text of a sequence, and the record an animation's result image keeps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from daemon.wire.messages import JobProgress
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "gimp_plugin"))
 
 from arguments import BY_NAME, ArgumentKind  # noqa: E402
-from frames import Disposal, FrameTiming, bottom_to_top, frame_timing, group_name, names_carry_timings  # noqa: E402
+from frames import Disposal, FrameTiming, bottom_to_top, frame_timing, names_carry_timings  # noqa: E402
 from pixels import Region  # noqa: E402
 from progress_text import progress_status  # noqa: E402
 from result_record import ResultRecord  # noqa: E402
@@ -43,15 +43,6 @@ def test_frames_run_bottom_to_top_whatever_the_order_selected():
     # GIMP counts positions from the top (0); selected in any order, the bottom layer comes first.
     selected = [("frame 3", 1), ("frame 1", 3), ("frame 4", 0), ("frame 2", 2)]
     assert bottom_to_top(selected) == ["frame 1", "frame 2", "frame 3", "frame 4"]
-
-
-@pytest.mark.parametrize(("name", "group"), [
-    ("walk", "walk (Neural Style)"),
-    ("walk (100ms) (combine)", "walk (Neural Style)"),
-    ("(replace)", "Animation (Neural Style)"),
-])
-def test_the_result_group_is_named_after_its_source_without_a_timing(name, group):
-    assert group_name(name) == group
 
 
 def test_the_animation_choice_is_a_switch_off_unless_the_names_say_otherwise():
@@ -92,11 +83,14 @@ def test_a_sequences_progress_through_a_real_sequence_rises_and_ends_full(engine
     assert statuses[-1][0].startswith("Neural Style: frame 3/3 · iteration ")
 
 
-def test_a_result_groups_record_keeps_its_frames_in_order():
+def test_an_animations_record_keeps_its_frames_and_results_in_order():
     record = ResultRecord(11, Region(0, 0, 48, 40), {"seed": 3}, {"style-layer": 5}, {"size": 32}, {"frames": 3},
-                          frame_tattoos=(11, 12, 13))
+                          frame_tattoos=(11, 12, 13), frame_image_id=2, frame_names=("a (100ms)", "b", "c (replace)"),
+                          result_tattoos=(4, 5, 6))
     back = ResultRecord.from_json(record.to_json())
     assert back is not None and back.frame_tattoos == (11, 12, 13) and back.source_tattoo == 11
+    assert back.frame_names == ("a (100ms)", "b", "c (replace)") and back.result_tattoos == (4, 5, 6)
+    assert back.frame_image_id == 2
     still = ResultRecord(7, Region(1, 2, 30, 40), {"seed": 3})
     assert "frame_tattoos" not in still.to_json()
     assert ResultRecord.from_json(still.to_json()).frame_tattoos == ()

@@ -83,6 +83,11 @@ def new_image(layers, size=(64, 56)):
 
 def run_plugin(image, drawables, **properties):
     """Run the filter non-interactively on ``drawables``; its status, error and the layers after."""
+    return run_plugin_returning(image, drawables, **properties)[0]
+
+
+def run_plugin_returning(image, drawables, **properties):
+    """As run_plugin, and the image the procedure returned (an animation's new image; else None)."""
     procedure = PDB.lookup_procedure("plug-in-neural-style")
     config = procedure.create_config()
     config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
@@ -91,7 +96,8 @@ def run_plugin(image, drawables, **properties):
     for name, value in {"iterations": 3, "max-size": 32, **properties}.items():
         config.set_property(name.replace("_", "-"), value)
     result = procedure.run(config)
-    return {"status": status_name(result), "error": error_text(result), "after": snapshot(image)}
+    returned = result.index(1) if result.index(0) == Gimp.PDBStatusType.SUCCESS else None
+    return {"status": status_name(result), "error": error_text(result), "after": snapshot(image)}, returned
 
 
 def result_floats(image, name):
@@ -198,15 +204,18 @@ def not_layers_case():
 
 
 def animation_case():
-    """Three layer-frames with Animation on: a result group of three frames (through pyzmq), or one line
-    saying why not (through the pipe bridge); the sources unchanged either way."""
+    """Three layer-frames with Animation on: a new image of three frames, returned (through pyzmq), or one
+    line saying why not (through the pipe bridge); the sources unchanged either way."""
     image, layers = new_image([("f3 (100ms)", 48, 40, 3, (0, 0), False), ("f2 (100ms)", 48, 40, 2, (0, 0), False),
                                ("f1 (100ms)", 48, 40, 1, (0, 0), False), ("style", 40, 40, 5, (0, 0), False)])
     before = snapshot(image)
     frames = [layers[name] for name in ("f1 (100ms)", "f2 (100ms)", "f3 (100ms)")]
-    facts = run_plugin(image, frames, style_layer=layers["style"], animation=True)
-    top = image.get_layers()[0]
-    facts["children"] = [child.get_name() for child in top.get_children()] if isinstance(top, Gimp.GroupLayer) else []
+    images_before = len(Gimp.get_images())
+    facts, made = run_plugin_returning(image, frames, style_layer=layers["style"], animation=True)
+    facts["result_layers"] = [layer.get_name() for layer in made.get_layers()] if made is not None else []
+    facts["images_left"] = len(Gimp.get_images()) - images_before - (made is not None)
+    if made is not None:
+        made.delete()
     facts["before"] = before
     image.delete()
     return facts
