@@ -219,6 +219,9 @@ def test_selected_layer_frames_with_animation_on_give_a_new_image_in_a_script(re
     assert facts["status"] == "success", facts["error"]
     assert facts["after"] == facts["before"]
     assert facts["result_layers"] == ["f3 (100ms)", "f2 (100ms)", "f1 (100ms)"] and facts["images_left"] == 0
+    refused = facts["refused"]  # the daemon refuses the job: the new image made for it closes again
+    assert refused["status"] == "execution-error" and "16400" in refused["error"], refused["error"]
+    assert "\n" not in refused["error"] and refused["images_left"] == 0 and refused["after"] == facts["before"]
 
 
 def test_dialog_last_values_and_undo_in_gimps_user_interface(work_dir, daemon):

@@ -216,6 +216,12 @@ def animation_case():
     facts["images_left"] = len(Gimp.get_images()) - images_before - (made is not None)
     if made is not None:
         made.delete()
+    # A style beyond the daemon's side limit: refused once the new image is made, which then goes again.
+    wide, _ = new_image([("wide style", 16400, 2, 6, (0, 0), False)])
+    images_before = len(Gimp.get_images())
+    facts["refused"], made = run_plugin_returning(image, frames, style_layer=wide.get_layers()[0], animation=True)
+    facts["refused"]["images_left"] = len(Gimp.get_images()) - images_before
+    wide.delete()
     facts["before"] = before
     image.delete()
     return facts
