@@ -554,6 +554,11 @@ def test_layer_frames_give_a_new_image_of_frames_that_plays_and_exports_at_once(
     assert [layer["digest"] for layer in again["result"]["layers"]] != \
         [layer["digest"] for layer in from_group["result"]["layers"]]
 
+    kept = facts["kept"]
+    assert kept["status"] == "success", kept["error"]
+    assert facts["kept_new_image"] and facts["kept_previous_unchanged"]
+    assert [layer["name"] for layer in kept["result"]["layers"]] == ANIMATION_FRAMES
+
     orphan = facts["orphan"]
     assert facts["source_closed"]
     assert orphan["status"] == "execution-error" and "not open" in orphan["error"], orphan["error"]

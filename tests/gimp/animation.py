@@ -115,6 +115,15 @@ try:
     facts["re_edit"]["result"] = image_facts(from_group)
     facts["re_edit_same_image"] = again is not None and again.get_id() == from_group.get_id()
 
+    # With "Keep the previous result": a second new image; the first stays as it was.
+    kept_before = image_facts(from_group)
+    facts["kept"], kept = run(procedure, Gimp.RunMode.NONINTERACTIVE, from_group, [from_group.get_layers()[0]],
+                              style_layer=style, iterations=3, max_size=32, seed=4, keep_previous=True, animation=True)
+    facts["kept_new_image"] = kept is not None and kept.get_id() != from_group.get_id()
+    facts["kept_previous_unchanged"] = image_facts(from_group) == kept_before
+    if kept is not None:
+        kept.delete()
+
     # With the source image closed, a re-run says so in one line and changes nothing.
     before_orphan = image_facts(from_group)
     image.clean_all()
