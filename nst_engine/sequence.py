@@ -1,8 +1,10 @@
 """Animations: the frames of a sequence stylised in order and consistently (Ruder, Dosovitskiy, Brox,
 "Artistic style transfer for videos", GCPR 2016).  The first frame runs as a still image would; each later
 frame starts from the previous result moved along the optical flow, runs the final stage alone, and its
-objective gains a temporal term (nst_engine.temporal).  The engine's own steps (plan, style inputs, stages)
-are StyleTransfer's; this module only chains them frame to frame."""
+objective gains a temporal term (nst_engine.temporal): to the previous result, or with long-term
+consistency to the results of several earlier frames, each pixel to the nearest one where it is reliable.
+The engine's own steps (plan, style inputs, stages) are StyleTransfer's; this module only chains them
+frame to frame."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Hashable, Iterable, Iterator, MutableMapping, Sequence, Sized
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, MutableMapping, Sequence, Sized
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +32,7 @@ from .settings import (
     Init,
     StyleSettings,
 )
-from .temporal import motion_between, temporal_loss, warp
+from .temporal import long_term_weights, motion_between, temporal_loss, warp
 from .transfer import (  # the engine's own steps, which this module chains
     _DEFAULT_SETTINGS,
     StageObjective,
@@ -41,19 +44,35 @@ from .transfer import (  # the engine's own steps, which this module chains
     _StyleInputs,
 )
 
-__all__ = ["DEFAULT_FRAME_SHARE", "DEFAULT_TEMPORAL_WEIGHT", "TemporalObjective", "stylize_sequence"]
+__all__ = ["DEFAULT_FRAME_SHARE", "DEFAULT_TEMPORAL_FRAMES", "DEFAULT_TEMPORAL_WEIGHT", "TemporalObjective",
+           "TemporalTarget", "stylize_sequence"]
+
+# The earlier frames t−j whose results a frame is tied to.  Ruder et al.'s long-term consistency uses
+# (1, 2, 4); the previous frame alone is the default because with DIS flow the long-term terms did not pay
+# in benchmarks/temporal_consistency.py: a region uncovered again differed less from its look before the
+# occlusion, but the frame-to-frame error rose, since the flow check misses occlusions by a fast occluder
+# over several frames (docs/animation.md).
+DEFAULT_TEMPORAL_FRAMES: tuple[int, ...] = (1,)
+MAX_TEMPORAL_GAP = 16
+
+
+@dataclass(frozen=True)
+class TemporalTarget:
+    """An earlier frame's result moved into this frame (ω, 1×3×H×W) and its weight per pixel (c, H×W)."""
+
+    warped: torch.Tensor
+    reliable: torch.Tensor
 
 
 class TemporalObjective:
-    """A stage's objective plus Ruder et al.'s temporal term, λ·mean(c·(x − ω)²): ω is the previous
-    frame's result moved into this frame, c where that may be trusted (nst_engine.temporal).  The term
-    is per pixel, so it is added whole to either objective, the tiled one included; its weighted value
-    is the fourth of the terms returned."""
+    """A stage's objective plus Ruder et al.'s temporal term, λ·Σ_j mean(c_j·(x − ω_j)²): ω_j is an earlier
+    frame's result moved into this frame, c_j where that may be trusted (nst_engine.temporal; with
+    long-term consistency the c_j do not overlap).  The term is per pixel, so it is added whole to either
+    objective, the tiled one included; its weighted value is the fourth of the terms returned."""
 
-    def __init__(self, inner: StageObjective, warped: torch.Tensor, reliable: torch.Tensor, weight: float) -> None:
+    def __init__(self, inner: StageObjective, targets: Sequence[TemporalTarget], weight: float) -> None:
         self.inner = inner
-        self.warped = warped.detach()
-        self.reliable = reliable
+        self.targets = [TemporalTarget(target.warped.detach(), target.reliable) for target in targets]
         self.weight = weight
 
     def set_iteration(self, iteration: int) -> None:
@@ -62,7 +81,8 @@ class TemporalObjective:
     def loss_and_grad(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total, weighted terms [content, style, tv, temporal]), with ∂total/∂image added to image.grad."""
         total, terms = self.inner.loss_and_grad(image)
-        term = self.weight * temporal_loss(image, self.warped, self.reliable)
+        term = self.weight * sum((temporal_loss(image, target.warped, target.reliable) for target in self.targets),
+                                 torch.zeros((), device=image.device))
         term.backward()
         term = term.detach()
         return total + term, torch.cat([terms, term[None]])
@@ -71,6 +91,7 @@ class TemporalObjective:
 @dataclass(frozen=True)
 class _Options:
     temporal_weight: float
+    temporal_frames: tuple[int, ...]
     frame_iterations: int
     memory_budget: int | None
     style_keys: Sequence[Hashable]
@@ -102,6 +123,7 @@ def stylize_sequence(
     settings: StyleSettings = _DEFAULT_SETTINGS,
     *,
     temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT,
+    temporal_frames: Sequence[int] = DEFAULT_TEMPORAL_FRAMES,
     frame_iterations: int = 0,
     frame_count: int | None = None,
     on_progress: ProgressCallback | None = None,
@@ -125,8 +147,12 @@ def stylize_sequence(
     starts from the previous result moved along the optical flow between the two frames, runs the
     final stage alone for ``frame_iterations`` iterations (0: DEFAULT_FRAME_SHARE of
     ``settings.iterations``), and adds the temporal term λ·mean(c·(x − ω)²) to its objective: ω is
-    the moved previous result, c Ruder et al.'s reliability mask (nst_engine.temporal).  The weight
-    is relative: a pixel that has drifted by d from ω is pulled back with ``temporal_weight``·d
+    the moved previous result, c Ruder et al.'s reliability mask (nst_engine.temporal).
+    ``temporal_frames`` (distinct gaps j from 1 to MAX_TEMPORAL_GAP, 1 among them) adds Ruder et al.'s
+    long-term consistency: the term is summed over the results of frames t−j, each moved by the flow
+    computed directly between frames t and t−j, with the long-term weights c_long that tie each pixel to
+    the nearest of those frames where it is reliable, and starts each pixel from that frame's result.
+    The weight is relative: a pixel that has drifted by d from ω is pulled back with ``temporal_weight``·d
     times the mean pull of the style and content terms on the first frame's content image (λ is
     set from that mean, measured once), so that its meaning does not depend on the VGG weights,
     the image size or the style weight.  ``temporal_weight`` 0 stylises every frame independently
@@ -147,6 +173,7 @@ def stylize_sequence(
     if isinstance(frame_iterations, bool) or not 0 <= frame_iterations <= MAX_ITERATIONS:
         raise InvalidSettingsError(f"frame_iterations must be an integer from 0 to {MAX_ITERATIONS}, "
                                    f"got {frame_iterations}")
+    gaps = _temporal_gaps(temporal_frames)
     count = frame_count if frame_count is not None else (len(frames) if isinstance(frames, Sized) else 0)
     # The targets are the same for every frame: through the caller's cache when they are only the
     # styles', else through one of the sequence's own.
@@ -154,9 +181,43 @@ def stylize_sequence(
     keys = style_keys if shared else [("sequence style", index) for index in range(len(styles))]
     cache: MutableMapping[Hashable, dict[str, torch.Tensor]] = gram_cache if shared else {}
     later = frame_iterations or max(1, round(settings.iterations * DEFAULT_FRAME_SHARE))
-    options = _Options(temporal_weight, later, memory_budget, keys, cache, style_image_masks)
+    options = _Options(temporal_weight, gaps, later, memory_budget, keys, cache, style_image_masks)
     return _frames(engine, iter(frames), styles, settings, options, count, on_progress, preview_every,
                    cancel or CancelToken())
+
+
+def _temporal_gaps(temporal_frames: Sequence[int]) -> tuple[int, ...]:
+    """The gaps j of ``temporal_frames``, nearest first, checked."""
+    whole = all(isinstance(gap, int) and not isinstance(gap, bool) and 1 <= gap <= MAX_TEMPORAL_GAP
+                for gap in temporal_frames)
+    gaps = tuple(sorted(set(temporal_frames))) if whole else ()
+    if len(gaps) != len(temporal_frames) or 1 not in gaps:
+        raise InvalidSettingsError(f"temporal_frames must be distinct integers from 1 to {MAX_TEMPORAL_GAP}, 1 among "
+                                   f"them, got {list(temporal_frames)}")
+    return gaps
+
+
+def _temporal_targets(history: Sequence[_Previous], frame: torch.Tensor, gaps: Sequence[int],
+                      to_device: Callable[[torch.Tensor], torch.Tensor]) -> list[TemporalTarget]:
+    """The results of frames t−j (``history``, oldest first, the previous frame last) moved into ``frame``
+    (1×3×H×W) by the flow between the two frames, with Ruder et al.'s long-term weights; nearest first."""
+    earlier = [history[-gap] for gap in gaps if gap <= len(history)]
+    motions = [motion_between(previous.content, frame) for previous in earlier]
+    weights = long_term_weights([motion.reliable for motion in motions])
+    return [TemporalTarget(warp(previous.result, motion.flow), to_device(weight))
+            for previous, motion, weight in zip(earlier, motions, weights)]
+
+
+def _temporal_start(targets: Sequence[TemporalTarget]) -> torch.Tensor:
+    """Where a later frame starts: each pixel from the earlier result its temporal term ties it to, the
+    previous one where none does.  With the previous frame alone this is the paper's start.  With long-term
+    consistency the paper starts from the previous result everywhere, with 1000 iterations a frame to pull a
+    pixel uncovered again back from whatever the flow dragged over it; our later frames run a few, so they
+    start where the term pulls (on the benchmark's reveal sequence the two starts measured alike)."""
+    image = targets[0].warped
+    for target in targets[1:]:
+        image = image + target.reliable * (target.warped - image)
+    return image
 
 
 def _frames(
@@ -164,7 +225,7 @@ def _frames(
     options: _Options, count: int, on_progress: ProgressCallback | None, preview_every: int, cancel: CancelToken,
 ) -> Iterator[torch.Tensor]:
     first: _Start | None = None
-    previous: _Previous | None = None
+    history: deque[_Previous] = deque(maxlen=max(options.temporal_frames))
     for number, frame in enumerate(frames, start=1):
         started = time.perf_counter()
         cancel.raise_if_cancelled()
@@ -179,22 +240,21 @@ def _frames(
         final = first.job.final
         frame_out = resize(content_rgb, final.height, final.width)
         reporting = _Reporting(on_progress, preview_every, started, number, count)
-        if previous is None or not options.temporal_weight:
+        if not history or not options.temporal_weight:
             stages = first.job.stages
             image = engine._initial_image(content_work, None, settings, stages[0].height, stages[0].width)
             final_term = None
         else:
             stages = (first.later_stage,)
-            motion = motion_between(previous.content, frame_out)
-            image = warp(previous.result, motion.flow)
-            final_term = functools.partial(TemporalObjective, warped=image,
-                                           reliable=engine.to_device(motion.reliable), weight=first.temporal_lambda)
+            targets = _temporal_targets(history, frame_out, options.temporal_frames, engine.to_device)
+            image = _temporal_start(targets)
+            final_term = functools.partial(TemporalObjective, targets=targets, weight=first.temporal_lambda)
         image = engine._run_stages(image, stages, content_rgb, content_work, first.inputs, settings, cancel,
                                    reporting, final_term)
         # The optimiser may end a stage without another look at the token (its evaluation budget spent):
         # a cancel asked for during the frame still ends the sequence before its result.
         cancel.raise_if_cancelled()
-        previous = _Previous(frame_out, image)
+        history.append(_Previous(frame_out, image))
         yield _finish(image, content_rgb, settings)
 
 

@@ -1,6 +1,6 @@
 """Frame-to-frame consistency for animations (Ruder, Dosovitskiy, Brox, "Artistic style transfer for
-videos", GCPR 2016): optical flow between consecutive frames, the previous result moved along it, and
-where that moved result can be trusted.
+videos", GCPR 2016): optical flow between two frames, an earlier result moved along it, and where that
+moved result can be trusted; for long-term consistency, which earlier frame each pixel is tied to.
 
 Flow is OpenCV's DIS (Kroeger et al. 2016; no trained network) on the frames' luminance.  A flow here
 is a 2×H×W float32 tensor (dx, dy) in pixels that says, for each pixel p of one frame, where it lies in
@@ -10,6 +10,7 @@ result sampled at p + flow(p) is that result moved into frame t (:func:`warp`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -111,6 +112,13 @@ def motion_between(previous: torch.Tensor, current: torch.Tensor) -> FrameMotion
     backward = estimate_flow(current, previous)
     forward = estimate_flow(previous, current)
     return FrameMotion(backward, reliability_mask(backward, forward))
+
+
+def long_term_weights(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Ruder et al.'s long-term weights from the masks c(t−j) of earlier frames, nearest first:
+    c_long(t−j) = max(c(t−j) − Σ_{k<j} c(t−k), 0), so that each pixel is tied to the nearest earlier frame
+    where it is reliable, and to no other."""
+    return [(mask - sum(masks[:index], torch.zeros_like(mask))).clamp(min=0.0) for index, mask in enumerate(masks)]
 
 
 def temporal_loss(image: torch.Tensor, warped: torch.Tensor, reliable: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from nst_engine.cli import main
 from nst_engine.cli.animation_files import write_animation
 from nst_engine.cli.image_files import read_image, write_image
 from nst_engine.cli.progress_bar import TerminalProgressBar
-from nst_engine.temporal import estimate_flow, motion_between, reliability_mask, warp
+from nst_engine.temporal import estimate_flow, long_term_weights, motion_between, reliability_mask, warp
 
 from .stand_ins import smooth_image
 
@@ -88,6 +88,13 @@ def test_the_mask_is_zero_where_pixels_come_into_view():
     assert mask[: -4, : -4].mean() == 1.0
 
 
+def test_long_term_weights_tie_each_pixel_to_the_nearest_reliable_frame():
+    # Four pixels: reliable in t−1; only in t−2 and t−4; only in t−4; in none.
+    c1, c2, c4 = torch.tensor([1.0, 0, 0, 0]), torch.tensor([1.0, 1, 0, 0]), torch.tensor([1.0, 1, 1, 0])
+    weights = long_term_weights([c1, c2, c4])
+    assert [w.tolist() for w in weights] == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+
+
 def run(engine, frames, style, **options):
     return list(stylize_sequence(engine, frames, [style], SETTINGS, **options))
 
@@ -98,6 +105,44 @@ def test_frames_stylised_in_sequence_flicker_far_less(engine, style_image):
     temporal = run(engine, frames, style_image)
     assert warping_error(frames) < 0.002  # the measure itself: the source frames hardly differ
     assert warping_error(temporal) < 0.4 * warping_error(independent)
+
+
+def bar_frames(count: int) -> list[torch.Tensor]:
+    """A still background and a full-height bar 16 px wide moving 8 px right per frame: it hides each pixel
+    it passes for two frames; frame 4 shows x 28..35 again, last seen in frame 1 (and frame 0)."""
+    background, bar = smooth_image(HEIGHT, WIDTH, seed=8), smooth_image(HEIGHT, 16, seed=9)
+    frames = []
+    for t in range(count):
+        frame = background.clone()
+        frame[:, :, 4 + 8 * t: 20 + 8 * t] = bar
+        frames.append(frame)
+    return frames
+
+
+def test_long_term_consistency_restores_a_region_uncovered_again(engine, style_image):
+    """With frames t−1, t−2, t−4 the strip that frame 4 uncovers is tied to frame 0's result, where it was last
+    reliable four frames back; with the previous frame alone it is stylised anew.  Measured where the
+    estimated flow to frame 0 is reliable: next to the bar, which moved 32 px, DIS's flow is not."""
+    frames = bar_frames(5)
+    short = run(engine, frames, style_image, frame_iterations=4)
+    long = run(engine, frames, style_image, frame_iterations=4, temporal_frames=(1, 2, 4))
+    tied = long_term_weights([motion_between(frames[4 - gap], frames[4]).reliable for gap in (1, 2, 4)])[2]
+    strip = torch.zeros(HEIGHT, WIDTH)
+    strip[:, 28:36] = 1.0
+    region = tied * strip
+    assert region.sum() > 0.25 * strip.sum()
+
+    def change(results):  # frame 4's result against frame 0's there (the background does not move)
+        return ((results[4] - results[0]).square() * region).sum().div(3 * region.sum()).sqrt().item()
+
+    assert change(long) < 0.3 * change(short)
+    assert torch.equal(short[0], long[0])
+
+
+@pytest.mark.parametrize("gaps", [(2,), (1, 1), (1, 17), (0, 1), (1, 2.0), (True,)])
+def test_bad_temporal_frames_are_refused_at_the_call(engine, style_image, gaps):
+    with pytest.raises(InvalidSettingsError, match="temporal_frames"):
+        stylize_sequence(engine, [], [style_image], SETTINGS, temporal_frames=gaps)
 
 
 def test_temporal_weight_zero_stylises_each_frame_as_alone(engine, style_image):
