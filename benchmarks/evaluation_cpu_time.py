@@ -45,7 +45,7 @@ def rest_operators(evaluate, evaluations: int, top: int) -> list[tuple[str, int,
 
 
 def measure(engine: StyleTransfer, images, size: int, precision: Precision, evaluations: int,
-            top: int) -> dict:
+            top: int, profiled: bool) -> dict:
     content, style = images
     objective = engine.objective(content, [style], StyleSettings(precision=precision), size, size)
     image = engine.to_device(content[None]).requires_grad_(True)
@@ -63,11 +63,11 @@ def measure(engine: StyleTransfer, images, size: int, precision: Precision, eval
             evaluate()
             times.append(1000 * (time.process_time() - started))
         faults = (minor_faults() - faults) / evaluations
-        parts = profile_evaluations(evaluate, max(1, evaluations // 2), engine.device)
+        parts = profile_evaluations(evaluate, max(1, evaluations // 2), engine.device) if profiled else None
         operators = rest_operators(evaluate, max(1, evaluations // 2), top) if top else []
     return {"size": size, "precision": precision.value, "cpu_ms_median": statistics.median(times),
             "cpu_ms_min": min(times), "page_faults_mib": faults * resource.getpagesize() / 2**20,
-            "profile_ms_per_eval": parts.to_dict(), "rest_operators": operators}
+            "profile_ms_per_eval": parts.to_dict() if parts else None, "rest_operators": operators}
 
 
 def main() -> None:
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=6, help="timed evaluations per size and precision")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ops", type=int, default=0, help="also list this many costliest operators of the rest")
+    parser.add_argument("--no-profile", action="store_true", help="CPU time and page faults only (quicker)")
     parser.add_argument("--json", action="store_true", help="one JSON list instead of lines")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -87,14 +88,15 @@ def main() -> None:
     for size in args.sizes:
         for name in args.precisions:
             precision = resolve_precision(Precision(name), device)
-            result = measure(engine, images[size], size, precision, args.evals, args.ops)
+            result = measure(engine, images[size], size, precision, args.evals, args.ops, not args.no_profile)
             results.append(result)
             if args.json:
                 continue
             parts = result["profile_ms_per_eval"]
+            split = "; profile: " + ", ".join(f"{part.value} {parts[part.value]:.1f}" for part in Part) if parts else ""
             print(f"{size} {precision.value}: CPU {result['cpu_ms_median']:.0f} ms/eval (min "
-                  f"{result['cpu_ms_min']:.0f}), page faults {result['page_faults_mib']:.0f} MiB/eval; profile: "
-                  + ", ".join(f"{part.value} {parts[part.value]:.1f}" for part in Part), flush=True)
+                  f"{result['cpu_ms_min']:.0f}), page faults {result['page_faults_mib']:.0f} MiB/eval{split}",
+                  flush=True)
             for operator, calls, ms in result["rest_operators"]:
                 print(f"    {ms:7.1f} ms  {calls:3d}×  {operator}")
     if args.json:
