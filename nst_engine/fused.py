@@ -186,8 +186,14 @@ class _FusedVGG(torch.autograd.Function):
                     # values, with the same result bit for bit.
                     _relu_backward(grad, inputs[index], in_place=True)
                     skip_relu = True
-                    grad = torch.ops.aten.max_pool2d_with_indices_backward(
-                        grad, below, _WINDOW, _WINDOW, [0, 0], _ONES, False, next(pool_indices))
+                    # Nothing reads that ReLU output again unless it is a returned feature (its own
+                    # gradient then needs its values): its memory takes the pooling's gradient, which
+                    # saves a fresh full-size tensor (over 32 MiB, page-faulted in each time).  The
+                    # kernel reads only the indices and the gradient; ``below`` gives the shape.
+                    reuse = plan.outputs[index - 1] < 0
+                    grad = torch.ops.aten.max_pool2d_with_indices_backward.grad_input(
+                        grad, below, _WINDOW, _WINDOW, [0, 0], _ONES, False, next(pool_indices),
+                        grad_input=below if reuse else torch.empty_like(below))
                 else:
                     grad = torch.ops.aten.avg_pool2d_backward(grad, below, _WINDOW, _WINDOW, [0, 0], False, True, None)
             owned = True
