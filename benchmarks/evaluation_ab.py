@@ -3,9 +3,11 @@
 
 Evaluations alternate one by one between another worktree's ``nst_engine/{fused,losses,products}.py``
 (BASE, loaded beside this checkout's) and this checkout's, on one thread, on the same image and
-weights, so that a shared machine's swings in load fall on both sides alike.  Prints per size and
-precision the median single-thread CPU ms per evaluation of each, the page faults per evaluation,
-and whether the two give the same loss and image gradient bit for bit.  Only those three modules are
+weights, so that a shared machine's swings in load fall on both sides alike; the precisions take
+their turns too, so that bf16's ratio to fp32 comes from the same stretch of time.  Prints per size
+and precision the median single-thread CPU ms per evaluation of each side, that ratio, the page
+faults per evaluation, and whether the two sides give the same loss and image gradient bit for bit
+(on the CPU ``fp32_arithmetic`` changes nothing, so it is left out).  Only those three modules are
 swapped: the rest of the engine (vgg.py, transfer.py) is this checkout's, so BASE must be close to it.
 
     git worktree add /tmp/base 8fff9cc
@@ -28,7 +30,6 @@ import torch
 from engine_speed import pink_noise_image, random_normalised_state
 
 from nst_engine import Precision, StyleSettings, StyleTransfer, fused, losses, transfer, vgg
-from nst_engine.device import fp32_arithmetic
 from nst_engine.vgg import VGGFeatures
 
 _WARM_UP = 4
@@ -69,34 +70,45 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def compare(engine: StyleTransfer, images: tuple[torch.Tensor, torch.Tensor], size: int, precision: Precision,
-            variants: dict[str, tuple[ModuleType, ModuleType]], evaluations: int) -> str:
+def compare(engine: StyleTransfer, images: tuple[torch.Tensor, torch.Tensor], size: int,
+            precisions: list[Precision], variants: dict[str, tuple[ModuleType, ModuleType]],
+            evaluations: int) -> list[str]:
+    """Lines of figures for one size: every (precision, side) pair takes its turn, evaluation by
+    evaluation, so that each precision's ratio to fp32 comes from the same stretch of time."""
     content, style = images
-    objective = engine.objective(content, [style], StyleSettings(precision=precision), size, size)
     image = engine.to_device(content[None]).requires_grad_(True)
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    faults = dict.fromkeys(names, 0)
-    results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    with fp32_arithmetic(engine.device, precision):
-        for step in range(len(names) * (evaluations + _WARM_UP)):
-            name = names[step % len(names)]
-            use(variants[name])
-            image.grad = None
-            before, started = minor_faults(), time.process_time()
-            loss = objective(image)[0]
-            loss.backward()
-            if step >= len(names) * _WARM_UP:
-                times[name].append(1000 * (time.process_time() - started))
-                faults[name] += minor_faults() - before
-            assert image.grad is not None
-            results[name] = (loss.detach(), image.grad.clone())
-    base, new = (statistics.median(times[name]) for name in names)
-    same = all(torch.equal(a, b) for a, b in zip(*results.values()))
-    mib = {name: faults[name] * resource.getpagesize() / 2**20 / evaluations for name in names}
-    return (f"{size} {precision.value}: base {base:.0f} new {new:.0f} CPU ms/eval (new/base {new / base:.3f}, "
-            f"saved {base - new:.0f}); page faults base {mib['base']:.0f} new {mib['new']:.0f} MiB/eval; "
-            f"bit for bit: {same}")
+    objectives = {precision: engine.objective(content, [style], StyleSettings(precision=precision), size, size)
+                  for precision in precisions}
+    turns = [(precision, name) for precision in precisions for name in variants]
+    times: dict[tuple[Precision, str], list[float]] = {turn: [] for turn in turns}
+    faults = dict.fromkeys(turns, 0)
+    results: dict[tuple[Precision, str], tuple[torch.Tensor, torch.Tensor]] = {}
+    for step in range(len(turns) * (evaluations + _WARM_UP)):
+        turn = turns[step % len(turns)]
+        use(variants[turn[1]])
+        image.grad = None
+        before, started = minor_faults(), time.process_time()
+        loss = objectives[turn[0]](image)[0]
+        loss.backward()
+        if step >= len(turns) * _WARM_UP:
+            times[turn].append(1000 * (time.process_time() - started))
+            faults[turn] += minor_faults() - before
+        assert image.grad is not None
+        results[turn] = (loss.detach(), image.grad.clone())
+    median = {turn: statistics.median(values) for turn, values in times.items()}
+    mib = {turn: count * resource.getpagesize() / 2**20 / evaluations for turn, count in faults.items()}
+    lines = []
+    for precision in precisions:
+        base, new = median[precision, "base"], median[precision, "new"]
+        same = all(torch.equal(a, b) for a, b in zip(results[precision, "base"], results[precision, "new"]))
+        ratio = ""
+        if precision is not precisions[0]:
+            ratio = "; ÷ {}: base {:.3f} new {:.3f}".format(
+                precisions[0].value, base / median[precisions[0], "base"], new / median[precisions[0], "new"])
+        lines.append(f"{size} {precision.value}: base {base:.0f} new {new:.0f} CPU ms/eval (new/base "
+                     f"{new / base:.3f}, saved {base - new:.0f}){ratio}; page faults base "
+                     f"{mib[precision, 'base']:.0f} new {mib[precision, 'new']:.0f} MiB/eval; bit for bit: {same}")
+    return lines
 
 
 def main() -> None:
@@ -111,9 +123,9 @@ def main() -> None:
     images = {size: (pink_noise_image(size, seed=1), pink_noise_image(size, seed=2)) for size in args.sizes}
     state = random_normalised_state(torch.stack(images[min(args.sizes)]))
     engine = StyleTransfer(VGGFeatures(state), torch.device("cpu"))
+    precisions = [Precision(name) for name in args.precisions]
     for size in args.sizes:
-        for name in args.precisions:
-            print(compare(engine, images[size], size, Precision(name), variants, args.evals), flush=True)
+        print("\n".join(compare(engine, images[size], size, precisions, variants, args.evals)), flush=True)
     use(variants["new"])
 
 
