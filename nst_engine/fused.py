@@ -168,7 +168,7 @@ class _FusedVGG(torch.autograd.Function):
                     owned = True
             if grad is None:
                 continue
-            # The ReLU's gradient: zero where its output is (the same kernel as autograd's).  Below a
+            # The ReLU's gradient: zero where its output is (autograd's kernel, see _relu_backward).  Below a
             # max-pooling with nothing else to add (see the pooling below), that was done already.
             if not (skip_relu and incoming is None):
                 grad = _relu_backward(grad, activations[index], in_place=owned)

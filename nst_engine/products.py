@@ -28,7 +28,7 @@ _WIDE = (torch.float32, torch.float64)
 
 # The widening buffer's size: large enough that each block's product still runs near its peak, small
 # enough to keep one per thread for good.
-_BLOCK_BYTES = 16 * 2**20
+WIDENING_BYTES = 16 * 2**20
 _scratch = threading.local()
 
 
@@ -45,9 +45,9 @@ def gram(matrix: torch.Tensor, transposed: bool = False) -> torch.Tensor:
 def _widened_gram(matrix: torch.Tensor) -> torch.Tensor:
     """MMᵀ of a channels × positions matrix in a narrower dtype, widened to float32 block by block."""
     channels, positions = matrix.shape
-    block = max(1, _BLOCK_BYTES // (4 * channels))
+    block = max(1, WIDENING_BYTES // (4 * channels))
     product: torch.Tensor | None = None
-    for start in range(0, positions, block):
+    for start in range(0, max(positions, 1), block):  # once for an empty matrix: a zero product
         part = matrix[:, start:start + block]
         wide = _widening_buffer(part).copy_(part)
         product = wide @ wide.T if product is None else product.addmm_(wide, wide.T)
@@ -61,7 +61,7 @@ def _widening_buffer(part: torch.Tensor) -> torch.Tensor:
     product the one a widened copy of ``part`` would give."""
     buffer: torch.Tensor | None = getattr(_scratch, "buffer", None)
     if buffer is None or buffer.device != part.device or buffer.numel() < part.numel():
-        buffer = torch.empty(max(part.numel(), _BLOCK_BYTES // 4), dtype=torch.float32, device=part.device)
+        buffer = torch.empty(max(part.numel(), WIDENING_BYTES // 4), dtype=torch.float32, device=part.device)
         _scratch.buffer = buffer
     flat = buffer[:part.numel()]
     rows, columns = part.shape
