@@ -12,6 +12,7 @@ import torch
 
 from .device import cpu_has_native_bf16, resolve_precision
 from .layers import LAYER_DEPTH, VGG19_CONVS, layer_channels, layer_downsampling
+from .products import WIDENING_BYTES
 from .settings import Optimizer, Precision
 
 BYTES_PER_FLOAT = 4
@@ -110,8 +111,10 @@ def estimate_bytes(height: int, width: int, layers: Collection[str], style_layer
 def estimate_style_pass_bytes(height: int, width: int, style_layers: Collection[str], arithmetic: Arithmetic) -> int:
     """Peak memory of one style image's Gram targets from a whole-image VGG pass at height×width, which
     keeps no gradients: the input (and its cast), the style layers' features until their Gram matrices
-    are taken, and then the widest feature map in flight (or its unfolded input), or the style layer
-    widened to float32 for its Gram product, whichever is larger.  In float32 that is 189 floats (756
+    are taken, the widest feature map in flight (or its unfolded input), and the buffer a CPU widens the
+    style layers into for their Gram products (at most WIDENING_BYTES; before issue #30 a copy of the
+    whole layer, which the bf16 figures below were measured with: 535 MiB at 1024 px since, model
+    included).  In float32 that is 189 floats (756
     bytes) per pixel before the margin, for the default layers; measured 695–753 bytes per pixel at 512,
     1024, 1536 and 2048 px (CPU, peak resident set above the loaded model).  bf16 on a CPU: 518 bytes
     per pixel, measured 455–644 at 512 px (a noisy size) and 538, 500 at 1024 and 2048 px; emulated:
@@ -122,10 +125,13 @@ def estimate_style_pass_bytes(height: int, width: int, style_layers: Collection[
     in_flight = max(spec.out_channels / 4 ** (spec.block - 1) for spec in VGG19_CONVS[: deepest + 1])
     if arithmetic.unfolded_convolutions:
         in_flight += _unfolded_input(style_layers)
-    widened = BYTES_PER_FLOAT * _widest_style_layer(style_layers) if arithmetic.widened_grams else 0.0
+    # A style layer is widened into one buffer of at most WIDENING_BYTES per thread (issue #30), no
+    # longer in a copy of the whole layer.
+    widened = min(BYTES_PER_FLOAT * _widest_style_layer(style_layers) * height * width, WIDENING_BYTES) \
+        if arithmetic.widened_grams else 0.0
     image = 3 * (BYTES_PER_FLOAT + (width_bytes if width_bytes != BYTES_PER_FLOAT else 0))
-    per_pixel = image + width_bytes * kept + max(width_bytes * in_flight, widened)
-    return round(_SAFETY_MARGIN * (arithmetic.model_bytes + per_pixel * height * width))
+    per_pixel = image + width_bytes * kept + width_bytes * in_flight
+    return round(_SAFETY_MARGIN * (arithmetic.model_bytes + widened + per_pixel * height * width))
 
 
 def image_copies_per_pixel(optimizer: Optimizer, history: int = LBFGS_HISTORY) -> int:
