@@ -339,7 +339,7 @@ def main() -> None:
             print(f"daemon overhead (latency minus the engine's own elapsed time at its first report): "
                   f"{overhead * 1000:.0f} ms (median of {2 * args.repeats} jobs)")
             print(f"warm daemon, same style again (cache hit): {cached_job * 1000:.0f} ms "
-                  f"({first_job / cached_job:.2f}× faster); status: {client.status()['style_cache']}")
+                  f"({first_job / cached_job:.2f}× faster); status: {client.status().style_cache}")
 
             big = rng.random((4096, 4096, 4), dtype=np.float32)  # touched pages, as an image read from GIMP has
             big_image = image_of(big)

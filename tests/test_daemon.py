@@ -313,6 +313,16 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> float:
     raise AssertionError(f"not within {timeout_s} s")
 
 
+def test_the_refusal_of_a_cancel_sent_too_late_is_not_taken_for_the_next_submits(daemon, client):
+    # A job that ended between a progress report and the cancel it prompted (benchmarks/daemon_latency.py met
+    # this: its next submit raised "cancel: no job … of yours"): the daemon refuses the cancel.
+    client.cancel("0123456789abcdef")
+    assert client.socket is not None and client.socket.poll(5000)  # that refusal waits unread
+    content, style = content_and_style()
+    job_id = client.submit(content, [style], TINY_SETTINGS)
+    assert client.wait(job_id).image.spec.width > 0
+
+
 @pytest.mark.parametrize("when", ["queued", "just after start", "mid-iteration"])
 def test_cancel(daemon, client, when):
     content, style = content_and_style()

@@ -139,8 +139,7 @@ class DaemonClient(StyleClient):
                 reply = self._receive(remaining)
                 if reply is None:
                     break
-                if reply.type is MessageType.ERROR and "job_id" not in reply.body \
-                        and reply.body.get("request") in (None, message_type.value):  # not a late cancel's refusal
+                if _refuses(reply, message_type):
                     raise DaemonJobError.from_wire(reply.body)
                 if reply.type is expect:
                     return reply
@@ -173,8 +172,8 @@ class DaemonClient(StyleClient):
         # Submitting is not retried: a resent job could run twice.
         self._send(MessageType.SUBMIT, request, frames)
         reply = self._receive(self.timeout_s)
-        while reply is not None and reply.type not in (MessageType.ACCEPTED, MessageType.ERROR):
-            reply = self._receive(self.timeout_s)
+        while reply is not None and reply.type is not MessageType.ACCEPTED and not _refuses(reply, MessageType.SUBMIT):
+            reply = self._receive(self.timeout_s)  # a late reply to an earlier request or job
         if reply is None:
             raise self._lost(f"did not accept the job within {self.timeout_s:g} s.")
         if reply.type is MessageType.ERROR:
@@ -319,6 +318,14 @@ class _JobTraffic:
         if reply.type is MessageType.PONG or reply.body.get("job_id") not in (None, self.job_id):
             return False
         return reply.type is not MessageType.ERROR or reply.body.get("request") != MessageType.CANCEL.value
+
+
+def _refuses(reply: Message, request: MessageType) -> bool:
+    """Whether ``reply`` is the daemon's refusal of a ``request`` just sent: an error of no job (a job's error
+    ends that job), answering that type of request (not the refusal of a cancel sent too late for a job
+    that had ended)."""
+    return (reply.type is MessageType.ERROR and "job_id" not in reply.body
+            and reply.body.get("request") in (None, request.value))
 
 
 def configure_socket(socket: zmq.Socket, info: ConnectionInfo) -> None:
