@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import msgpack
 import numpy as np
@@ -150,3 +152,15 @@ def load_script(path: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout_s: float = 30.0, what: str = "") -> T:
+    """``predicate``'s first truthy value, asked every 50 ms; an AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"not within {timeout_s} s" + (f": {what}" if what else "")
+        time.sleep(0.05)
+    return value

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from daemon.client.contract import DaemonJobError
 from daemon.server.devices import resolve_devices
 
-from .daemon_harness import LONG_SETTINGS, TINY_SETTINGS, image_array, rgb_image, start_daemon
+from .daemon_harness import LONG_SETTINGS, TINY_SETTINGS, image_array, rgb_image, start_daemon, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +23,6 @@ def two_worker_daemon(tmp_path_factory, weights_file):
     yield running
     running.stop()
 
-
-def wait_until(condition, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def devices_where(client, condition):

@@ -31,7 +31,7 @@ from daemon.wire.framing import Codec
 from daemon.wire.limits import TCP_MAX_FRAME_BYTES, MessageCaps
 from daemon.wire.messages import MessageType
 
-from .daemon_harness import REPO_ROOT, TINY_SETTINGS, RunningDaemon, rgb_image, start_daemon
+from .daemon_harness import REPO_ROOT, TINY_SETTINGS, RunningDaemon, rgb_image, start_daemon, wait_until
 
 LOOPBACK = "tcp://127.0.0.1:0"
 AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -192,12 +192,6 @@ def end_flood(flood: subprocess.Popen[str]) -> None:
         flood.kill()
         flood.communicate()
 
-
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from daemon.client.contract import DaemonJobError
 from daemon.server.lifecycle import ProcessIdentity
 from nst_engine.cli.image_files import write_image
 
-from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TINY_SETTINGS, rgb_image, start_daemon
+from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TINY_SETTINGS, rgb_image, start_daemon, wait_until
 from .stand_ins import smooth_image
 
 MiB = 1 << 20
@@ -32,12 +32,6 @@ def daemon_cli(*args: str, connection_file: Path, timeout: float = 120) -> subpr
     return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
-
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        time.sleep(0.05)
 
 
 def daemon_in(folder: Path, weights_file: Path, *extra: str):

@@ -32,7 +32,16 @@ from daemon.wire.connection import ConnectionInfo, read_connection_file, write_c
 from daemon.wire.framing import Codec
 from daemon.wire.messages import PROTOCOL_VERSION, ErrorCode, MessageType
 
-from .daemon_harness import LONG_SETTINGS, REPO_ROOT, TCP, TINY_SETTINGS, random_curve_keys, rgb_image, start_daemon
+from .daemon_harness import (
+    LONG_SETTINGS,
+    REPO_ROOT,
+    TCP,
+    TINY_SETTINGS,
+    random_curve_keys,
+    rgb_image,
+    start_daemon,
+    wait_until,
+)
 
 NOBODY = 65534
 AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
@@ -63,12 +72,6 @@ def daemon_cli(*args: str, connection_file: Path, timeout: float = 120) -> subpr
     return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
-
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
-        time.sleep(0.05)
 
 
 def rss_bytes(pid: int) -> int:

@@ -18,7 +18,7 @@ from nst_engine.cli.animation_files import read_animation, write_animation
 from nst_engine.cli.image_files import read_image, write_image
 
 from . import test_temporal as temporal
-from .daemon_harness import REPO_ROOT, image_array, rgb_image, start_daemon
+from .daemon_harness import REPO_ROOT, image_array, rgb_image, start_daemon, wait_until
 from .stand_ins import smooth_image
 
 HEIGHT, WIDTH = 24, 32
@@ -123,7 +123,8 @@ def test_a_frame_of_another_size_is_refused_and_ends_the_job(daemon):
         assert raised.value.code == "invalid_request"
         assert f"frame 2 is {WIDTH + 8}×{HEIGHT} pixels, but the sequence's frames are {WIDTH}×{HEIGHT}" in str(
             raised.value)
-        assert client.status().running() == []
+        # the worker stops within an iteration of the first frame, after the refusal was sent
+        wait_until(lambda: client.status().running() == [], 5, "the worker idle again")
 
 
 def test_frames_out_of_turn_or_for_another_clients_job_are_refused(daemon):
