@@ -305,7 +305,6 @@ def test_an_exception_in_a_job_is_an_internal_error(client, daemon):
     client.stylize(content, [style], TINY_SETTINGS)
 
 
-
 def test_the_refusal_of_a_cancel_sent_too_late_is_not_taken_for_the_next_submits(daemon, client):
     # A job that ended between a progress report and the cancel it prompted (benchmarks/daemon_latency.py met
     # this: its next submit raised "cancel: no job … of yours"): the daemon refuses the cancel.
