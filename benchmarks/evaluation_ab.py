@@ -28,6 +28,7 @@ from types import ModuleType
 
 import torch
 from engine_speed import pink_noise_image, random_normalised_state
+from evaluation_cpu_time import minor_faults
 
 from nst_engine import Precision, StyleSettings, StyleTransfer, fused, losses, transfer, vgg
 from nst_engine.vgg import VGGFeatures
@@ -64,10 +65,6 @@ def use(modules: tuple[ModuleType, ModuleType]) -> None:
     vgg.fused = fused_module  # type: ignore[attr-defined]
     transfer.content_loss = losses_module.content_loss  # type: ignore[attr-defined]
     transfer.style_loss = losses_module.style_loss  # type: ignore[attr-defined]
-
-
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def compare(engine: StyleTransfer, images: tuple[torch.Tensor, torch.Tensor], size: int,
