@@ -114,19 +114,16 @@ def estimate_style_pass_bytes(height: int, width: int, style_layers: Collection[
     are taken, the widest feature map in flight (or its unfolded input), and the buffer a CPU widens the
     style layers into for their Gram products (at most WIDENING_BYTES; before issue #30 a copy of the
     whole layer, which the bf16 figures below were measured with: 535 MiB at 1024 px since, model
-    included).  In float32 that is 189 floats (756
-    bytes) per pixel before the margin, for the default layers; measured 695–753 bytes per pixel at 512,
-    1024, 1536 and 2048 px (CPU, peak resident set above the loaded model).  bf16 on a CPU: 518 bytes
-    per pixel, measured 455–644 at 512 px (a noisy size) and 538, 500 at 1024 and 2048 px; emulated:
-    1542, measured 1400–1450 at 512 and 1024 px."""
+    included).  In float32 that is 189 floats (756 bytes) per pixel before the margin, for the default
+    layers; measured 695–753 bytes per pixel at 512, 1024, 1536 and 2048 px (CPU, peak resident set
+    above the loaded model).  bf16 on a CPU: 518 bytes per pixel, measured 455–644 at 512 px (a noisy
+    size) and 538, 500 at 1024 and 2048 px; emulated: 1542, measured 1400–1450 at 512 and 1024 px."""
     width_bytes = arithmetic.activation_bytes
     kept = sum(layer_channels(name) / layer_downsampling(name) ** 2 for name in style_layers)
     deepest = max(LAYER_DEPTH[name] for name in style_layers) // 2
     in_flight = max(spec.out_channels / 4 ** (spec.block - 1) for spec in VGG19_CONVS[: deepest + 1])
     if arithmetic.unfolded_convolutions:
         in_flight += _unfolded_input(style_layers)
-    # A style layer is widened into one buffer of at most WIDENING_BYTES per thread (issue #30), no
-    # longer in a copy of the whole layer.
     widened = min(BYTES_PER_FLOAT * _widest_style_layer(style_layers) * height * width, WIDENING_BYTES) \
         if arithmetic.widened_grams else 0.0
     image = 3 * (BYTES_PER_FLOAT + (width_bytes if width_bytes != BYTES_PER_FLOAT else 0))
