@@ -76,6 +76,7 @@ class _ResultFrames:
         self.old_tattoos = target.record.result_tattoos if self.replacing else ()
         self.display = None
         self.made: list = []
+        self.replaced: list = []  # per made frame, the old frame it replaces, or None
         if self.replacing:
             self.image.undo_group_start()
         else:
@@ -92,6 +93,7 @@ class _ResultFrames:
         else:
             self.image.insert_layer(layer, None, 0)  # above the frames before it: bottom to top
         self.made.append(layer)
+        self.replaced.append(old)
         if self.show and self.display is None and not self.replacing:
             self.display = Gimp.Display.new(self.image)
         return layer
@@ -102,11 +104,10 @@ class _ResultFrames:
         return self.image.get_layer_by_tattoo(self.old_tattoos[number - 1])
 
     def finish(self, record: ResultRecord) -> None:
-        for number, layer in enumerate(self.made, start=1):
-            old = self._old_frame(number)
+        for layer, old, name in zip(self.made, self.replaced, record.frame_names):
             if old is not None:
                 self.image.remove_layer(old)
-            layer.set_name(record.frame_names[number - 1])  # the name the old frame freed: no " #1"
+            layer.set_name(name)  # the name the old frame freed: no " #1"
         self.image.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, record.to_json().encode()))
         if self.replacing:
             self.image.undo_group_end()
